@@ -1,0 +1,111 @@
+"""Preference PPO: PPO on a reward learned from preferences over segment pairs.
+
+Source: Christiano et al. 2017, "Deep reinforcement learning from human preferences", Sec. 2.2:
+the policy is optimised with an on-policy policy-gradient method (here Stable-Baselines3 PPO,
+as in their MuJoCo experiments' successor implementations) on the predicted reward, which a
+vectorised-environment wrapper computes for all environments in one batched call; the reward
+predictor, an ensemble trained with the Bradley-Terry loss, is refit at each feedback round on
+every label so far and normalised to a stable scale. The true reward is kept in
+``info["true_reward"]`` and never shown to the learner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from rewardlab.algorithms.common import make_env, max_episode_steps
+from rewardlab.algorithms.session import TrainingSession
+from rewardlab.config import TrainConfig
+from rewardlab.data.transitions import TransitionLog
+from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv
+
+
+def build_ppo(config: TrainConfig, env: LearnedRewardVecEnv, seed: int) -> PPO:
+    """SB3 PPO with the run's settings on the proxy-reward env."""
+    p = config.ppo
+    return PPO(
+        "MlpPolicy", env,
+        n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
+        learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range, ent_coef=p.ent_coef,
+        policy_kwargs={"net_arch": list(p.net_arch)}, seed=seed, device="cpu", verbose=0,
+    )
+
+
+def train_pref_ppo(
+    config: TrainConfig, run_dir: Path, resume: bool = False, console: Console | None = None
+) -> dict[str, Any]:
+    """Train preference PPO as configured, writing everything to ``run_dir``.
+
+    Args:
+        config: the run config (``algorithm == "pref_ppo"``).
+        run_dir: run directory (see :mod:`rewardlab.algorithms.session`).
+        resume: continue from ``run_dir/checkpoints/latest``.
+        console: where progress goes.
+
+    Returns:
+        The run summary (also written to ``run_dir/summary.json``).
+
+    Raises:
+        RunDirError: when resuming a run with no checkpoint.
+    """
+    probe = make_env(config)
+    obs_dim = int(np.prod(probe.observation_space.shape))
+    act_dim = int(np.prod(probe.action_space.shape))
+    limit = max_episode_steps(probe)
+    probe.close()
+    session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
+    seeds = session.seeds
+    n_envs = config.ppo.n_envs
+    venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=seeds["env"])
+    capacity = max(config.log_capacity // n_envs, config.feedback.segment_len + 1)
+    log = TransitionLog(capacity, n_envs, obs_dim, act_dim)
+    env = LearnedRewardVecEnv(venv, log, reward_fn=None)
+    model = build_ppo(config, env, seeds["agent"])
+    model.set_logger(session.sb3_logger())
+    rollout = config.ppo.n_steps * n_envs
+    step = 0
+    if resume:
+        session.load_checkpoint(model, log)
+        step = model.num_timesteps
+        if session.reward_model.updates > 0:
+            env.reward_fn = session.reward_model.reward
+        session.message(f"resumed {run_dir} at step {step}")
+
+    interrupted = False
+    session.start_progress(step)
+    try:
+        while step < config.total_steps:
+            # one PPO rollout + update at a time; rounds and evals fall on rollout boundaries
+            model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
+            step = model.num_timesteps
+            if session.learner.round_due(step):
+                metrics = session.learner.run_round(log, step)
+                env.reward_fn = session.reward_model.reward
+                session.log(step, metrics)
+                session.message(
+                    f"step {step}: round {int(metrics['feedback/round'])}, "
+                    f"{int(metrics['feedback/queries_asked'])} queries, reward model held-out "
+                    f"accuracy {metrics['reward_model/heldout_accuracy']:.2f}"
+                )
+            if step >= session.next_eval:
+                session.evaluate(model, step)
+            if step >= session.next_checkpoint:
+                session.save_checkpoint(model, log, step, {})
+            session.update_progress(step)
+    except KeyboardInterrupt:
+        interrupted = True
+        session.stop_progress()
+        session.message(f"interrupted at step {step}: saving a checkpoint")
+    step = model.num_timesteps
+    session.save_checkpoint(model, log, step, {})
+    if not interrupted and (not session.last_eval or session.next_eval - config.eval.every < step):
+        session.evaluate(model, step)
+    env.close()
+    return session.finish(step, interrupted)

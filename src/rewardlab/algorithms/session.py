@@ -1,0 +1,306 @@
+"""A training session: the run directory, its logs, evaluation, checkpoints and progress bar.
+
+Each method module (``pebble``, ``pref_ppo``) writes its own training loop top to bottom and
+calls these services; nothing here decides *how* a method trains.
+
+Run directory layout::
+
+    config.yaml            the resolved TrainConfig
+    feedback.db            the feedback store (SQLite by default)
+    metrics.jsonl          one JSON row per log call, keyed by env step
+    tensorboard/           the same metrics as TensorBoard events
+    checkpoints/latest/    agent (safetensors+JSON), replay buffer / transition log (.npz),
+                           reward model (safetensors+JSON), state.json
+    gold_vs_proxy.png      gold and proxy eval return against env steps
+    summary.json           final figures of the run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import configure as sb3_configure
+
+from rewardlab.algorithms.checkpoint import (
+    load_replay_buffer,
+    load_sb3,
+    rng_from_json,
+    rng_state_to_json,
+    save_replay_buffer,
+    save_sb3,
+)
+from rewardlab.algorithms.common import PreferenceLearner, make_env
+from rewardlab.config import TrainConfig, dump_config, load_config
+from rewardlab.data.transitions import TransitionLog, load_log, save_log
+from rewardlab.diagnostics.evaluation import evaluate
+from rewardlab.diagnostics.metrics import MetricLogger
+from rewardlab.diagnostics.plots import plot_gold_vs_proxy
+from rewardlab.errors import RunDirError
+from rewardlab.feedback.teachers import ScriptedTeacher
+from rewardlab.rewards.model import RewardModel
+from rewardlab.seeding import child_seeds
+from rewardlab.store.store import FeedbackStore
+
+CHECKPOINT_DIR = "checkpoints/latest"
+
+
+class TrainingSession:
+    """Services of one run: logging, feedback, evaluation, checkpoints, progress.
+
+    Args:
+        config: the resolved run config.
+        run_dir: the run directory (created if missing).
+        obs_dim: observation width; act_dim: action width.
+        episode_limit: the env's time limit in steps.
+        console: where progress and messages go.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        obs_dim: int,
+        act_dim: int,
+        episode_limit: int,
+        console: Console | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.console = console or Console(stderr=True)
+        self.seeds = child_seeds(config.seed)
+        torch.set_num_threads(config.torch_threads)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        self.store = FeedbackStore.open(run_dir)
+        self.logger = MetricLogger(run_dir)
+        self.reward_model = RewardModel(
+            obs_dim, act_dim, config.reward_model, seed=self.seeds["reward_model"]
+        )
+        teacher = ScriptedTeacher(config.teacher.build(), seed=self.seeds["teacher"])
+        self.learner = PreferenceLearner(
+            config, self.store, teacher, self.reward_model,
+            np.random.default_rng(self.seeds["queries"]), episode_limit,
+        )
+        self.eval_env = make_env(config)
+        self.next_eval = config.eval.every
+        self.next_checkpoint = config.checkpoint_every
+        self.start_time = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.last_eval: dict[str, float] = {}
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    # ----------------------------------------------------------------- progress
+    def start_progress(self, step: int) -> None:
+        """Show a rich progress bar over env steps (if enabled)."""
+        if not self.config.progress_bar:
+            return
+        self._progress = Progress(
+            TextColumn(f"[bold]{self.config.algorithm}[/]"),
+            BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+            console=self.console, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            "train", total=self.config.total_steps, completed=step, status=""
+        )
+
+    def update_progress(self, step: int) -> None:
+        """Advance the bar to ``step`` and refresh its status text."""
+        if self._progress is None:
+            return
+        c = self.learner.counters
+        gold = self.last_eval.get("eval/gold_return")
+        proxy = self.last_eval.get("eval/proxy_return")
+        status = f"queries {c.asked}/{self.config.feedback.total_budget}"
+        if gold is not None:
+            status += f"  gold {gold:.1f}"
+        if proxy is not None and np.isfinite(proxy):
+            status += f"  proxy {proxy:.1f}"
+        self._progress.update(self._task, completed=step, status=status)
+
+    def stop_progress(self) -> None:
+        """Remove the bar."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def message(self, text: str) -> None:
+        """Print a status line above the progress bar."""
+        self.console.print(text)
+
+    # ------------------------------------------------------------------ logging
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Log metrics at env step ``step`` (JSONL + TensorBoard)."""
+        self.logger.log(step, metrics)
+
+    def sb3_logger(self) -> Any:
+        """An SB3 logger writing its ``train/`` and ``rollout/`` keys to our TensorBoard dir."""
+        return sb3_configure(str(self.run_dir / "tensorboard" / "sb3"), ["tensorboard"])
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of training so far, across resumes."""
+        return self.elapsed_before + time.perf_counter() - self.start_time
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, model: BaseAlgorithm, step: int) -> dict[str, float]:
+        """Gold and proxy return of deterministic-policy episodes; logs ``eval/`` metrics."""
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return model.predict(obs, deterministic=True)[0]
+
+        result = evaluate(
+            self.eval_env, policy,
+            self.reward_model if self.reward_model.updates > 0 else None,
+            self.config.eval.episodes, seed=self.seeds["eval_env"],
+        )
+        metrics = result.metrics()
+        if self.learner.last_metrics:
+            metrics["reward_model/heldout_accuracy"] = self.learner.last_metrics.get(
+                "reward_model/heldout_accuracy", float("nan")
+            )
+        metrics["time/elapsed_s"] = self.elapsed()
+        metrics["time/steps_per_s"] = step / max(self.elapsed(), 1e-9)
+        self.log(step, metrics)
+        self.last_eval = metrics
+        self.next_eval = step + self.config.eval.every
+        return metrics
+
+    # -------------------------------------------------------------- checkpoints
+    def save_checkpoint(
+        self, model: BaseAlgorithm, log: TransitionLog, step: int, extra: dict[str, Any]
+    ) -> None:
+        """Write ``checkpoints/latest`` atomically (a new folder, then a rename)."""
+        final = self.run_dir / CHECKPOINT_DIR
+        tmp = final.with_name("latest.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_sb3(model, tmp)
+        if getattr(model, "replay_buffer", None) is not None:
+            save_replay_buffer(model.replay_buffer, tmp / "replay_buffer.npz")
+        save_log(log, str(tmp / "transition_log.npz"))
+        self.reward_model.save(tmp)
+        state = {
+            "format_version": 1,
+            "step": step,
+            "elapsed_s": self.elapsed(),
+            "next_eval": self.next_eval,
+            "next_checkpoint": step + self.config.checkpoint_every,
+            "feedback": self.learner.state(),
+            "query_rng": rng_state_to_json(self.learner.rng),
+            "teacher_rng": rng_state_to_json(self.learner.teacher.rng),
+            "extra": extra,
+        }
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        old = final.with_name("latest.old")
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+        self.next_checkpoint = step + self.config.checkpoint_every
+
+    def load_checkpoint(self, model: BaseAlgorithm, log: TransitionLog) -> dict[str, Any]:
+        """Restore agent, transition log, reward model and counters from ``checkpoints/latest``.
+
+        Labels given after the checkpoint are kept: the store is the source of truth, so the
+        reward model is retrained on them when the store holds more than the checkpoint knew.
+
+        Returns:
+            The checkpoint's ``extra`` dict (method-specific state).
+
+        Raises:
+            RunDirError: if the run has no complete checkpoint.
+        """
+        ckpt = self.run_dir / CHECKPOINT_DIR
+        if not (ckpt / "state.json").exists():
+            raise RunDirError(
+                f"{self.run_dir}: no checkpoint to resume from ({CHECKPOINT_DIR}/state.json)"
+            )
+        state = json.loads((ckpt / "state.json").read_text())
+        load_sb3(model, ckpt)
+        if getattr(model, "replay_buffer", None) is not None:
+            load_replay_buffer(model.replay_buffer, ckpt / "replay_buffer.npz")
+        load_log(log, str(ckpt / "transition_log.npz"))
+        loaded = RewardModel.load(ckpt)
+        self.reward_model.net.load_state_dict(loaded.net.state_dict())
+        self.reward_model.optimizer.load_state_dict(loaded.optimizer.state_dict())
+        self.reward_model.reward_mean = loaded.reward_mean
+        self.reward_model.reward_std = loaded.reward_std
+        self.reward_model.updates = loaded.updates
+        self.reward_model.generator.set_state(loaded.generator.get_state())
+        self.learner.load_state(state["feedback"])
+        self.learner.rng = rng_from_json(state["query_rng"])
+        self.learner.teacher.rng = rng_from_json(state["teacher_rng"])
+        self.next_eval = state["next_eval"]
+        self.next_checkpoint = state["next_checkpoint"]
+        self.elapsed_before = float(state["elapsed_s"])
+        self.start_time = time.perf_counter()
+        counts = self.store.counts()
+        c = self.learner.counters
+        if counts["queries"] > c.asked:
+            self.message(
+                f"store holds {counts['queries'] - c.asked} queries newer than the checkpoint; "
+                "retraining the reward model on all labels"
+            )
+            c.asked = counts["queries"]
+            c.answered = counts["answered"]
+            c.skipped = counts["skipped"]
+            self.learner.train_reward_model(log)
+        return dict(state.get("extra", {}))
+
+    # ------------------------------------------------------------------- finish
+    def finish(self, step: int, interrupted: bool) -> dict[str, Any]:
+        """Write the plot and ``summary.json``; close files. Returns the summary."""
+        self.stop_progress()
+        plot = plot_gold_vs_proxy(self.run_dir, f"{self.config.algorithm} on {self.config.env.id}")
+        summary = {
+            "algorithm": self.config.algorithm,
+            "env": self.config.env.id,
+            "seed": self.config.seed,
+            "steps": step,
+            "total_steps": self.config.total_steps,
+            "interrupted": interrupted,
+            "wall_time_s": self.elapsed(),
+            "final_eval": self.last_eval,
+            "feedback": self.learner.state(),
+            "store": self.store.counts(),
+            "plot": plot.name,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.logger.close()
+        self.store.close()
+        self.eval_env.close()
+        return summary
+
+
+def resolve_resume(run_dir: Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config of an existing run (``run_dir/config.yaml``) with optional overrides.
+
+    Raises:
+        RunDirError: if ``run_dir`` holds no config.yaml.
+    """
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
+    return load_config(path, overrides)

@@ -1,0 +1,1 @@
+"""Command-line entry points (``rewardlab``). Nothing imports this package."""

@@ -1,0 +1,159 @@
+"""``rewardlab``: train from preference feedback, inspect runs.
+
+Commands::
+
+    rewardlab train [CONFIG.yaml] [--set key=value ...] [--run-dir DIR]
+    rewardlab train --resume RUN_DIR [--set total_steps=N]
+    rewardlab report RUN_DIR
+    rewardlab config [CONFIG.yaml] [--set key=value ...]
+
+Bad input (unknown key, bad value, missing file) is reported as one clear message naming the
+field, with exit status 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rewardlab.errors import RewardLabError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rewardlab",
+        description="Reinforcement learning from preference feedback, with gold-vs-proxy "
+        "reward diagnostics.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an agent from preference feedback")
+    t.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set env.id=HalfCheetah-v5 (repeatable)")
+    t.add_argument("--run-dir", help="run directory (default: runs/<algo>-<env>-<time>-s<seed>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    t.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    r = sub.add_parser("report", help="print a summary table of a run")
+    r.add_argument("run_dir")
+    c = sub.add_parser("config", help="print the resolved config as YAML")
+    c.add_argument("config", nargs="?")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def _default_run_dir(algorithm: str, env_id: str, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{algorithm}-{env_id.replace('/', '_')}-{stamp}-s{seed}"
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.config import load_config
+
+    overrides = list(args.overrides)
+    if args.no_progress:
+        overrides.append("progress_bar=false")
+    if args.resume:
+        from rewardlab.algorithms.session import resolve_resume
+
+        if args.config:
+            raise RewardLabError("train --resume takes the run's own config; drop CONFIG.yaml")
+        run_dir = Path(args.resume)
+        config = resolve_resume(run_dir, overrides)
+    else:
+        config = load_config(args.config, overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(
+            config.algorithm, config.env.id, config.seed
+        )
+        if (run_dir / "config.yaml").exists():
+            raise RewardLabError(
+                f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
+            )
+    from rewardlab.algorithms import train
+
+    console.print(
+        f"[bold]rewardlab[/] {config.algorithm} on {config.env.id}, seed {config.seed}, "
+        f"{config.total_steps} steps, teacher {config.teacher.preset}, "
+        f"{config.feedback.total_budget} queries -> {run_dir}"
+    )
+    summary = train(config, run_dir, resume=bool(args.resume), console=console)
+    _print_report(run_dir, console)
+    return 130 if summary["interrupted"] else 0
+
+
+def _print_report(run_dir: Path, console: Console) -> None:
+    from rewardlab.diagnostics.metrics import read_metrics, series
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists() and not (run_dir / "metrics.jsonl").exists():
+        raise RewardLabError(f"{run_dir}: not a run directory (no summary.json or metrics.jsonl)")
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    rows = read_metrics(run_dir)
+    table = Table(title=f"run {run_dir}")
+    table.add_column("env step", justify="right")
+    table.add_column("gold return", justify="right")
+    table.add_column("proxy return", justify="right")
+    table.add_column("queries", justify="right")
+    table.add_column("held-out acc", justify="right")
+    table.add_column("disagreement", justify="right")
+    queries = 0.0
+    acc = float("nan")
+    for r in rows:
+        queries = r.get("feedback/queries_answered", queries) or queries
+        if r.get("reward_model/heldout_accuracy") is not None:
+            acc = r["reward_model/heldout_accuracy"]
+        if r.get("eval/gold_return") is None:
+            continue
+        proxy = r.get("eval/proxy_return")
+        dis = r.get("reward_model/disagreement_on_policy")
+        table.add_row(
+            str(r["step"]), f"{r['eval/gold_return']:.1f}",
+            "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),
+            "-" if acc != acc else f"{acc:.2f}", "-" if dis is None else f"{dis:.3f}",
+        )
+    console.print(table)
+    if summary:
+        console.print(
+            f"algorithm {summary['algorithm']} on {summary['env']}, seed {summary['seed']}: "
+            f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s"
+            + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
+        )
+        s, g = series(rows, "eval/gold_return")
+        if g:
+            console.print(f"gold return: first eval {g[0]:.1f}, final {g[-1]:.1f}, "
+                          f"best {max(g):.1f}")
+        console.print(f"plot: {run_dir / summary.get('plot', 'gold_vs_proxy.png')}")
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    _print_report(Path(args.run_dir), console)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.config import dump_config, load_config
+
+    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    commands = {"train": cmd_train, "report": cmd_report, "config": cmd_config}
+    try:
+        return commands[args.command](args, console)
+    except RewardLabError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Typed, validated configuration of a training run.
+
+One :class:`TrainConfig` object is the CLI (YAML file plus ``--set key=value`` overrides), the
+Python API and the ``config.yaml`` saved in each run directory. Unknown keys and bad values are
+refused at construction with a :class:`~rewardlab.errors.ConfigError` naming the dotted field and
+what is allowed, before anything starts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewardlab.errors import ConfigError
+from rewardlab.feedback.queries import FeedbackSchedule
+from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS, TeacherConfig
+from rewardlab.rewards.model import RewardModelConfig
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvConfig(BaseModel):
+    """The Gymnasium environment."""
+
+    model_config = _FROZEN
+    id: str = Field("Reacher-v5", description="Gymnasium id, e.g. HalfCheetah-v5.")
+    max_episode_steps: int | None = Field(
+        None, ge=1, description="Override of the time limit (default: the registered one)."
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for gymnasium.make."
+    )
+
+
+class SACConfig(BaseModel):
+    """Soft actor-critic settings (Stable-Baselines3 names; defaults are SB3's / PEBBLE's)."""
+
+    model_config = _FROZEN
+    learning_rate: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    buffer_size: int = Field(1_000_000, ge=1000, description="Replay buffer capacity (steps).")
+    batch_size: int = Field(256, ge=1, description="Minibatch size.")
+    tau: float = Field(0.005, gt=0, le=1, description="Target network Polyak coefficient.")
+    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    learning_starts: int = Field(1000, ge=0, description="Random-action steps before learning.")
+    train_freq: int = Field(1, ge=1, description="Env steps between updates.")
+    gradient_steps: int = Field(1, ge=1, description="Gradient steps per update.")
+    net_arch: tuple[int, ...] = Field((256, 256), description="Actor and critic hidden widths.")
+
+
+class PebbleConfig(BaseModel):
+    """PEBBLE (Lee et al. 2021): unsupervised pre-training and relabelling."""
+
+    model_config = _FROZEN
+    unsupervised_steps: int = Field(
+        2000, ge=0, description="Steps of pre-training on the k-NN state-entropy reward "
+        "(PEBBLE Sec. 4.1); 0 disables pre-training."
+    )
+    knn_k: int = Field(5, ge=1, description="k of the k-NN state-entropy estimate.")
+    intrinsic_relabel_every: int = Field(
+        500, ge=1, description="Steps between intrinsic-reward relabels during pre-training."
+    )
+    reset_critic: bool = Field(
+        True, description="Re-initialise the critic after pre-training (PEBBLE Alg. 1)."
+    )
+    sac: SACConfig = Field(default_factory=SACConfig)
+
+
+class PPOConfig(BaseModel):
+    """PPO settings (Stable-Baselines3 names) for preference PPO (Christiano et al. 2017)."""
+
+    model_config = _FROZEN
+    n_envs: int = Field(4, ge=1, description="Parallel environments.")
+    n_steps: int = Field(512, ge=1, description="Steps per env per rollout.")
+    batch_size: int = Field(64, ge=1, description="Minibatch size.")
+    n_epochs: int = Field(10, ge=1, description="Epochs per rollout.")
+    learning_rate: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    gae_lambda: float = Field(0.95, gt=0, le=1, description="GAE lambda.")
+    clip_range: float = Field(0.2, gt=0, description="PPO clip range.")
+    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
+    net_arch: tuple[int, ...] = Field((64, 64), description="Policy and value hidden widths.")
+
+
+class TeacherSettings(BaseModel):
+    """Which scripted teacher answers queries (B-Pref presets, optionally overridden)."""
+
+    model_config = _FROZEN
+    preset: str = Field(
+        "oracle", description="One of: " + ", ".join([*TEACHER_PRESETS, *TEACHER_ALIASES]) + "."
+    )
+    beta: float | None = Field(None, description="Rationality (inf = perfectly rational).")
+    gamma: float | None = Field(None, description="Myopic discount of older steps.")
+    eps_mistake: float | None = Field(None, description="Probability of flipping an answer.")
+    eps_skip: float | None = Field(None, description="Skip threshold, fraction of the margin.")
+    eps_equal: float | None = Field(None, description="Equal threshold, fraction of margin.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TeacherSettings:
+        self.build()
+        return self
+
+    def build(self) -> TeacherConfig:
+        """The validated :class:`TeacherConfig` (raises ConfigError naming the field)."""
+        from rewardlab.feedback.teachers import teacher_preset
+
+        overrides = {
+            k: v for k, v in self.model_dump().items() if k != "preset" and v is not None
+        }
+        return teacher_preset(self.preset, **overrides)
+
+
+class EvalConfig(BaseModel):
+    """Gold-versus-proxy evaluation."""
+
+    model_config = _FROZEN
+    every: int = Field(5000, ge=1, description="Env steps between evaluations.")
+    episodes: int = Field(5, ge=1, description="Deterministic-policy episodes per evaluation.")
+
+
+class TrainConfig(BaseModel):
+    """A whole training run. Every field can be set with ``--set dotted.key=value``."""
+
+    model_config = _FROZEN
+    algorithm: Literal["pebble", "pref_ppo"] = Field("pebble", description="Method.")
+    seed: int = Field(0, ge=0, description="Run seed; every component derives its own.")
+    total_steps: int = Field(30_000, ge=1, description="Environment steps to train for.")
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    feedback: FeedbackSchedule = Field(
+        default_factory=lambda: FeedbackSchedule(
+            total_budget=200, queries_per_round=20, round_every=2000, first_round_at=2000,
+            segment_len=50, method="disagreement",
+        )
+    )
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    pebble: PebbleConfig = Field(default_factory=PebbleConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint_every: int = Field(10_000, ge=1, description="Env steps between checkpoints.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads.")
+    log_capacity: int = Field(
+        200_000, ge=100, description="Steps per env kept for cutting query segments."
+    )
+    progress_bar: bool = Field(True, description="Show a rich progress bar.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.algorithm == "pebble" and self.feedback.first_round_at < (
+            self.pebble.unsupervised_steps
+        ):
+            raise ValueError(
+                f"feedback.first_round_at ({self.feedback.first_round_at}) must be >= "
+                f"pebble.unsupervised_steps ({self.pebble.unsupervised_steps}): PEBBLE asks its "
+                "first queries when pre-training ends"
+            )
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling (`rewardlab config` prints every key)"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}, got {e.get('input')!r}"
+        lines.append(f"{loc or '<config>'}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str) and value.lower() in {"inf", "+inf", "infinity"}:
+        return math.inf
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML scalars) to a nested dict.
+
+    Raises:
+        ConfigError: if an override has no ``=`` or an empty key.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set total_steps=20000")
+        key, _, raw = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if not isinstance(child, dict):
+                child = {}
+                node[p] = child
+            node = child
+        node[parts[-1]] = _parse_scalar(raw)
+    return data
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> (
+    TrainConfig
+):
+    """Validate a nested dict plus overrides into a :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: naming each bad field and what it allows.
+    """
+    merged = apply_overrides(dict(data or {}), list(overrides or []))
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    except ConfigError as err:
+        raise ConfigError(f"invalid config:\n  {err}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or the embedded default when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: if the file is missing, is not a YAML mapping, or holds a bad field.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p}: not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {p}: not valid YAML ({err})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping of keys to values")
+        data = loaded
+    return build_config(data, overrides)
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The config as YAML (the record saved beside each run)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

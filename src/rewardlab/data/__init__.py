@@ -1,0 +1,1 @@
+"""Experience: the transition log that feedback segments are cut from."""

@@ -1,0 +1,1 @@
+"""Diagnostics: gold-versus-proxy evaluation, metric logging and plots."""

@@ -1,0 +1,1 @@
+"""Environments: the learned-reward wrapper and small registered toy tasks."""

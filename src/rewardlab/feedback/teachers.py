@@ -1,0 +1,424 @@
+"""Scripted teachers that answer preference queries from the environment's true reward.
+
+Source: Lee, Smith, Dragan & Abbeel 2021, "B-Pref: Benchmarking Preference-Based Reinforcement
+Learning" (NeurIPS Datasets and Benchmarks), Sec. 3.2 "Simulated human teachers", and the
+``SimTeacher`` labelling routine of its reference code (``reward_model.get_label``).
+
+For a query between a left segment ``sigma_0`` and a right segment ``sigma_1`` of ``H`` steps with
+true rewards ``r``, a teacher answers in four stages:
+
+1. **Skip** (``eps_skip``): if ``max(sum_t r(sigma_0), sum_t r(sigma_1)) < delta_skip`` the query is
+   skipped (``Label.SKIP``). As in the B-Pref code, skipping is only active when
+   ``delta_skip > 0``.
+2. **Equal** (``eps_equal``): else, if ``|sum_t r(sigma_0) - sum_t r(sigma_1)| < delta_equal`` the
+   answer is ``Label.EQUAL``.
+3. **Choice** (``beta``, ``gamma``): the myopic returns ``R_i = sum_{t=0}^{H-1} gamma^(H-1-t)
+   r_t(sigma_i)`` weigh recent steps more. A rational teacher (``beta = inf``) prefers the larger
+   ``R``, ties going to the left segment (B-Pref labels "right" only if ``R_0 < R_1``). Otherwise
+   the Bradley-Terry model of Sec. 3.2 is sampled:
+   ``P[left] = exp(beta R_0) / (exp(beta R_0) + exp(beta R_1)) = sigmoid(beta (R_0 - R_1))``.
+4. **Mistake** (``eps_mistake``): the chosen label is flipped (LEFT <-> RIGHT) with probability
+   ``eps_mistake``. Equal and skip answers then override the (possibly flipped) choice.
+
+The skip/equal checks use undiscounted sums. The thresholds are fractions of a *margin*:
+``delta_skip = eps_skip * margin`` and ``delta_equal = eps_equal * margin``, where B-Pref sets
+``margin = mean true episode return * segment_len / max_episode_steps`` and refreshes it as
+training goes (see :meth:`ScriptedTeacher.set_margin`).
+
+Everything is pure NumPy (no torch), vectorised over queries and steps, and seeded through an
+explicit ``np.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rewardlab.errors import ConfigError, RecordError
+from rewardlab.types import Label
+
+__all__ = [
+    "TEACHER_ALIASES",
+    "TEACHER_PRESETS",
+    "ScriptedTeacher",
+    "TeacherConfig",
+    "discounted_segment_returns",
+    "label_queries",
+    "teacher_preset",
+]
+
+
+def _real(field_name: str, value: object) -> float:
+    """Coerce a config value to ``float`` or raise a ConfigError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"teacher.{field_name}: must be a real number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Parameters of a B-Pref scripted teacher (Lee et al. 2021, Sec. 3.2).
+
+    The oracle (default) is perfectly rational: ``beta = inf``, ``gamma = 1`` and no mistakes,
+    skips or equal answers. See :data:`TEACHER_PRESETS` for the six B-Pref teachers.
+
+    Raises:
+        ConfigError: if a field is out of range; the message names the field, e.g.
+            ``"teacher.gamma: must be in (0, 1], got 1.5"``.
+    """
+
+    name: str = "oracle"
+    """Name of the teacher, used as the default ``teacher_id`` of the answers it gives."""
+    beta: float = math.inf
+    """Rationality (inverse temperature) of the Bradley-Terry choice, > 0; ``math.inf`` means a
+    perfectly rational (deterministic) teacher. Units: 1 / (return units)."""
+    gamma: float = 1.0
+    """Myopia discount in (0, 1]: step ``t`` of an ``H``-step segment weighs ``gamma^(H-1-t)``
+    in the choice, so recent steps count more; 1.0 means not myopic."""
+    eps_mistake: float = 0.0
+    """Probability in [0, 1] that the chosen label is flipped (LEFT <-> RIGHT)."""
+    eps_skip: float = 0.0
+    """Skip threshold as a fraction (>= 0) of the margin: a query is skipped when neither
+    segment's undiscounted return reaches ``eps_skip * margin``. 0 disables skipping."""
+    eps_equal: float = 0.0
+    """Equal threshold as a fraction (>= 0) of the margin: the answer is EQUAL when the
+    undiscounted returns differ by less than ``eps_equal * margin``. 0 disables it."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"teacher.name: must be a non-empty string, got {self.name!r}")
+        beta = _real("beta", self.beta)
+        if not beta > 0:  # also rejects NaN; +inf is allowed (rational teacher)
+            raise ConfigError(f"teacher.beta: must be > 0 or inf, got {self.beta!r}")
+        gamma = _real("gamma", self.gamma)
+        if not 0.0 < gamma <= 1.0:
+            raise ConfigError(f"teacher.gamma: must be in (0, 1], got {self.gamma!r}")
+        eps_mistake = _real("eps_mistake", self.eps_mistake)
+        if not 0.0 <= eps_mistake <= 1.0:
+            raise ConfigError(f"teacher.eps_mistake: must be in [0, 1], got {self.eps_mistake!r}")
+        eps_skip = _real("eps_skip", self.eps_skip)
+        if not (eps_skip >= 0.0 and math.isfinite(eps_skip)):
+            raise ConfigError(f"teacher.eps_skip: must be finite and >= 0, got {self.eps_skip!r}")
+        eps_equal = _real("eps_equal", self.eps_equal)
+        if not (eps_equal >= 0.0 and math.isfinite(eps_equal)):
+            raise ConfigError(f"teacher.eps_equal: must be finite and >= 0, got {self.eps_equal!r}")
+        for field_name, value in (
+            ("beta", beta),
+            ("gamma", gamma),
+            ("eps_mistake", eps_mistake),
+            ("eps_skip", eps_skip),
+            ("eps_equal", eps_equal),
+        ):
+            object.__setattr__(self, field_name, value)
+
+    @property
+    def rational(self) -> bool:
+        """True when ``beta`` is infinite (deterministic choice of the larger myopic return)."""
+        return math.isinf(self.beta)
+
+
+#: The six B-Pref teachers (Lee et al. 2021, Sec. 3.2); each changes one parameter of the oracle.
+TEACHER_PRESETS: dict[str, TeacherConfig] = {
+    "oracle": TeacherConfig(name="oracle"),
+    "stochastic": TeacherConfig(name="stochastic", beta=1.0),
+    "mistake": TeacherConfig(name="mistake", eps_mistake=0.1),
+    "skip": TeacherConfig(name="skip", eps_skip=0.1),
+    "equal": TeacherConfig(name="equal", eps_equal=0.1),
+    "myopic": TeacherConfig(name="myopic", gamma=0.9),
+}
+
+#: Other accepted names for presets, mapped to the canonical key of :data:`TEACHER_PRESETS`.
+TEACHER_ALIASES: dict[str, str] = {"noisy": "stochastic"}
+
+
+def _allowed_preset_names() -> str:
+    aliases = [f"{alias} (= {target})" for alias, target in TEACHER_ALIASES.items()]
+    return ", ".join([*TEACHER_PRESETS, *aliases])
+
+
+def teacher_preset(name: str, **overrides: object) -> TeacherConfig:
+    """Return a B-Pref preset teacher config, optionally with some fields overridden.
+
+    Args:
+        name: a key of :data:`TEACHER_PRESETS` (``"oracle"``, ``"stochastic"``, ``"mistake"``,
+            ``"skip"``, ``"equal"``, ``"myopic"``) or an alias (``"noisy"`` = ``"stochastic"``);
+            case-insensitive. Presets follow Lee et al. 2021, Sec. 3.2.
+        **overrides: :class:`TeacherConfig` fields to replace, e.g. ``eps_mistake=0.2``
+            (to rename the result, use ``dataclasses.replace(config, name=...)``).
+
+    Returns:
+        A validated :class:`TeacherConfig`.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the allowed names), an unknown
+            override field, or an override out of range.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    key = TEACHER_ALIASES.get(key, key)
+    if key not in TEACHER_PRESETS:
+        raise ConfigError(
+            f"teacher.name: unknown teacher {name!r}; allowed: {_allowed_preset_names()}"
+        )
+    field_names = [f.name for f in dataclasses.fields(TeacherConfig)]
+    for field_name in overrides:
+        if field_name not in field_names:
+            raise ConfigError(
+                f"teacher.{field_name}: unknown field; allowed: {', '.join(field_names)}"
+            )
+    return dataclasses.replace(TEACHER_PRESETS[key], **overrides)
+
+
+def _check_rewards(true_rewards: object) -> np.ndarray:
+    """Validate a ``(batch, 2, T)`` real array of step rewards and return it as float64."""
+    arr = np.asarray(true_rewards)
+    if arr.ndim != 3 or arr.shape[1] != 2 or arr.shape[2] < 1:
+        raise RecordError(
+            f"true_rewards: expected shape (batch, 2, T) with T >= 1, got {arr.shape}"
+        )
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise RecordError(f"true_rewards: expected a real-valued array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise RecordError("true_rewards: contains NaN or infinite values")
+    return arr
+
+
+def _myopic_weights(gamma: float, length: int) -> np.ndarray:
+    """``(length,)`` float64 weights ``gamma^(length-1-t)`` for ``t = 0 .. length-1``."""
+    return np.power(float(gamma), np.arange(length - 1, -1, -1, dtype=np.float64))
+
+
+def discounted_segment_returns(true_rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """Myopic segment returns of the B-Pref teacher (Lee et al. 2021, Sec. 3.2).
+
+    ``R_i = sum_{t=0}^{T-1} gamma^(T-1-t) r_t(sigma_i)``: the last step has weight 1 and earlier
+    steps are discounted, so a myopic teacher (``gamma < 1``) cares most about recent behaviour.
+    With ``gamma = 1`` this is the plain undiscounted return.
+
+    Args:
+        true_rewards: ``(batch, 2, T)`` real array of per-step true rewards (index 0 = left
+            segment, 1 = right segment), in the environment's reward units.
+        gamma: discount in (0, 1].
+
+    Returns:
+        ``(batch, 2)`` float64 myopic returns, in reward units.
+
+    Raises:
+        RecordError: if ``true_rewards`` has the wrong shape or dtype, or non-finite values.
+        ConfigError: if ``gamma`` is not in (0, 1].
+    """
+    rewards = _check_rewards(true_rewards)
+    gamma_f = _real("gamma", gamma)
+    if not 0.0 < gamma_f <= 1.0:
+        raise ConfigError(f"teacher.gamma: must be in (0, 1], got {gamma!r}")
+    return rewards @ _myopic_weights(gamma_f, rewards.shape[2])
+
+
+def label_queries(
+    true_rewards: np.ndarray,
+    config: TeacherConfig,
+    rng: np.random.Generator,
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Answer a batch of queries as the B-Pref scripted teacher (Lee et al. 2021, Sec. 3.2).
+
+    Stages (see the module docstring): skip if ``max(sum r(sigma_0), sum r(sigma_1)) <
+    eps_skip * margin`` (only when that threshold is > 0); EQUAL if ``|sum r(sigma_0) - sum
+    r(sigma_1)| < eps_equal * margin``; otherwise the larger myopic return (``beta = inf``, ties
+    to LEFT) or a Bradley-Terry sample with ``P[LEFT] = sigmoid(beta (R_0 - R_1))``, then a
+    LEFT <-> RIGHT flip with probability ``eps_mistake``.
+
+    Randomness: one uniform per query is drawn for the Bradley-Terry choice (only if ``beta``
+    is finite) and then one per query for mistakes (only if ``eps_mistake > 0``), for every
+    query of the batch, skipped or not; so the answers to non-skipped queries do not depend on
+    ``margin``.
+
+    Args:
+        true_rewards: ``(batch, 2, T)`` real array of per-step true rewards, index 0 = left
+            segment, 1 = right segment, in the environment's reward units. ``batch`` may be 0.
+        config: the teacher's parameters.
+        rng: source of randomness (consumed as described above).
+        margin: reward scale of the thresholds, in return units over one segment; B-Pref uses
+            ``mean episode return * segment_len / max_episode_steps``. May be negative (then
+            no query is skipped or equal).
+
+    Returns:
+        ``(batch,)`` int8 :class:`~rewardlab.types.Label` codes (RIGHT=0, LEFT=1, EQUAL=2,
+        SKIP=3).
+
+    Raises:
+        RecordError: if ``true_rewards`` is not ``(batch, 2, T)`` with ``T >= 1``, not real, or
+            not finite.
+        ConfigError: if ``margin`` is not a finite real number.
+    """
+    rewards = _check_rewards(true_rewards)
+    margin_f = _real("margin", margin)
+    if not math.isfinite(margin_f):
+        raise ConfigError(f"teacher.margin: must be finite, got {margin!r}")
+    batch, _, length = rewards.shape
+
+    sums = rewards.sum(axis=2)  # (batch, 2), undiscounted
+    returns = rewards @ _myopic_weights(config.gamma, length)  # (batch, 2), myopic
+
+    if config.rational:
+        prefer_left = returns[:, 0] >= returns[:, 1]  # B-Pref: right only if R_0 < R_1
+    else:
+        logit = config.beta * (returns[:, 0] - returns[:, 1])
+        p_left = 0.5 * (1.0 + np.tanh(0.5 * logit))  # numerically stable sigmoid
+        prefer_left = rng.random(batch) < p_left
+    if config.eps_mistake > 0.0:
+        prefer_left = prefer_left ^ (rng.random(batch) < config.eps_mistake)
+
+    labels = np.where(prefer_left, np.int8(Label.LEFT), np.int8(Label.RIGHT)).astype(np.int8)
+
+    thres_equal = config.eps_equal * margin_f
+    labels[np.abs(sums[:, 0] - sums[:, 1]) < thres_equal] = Label.EQUAL
+    thres_skip = config.eps_skip * margin_f
+    if thres_skip > 0.0:
+        labels[sums.max(axis=1) < thres_skip] = Label.SKIP
+    return labels
+
+
+class ScriptedTeacher:
+    """A stateful B-Pref scripted teacher: config, seeded generator, margin and counters.
+
+    Args:
+        config: a :class:`TeacherConfig`, or a preset name for :func:`teacher_preset`.
+        seed: seed of the teacher's generator, ``np.random.default_rng(seed)``; integer >= 0.
+        teacher_id: id recorded with the answers; defaults to ``config.name``.
+
+    Attributes:
+        config: the teacher's parameters.
+        teacher_id: non-empty string.
+        rng: the teacher's ``np.random.Generator``.
+        asked: number of queries labelled so far.
+        answered: number of those not skipped.
+        skipped: number of those skipped.
+        equal: number of those answered EQUAL.
+
+    Raises:
+        ConfigError: on an unknown preset name, a bad seed or an empty teacher id.
+    """
+
+    def __init__(
+        self,
+        config: TeacherConfig | str = "oracle",
+        seed: int = 0,
+        teacher_id: str | None = None,
+    ) -> None:
+        if isinstance(config, str):
+            config = teacher_preset(config)
+        if not isinstance(config, TeacherConfig):
+            raise ConfigError(
+                f"teacher: expected a TeacherConfig or preset name, got {type(config).__name__}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"teacher.seed: must be an integer >= 0, got {seed!r}")
+        if teacher_id is None:
+            teacher_id = config.name
+        if not isinstance(teacher_id, str) or not teacher_id:
+            raise ConfigError(f"teacher.teacher_id: must be a non-empty string, got {teacher_id!r}")
+        self.config: TeacherConfig = config
+        self.teacher_id: str = teacher_id
+        self.rng: np.random.Generator = np.random.default_rng(int(seed))
+        self._margin: float = 0.0
+        self.asked: int = 0
+        self.answered: int = 0
+        self.skipped: int = 0
+        self.equal: int = 0
+
+    @property
+    def margin(self) -> float:
+        """Reward scale of the skip/equal thresholds (return units over one segment)."""
+        return self._margin
+
+    @margin.setter
+    def margin(self, value: float) -> None:
+        value_f = _real("margin", value)
+        if not math.isfinite(value_f):
+            raise ConfigError(f"teacher.margin: must be finite, got {value!r}")
+        self._margin = value_f
+
+    @property
+    def thres_skip(self) -> float:
+        """Current skip threshold ``eps_skip * margin`` (return units)."""
+        return self.config.eps_skip * self._margin
+
+    @property
+    def thres_equal(self) -> float:
+        """Current equal threshold ``eps_equal * margin`` (return units)."""
+        return self.config.eps_equal * self._margin
+
+    def set_margin(
+        self, mean_episode_return: float, segment_len: int, max_episode_steps: int
+    ) -> float:
+        """Update the margin as B-Pref does during training (Lee et al. 2021, Sec. 3.2).
+
+        ``margin = mean_episode_return * segment_len / max_episode_steps``: the average true
+        return of a segment-long slice of a training episode.
+
+        Args:
+            mean_episode_return: mean true (undiscounted) return of recent training episodes.
+            segment_len: number of steps ``T`` of a query segment, >= 1.
+            max_episode_steps: episode step limit of the environment, >= 1.
+
+        Returns:
+            The new margin (float).
+
+        Raises:
+            ConfigError: on a non-finite return or a length < 1.
+        """
+        mean_f = _real("margin", mean_episode_return)
+        if not math.isfinite(mean_f):
+            raise ConfigError(
+                f"teacher.margin: mean_episode_return must be finite, got {mean_episode_return!r}"
+            )
+        for arg_name, value in (
+            ("segment_len", segment_len),
+            ("max_episode_steps", max_episode_steps),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"teacher.{arg_name}: must be an integer >= 1, got {value!r}")
+        self.margin = mean_f * int(segment_len) / int(max_episode_steps)
+        return self._margin
+
+    def label(self, true_rewards: np.ndarray) -> np.ndarray:
+        """Answer a batch of queries with :func:`label_queries` and update the counters.
+
+        Args:
+            true_rewards: ``(batch, 2, T)`` real array of per-step true rewards (0 = left,
+                1 = right).
+
+        Returns:
+            ``(batch,)`` int8 :class:`~rewardlab.types.Label` codes.
+
+        Raises:
+            RecordError: if ``true_rewards`` has the wrong shape or dtype, or non-finite values.
+        """
+        labels = label_queries(true_rewards, self.config, self.rng, margin=self._margin)
+        n_skipped = int(np.count_nonzero(labels == Label.SKIP))
+        self.asked += int(labels.shape[0])
+        self.skipped += n_skipped
+        self.answered += int(labels.shape[0]) - n_skipped
+        self.equal += int(np.count_nonzero(labels == Label.EQUAL))
+        return labels
+
+    def stats(self) -> dict[str, int]:
+        """Counters so far: ``{"asked", "answered", "skipped", "equal"}`` (all int)."""
+        return {
+            "asked": self.asked,
+            "answered": self.answered,
+            "skipped": self.skipped,
+            "equal": self.equal,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ScriptedTeacher(teacher_id={self.teacher_id!r}, config={self.config!r}, "
+            f"margin={self._margin!r})"
+        )

@@ -1,0 +1,1 @@
+"""Reward models learned from preferences: Bradley-Terry ensembles and their losses."""

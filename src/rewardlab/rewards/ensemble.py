@@ -1,0 +1,104 @@
+"""An ensemble of MLP reward functions evaluated in one batched pass.
+
+All members' weights are stacked, so a forward pass is a chain of ``baddbmm`` calls over a
+leading member dimension: no Python loop over members. Architecture as in PEBBLE (Lee et al.
+2021, "PEBBLE", App. B): 3 hidden layers of 256 units, leaky ReLU, tanh output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "leaky_relu": nn.LeakyReLU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+OUTPUT_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "none": nn.Identity}
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent affine maps applied in one ``baddbmm``.
+
+    Args:
+        members: ensemble size K.
+        in_features: input width.
+        out_features: output width.
+
+    Shapes:
+        input ``(K, N, in_features)`` -> output ``(K, N, out_features)``.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default init, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class RewardEnsemble(nn.Module):
+    """K MLPs mapping ``concat(obs, action)`` to a per-step reward.
+
+    Args:
+        obs_dim: observation width.
+        act_dim: action width.
+        members: ensemble size K (>= 1).
+        hidden_sizes: widths of the hidden layers.
+        activation: hidden activation, a key of :data:`ACTIVATIONS`.
+        output_activation: ``"tanh"`` (PEBBLE: rewards in [-1, 1]) or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        members: int = 3,
+        hidden_sizes: tuple[int, ...] = (256, 256, 256),
+        activation: str = "leaky_relu",
+        output_activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.members = members
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        widths = [obs_dim + act_dim, *hidden_sizes]
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [EnsembleLinear(members, w_in, w_out), ACTIVATIONS[activation]()]
+        layers += [EnsembleLinear(members, widths[-1], 1), OUTPUT_ACTIVATIONS[output_activation]()]
+        self.net = nn.Sequential(*layers)
+
+    def forward_members(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-member rewards for per-member inputs.
+
+        Args:
+            x: ``(K, N, obs_dim + act_dim)`` float32; member k reads ``x[k]``.
+
+        Returns:
+            ``(K, N)`` float32 rewards.
+        """
+        return self.net(x).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Every member's reward for the same inputs.
+
+        Args:
+            obs: ``(..., obs_dim)`` float32.
+            actions: ``(..., act_dim)`` float32 with the same leading shape.
+
+        Returns:
+            ``(K, ...)`` float32 per-step rewards.
+        """
+        lead = obs.shape[:-1]
+        x = torch.cat([obs, actions], dim=-1).reshape(1, -1, self.obs_dim + self.act_dim)
+        out = self.forward_members(x.expand(self.members, -1, -1))
+        return out.reshape(self.members, *lead)

@@ -1,0 +1,335 @@
+"""Learned reward: a Bradley-Terry ensemble with training, normalisation and checkpoints.
+
+Sources: Christiano et al. 2017, "Deep reinforcement learning from human preferences" (Eq. 1,
+ensemble of predictors, output normalisation); Lee et al. 2021, "PEBBLE" (Eq. 4; each member
+trained on its own shuffle of all labels; training stops once training accuracy exceeds 97%).
+The agent-facing reward is a reduction over members (mean, or the conservative
+``mean - k * std`` of Coste et al. 2023, "Reward Model Ensembles Help Mitigate
+Overoptimization"), standardised with statistics measured on recent experience.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from rewardlab.errors import RunDirError
+from rewardlab.rewards.bradley_terry import (
+    bradley_terry_loss,
+    preference_accuracy,
+    preference_logits,
+)
+from rewardlab.rewards.ensemble import RewardEnsemble
+
+#: Rows per forward pass when predicting on large arrays (keeps memory flat).
+PREDICT_CHUNK = 65536
+
+
+class RewardModelConfig(BaseModel):
+    """Reward-model ensemble and its training (defaults follow PEBBLE, App. B)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    members: int = Field(3, ge=1, le=64, description="Ensemble size K.")
+    hidden_sizes: tuple[int, ...] = Field(
+        (256, 256, 256), min_length=1, description="Hidden layer widths of each member's MLP."
+    )
+    activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
+        "leaky_relu", description="Hidden activation."
+    )
+    output_activation: Literal["tanh", "none"] = Field(
+        "tanh", description="Output activation of each member (PEBBLE: tanh)."
+    )
+    lr: float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay.")
+    batch_size: int = Field(128, ge=1, description="Queries per gradient step, per member.")
+    max_epochs: int = Field(
+        50, ge=1, description="Most passes over the labels per update (PEBBLE used 200; 50 "
+        "keeps noisy-teacher runs, which never reach the accuracy target, affordable on CPU)."
+    )
+    target_accuracy: float = Field(
+        0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
+        "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
+    )
+    holdout_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "
+        "measure held-out accuracy (chosen by query id, stable across restarts)."
+    )
+    reduction: Literal["mean", "mean_minus_std"] = Field(
+        "mean", description="How members combine into the agent's reward: mean, or the "
+        "conservative mean - k*std (Coste et al. 2023)."
+    )
+    k_std: float = Field(1.0, ge=0, description="k in mean - k*std.")
+    normalize: bool = Field(
+        True, description="Standardise the agent's reward to mean 0, std 1 over recent "
+        "experience after every update."
+    )
+
+
+def holdout_mask(query_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Deterministic held-out split by query id (Knuth multiplicative hash).
+
+    Args:
+        query_ids: ``(N,)`` int64 database ids.
+        fraction: expected fraction held out, in ``[0, 1)``.
+
+    Returns:
+        ``(N,)`` bool, True for held-out queries. The same id is always on the same side.
+    """
+    hashed = (query_ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
+    return (hashed.astype(np.float64) / 2**32) < fraction
+
+
+class RewardModel:
+    """Bradley-Terry reward ensemble: fit on labelled segment pairs, predict per-step rewards.
+
+    Args:
+        obs_dim: observation width.
+        act_dim: action width.
+        config: architecture and training settings.
+        seed: seeds the initial weights and the training shuffles.
+        device: torch device (``"cpu"`` by default).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: RewardModelConfig | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.config = config or RewardModelConfig()
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = RewardEnsemble(
+                obs_dim,
+                act_dim,
+                self.config.members,
+                self.config.hidden_sizes,
+                self.config.activation,
+                self.config.output_activation,
+            ).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+        self.reward_mean = 0.0
+        self.reward_std = 1.0
+        self.updates = 0
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, obs: np.ndarray, actions: np.ndarray, targets: np.ndarray
+    ) -> dict[str, float]:
+        """Train every member on the labelled pairs until accurate or out of epochs.
+
+        Each member draws its own permutation of the queries each epoch (bootstrapped order,
+        PEBBLE); all members step together in one batched forward/backward pass.
+
+        Args:
+            obs: ``(N, 2, T, obs_dim)`` float32 segment pairs (index 0 = left).
+            actions: ``(N, 2, T, act_dim)`` float32.
+            targets: ``(N,)`` float32 P[left preferred] in {0, 0.5, 1}.
+
+        Returns:
+            ``{"loss", "train_accuracy", "epochs"}``: the last epoch's mean loss per member,
+            the members' mean training accuracy and the number of epochs run.
+
+        Raises:
+            ValueError: if there are no pairs or the shapes disagree.
+        """
+        n = obs.shape[0]
+        if n == 0:
+            raise ValueError("fit: no labelled pairs to train on")
+        if actions.shape[:3] != obs.shape[:3] or targets.shape != (n,):
+            raise ValueError(
+                f"fit: shapes disagree: obs {obs.shape}, actions {actions.shape}, "
+                f"targets {targets.shape}"
+            )
+        cfg = self.config
+        k = cfg.members
+        x_all = torch.from_numpy(np.concatenate([obs, actions], axis=-1)).to(self.device)
+        y_all = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(self.device)
+        t_len, width = x_all.shape[2], x_all.shape[3]
+        batch = min(cfg.batch_size, n)
+        self.net.train()
+        loss_value, acc, epoch = float("nan"), 0.0, 0
+        for epoch in range(1, cfg.max_epochs + 1):  # noqa: B007 (epoch is reported)
+            order = torch.argsort(torch.rand(k, n, generator=self.generator), dim=1)
+            total_loss, correct, decided = 0.0, torch.zeros(k), 0
+            for start in range(0, n, batch):
+                idx = order[:, start : start + batch].to(self.device)  # (K, b)
+                b = idx.shape[1]
+                x = x_all[idx]  # (K, b, 2, T, width)
+                y = y_all[idx]  # (K, b)
+                r = self.net.forward_members(x.reshape(k, b * 2 * t_len, width))
+                logits = preference_logits(r.reshape(k, b, 2, t_len))
+                loss = bradley_terry_loss(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total_loss += loss.item() * b / k
+                with torch.no_grad():
+                    dec = y != 0.5
+                    correct += (((logits > 0) == (y > 0.5)) & dec).sum(dim=1).cpu()
+                    decided += int(dec[0].sum())
+            loss_value = total_loss / n
+            acc = float(correct.mean()) / decided if decided else 1.0
+            if acc > cfg.target_accuracy:
+                break
+        self.net.eval()
+        self.updates += 1
+        return {"loss": loss_value, "train_accuracy": acc, "epochs": float(epoch)}
+
+    # ---------------------------------------------------------------- prediction
+    @torch.inference_mode()
+    def predict_members(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Raw per-member rewards, in chunks under ``torch.inference_mode``.
+
+        Args:
+            obs: ``(..., obs_dim)`` float32.
+            actions: ``(..., act_dim)`` float32, same leading shape.
+
+        Returns:
+            ``(K, ...)`` float32, unnormalised member rewards.
+        """
+        lead = obs.shape[:-1]
+        flat_obs = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.obs_dim)
+        flat_act = torch.as_tensor(actions, dtype=torch.float32).reshape(-1, self.act_dim)
+        outs = [
+            self.net(flat_obs[i : i + PREDICT_CHUNK].to(self.device),
+                     flat_act[i : i + PREDICT_CHUNK].to(self.device)).cpu()
+            for i in range(0, flat_obs.shape[0], PREDICT_CHUNK)
+        ]
+        out = torch.cat(outs, dim=1) if outs else torch.zeros(self.config.members, 0)
+        return out.reshape(self.config.members, *lead).numpy()
+
+    def reduce(self, member_rewards: np.ndarray) -> np.ndarray:
+        """Combine ``(K, ...)`` member rewards into the agent's reward ``(...)`` (unnormalised)."""
+        mean = member_rewards.mean(axis=0)
+        if self.config.reduction == "mean_minus_std":
+            return mean - self.config.k_std * member_rewards.std(axis=0)
+        return mean
+
+    def reward(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The proxy reward the agent sees: reduced over members, then standardised.
+
+        Args:
+            obs: ``(..., obs_dim)`` float32.
+            actions: ``(..., act_dim)`` float32.
+
+        Returns:
+            ``(...)`` float32 proxy reward (unitless; mean 0 and std 1 on the experience the
+            last :meth:`update_normalization` saw, when ``config.normalize``).
+        """
+        reduced = self.reduce(self.predict_members(obs, actions))
+        return ((reduced - self.reward_mean) / self.reward_std).astype(np.float32)
+
+    def update_normalization(self, obs: np.ndarray, actions: np.ndarray) -> None:
+        """Re-measure the proxy reward's mean and std on ``(N, obs_dim)``/``(N, act_dim)`` data.
+
+        Christiano et al. 2017 (Sec. 2.2.3) normalise the predictor to a fixed scale; here the
+        standardisation is measured on the agent's recent experience so the critic sees a
+        stable scale whatever the ensemble's raw output range. No-op unless ``normalize``.
+        """
+        if not self.config.normalize or obs.shape[0] == 0:
+            return
+        reduced = self.reduce(self.predict_members(obs, actions))
+        self.reward_mean = float(reduced.mean())
+        self.reward_std = float(max(reduced.std(), 1e-6))
+
+    @torch.inference_mode()
+    def preference_probs(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Each member's P[left preferred] for segment pairs.
+
+        Args:
+            obs: ``(M, 2, T, obs_dim)`` float32.
+            actions: ``(M, 2, T, act_dim)`` float32.
+
+        Returns:
+            ``(K, M)`` float32 probabilities (Bradley-Terry, Christiano et al. 2017 Eq. 1).
+        """
+        rewards = torch.from_numpy(self.predict_members(obs, actions))  # (K, M, 2, T)
+        return torch.sigmoid(preference_logits(rewards)).numpy()
+
+    def accuracy(self, obs: np.ndarray, actions: np.ndarray, targets: np.ndarray) -> float:
+        """Mean over members of the accuracy on decided queries (NaN if none is decided).
+
+        Args:
+            obs: ``(N, 2, T, obs_dim)`` float32; actions ``(N, 2, T, act_dim)`` float32;
+            targets: ``(N,)`` float32 P[left preferred].
+        """
+        if obs.shape[0] == 0:
+            return float("nan")
+        rewards = torch.from_numpy(self.predict_members(obs, actions))
+        acc = preference_accuracy(preference_logits(rewards), torch.from_numpy(targets))
+        return float(acc.mean())
+
+    # --------------------------------------------------------------- checkpoints
+    def save(self, directory: str | Path) -> None:
+        """Write ``reward_model.safetensors`` (weights and Adam state) and ``reward_model.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in
+                   self.net.state_dict().items()}
+        opt_state = self.optimizer.state_dict()
+        for pid, state in opt_state["state"].items():
+            for name, value in state.items():
+                tensors[f"adam.{pid}.{name}"] = torch.as_tensor(value).cpu().contiguous()
+        tensors["generator_state"] = self.generator.get_state()
+        save_file(tensors, str(directory / "reward_model.safetensors"))
+        meta = {
+            "format_version": 1,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "config": self.config.model_dump(mode="json"),
+            "reward_mean": self.reward_mean,
+            "reward_std": self.reward_std,
+            "updates": self.updates,
+        }
+        (directory / "reward_model.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> RewardModel:
+        """Rebuild a model saved by :meth:`save`.
+
+        Raises:
+            RunDirError: if the files are missing or from another format version.
+        """
+        directory = Path(directory)
+        meta_path = directory / "reward_model.json"
+        weights_path = directory / "reward_model.safetensors"
+        if not meta_path.exists() or not weights_path.exists():
+            raise RunDirError(f"{directory}: no reward_model.json/.safetensors checkpoint")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != 1:
+            raise RunDirError(
+                f"{meta_path}: unsupported format_version {meta.get('format_version')}"
+            )
+        model = cls(meta["obs_dim"], meta["act_dim"], RewardModelConfig(**meta["config"]),
+                    device=device)
+        tensors = load_file(str(weights_path))
+        model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        params = list(model.net.parameters())
+        for i, p in enumerate(params):
+            if f"adam.{i}.step" in tensors:
+                model.optimizer.state[p] = {
+                    "step": tensors[f"adam.{i}.step"],
+                    "exp_avg": tensors[f"adam.{i}.exp_avg"],
+                    "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"],
+                }
+        model.generator.set_state(tensors["generator_state"])
+        model.reward_mean = float(meta["reward_mean"])
+        model.reward_std = float(meta["reward_std"])
+        model.updates = int(meta["updates"])
+        return model

@@ -1,0 +1,98 @@
+"""Database schema of the feedback store (SQLAlchemy 2 typed declarative mapping).
+
+Only portable column types are used (Integer, Float, String, LargeBinary), so the same schema
+works on SQLite (the default, one ``feedback.db`` per run directory) and on PostgreSQL.
+
+Arrays are stored as NumPy ``.npy`` bytes (``np.save`` with ``allow_pickle=False``), never as
+pickles. Timestamps are float seconds since the Unix epoch (UTC), like
+:attr:`rewardlab.types.Preference.timestamp`.
+
+Tables:
+    ``meta``: key/value pairs; ``schema_version`` is :data:`SCHEMA_VERSION`.
+    ``segments``: one row per :class:`rewardlab.types.Segment`.
+    ``queries``: one row per :class:`rewardlab.types.Query` (a pair of segment ids).
+    ``preferences``: at most one answer per query (``query_id`` is unique); ``label`` holds the
+        integer code of :class:`rewardlab.types.Label`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Version of this schema, stored in ``meta`` under ``schema_version``.
+SCHEMA_VERSION = "1"
+
+#: Maximum length of the short string columns (env id, teacher id, query source, meta).
+NAME_LENGTH = 255
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the feedback store tables."""
+
+
+class MetaRow(Base):
+    """A key/value pair describing the database (e.g. ``schema_version``)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(NAME_LENGTH))
+
+
+class SegmentRow(Base):
+    """A stored segment. ``obs``/``actions``/``true_rewards`` are ``.npy`` float32 bytes."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    episode_id: Mapped[int] = mapped_column(Integer)
+    start_step: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+    obs_dim: Mapped[int] = mapped_column(Integer)
+    act_dim: Mapped[int] = mapped_column(Integer)
+    obs: Mapped[bytes] = mapped_column(LargeBinary)
+    actions: Mapped[bytes] = mapped_column(LargeBinary)
+    true_rewards: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=_now)
+
+
+class QueryRow(Base):
+    """A stored query: a left and a right segment asked about in a feedback round."""
+
+    __tablename__ = "queries"
+    __table_args__ = (CheckConstraint("left_id <> right_id", name="ck_queries_distinct"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    left_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
+    right_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, index=True)
+    source: Mapped[str] = mapped_column(String(NAME_LENGTH), default="uniform")
+    created_at: Mapped[float] = mapped_column(Float, default=_now)
+
+
+class PreferenceRow(Base):
+    """A stored answer to a query; ``query_id`` is unique, so a query is answered at most once."""
+
+    __tablename__ = "preferences"
+    __table_args__ = (CheckConstraint("label IN (0, 1, 2, 3)", name="ck_preferences_label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id"), unique=True)
+    label: Mapped[int] = mapped_column(Integer)
+    teacher_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    timestamp: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,203 @@
+"""Core records: segments of behaviour, queries over pairs of them, and preferences.
+
+These records are the vocabulary every other module speaks. They hold NumPy arrays (never
+torch tensors) and check shapes and dtypes at construction, so a malformed record fails where
+it is made, with a message naming the field.
+
+Label convention (shared with the store, the teachers and the reward model): a query shows a
+*left* and a *right* segment; ``Label.LEFT`` means the left segment is preferred. As a soft
+Bradley-Terry target, P[left preferred] is 1.0 for LEFT, 0.0 for RIGHT and 0.5 for EQUAL
+(Christiano et al. 2017, "Deep reinforcement learning from human preferences", Sec. 2.2.3).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rewardlab.errors import RecordError
+
+
+class Label(enum.IntEnum):
+    """The answer to a query. Integer codes are stable: they are stored in the database."""
+
+    RIGHT = 0
+    """The right segment is preferred."""
+    LEFT = 1
+    """The left segment is preferred."""
+    EQUAL = 2
+    """Both segments are equally preferable (soft target 0.5)."""
+    SKIP = 3
+    """The teacher gave no answer ("can't tell"); the query is not used for training."""
+
+    @classmethod
+    def parse(cls, value: str | int | Label) -> Label:
+        """Parse a label from its name (``"left"``, case-insensitive) or integer code.
+
+        Raises:
+            RecordError: if ``value`` names no label.
+        """
+        if isinstance(value, Label):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                pass
+        elif isinstance(value, (int, np.integer)):
+            try:
+                return cls(int(value))
+            except ValueError:
+                pass
+        allowed = ", ".join(m.name.lower() for m in cls)
+        raise RecordError(f"label: {value!r} is not a label; allowed: {allowed}")
+
+
+#: Soft target P[left preferred] for each label code; NaN for SKIP. Index with ``Label`` codes.
+LABEL_TARGETS = np.array([0.0, 1.0, 0.5, np.nan], dtype=np.float32)
+
+
+def _as_float32(name: str, value: object, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != ndim:
+        raise RecordError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise RecordError(f"{name}: expected a float array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise RecordError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous piece of one episode, shown to a teacher as one side of a query.
+
+    Attributes:
+        obs: ``(T, obs_dim)`` float32, the observation at each step (the state the action
+            was taken in).
+        actions: ``(T, act_dim)`` float32, the action taken at each step.
+        true_rewards: ``(T,)`` float32, the environment's (gold) reward of each step, or
+            ``None`` when unknown (e.g. for clips a person labels with no gold reward).
+        env_id: the Gymnasium id of the environment, e.g. ``"HalfCheetah-v5"``.
+        episode_id: index of the episode the segment was cut from (>= 0).
+        start_step: step within that episode of the segment's first element (>= 0).
+        segment_id: database id once stored, else ``None``.
+
+    Raises:
+        RecordError: on a wrong shape, dtype, non-finite value, or inconsistent lengths.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    true_rewards: np.ndarray | None
+    env_id: str
+    episode_id: int
+    start_step: int
+    segment_id: int | None = None
+
+    def __post_init__(self) -> None:
+        obs = _as_float32("Segment.obs", self.obs, 2)
+        actions = _as_float32("Segment.actions", self.actions, 2)
+        length = obs.shape[0]
+        if length < 1:
+            raise RecordError("Segment.obs: a segment needs at least one step")
+        if actions.shape[0] != length:
+            raise RecordError(
+                f"Segment.actions: expected {length} steps to match obs, got {actions.shape[0]}"
+            )
+        object.__setattr__(self, "obs", obs)
+        object.__setattr__(self, "actions", actions)
+        if self.true_rewards is not None:
+            rewards = _as_float32("Segment.true_rewards", self.true_rewards, 1)
+            if rewards.shape[0] != length:
+                raise RecordError(
+                    f"Segment.true_rewards: expected {length} steps to match obs, "
+                    f"got {rewards.shape[0]}"
+                )
+            object.__setattr__(self, "true_rewards", rewards)
+        if not isinstance(self.env_id, str) or not self.env_id:
+            raise RecordError("Segment.env_id: must be a non-empty string such as 'Hopper-v5'")
+        for name in ("episode_id", "start_step"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise RecordError(f"Segment.{name}: must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    @property
+    def length(self) -> int:
+        """Number of steps T."""
+        return int(self.obs.shape[0])
+
+    @property
+    def true_return(self) -> float | None:
+        """Sum of the true rewards (undiscounted), or ``None`` when unknown."""
+        return None if self.true_rewards is None else float(self.true_rewards.sum())
+
+
+@dataclass(frozen=True)
+class Query:
+    """A request for a preference between two stored segments.
+
+    Attributes:
+        left_id: database id of the left segment.
+        right_id: database id of the right segment (different from ``left_id``).
+        round: index of the feedback round the query was asked in (>= 0).
+        query_id: database id once stored, else ``None``.
+
+    Raises:
+        RecordError: if an id is negative or both ids are equal.
+    """
+
+    left_id: int
+    right_id: int
+    round: int = 0
+    query_id: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("left_id", "right_id", "round"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise RecordError(f"Query.{name}: must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.left_id == self.right_id:
+            raise RecordError("Query.right_id: a query needs two different segments")
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A teacher's answer to one query.
+
+    Attributes:
+        query_id: database id of the query answered.
+        label: the answer; ``Label.SKIP`` records that the teacher declined.
+        teacher_id: who answered, e.g. ``"oracle"`` or an annotator's name.
+        timestamp: seconds since the Unix epoch (UTC) when the answer was given.
+
+    Raises:
+        RecordError: on a negative query id, an unknown label or an empty teacher id.
+    """
+
+    query_id: int
+    label: Label
+    teacher_id: str
+    timestamp: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query_id, (int, np.integer)) or self.query_id < 0:
+            raise RecordError(
+                f"Preference.query_id: must be an integer >= 0, got {self.query_id!r}"
+            )
+        object.__setattr__(self, "query_id", int(self.query_id))
+        object.__setattr__(self, "label", Label.parse(self.label))
+        if not isinstance(self.teacher_id, str) or not self.teacher_id:
+            raise RecordError("Preference.teacher_id: must be a non-empty string")
+        object.__setattr__(self, "timestamp", float(self.timestamp))
+
+    @property
+    def target(self) -> float:
+        """Soft Bradley-Terry target P[left preferred] (NaN for a skipped query)."""
+        return float(LABEL_TARGETS[self.label])

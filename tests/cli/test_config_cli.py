@@ -1,0 +1,56 @@
+import pytest
+
+from rewardlab.cli.main import main
+from rewardlab.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("total_stepz=10", "total_stepz"),
+        ("reward_model.members=0", "reward_model.members"),
+        ("feedback.method=random", "feedback.method"),
+        ("algorithm=dqn", "algorithm"),
+        ("teacher.preset=grumpy", "teacher"),
+        ("teacher.gamma=1.5", "teacher.gamma"),
+        ("eval.episodes=-1", "eval.episodes"),
+    ],
+)
+def test_config_errors_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_literal_errors_list_allowed_values():
+    with pytest.raises(ConfigError, match="'uniform', 'disagreement' or 'entropy'"):
+        load_config(None, ["feedback.method=random"])
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("env:\n  id: Hopper-v5\nteacher:\n  preset: mistake\n")
+    cfg = load_config(path, ["seed=3", "teacher.beta=inf"])
+    assert cfg.env.id == "Hopper-v5" and cfg.seed == 3
+    assert cfg.teacher.build().eps_mistake == pytest.approx(0.1)
+
+
+def test_missing_or_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_cli_refuses_bad_config_before_starting(tmp_path, capsys):
+    code = main(["train", "--set", "feedback.total_budget=abc", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "feedback.total_budget" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_config_prints_resolved_yaml(capsys):
+    assert main(["config", "--set", "seed=9"]) == 0
+    assert "seed: 9" in capsys.readouterr().out

@@ -1,0 +1,381 @@
+"""Tests of the feedback store (SQLite backend): round trips, transactions, durability, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from rewardlab.errors import RecordError, StoreError
+from rewardlab.store import DB_FILENAME, FeedbackStore
+from rewardlab.types import Label, Preference, Query, Segment
+
+T, OBS_DIM, ACT_DIM = 6, 4, 2
+
+
+def make_segments(
+    n: int, seed: int = 0, length: int = T, with_rewards: bool = True
+) -> list[Segment]:
+    rng = np.random.default_rng(seed)
+    return [
+        Segment(
+            obs=rng.normal(size=(length, OBS_DIM)),
+            actions=rng.uniform(-1, 1, size=(length, ACT_DIM)),
+            true_rewards=rng.normal(size=length) if with_rewards and i % 2 == 0 else None,
+            env_id="Hopper-v5",
+            episode_id=i // 2,
+            start_step=3 * i,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with FeedbackStore.open(tmp_path / "run") as s:
+        yield s
+
+
+def test_segments_round_trip(store: FeedbackStore) -> None:
+    segs = make_segments(5)
+    ids = store.add_segments(segs)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    order = [ids[3], ids[0], ids[4], ids[0]]
+    loaded = store.get_segments(order)
+    for got, idx in zip(loaded, [3, 0, 4, 0], strict=True):
+        want = segs[idx]
+        assert got.segment_id == ids[idx]
+        assert got.obs.dtype == np.float32 and got.actions.dtype == np.float32
+        np.testing.assert_array_equal(got.obs, want.obs)
+        np.testing.assert_array_equal(got.actions, want.actions)
+        if want.true_rewards is None:
+            assert got.true_rewards is None
+        else:
+            assert got.true_rewards is not None and got.true_rewards.dtype == np.float32
+            np.testing.assert_array_equal(got.true_rewards, want.true_rewards)
+        assert (got.env_id, got.episode_id, got.start_step) == (
+            want.env_id,
+            want.episode_id,
+            want.start_step,
+        )
+    assert store.add_segments([]) == []
+
+
+def test_get_segments_unknown_id(store: FeedbackStore) -> None:
+    ids = store.add_segments(make_segments(2))
+    with pytest.raises(StoreError, match=r"unknown segment ids: 98, 99"):
+        store.get_segments([ids[0], 99, 98])
+
+
+def test_queries_round_trip_and_validation(store: FeedbackStore) -> None:
+    a, b, c = store.add_segments(make_segments(3))
+    qids = store.add_queries([(a, b), (c, a), (b, c)], round=2, source="disagreement")
+    assert qids == sorted(qids)
+    assert store.get_queries() == [
+        Query(a, b, 2, qids[0]),
+        Query(c, a, 2, qids[1]),
+        Query(b, c, 2, qids[2]),
+    ]
+    assert [q.query_id for q in store.get_queries([qids[2], qids[0]])] == [qids[2], qids[0]]
+    with pytest.raises(StoreError, match=r"unknown query ids: 1234"):
+        store.get_queries([1234])
+    with pytest.raises(RecordError):
+        store.add_queries([(a, a)], round=0)
+    with pytest.raises(StoreError, match=r"unknown segment ids: 77"):
+        store.add_queries([(a, b), (a, 77)], round=3)
+    assert len(store.get_queries()) == 3  # nothing of the failed calls was written
+
+
+def test_preferences_round_trip_and_pending(store: FeedbackStore) -> None:
+    a, b, c = store.add_segments(make_segments(3))
+    q0 = store.add_queries([(a, b), (b, c)], round=0)
+    q1 = store.add_queries([(a, c)], round=1)
+    prefs = [
+        Preference(q0[1], Label.RIGHT, "alice", timestamp=100.5),
+        Preference(q1[0], "equal", "bob", timestamp=101.0),
+    ]
+    pids = store.add_preferences(prefs)
+    assert pids == sorted(pids) and len(pids) == 2
+    assert store.preferences() == prefs
+    assert [q.query_id for q in store.pending_queries()] == [q0[0]]
+    assert [q.query_id for q in store.pending_queries(round=0)] == [q0[0]]
+    assert store.pending_queries(round=1) == []
+    store.add_preference(Preference(q0[0], Label.SKIP, "alice", timestamp=102.0))
+    assert store.pending_queries() == []
+    left, right, labels = store.labelled_pairs()
+    assert (left, right) == ([b, a], [c, c])
+    assert labels.dtype == np.int8 and labels.tolist() == [Label.RIGHT, Label.EQUAL]
+    left, right, labels = store.labelled_pairs(include_skipped=True)
+    assert (left, right) == ([a, b, a], [b, c, c])
+    assert labels.tolist() == [Label.SKIP, Label.RIGHT, Label.EQUAL]
+
+
+def test_reopen_keeps_every_label(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with FeedbackStore.open(run) as s:
+        a, b = s.add_segments(make_segments(2))
+        qids = s.add_queries([(a, b)] * 10, round=0)
+        prefs = [Preference(q, Label(q % 4), "oracle", timestamp=float(q)) for q in qids]
+        for p in prefs:
+            s.add_preference(p)
+    assert (run / DB_FILENAME).is_file()
+    with FeedbackStore.open(run) as s:
+        assert s.preferences() == prefs
+        assert s.counts()["answered"] == 10
+
+
+def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    q = store.add_queries([(a, b)] * 4, round=0)
+    store.add_preference(Preference(q[0], Label.LEFT, "oracle"))
+    with pytest.raises(StoreError, match=rf"already answered: {q[0]}\b"):
+        store.add_preferences(
+            [
+                Preference(q[1], Label.LEFT, "oracle"),
+                Preference(q[0], Label.RIGHT, "oracle"),
+                Preference(q[2], Label.RIGHT, "oracle"),
+            ]
+        )
+    with pytest.raises(StoreError, match=rf"answered twice in one call: {q[3]}\b"):
+        store.add_preferences(
+            [Preference(q[3], Label.LEFT, "oracle"), Preference(q[3], Label.RIGHT, "oracle")]
+        )
+    assert [p.query_id for p in store.preferences()] == [q[0]]
+    assert store.preferences()[0].label == Label.LEFT
+    assert store.counts()["pending"] == 3
+
+
+def test_unknown_query_id_writes_nothing(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    [q] = store.add_queries([(a, b)], round=0)
+    with pytest.raises(StoreError, match=r"unknown query ids: 999\b"):
+        store.add_preferences(
+            [Preference(q, Label.LEFT, "oracle"), Preference(999, Label.LEFT, "oracle")]
+        )
+    assert store.preferences() == []
+
+
+def test_training_arrays(store: FeedbackStore) -> None:
+    segs = make_segments(4, seed=1)
+    s = store.add_segments(segs)
+    qids = store.add_queries([(s[0], s[1]), (s[2], s[3]), (s[3], s[0]), (s[1], s[2])], round=0)
+    store.add_preferences(
+        [
+            Preference(qids[0], Label.LEFT, "o"),
+            Preference(qids[1], Label.SKIP, "o"),
+            Preference(qids[2], Label.EQUAL, "o"),
+        ]
+    )
+    arrays = store.training_arrays()
+    assert arrays["obs"].shape == (2, 2, T, OBS_DIM) and arrays["obs"].dtype == np.float32
+    assert arrays["actions"].shape == (2, 2, T, ACT_DIM) and arrays["actions"].dtype == np.float32
+    assert arrays["labels"].dtype == np.int8 and arrays["labels"].tolist() == [1, 2]
+    assert arrays["query_ids"].dtype == np.int64
+    assert arrays["query_ids"].tolist() == [qids[0], qids[2]]
+    np.testing.assert_array_equal(arrays["obs"][0, 0], segs[0].obs)
+    np.testing.assert_array_equal(arrays["obs"][0, 1], segs[1].obs)
+    np.testing.assert_array_equal(arrays["obs"][1, 0], segs[3].obs)
+    np.testing.assert_array_equal(arrays["actions"][1, 1], segs[0].actions)
+    with_skip = store.training_arrays(include_skipped=True)
+    assert with_skip["labels"].tolist() == [1, 3, 2]
+    np.testing.assert_array_equal(with_skip["actions"][1, 0], segs[2].actions)
+
+
+def test_training_arrays_empty_and_ragged(store: FeedbackStore) -> None:
+    empty = store.training_arrays()
+    assert empty["obs"].shape[0] == 0 and empty["labels"].shape == (0,)
+    a, b = store.add_segments(make_segments(2))
+    [c] = store.add_segments(make_segments(1, seed=5, length=T + 1))
+    q = store.add_queries([(a, b), (a, c)], round=0)
+    store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.RIGHT, "o")])
+    with pytest.raises(StoreError, match="differing"):
+        store.training_arrays()
+
+
+def test_counts(store: FeedbackStore) -> None:
+    assert store.counts() == dict(segments=0, queries=0, answered=0, skipped=0, pending=0)
+    a, b, c = store.add_segments(make_segments(3))
+    q = store.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
+    store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")])
+    assert store.counts() == dict(segments=3, queries=4, answered=2, skipped=1, pending=2)
+
+
+def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
+    segs = make_segments(3)
+    a, b, c = store.add_segments(segs)
+    q = store.add_queries([(a, b), (b, c), (c, a)], round=4)
+    store.add_preferences(
+        [
+            Preference(q[1], Label.RIGHT, "alice", timestamp=10.0),
+            Preference(q[0], Label.SKIP, "bob", timestamp=11.0),
+        ]
+    )
+    n = store.export(tmp_path / "out" / "prefs.jsonl")
+    text = (tmp_path / "out" / "prefs.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert n == len(rows) == 2
+    first = rows[0]
+    assert first["query_id"] == q[1] and first["round"] == 4
+    assert (first["left_id"], first["right_id"]) == (b, c)
+    assert (first["label"], first["teacher_id"], first["timestamp"]) == ("right", "alice", 10.0)
+    assert first["left_true_return"] is None  # segment 1 has no true rewards
+    assert first["right_true_return"] == pytest.approx(segs[2].true_return)
+    assert rows[1]["label"] == "skip"
+    assert rows[1]["left_true_return"] == pytest.approx(segs[0].true_return)
+
+    assert store.export(tmp_path / "prefs.parquet") == 2
+    table = pq.read_table(tmp_path / "prefs.parquet").to_pylist()
+    assert [r["query_id"] for r in table] == [q[1], q[0]]
+    assert [r["label"] for r in table] == ["right", "skip"]
+    assert table[0]["left_true_return"] is None
+    assert table[0]["right_true_return"] == pytest.approx(segs[2].true_return)
+
+    with pytest.raises(StoreError, match=r"\.jsonl, \.parquet"):
+        store.export(tmp_path / "prefs.csv")
+
+
+def test_export_empty(store: FeedbackStore, tmp_path: Path) -> None:
+    assert store.export(tmp_path / "e.parquet") == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+    assert store.export(tmp_path / "e.jsonl") == 0
+
+
+def test_open_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create run directory"):
+        FeedbackStore.open(blocker / "run")
+    with pytest.raises(StoreError, match="invalid database URL"):
+        FeedbackStore("not a url")
+    with pytest.raises(StoreError, match="cannot open"):
+        FeedbackStore(f"sqlite:///{tmp_path}/missing/dir/feedback.db")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / DB_FILENAME).write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(StoreError, match="not a database"):
+        FeedbackStore.open(garbage)
+
+
+def test_schema_version_mismatch(tmp_path: Path) -> None:
+    FeedbackStore.open(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="schema version '99'"):
+        FeedbackStore.open(tmp_path)
+
+
+def test_closed_store_and_in_memory_url() -> None:
+    s = FeedbackStore("sqlite://")
+    assert s.add_segments(make_segments(2)) == [1, 2]
+    s.close()
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.counts()
+
+
+def test_sqlite_pragmas(store: FeedbackStore) -> None:
+    engine = store._engine
+    assert engine is not None
+    with engine.connect() as con:
+        assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert con.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert con.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_store_does_not_import_torch() -> None:
+    code = "import sys, rewardlab.store; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+
+    from rewardlab.store import FeedbackStore
+    from rewardlab.types import Label, Preference, Segment
+
+    store = FeedbackStore.open(sys.argv[1])
+    rng = np.random.default_rng(0)
+    segs = [
+        Segment(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), None, "Test-v0", i, 0)
+        for i in range(2)
+    ]
+    a, b = store.add_segments(segs)
+    qids = store.add_queries([(a, b)] * 2000, round=0)
+    for q in qids:
+        store.add_preference(Preference(q, Label(q % 3), "oracle"))
+        print(q, flush=True)
+    print("done", flush=True)
+    sys.stdin.read()  # wait to be killed
+    """
+)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL semantics")
+def test_sigkill_loses_no_committed_label(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    printed: list[int] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(printed) < 200:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"child exited early: {proc.stderr.read()}"  # type: ignore[union-attr]
+            if line.isdigit():
+                printed.append(int(line))
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    reader.join(timeout=30)
+    while (line := lines.get_nowait()) is not None:  # ids printed before the kill landed
+        if line.isdigit():
+            printed.append(int(line))
+    proc.stdin.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+
+    with FeedbackStore.open(run) as store:
+        stored = {p.query_id: p.label for p in store.preferences()}
+        assert store.counts()["queries"] == 2000
+    missing = [q for q in printed if q not in stored]
+    assert not missing, f"{len(missing)} committed labels lost, e.g. {missing[:5]}"
+    assert all(stored[q] == Label(q % 3) for q in printed)
+    assert len(stored) - len(printed) <= 1  # at most the one in flight when killed
+    con = sqlite3.connect(run / DB_FILENAME)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
