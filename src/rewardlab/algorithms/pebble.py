@@ -89,7 +89,7 @@ def build_sac(config: TrainConfig, env: LearnedRewardVecEnv, seed: int) -> SAC:
     s = config.pebble.sac
     return SAC(
         "MlpPolicy", env,
-        learning_rate=s.learning_rate, buffer_size=min(s.buffer_size, config.total_steps),
+        learning_rate=s.learning_rate, buffer_size=s.buffer_size,
         batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, learning_starts=s.learning_starts,
         train_freq=s.train_freq, gradient_steps=s.gradient_steps,
         policy_kwargs={"net_arch": list(s.net_arch)}, seed=seed, device="cpu", verbose=0,
@@ -121,7 +121,7 @@ def train_pebble(
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     venv = make_vec_env(lambda: make_env(config), n_envs=1, seed=seeds["env"])
-    log = TransitionLog(min(config.log_capacity, config.total_steps), 1, obs_dim, act_dim)
+    log = TransitionLog(config.log_capacity, 1, obs_dim, act_dim)
     env = LearnedRewardVecEnv(venv, log, reward_fn=None)
     model = build_sac(config, env, seeds["agent"])
     model.set_logger(session.sb3_logger())

@@ -36,7 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import configure as sb3_configure
+from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
 
 from rewardlab.algorithms.checkpoint import (
     load_replay_buffer,
@@ -50,7 +50,7 @@ from rewardlab.algorithms.common import PreferenceLearner, make_env
 from rewardlab.config import TrainConfig, dump_config, load_config
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.evaluation import evaluate
-from rewardlab.diagnostics.metrics import MetricLogger
+from rewardlab.diagnostics.metrics import NAMESPACES, MetricLogger
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.errors import RunDirError
 from rewardlab.feedback.teachers import ScriptedTeacher
@@ -59,6 +59,29 @@ from rewardlab.seeding import child_seeds
 from rewardlab.store.store import FeedbackStore
 
 CHECKPOINT_DIR = "checkpoints/latest"
+
+
+class _MetricForwarder(KVWriter):
+    """SB3 output format that forwards numeric values to a :class:`MetricLogger`."""
+
+    RENAME = {"rollout/ep_rew_mean": "rollout/gold_return_mean"}
+
+    def __init__(self, logger: MetricLogger) -> None:
+        self.logger = logger
+
+    def write(
+        self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0
+    ) -> None:
+        values = {
+            self.RENAME.get(k, k): float(v) for k, v in key_values.items()
+            if isinstance(v, (int, float, np.floating, np.integer))
+            and k.split("/", 1)[0] in NAMESPACES and "/" in k
+        }
+        if values:
+            self.logger.log(step, values)
+
+    def close(self) -> None:
+        """Nothing to close: the MetricLogger is closed by the session."""
 
 
 class TrainingSession:
@@ -152,9 +175,20 @@ class TrainingSession:
         """Log metrics at env step ``step`` (JSONL + TensorBoard)."""
         self.logger.log(step, metrics)
 
-    def sb3_logger(self) -> Any:
-        """An SB3 logger writing its ``train/`` and ``rollout/`` keys to our TensorBoard dir."""
-        return sb3_configure(str(self.run_dir / "tensorboard" / "sb3"), ["tensorboard"])
+    def sb3_logger(self) -> Logger:
+        """An SB3 logger whose ``train/``, ``rollout/`` and ``time/`` values reach our metrics.
+
+        SB3's Monitor sits *inside* the proxy-reward wrapper, so its episode returns are gold
+        returns of the training episodes: ``rollout/ep_rew_mean`` is renamed
+        ``rollout/gold_return_mean`` to say so.
+        """
+        return Logger(
+            folder=str(self.run_dir / "tensorboard"),
+            output_formats=[
+                _MetricForwarder(self.logger),
+                TensorBoardOutputFormat(str(self.run_dir / "tensorboard" / "sb3")),
+            ],
+        )
 
     def elapsed(self) -> float:
         """Wall-clock seconds of training so far, across resumes."""

@@ -5,6 +5,7 @@ Commands::
     rewardlab train [CONFIG.yaml] [--set key=value ...] [--run-dir DIR]
     rewardlab train --resume RUN_DIR [--set total_steps=N]
     rewardlab report RUN_DIR
+    rewardlab export RUN_DIR OUT.jsonl|OUT.parquet
     rewardlab config [CONFIG.yaml] [--set key=value ...]
 
 Bad input (unknown key, bad value, missing file) is reported as one clear message naming the
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     r = sub.add_parser("report", help="print a summary table of a run")
     r.add_argument("run_dir")
+    e = sub.add_parser("export", help="export a run's preferences to .jsonl or .parquet")
+    e.add_argument("run_dir")
+    e.add_argument("out", help="output file: .jsonl or .parquet")
     c = sub.add_parser("config", help="print the resolved config as YAML")
     c.add_argument("config", nargs="?")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -136,6 +140,18 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.store.store import FeedbackStore
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "feedback.db").exists():
+        raise RewardLabError(f"{run_dir}: no feedback.db (is this a run directory?)")
+    with FeedbackStore.open(run_dir) as store:
+        n = store.export(args.out)
+    console.print(f"wrote {n} preferences to {args.out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from rewardlab.config import dump_config, load_config
 
@@ -147,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
-    commands = {"train": cmd_train, "report": cmd_report, "config": cmd_config}
+    commands = {
+        "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
+    }
     try:
         return commands[args.command](args, console)
     except RewardLabError as err:

@@ -1,0 +1,598 @@
+"""Core RewardLab benchmarks: the default job, and PEBBLE versus SAC-on-true-reward on HalfCheetah.
+
+Usage::
+
+    python benchmarks/core.py [--part default|halfcheetah|all] [--seeds 0 1 2] [--workers 2]
+                              [--out-dir benchmarks/runs] [--smoke] [--no-write]
+
+Parts:
+
+* ``default``: the default config (``rewardlab train`` with no overrides except
+  ``progress_bar=false torch_threads=1 seed=S``), plus a uniformly random policy on the same env
+  as a reference.
+* ``halfcheetah``: PEBBLE on HalfCheetah-v5 (100k env steps, 500 oracle queries) next to
+  Stable-Baselines3 SAC trained on the true reward with the same SAC hyperparameters, the same
+  derived seeds (:func:`rewardlab.seeding.child_seeds`) and the same evaluation protocol
+  (:func:`rewardlab.diagnostics.evaluation.evaluate`, deterministic policy, same episodes and
+  eval steps).
+
+Every run writes to ``<out-dir>/<part>/<method>-s<seed>/``. The script is resumable: a run whose
+``summary.json`` (PEBBLE) or ``result.json`` (SAC) exists is not rerun; an unfinished run
+directory is deleted and the run started again from scratch. Results go to
+``benchmarks/results/core.json`` and to the ``core`` section of ``BENCHMARKS.md`` (between
+``<!-- core:begin -->`` and ``<!-- core:end -->``), unless ``--smoke`` or ``--no-write`` is given
+(then only ``<out-dir>/core.json`` and ``<out-dir>/core-preview.md`` are written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# One BLAS/OpenMP thread per process (inherited by the spawned workers).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_JSON = REPO / "benchmarks" / "results" / "core.json"
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+BEGIN, END = "<!-- core:begin -->", "<!-- core:end -->"
+MD_HEADER = (
+    "# RewardLab benchmarks\n\n"
+    "Every table below is written by the script named beside it; do not edit the numbers by "
+    "hand.\n"
+)
+
+PARTS = ("default", "halfcheetah")
+RANDOM_EPISODES = 10
+RANDOM_SEED = 0
+
+BASE = ["progress_bar=false", "torch_threads=1"]
+HALFCHEETAH = [
+    "env.id=HalfCheetah-v5", "total_steps=100000", "feedback.total_budget=500",
+    "feedback.queries_per_round=50", "feedback.round_every=5000", "feedback.first_round_at=5000",
+    "feedback.segment_len=50", "pebble.unsupervised_steps=5000", "eval.every=10000",
+    "eval.episodes=5", "checkpoint_every=50000", "log_capacity=100000",
+]
+#: Shrinks either part to a couple of minutes (smoke test only; never reported).
+SMOKE = [
+    "total_steps=3000", "pebble.unsupervised_steps=1000", "feedback.first_round_at=1000",
+    "feedback.round_every=1000", "eval.every=1000", "checkpoint_every=3000",
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One benchmark run."""
+
+    part: str
+    method: str  # "pebble" (rewardlab.train) or "sac_true_reward" (SB3 SAC on the gold reward)
+    seed: int
+    overrides: tuple[str, ...]
+    run_dir: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.part}/{self.method}-s{self.seed}"
+
+
+def part_overrides(part: str, smoke: bool) -> list[str]:
+    """The config overrides of ``part`` (``seed=S`` is appended per run)."""
+    extra = HALFCHEETAH if part == "halfcheetah" else []
+    return [*extra, *BASE, *(SMOKE if smoke else [])]
+
+
+def make_jobs(parts: list[str], seeds: list[int], out_dir: Path, smoke: bool) -> list[Job]:
+    """Longest runs first (HalfCheetah), so two workers finish at about the same time."""
+    jobs = []
+    for part in sorted(parts, key=lambda p: p != "halfcheetah"):
+        methods = ["pebble", "sac_true_reward"] if part == "halfcheetah" else ["pebble"]
+        for seed in seeds:
+            for method in methods:
+                run_dir = out_dir / part / f"{method}-s{seed}"
+                jobs.append(Job(part, method, seed, (*part_overrides(part, smoke), f"seed={seed}"),
+                                str(run_dir)))
+    return jobs
+
+
+# ----------------------------------------------------------------------------- machine
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ----------------------------------------------------------------------------- workers
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _done_file(job: Job) -> Path:
+    name = "summary.json" if job.method == "pebble" else "result.json"
+    return Path(job.run_dir) / name
+
+
+def is_done(job: Job) -> bool:
+    if not _done_file(job).exists():
+        return False
+    if job.method == "pebble":
+        summary = json.loads(_done_file(job).read_text())
+        return not summary.get("interrupted", False)
+    return True
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one job in a worker process; everything is written to ``job.run_dir``."""
+    import torch
+
+    torch.set_num_threads(1)
+    run_dir = Path(job.run_dir)
+    if run_dir.exists():  # an unfinished earlier attempt: start again from scratch
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    started = utc_now()
+    if job.method == "pebble":
+        _run_pebble(job, run_dir)
+    else:
+        _run_sac_true_reward(job, run_dir)
+    meta = {"job": job.name, "overrides": list(job.overrides), "started_utc": started,
+            "finished_utc": utc_now(), "machine": machine_info(), "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads()}
+    (run_dir / "bench.json").write_text(json.dumps(meta, indent=2))
+    return collect(job)
+
+
+def _run_pebble(job: Job, run_dir: Path) -> None:
+    from rich.console import Console
+
+    from rewardlab.algorithms import train
+    from rewardlab.config import load_config
+
+    config = load_config(None, list(job.overrides))
+    console = Console(stderr=True, width=120, force_terminal=False)
+    # Prefix the library's status lines with the run name (two workers share one log).
+    console.print = _prefixed(console.print, f"[{job.name}]")
+    train(config, run_dir, console=console)
+
+
+def _prefixed(fn: Any, prefix: str) -> Any:
+    def wrapper(*objects: Any, **kwargs: Any) -> Any:
+        return fn(prefix, *objects, **kwargs)
+
+    return wrapper
+
+
+def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
+    """SB3 SAC on the true reward, configured exactly like PEBBLE's SAC (see ``build_sac``)."""
+    import numpy as np
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rewardlab.algorithms.common import make_env
+    from rewardlab.config import dump_config, load_config
+    from rewardlab.diagnostics.evaluation import evaluate
+    from rewardlab.seeding import child_seeds
+
+    config = load_config(None, list(job.overrides))
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    seeds = child_seeds(config.seed)  # the same derived streams a PEBBLE run uses
+    s = config.pebble.sac
+    t0 = time.perf_counter()
+    venv = make_vec_env(lambda: make_env(config), n_envs=1, seed=seeds["env"])  # Monitor-wrapped
+    model = SAC(
+        "MlpPolicy", venv,
+        learning_rate=s.learning_rate, buffer_size=min(s.buffer_size, config.total_steps),
+        batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, learning_starts=s.learning_starts,
+        train_freq=s.train_freq, gradient_steps=s.gradient_steps,
+        policy_kwargs={"net_arch": list(s.net_arch)}, seed=seeds["agent"], device="cpu",
+        verbose=0,
+    )
+    eval_env = make_env(config)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return model.predict(obs, deterministic=True)[0]
+
+    evals = []
+    with (run_dir / "metrics.jsonl").open("w") as metrics_file:
+        step = 0
+        while step < config.total_steps:
+            chunk = min(config.eval.every, config.total_steps - step)
+            model.learn(chunk, reset_num_timesteps=False, progress_bar=False)
+            step = model.num_timesteps
+            res = evaluate(eval_env, policy, None, config.eval.episodes, seed=seeds["eval_env"])
+            row = {"step": step, "eval/gold_return": float(res.gold_returns.mean()),
+                   "eval/gold_return_std": float(res.gold_returns.std()),
+                   "eval/gold_returns": [float(g) for g in res.gold_returns],
+                   "eval/episode_length": float(res.lengths.mean()),
+                   "time/elapsed_s": time.perf_counter() - t0}
+            evals.append(row)
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            print(f"[{job.name}] step {step}: gold {row['eval/gold_return']:.1f}", flush=True)
+    wall = time.perf_counter() - t0
+    venv.close()
+    eval_env.close()
+    result = {"method": job.method, "env": config.env.id, "seed": config.seed, "steps": step,
+              "total_steps": config.total_steps, "wall_time_s": wall,
+              "final_eval": evals[-1], "evals": evals, "seeds": seeds}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+
+
+# ----------------------------------------------------------------------------- collect
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def collect(job: Job) -> dict[str, Any]:
+    """The figures of a finished run, read back from its directory."""
+    run_dir = Path(job.run_dir)
+    meta_path = run_dir / "bench.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    row: dict[str, Any] = {"part": job.part, "method": job.method, "seed": job.seed,
+                           "run_dir": os.path.relpath(run_dir, REPO)}
+    if job.method == "pebble":
+        summary = json.loads((run_dir / "summary.json").read_text())
+        evals = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "eval/gold_return" in r]
+        row.update(
+            env=summary["env"], steps=summary["steps"], wall_time_s=summary["wall_time_s"],
+            queries=summary["feedback"]["asked"],
+            queries_answered=summary["feedback"]["answered"],
+            first_eval_step=evals[0]["step"] if evals else None,
+            first_gold_return=_num(evals[0]["eval/gold_return"]) if evals else None,
+            final_eval_step=evals[-1]["step"] if evals else None,
+            final_gold_return=_num(summary["final_eval"].get("eval/gold_return")),
+            final_proxy_return=_num(summary["final_eval"].get("eval/proxy_return")),
+            final_heldout_accuracy=_num(
+                summary["final_eval"].get("reward_model/heldout_accuracy")),
+            gold_curve=[[r["step"], _num(r["eval/gold_return"])] for r in evals],
+        )
+    else:
+        result = json.loads((run_dir / "result.json").read_text())
+        evals = result["evals"]
+        row.update(
+            env=result["env"], steps=result["steps"], wall_time_s=result["wall_time_s"],
+            queries=None, queries_answered=None,
+            first_eval_step=evals[0]["step"], first_gold_return=evals[0]["eval/gold_return"],
+            final_eval_step=evals[-1]["step"], final_gold_return=evals[-1]["eval/gold_return"],
+            final_proxy_return=None, final_heldout_accuracy=None,
+            gold_curve=[[r["step"], r["eval/gold_return"]] for r in evals],
+        )
+    row["finished_utc"] = meta.get("finished_utc") or dt.datetime.fromtimestamp(
+        _done_file(job).stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    row["machine"] = meta.get("machine")
+    return row
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def random_policy_reference(env_id: str) -> dict[str, Any]:
+    """Gold return of a uniformly random policy (seeded resets and action sampling)."""
+    import gymnasium as gym
+
+    from rewardlab.diagnostics.evaluation import evaluate
+
+    env = gym.make(env_id)
+    env.action_space.seed(RANDOM_SEED)
+    res = evaluate(env, lambda _obs: env.action_space.sample(), None, RANDOM_EPISODES,
+                   seed=RANDOM_SEED)
+    env.close()
+    g = res.gold_returns
+    return {"env": env_id, "episodes": RANDOM_EPISODES, "seed": RANDOM_SEED,
+            "gold_return_mean": float(g.mean()), "gold_return_std": float(g.std()),
+            "gold_returns": [float(x) for x in g]}
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+METRICS = ("wall_time_s", "first_gold_return", "final_gold_return", "final_proxy_return",
+           "queries")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method: mean and sample std (n-1) over seeds of each figure, and each seed's value."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
+        agg: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        for key in METRICS:
+            vals = [r[key] for r in mine if r.get(key) is not None]
+            if not vals:
+                continue
+            agg[key] = {
+                "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                "n": len(vals),
+                "per_seed": {str(r["seed"]): r.get(key) for r in mine},
+            }
+        out[method] = agg
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def _f(x: Any, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _ms(agg: dict[str, Any], key: str, digits: int = 1) -> str:
+    a = agg.get(key)
+    if not a:
+        return "—"
+    if a["std"] is None:
+        return f"{a['mean']:.{digits}f} (n={a['n']})"
+    return f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
+
+
+def render_part(part: str, rec: dict[str, Any]) -> str:
+    lines = [f"### {'Default job' if part == 'default' else 'HalfCheetah-v5: PEBBLE vs SAC'}",
+             ""]
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in rec["runs"] if r["machine"]}
+    finished = sorted(r["finished_utc"] for r in rec["runs"])
+    lines += [
+        f"- Command: `{rec['command']}` (script `benchmarks/core.py`)",
+        f"- Seeds: {', '.join(str(s) for s in rec['seeds'])}",
+        f"- Date (UTC): table written {rec['written_utc']}; runs finished "
+        f"{finished[0]} … {finished[-1]}" if finished else f"- Date (UTC): {rec['written_utc']}",
+    ]
+    for m in sorted(machines):
+        info = json.loads(m)
+        lines.append(
+            f"- Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}, "
+            f"Python {info['python']} ({info['platform']}); "
+            f"{rec['workers']} runs in parallel, 1 torch thread each"
+        )
+    lines.append(f"- Overrides: `{' '.join(rec['overrides'])}` (`seed=S` per run)")
+    missing = rec.get("missing", [])
+    if missing:
+        lines.append(f"- Not completed (absent from the table): {', '.join(missing)}")
+    lines.append("")
+    lines.append("Per run:")
+    lines.append("")
+    if part == "default":
+        lines += [
+            "| method | seed | env | steps | queries | wall time (s) | gold return, first eval "
+            "(step) | gold return, final eval (step) | proxy return, final |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rec["runs"]:
+            lines.append(
+                f"| {r['method']} | {r['seed']} | {r['env']} | {r['steps']} | {r['queries']} | "
+                f"{_f(r['wall_time_s'], 0)} | {_f(r['first_gold_return'])} "
+                f"({r['first_eval_step']}) | {_f(r['final_gold_return'])} "
+                f"({r['final_eval_step']}) | {_f(r['final_proxy_return'], 2)} |"
+            )
+    else:
+        lines += [
+            "| method | seed | steps | queries | wall time (s) | gold return, final eval | "
+            "proxy return, final |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rec["runs"]:
+            q = "—" if r["queries"] is None else str(r["queries"])
+            lines.append(
+                f"| {r['method']} | {r['seed']} | {r['steps']} | {q} | "
+                f"{_f(r['wall_time_s'], 0)} | {_f(r['final_gold_return'])} | "
+                f"{_f(r['final_proxy_return'], 2)} |"
+            )
+    lines += ["", "Mean ± sample std (n−1) over seeds:", "",
+              "| method | seeds | wall time (s) | gold return, first eval | "
+              "gold return, final eval | proxy return, final |",
+              "|---|---|---:|---:|---:|---:|"]
+    for method, agg in rec["aggregates"].items():
+        lines.append(
+            f"| {method} | {', '.join(map(str, agg['seeds']))} | {_ms(agg, 'wall_time_s', 0)} | "
+            f"{_ms(agg, 'first_gold_return')} | {_ms(agg, 'final_gold_return')} | "
+            f"{_ms(agg, 'final_proxy_return', 2)} |"
+        )
+    ref = rec.get("random_policy")
+    if ref:
+        lines += ["", f"Reference: a uniformly random policy on {ref['env']} scores a gold return "
+                  f"of {ref['gold_return_mean']:.1f} ± {ref['gold_return_std']:.1f} (mean ± std "
+                  f"over {ref['episodes']} episodes, seed {ref['seed']})."]
+    lines += ["", "Gold return = true environment return of the deterministic policy, mean over "
+              "the eval episodes (`eval.episodes`); proxy return = the same episodes under the "
+              "learned, normalised reward (PEBBLE only). `sac_true_reward` is SB3 SAC trained on "
+              "the true reward with PEBBLE's SAC hyperparameters, seeds and eval protocol."]
+    return "\n".join(lines)
+
+
+def render_section(results: dict[str, Any]) -> str:
+    body = [BEGIN, "## Core benchmarks (`benchmarks/core.py`)", ""]
+    for part in PARTS:
+        if part in results.get("parts", {}):
+            body += [render_part(part, results["parts"][part]), ""]
+        else:
+            label = "Default job" if part == "default" else "HalfCheetah-v5: PEBBLE vs SAC"
+            body += [f"### {label}", "", "Not run yet.", ""]
+    body.append(END)
+    return "\n".join(body)
+
+
+def write_markdown(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else MD_HEADER
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="run directories (default benchmarks/runs, or benchmarks/runs/smoke "
+                   "with --smoke)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny runs (total_steps=3000) for a quick check; implies --no-write")
+    p.add_argument("--no-write", action="store_true",
+                   help="do not touch benchmarks/results/core.json or BENCHMARKS.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", *(sys.argv if argv is None else ["benchmarks/core.py",
+                                                                      *argv])])
+    out_dir = args.out_dir or (REPO / "benchmarks" / "runs" / ("smoke" if args.smoke else ""))
+    out_dir = out_dir.resolve()
+    write = not (args.smoke or args.no_write)
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
+
+    # Refuse to reuse a finished run made with another config (e.g. a smoke run).
+    from rewardlab.config import dump_config, load_config
+
+    todo = []
+    for job in jobs:
+        if is_done(job):
+            expected = dump_config(load_config(None, list(job.overrides)))
+            found = (Path(job.run_dir) / "config.yaml").read_text()
+            if found != expected:
+                print(f"ERROR {job.name}: {job.run_dir} holds a finished run with another config;"
+                      " move it away or use another --out-dir", flush=True)
+                return 2
+            print(f"skip  {job.name}: already done ({_done_file(job).name} exists)", flush=True)
+        else:
+            todo.append(job)
+    print(f"{utc_now()}: {len(todo)} of {len(jobs)} runs to do, {args.workers} workers, "
+          f"out dir {out_dir}", flush=True)
+
+    failed: list[str] = []
+    t_start = time.perf_counter()
+    if todo:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx,
+                                 initializer=_init_worker) as pool:
+            futures: dict[Future, Job] = {}
+            for job in todo:
+                futures[pool.submit(run_job, job)] = job
+                print(f"queue {job.name} -> {job.run_dir}", flush=True)
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=60, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures[fut]
+                    try:
+                        r = fut.result()
+                    except Exception:  # report it and go on with the other runs
+                        failed.append(job.name)
+                        print(f"FAILED {job.name}:\n{traceback.format_exc()}", flush=True)
+                        continue
+                    print(
+                        f"{utc_now()}: done {job.name}: {r['steps']} steps, "
+                        f"{r['wall_time_s']:.0f} s, queries {r['queries']}, gold first "
+                        f"{_f(r['first_gold_return'])} final {_f(r['final_gold_return'])}, "
+                        f"proxy final {_f(r['final_proxy_return'], 2)} "
+                        f"[{len(futures) - len(pending)}/{len(futures)} finished, "
+                        f"{(time.perf_counter() - t_start) / 60:.1f} min]", flush=True)
+
+    # Aggregate everything finished for the parts asked for.
+    results: dict[str, Any] = {"parts": {}}
+    target = RESULTS_JSON if write else out_dir / "core.json"
+    if target.exists():
+        results = json.loads(target.read_text())
+        results.setdefault("parts", {})
+    for part in parts:
+        pjobs = [j for j in jobs if j.part == part]
+        rows = [collect(j) for j in pjobs if is_done(j)]
+        missing = [j.name for j in pjobs if not is_done(j)]
+        if not rows:
+            print(f"{part}: no finished runs; nothing recorded", flush=True)
+            continue
+        rec: dict[str, Any] = {
+            "command": command, "seeds": args.seeds, "workers": args.workers,
+            "written_utc": utc_now(), "overrides": part_overrides(part, args.smoke),
+            "smoke": args.smoke, "runs": rows, "missing": missing,
+            "aggregates": aggregate(rows), "machine_writer": machine_info(),
+        }
+        if part == "default":
+            rec["random_policy"] = random_policy_reference(rows[0]["env"])
+        elif part == "halfcheetah":
+            rec["random_policy"] = random_policy_reference("HalfCheetah-v5")
+        results["parts"][part] = rec
+        for method, agg in rec["aggregates"].items():
+            print(f"{part}/{method}: final gold {_ms(agg, 'final_gold_return')}, "
+                  f"wall {_ms(agg, 'wall_time_s', 0)} s, seeds {agg['seeds']}", flush=True)
+    results["format_version"] = 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    section = render_section(results)
+    if write:
+        write_markdown(BENCHMARKS_MD, section)
+        print(f"wrote {os.path.relpath(target, REPO)} and BENCHMARKS.md", flush=True)
+    else:
+        (out_dir / "core-preview.md").write_text(section + "\n")
+        print(f"wrote {target} and {out_dir / 'core-preview.md'} (BENCHMARKS.md untouched)",
+              flush=True)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

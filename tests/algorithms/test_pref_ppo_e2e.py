@@ -1,0 +1,63 @@
+"""End-to-end tests of preference PPO and of Ctrl-C handling, through the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rewardlab.cli.main import main
+from rewardlab.diagnostics.metrics import read_metrics
+from rewardlab.store.store import FeedbackStore
+from tests.helpers import fast_overrides
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pref_ppo_trains_and_logs_gold_and_proxy(tmp_path):
+    argv = ["train", "--run-dir", str(tmp_path / "ppo")]
+    for o in fast_overrides("pref_ppo", 8192):
+        argv += ["--set", o]
+    assert main(argv) == 0
+    rows = read_metrics(tmp_path / "ppo")
+    evals = [r for r in rows if "eval/gold_return" in r]
+    assert [r["step"] for r in evals] == [4096, 8192]
+    assert evals[-1]["eval/proxy_return"] is not None
+    with FeedbackStore.open(tmp_path / "ppo") as store:
+        assert store.counts()["answered"] == 100
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    run = tmp_path / "r"
+    args = [sys.executable, "-m", "rewardlab.cli.main", "train", "--run-dir", str(run)]
+    for o in fast_overrides("pebble", 200_000):
+        args += ["--set", o]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "120"})
+    deadline = time.time() + 300
+    # wait until the first feedback round has been stored, then press Ctrl-C
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "round 1" in line:
+            break
+    else:
+        proc.kill()
+        pytest.fail("no feedback round within 300 s")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["steps"] >= 500
+    with FeedbackStore.open(run) as store:
+        answered = store.counts()["answered"]
+    assert answered >= 20
+    steps = summary["steps"]
+    assert main(["train", "--resume", str(run), "--set", f"total_steps={steps + 600}"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == steps + 600 and not summary["interrupted"]
+    with FeedbackStore.open(run) as store:
+        assert store.counts()["answered"] >= answered
