@@ -136,6 +136,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def git_state() -> dict[str, Any]:
+    """The commit and the uncommitted changes under ``src/`` (the code a run used)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        out = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "src_changes": git("status", "--porcelain", "--", "src").splitlines()}
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -178,13 +190,14 @@ def run_job(job: Job) -> dict[str, Any]:
         _run_sac_true_reward(job, run_dir)
     meta = {"job": job.name, "overrides": list(job.overrides), "started_utc": started,
             "finished_utc": utc_now(), "machine": machine_info(), "pid": os.getpid(),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "git": git_state()}
     (run_dir / "bench.json").write_text(json.dumps(meta, indent=2))
     return collect(job)
 
 
 def _run_pebble(job: Job, run_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from rewardlab.algorithms import train
     from rewardlab.config import load_config
@@ -192,7 +205,7 @@ def _run_pebble(job: Job, run_dir: Path) -> None:
     config = load_config(None, list(job.overrides))
     console = Console(stderr=True, width=120, force_terminal=False)
     # Prefix the library's status lines with the run name (two workers share one log).
-    console.print = _prefixed(console.print, f"[{job.name}]")
+    console.print = _prefixed(console.print, escape(f"[{job.name}]"))
     train(config, run_dir, console=console)
 
 
@@ -499,19 +512,24 @@ def main(argv: list[str] | None = None) -> int:
                                                                       *argv])])
     out_dir = args.out_dir or (REPO / "benchmarks" / "runs" / ("smoke" if args.smoke else ""))
     out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory: keep it here
     write = not (args.smoke or args.no_write)
     parts = list(PARTS) if args.part == "all" else [args.part]
     jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
 
     # Refuse to reuse a finished run made with another config (e.g. a smoke run).
-    from rewardlab.config import dump_config, load_config
+    from rewardlab.config import load_config
 
     todo = []
     for job in jobs:
         if is_done(job):
-            expected = dump_config(load_config(None, list(job.overrides)))
-            found = (Path(job.run_dir) / "config.yaml").read_text()
-            if found != expected:
+            expected = load_config(None, list(job.overrides))
+            try:  # compared as configs: fields added since then take their defaults
+                same = load_config(Path(job.run_dir) / "config.yaml") == expected
+            except Exception:
+                same = False
+            if not same:
                 print(f"ERROR {job.name}: {job.run_dir} holds a finished run with another config;"
                       " move it away or use another --out-dir", flush=True)
                 return 2

@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 
-from rewardlab.algorithms.common import make_env, max_episode_steps
+from rewardlab.algorithms.common import env_dims, make_env
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
 from rewardlab.data.transitions import TransitionLog
@@ -113,11 +112,7 @@ def train_pebble(
     Raises:
         RunDirError: when resuming a run with no checkpoint.
     """
-    probe = make_env(config)
-    obs_dim = int(np.prod(probe.observation_space.shape))
-    act_dim = int(np.prod(probe.action_space.shape))
-    limit = max_episode_steps(probe)
-    probe.close()
+    obs_dim, act_dim, limit = env_dims(config)
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     venv = make_vec_env(lambda: make_env(config), n_envs=1, seed=seeds["env"])
@@ -126,70 +121,45 @@ def train_pebble(
     model = build_sac(config, env, seeds["agent"])
     model.set_logger(session.sb3_logger())
     pcfg = config.pebble
+    seconds = session.learner.counters.seconds
     step = 0
     next_intrinsic = pcfg.intrinsic_relabel_every if pcfg.unsupervised_steps > 0 else None
     if resume:
-        extra = session.load_checkpoint(model, log)
+        next_intrinsic = session.load_checkpoint(model, log).get("next_intrinsic")
         step = model.num_timesteps
-        next_intrinsic = extra.get("next_intrinsic")
         if session.reward_model.updates > 0:
             env.reward_fn = session.reward_model.reward
         session.message(f"resumed {run_dir} at step {step}")
 
-    relabel_seconds = 0.0
     interrupted = False
     session.start_progress(step)
     try:
         while step < config.total_steps:
             events = [config.total_steps, session.next_eval, session.next_checkpoint,
-                      step + 1000]
-            nr = session.learner.next_round_step(step)
-            if nr is not None:
-                events.append(nr)
-            if next_intrinsic is not None:
-                events.append(next_intrinsic)
-            target = max(min(e for e in events if e > step), step + 1)
+                      step + 1000, session.learner.next_round_step(step), next_intrinsic]
+            target = min(e for e in events if e is not None and e > step)
             model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
             step = model.num_timesteps
 
             if next_intrinsic is not None and step >= next_intrinsic:
                 t0 = time.perf_counter()
                 relabel_intrinsic(model, pcfg.knn_k)
-                relabel_seconds += time.perf_counter() - t0
-                next_intrinsic = (
-                    step + pcfg.intrinsic_relabel_every
-                    if step + pcfg.intrinsic_relabel_every < pcfg.unsupervised_steps else None
-                )
+                seconds["relabel"] += time.perf_counter() - t0
+                following = step + pcfg.intrinsic_relabel_every
+                next_intrinsic = following if following < pcfg.unsupervised_steps else None
             if session.learner.round_due(step):
                 first = session.reward_model.updates == 0
                 metrics = session.learner.run_round(log, step)
                 t0 = time.perf_counter()
                 relabel_replay_buffer(model, session.reward_model.reward)
-                relabel_seconds += time.perf_counter() - t0
-                session.learner.counters.seconds["relabel"] += time.perf_counter() - t0
+                seconds["relabel"] += time.perf_counter() - t0
                 env.reward_fn = session.reward_model.reward
                 next_intrinsic = None
                 if first and pcfg.reset_critic and pcfg.unsupervised_steps > 0:
                     reset_critic(model, seeds["agent"])
-                metrics["time/relabel_s"] = session.learner.counters.seconds["relabel"]
-                session.log(step, metrics)
-                session.message(
-                    f"step {step}: round {int(metrics['feedback/round'])}, "
-                    f"{int(metrics['feedback/queries_asked'])} queries, reward model held-out "
-                    f"accuracy {metrics['reward_model/heldout_accuracy']:.2f}"
-                )
-            if step >= session.next_eval:
-                session.evaluate(model, step)
-            if step >= session.next_checkpoint:
-                session.save_checkpoint(model, log, step, {"next_intrinsic": next_intrinsic})
-            session.update_progress(step)
+                metrics["time/relabel_s"] = seconds["relabel"]
+                session.record_round(step, metrics)
+            session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
     except KeyboardInterrupt:
         interrupted = True
-        session.stop_progress()
-        session.message(f"interrupted at step {step}: saving a checkpoint")
-    step = model.num_timesteps
-    session.save_checkpoint(model, log, step, {"next_intrinsic": next_intrinsic})
-    if not interrupted and (not session.last_eval or session.next_eval - config.eval.every < step):
-        session.evaluate(model, step)
-    env.close()
-    return session.finish(step, interrupted)
+    return session.close(model, log, interrupted, {"next_intrinsic": next_intrinsic})

@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from rewardlab.algorithms.common import make_env, max_episode_steps
+from rewardlab.algorithms.common import env_dims, make_env
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
 from rewardlab.data.transitions import TransitionLog
@@ -55,11 +54,7 @@ def train_pref_ppo(
     Raises:
         RunDirError: when resuming a run with no checkpoint.
     """
-    probe = make_env(config)
-    obs_dim = int(np.prod(probe.observation_space.shape))
-    act_dim = int(np.prod(probe.action_space.shape))
-    limit = max_episode_steps(probe)
-    probe.close()
+    obs_dim, act_dim, limit = env_dims(config)
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     n_envs = config.ppo.n_envs
@@ -88,24 +83,8 @@ def train_pref_ppo(
             if session.learner.round_due(step):
                 metrics = session.learner.run_round(log, step)
                 env.reward_fn = session.reward_model.reward
-                session.log(step, metrics)
-                session.message(
-                    f"step {step}: round {int(metrics['feedback/round'])}, "
-                    f"{int(metrics['feedback/queries_asked'])} queries, reward model held-out "
-                    f"accuracy {metrics['reward_model/heldout_accuracy']:.2f}"
-                )
-            if step >= session.next_eval:
-                session.evaluate(model, step)
-            if step >= session.next_checkpoint:
-                session.save_checkpoint(model, log, step, {})
-            session.update_progress(step)
+                session.record_round(step, metrics)
+            session.after_chunk(model, log, step, {})
     except KeyboardInterrupt:
         interrupted = True
-        session.stop_progress()
-        session.message(f"interrupted at step {step}: saving a checkpoint")
-    step = model.num_timesteps
-    session.save_checkpoint(model, log, step, {})
-    if not interrupted and (not session.last_eval or session.next_eval - config.eval.every < step):
-        session.evaluate(model, step)
-    env.close()
-    return session.finish(step, interrupted)
+    return session.close(model, log, interrupted, {})

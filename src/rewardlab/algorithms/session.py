@@ -111,7 +111,9 @@ class TrainingSession:
         torch.set_num_threads(config.torch_threads)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(config))
-        self.store = FeedbackStore.open(run_dir)
+        self.store = (
+            FeedbackStore(config.store_url) if config.store_url else FeedbackStore.open(run_dir)
+        )
         self.logger = MetricLogger(run_dir)
         self.reward_model = RewardModel(
             obs_dim, act_dim, config.reward_model, seed=self.seeds["reward_model"]
@@ -302,6 +304,40 @@ class TrainingSession:
             c.skipped = counts["skipped"]
             self.learner.train_reward_model(log)
         return dict(state.get("extra", {}))
+
+    # ---------------------------------------------------------- loop services
+    def record_round(self, step: int, metrics: dict[str, float]) -> None:
+        """Log a feedback round's metrics and print one line about it."""
+        self.log(step, metrics)
+        self.message(
+            f"step {step}: round {int(metrics['feedback/round'])}, "
+            f"{int(metrics['feedback/queries_asked'])} queries, reward model held-out "
+            f"accuracy {metrics['reward_model/heldout_accuracy']:.2f}"
+        )
+
+    def after_chunk(
+        self, model: BaseAlgorithm, log: TransitionLog, step: int, extra: dict[str, Any]
+    ) -> None:
+        """Evaluate and checkpoint when due, then advance the progress bar."""
+        if step >= self.next_eval:
+            self.evaluate(model, step)
+        if step >= self.next_checkpoint:
+            self.save_checkpoint(model, log, step, extra)
+        self.update_progress(step)
+
+    def close(
+        self, model: BaseAlgorithm, log: TransitionLog, interrupted: bool, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Final checkpoint (also after Ctrl-C), final evaluation, plot and summary."""
+        step = model.num_timesteps
+        if interrupted:
+            self.stop_progress()
+            self.message(f"interrupted at step {step}: saving a checkpoint")
+        self.save_checkpoint(model, log, step, extra)
+        if not interrupted and self.next_eval - self.config.eval.every < step:
+            self.evaluate(model, step)
+        model.get_env().close()
+        return self.finish(step, interrupted)
 
     # ------------------------------------------------------------------- finish
     def finish(self, step: int, interrupted: bool) -> dict[str, Any]:
