@@ -54,3 +54,15 @@ def test_cli_refuses_bad_config_before_starting(tmp_path, capsys):
 def test_cli_config_prints_resolved_yaml(capsys):
     assert main(["config", "--set", "seed=9"]) == 0
     assert "seed: 9" in capsys.readouterr().out
+
+
+def test_unknown_env_is_reported_before_training(tmp_path, capsys):
+    code = main(["train", "--set", "env.id=NoSuchEnv-v9", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "env.id" in capsys.readouterr().err
+
+
+def test_discrete_env_is_refused_with_a_reason(tmp_path, capsys):
+    code = main(["train", "--set", "env.id=CartPole-v1", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "Box" in capsys.readouterr().err

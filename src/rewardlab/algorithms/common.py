@@ -87,12 +87,11 @@ class PreferenceLearner:
 
     Args:
         config: the run config.
-        obs_dim: observation width; act_dim: action width.
-        store: the run's feedback store.
+        store: the run's feedback store (the source of truth for labels).
         teacher: the scripted teacher answering queries.
         reward_model: the ensemble being trained.
-        seed: seeds query selection.
-        episode_limit: the env's time limit (for the B-Pref teacher margin).
+        rng: generator for segment sampling and query selection.
+        episode_limit: the env's time limit in steps (for the B-Pref teacher margin).
     """
 
     def __init__(
@@ -240,3 +239,5 @@ class PreferenceLearner:
             rounds=state["rounds"], last_round_step=state["last_round_step"],
             seconds=dict(state["seconds"]),
         )
+        for name, value in state.get("teacher", {}).items():
+            setattr(self.teacher, name, int(value))

@@ -1,7 +1,7 @@
 """Database schema of the feedback store (SQLAlchemy 2 typed declarative mapping).
 
-Only portable column types are used (Integer, Float, String, LargeBinary), so the same schema
-works on SQLite (the default, one ``feedback.db`` per run directory) and on PostgreSQL.
+Only portable column types are used (Integer, BigInteger, Float, String, LargeBinary), so the
+same schema works on SQLite (the default, one ``feedback.db`` per run directory) and on PostgreSQL.
 
 Arrays are stored as NumPy ``.npy`` bytes (``np.save`` with ``allow_pickle=False``), never as
 pickles. Timestamps are float seconds since the Unix epoch (UTC), like
@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -28,6 +29,9 @@ from sqlalchemy import (
     String,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: 64-bit ids everywhere; SQLite needs plain INTEGER for its auto-increment primary keys.
+Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Version of this schema, stored in ``meta`` under ``schema_version``.
 SCHEMA_VERSION = "1"
@@ -58,10 +62,10 @@ class SegmentRow(Base):
 
     __tablename__ = "segments"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     env_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    episode_id: Mapped[int] = mapped_column(Integer)
-    start_step: Mapped[int] = mapped_column(Integer)
+    episode_id: Mapped[int] = mapped_column(BigInteger)
+    start_step: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
     obs_dim: Mapped[int] = mapped_column(Integer)
     act_dim: Mapped[int] = mapped_column(Integer)
@@ -77,9 +81,9 @@ class QueryRow(Base):
     __tablename__ = "queries"
     __table_args__ = (CheckConstraint("left_id <> right_id", name="ck_queries_distinct"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    left_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
-    right_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    left_id: Mapped[int] = mapped_column(Id, ForeignKey("segments.id"), index=True)
+    right_id: Mapped[int] = mapped_column(Id, ForeignKey("segments.id"), index=True)
     round: Mapped[int] = mapped_column(Integer, index=True)
     source: Mapped[str] = mapped_column(String(NAME_LENGTH), default="uniform")
     created_at: Mapped[float] = mapped_column(Float, default=_now)
@@ -91,8 +95,8 @@ class PreferenceRow(Base):
     __tablename__ = "preferences"
     __table_args__ = (CheckConstraint("label IN (0, 1, 2, 3)", name="ck_preferences_label"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id"), unique=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    query_id: Mapped[int] = mapped_column(Id, ForeignKey("queries.id"), unique=True)
     label: Mapped[int] = mapped_column(Integer)
     teacher_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
     timestamp: Mapped[float] = mapped_column(Float)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rewardlab.errors import StoreError
@@ -508,7 +508,14 @@ class FeedbackStore:
                     f"feedback store: query ids already answered: {_format_ids(answered)}"
                 )
             session.add_all(rows)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:
+                # another writer answered one of these queries since the check above
+                raise StoreError(
+                    "feedback store: query ids already answered (by a concurrent writer): "
+                    f"{_format_ids(seen)}"
+                ) from None
             return [row.id for row in rows]
 
     def add_preference(self, pref: Preference) -> int:
