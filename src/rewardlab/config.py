@@ -127,11 +127,11 @@ class TrainConfig(BaseModel):
     model_config = _FROZEN
     algorithm: Literal["pebble", "pref_ppo"] = Field("pebble", description="Method.")
     seed: int = Field(0, ge=0, description="Run seed; every component derives its own.")
-    total_steps: int = Field(30_000, ge=1, description="Environment steps to train for.")
+    total_steps: int = Field(20_000, ge=1, description="Environment steps to train for.")
     env: EnvConfig = Field(default_factory=EnvConfig)
     feedback: FeedbackSchedule = Field(
         default_factory=lambda: FeedbackSchedule(
-            total_budget=200, queries_per_round=20, round_every=2000, first_round_at=2000,
+            total_budget=200, queries_per_round=20, round_every=1500, first_round_at=2000,
             segment_len=50, method="disagreement",
         )
     )

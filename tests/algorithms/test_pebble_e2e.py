@@ -51,6 +51,10 @@ def test_metrics_are_namespaced_and_hold_gold_and_proxy(trained_run):
     assert all("/" in k for r in rows for k in r if k != "step")
     assert any("reward_model/heldout_accuracy" in r for r in rows)
     assert any("reward_model/disagreement_on_policy" in r for r in evals)
+    # SB3's own train/ and rollout/ values reach metrics.jsonl; Monitor returns are gold
+    assert any("train/actor_loss" in r for r in rows)
+    assert any("rollout/gold_return_mean" in r for r in rows)
+    assert not any("rollout/ep_rew_mean" in r for r in rows)
 
 
 @pytest.mark.learning
