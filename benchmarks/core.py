@@ -581,6 +581,13 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             print(f"{part}: no finished runs; nothing recorded", flush=True)
             continue
+        prev = results["parts"].get(part)
+        if (prev and not missing and not any(j in todo for j in pjobs)
+                and prev.get("runs") == json.loads(json.dumps(rows))):
+            # Nothing new: keep the record (and the command) of the invocation that ran them.
+            print(f"{part}: no new runs; keeping the table written by `{prev['command']}`",
+                  flush=True)
+            continue
         rec: dict[str, Any] = {
             "command": command, "seeds": args.seeds, "workers": args.workers,
             "written_utc": utc_now(), "overrides": part_overrides(part, args.smoke),
