@@ -457,10 +457,13 @@ def render_part(part: str, rec: dict[str, Any]) -> str:
         lines += ["", f"Reference: a uniformly random policy on {ref['env']} scores a gold return "
                   f"of {ref['gold_return_mean']:.1f} ± {ref['gold_return_std']:.1f} (mean ± std "
                   f"over {ref['episodes']} episodes, seed {ref['seed']})."]
-    lines += ["", "Gold return = true environment return of the deterministic policy, mean over "
-              "the eval episodes (`eval.episodes`); proxy return = the same episodes under the "
-              "learned, normalised reward (PEBBLE only). `sac_true_reward` is SB3 SAC trained on "
-              "the true reward with PEBBLE's SAC hyperparameters, seeds and eval protocol."]
+    note = ("Gold return = true environment return of the deterministic policy, mean over the "
+            "eval episodes (`eval.episodes`); proxy return = the same episodes under the learned, "
+            "normalised reward (PEBBLE only).")
+    if "sac_true_reward" in rec["aggregates"]:
+        note += (" `sac_true_reward` is SB3 SAC trained on the true reward with PEBBLE's SAC "
+                 "hyperparameters, seeds and eval protocol.")
+    lines += ["", note]
     return "\n".join(lines)
 
 

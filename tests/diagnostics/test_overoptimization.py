@@ -267,3 +267,22 @@ def test_curves_feed_divergence_detection():
     ev = detect_divergence(c["step"], c["eval/gold_return"], c["eval/proxy_return"],
                            c["eval/gold_return_std"], EPISODES)
     assert ev == _detect("welch", steps, gold, proxy, std)
+
+
+def test_divergence_monitor_reports_once_and_ignores_pre_reward_evals():
+    from rewardlab.diagnostics.overoptimization import DivergenceMonitor
+
+    rng = np.random.default_rng(0)
+    gold = np.concatenate([np.linspace(0, 100, 15), np.linspace(100, 20, 15)])
+    gold = gold + rng.normal(0, 3, 30)
+    proxy = np.linspace(0, 200, 30)
+    monitor = DivergenceMonitor(n_episodes=5)
+    assert monitor.update(0, -50.0, float("nan"), 5.0) is None  # no reward model yet
+    events = [monitor.update(1000 * (i + 1), gold[i], proxy[i], 5.0) for i in range(30)]
+    fired = [e for e in events if e is not None]
+    assert len(fired) == 1
+    assert 15_000 <= fired[0].peak_step <= 17_000 and fired[0].step > fired[0].peak_step
+    matched = DivergenceMonitor(n_episodes=5)
+    rising = np.linspace(0, 100, 30) + rng.normal(0, 3, 30)
+    assert all(matched.update(1000 * (i + 1), rising[i], proxy[i], 5.0) is None
+               for i in range(30))

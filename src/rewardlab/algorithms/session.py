@@ -51,6 +51,7 @@ from rewardlab.config import TrainConfig, dump_config, load_config
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.evaluation import evaluate
 from rewardlab.diagnostics.metrics import NAMESPACES, MetricLogger
+from rewardlab.diagnostics.overoptimization import DivergenceMonitor
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.errors import RunDirError
 from rewardlab.feedback.teachers import ScriptedTeacher
@@ -129,6 +130,7 @@ class TrainingSession:
         self.start_time = time.perf_counter()
         self.elapsed_before = 0.0
         self.last_eval: dict[str, float] = {}
+        self.divergence = DivergenceMonitor(config.eval.episodes)
         self._progress: Progress | None = None
         self._task: Any = None
 
@@ -217,6 +219,23 @@ class TrainingSession:
         self.log(step, metrics)
         self.last_eval = metrics
         self.next_eval = step + self.config.eval.every
+        event = self.divergence.update(
+            step, metrics["eval/gold_return"], metrics["eval/proxy_return"],
+            metrics["eval/gold_return_std"],
+        )
+        if event is not None:
+            self.log(step, {
+                "diagnostics/overoptimization_step": float(event.step),
+                "diagnostics/gold_peak_step": float(event.peak_step),
+                "diagnostics/gold_drop": event.drop,
+                "diagnostics/proxy_gain_since_peak": event.proxy_gain_since_peak,
+                "diagnostics/p_value": event.p_value,
+            })
+            self.message(
+                f"[yellow]over-optimisation:[/] gold return fell {event.drop:.1f} below its peak "
+                f"at step {event.peak_step} while the proxy return rose "
+                f"{event.proxy_gain_since_peak:.1f}"
+            )
         return metrics
 
     # -------------------------------------------------------------- checkpoints

@@ -573,3 +573,41 @@ def gold_proxy_curves(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray
         )
     return out
 
+
+
+class DivergenceMonitor:
+    """Online over-optimisation alarm: feed each evaluation, get the event once.
+
+    Wraps :func:`detect_divergence` (Welch test on the evaluation episodes) for use during
+    training; only evaluations with a finite proxy return (i.e. once a reward model exists)
+    are considered, and an event is returned the first time it is detected, never again.
+
+    Args:
+        n_episodes: evaluation episodes behind each gold mean.
+        alpha: series-wise false-alarm level (see :func:`detect_divergence`).
+    """
+
+    def __init__(self, n_episodes: int, alpha: float = 0.05) -> None:
+        self.n_episodes = n_episodes
+        self.alpha = alpha
+        self.history: list[tuple[int, float, float, float]] = []
+        self.event: DivergenceEvent | None = None
+
+    def update(
+        self, step: int, gold: float, proxy: float, gold_std: float
+    ) -> DivergenceEvent | None:
+        """Add one evaluation (gold/proxy means in return units, ``gold_std`` with ddof 0).
+
+        Returns:
+            The :class:`DivergenceEvent` the first time divergence is detected, else None.
+        """
+        if self.event is not None or not np.isfinite(proxy):
+            return None
+        self.history.append((int(step), float(gold), float(proxy), float(gold_std)))
+        if len(self.history) < 3:
+            return None
+        steps, golds, proxies, stds = (np.array(c) for c in zip(*self.history, strict=True))
+        self.event = detect_divergence(
+            steps, golds, proxies, gold_std=stds, n_episodes=self.n_episodes, alpha=self.alpha
+        )
+        return self.event
