@@ -146,6 +146,10 @@ class TrainConfig(BaseModel):
         200_000, ge=100, description="Steps per env kept for cutting query segments."
     )
     progress_bar: bool = Field(True, description="Show a rich progress bar.")
+    record_render_states: bool = Field(
+        True, description="Store MuJoCo simulator states with each queried segment, so it "
+        "can be rendered to a clip for a person later."
+    )
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the feedback store, one database per run (e.g. "
         "postgresql+psycopg://user@host/run42); default: SQLite feedback.db in the run dir."

@@ -86,6 +86,9 @@ class Segment:
         episode_id: index of the episode the segment was cut from (>= 0).
         start_step: step within that episode of the segment's first element (>= 0).
         segment_id: database id once stored, else ``None``.
+        render_states: ``(T, state_dim)`` float64 simulator state at each step (for MuJoCo
+            envs ``concat(qpos, qvel)``), from which the segment can be rendered to a clip for a
+            person; ``None`` when not recorded.
 
     Raises:
         RecordError: on a wrong shape, dtype, non-finite value, or inconsistent lengths.
@@ -98,6 +101,7 @@ class Segment:
     episode_id: int
     start_step: int
     segment_id: int | None = None
+    render_states: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         obs = _as_float32("Segment.obs", self.obs, 2)
@@ -119,6 +123,16 @@ class Segment:
                     f"got {rewards.shape[0]}"
                 )
             object.__setattr__(self, "true_rewards", rewards)
+        if self.render_states is not None:
+            states = _as_float32("Segment.render_states", self.render_states, 2)
+            if states.shape[0] != length:
+                raise RecordError(
+                    f"Segment.render_states: expected {length} steps to match obs, "
+                    f"got {states.shape[0]}"
+                )
+            object.__setattr__(
+                self, "render_states", np.asarray(self.render_states, dtype=np.float64)
+            )
         if not isinstance(self.env_id, str) or not self.env_id:
             raise RecordError("Segment.env_id: must be a non-empty string such as 'Hopper-v5'")
         for name in ("episode_id", "start_step"):

@@ -45,3 +45,17 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(
         log.sample_windows(5, 3, rng_a)["obs"], other.sample_windows(5, 3, rng_b)["obs"]
     )
+
+
+def test_states_are_logged_and_windowed_with_their_steps(tmp_path):
+    log = TransitionLog(50, 2, 1, 1, state_dim=3)
+    for t in range(20):
+        states = np.full((2, 3), t, np.float64)
+        log.add(np.full((2, 1), t, np.float32), np.zeros((2, 1), np.float32),
+                np.zeros(2, np.float32), np.zeros(2, bool), states)
+    w = log.sample_windows(4, 5, np.random.default_rng(0))
+    np.testing.assert_array_equal(w["states"][:, :, 0], w["obs"][:, :, 0])
+    save_log(log, str(tmp_path / "log.npz"))
+    other = TransitionLog(50, 2, 1, 1, state_dim=3)
+    load_log(other, str(tmp_path / "log.npz"))
+    np.testing.assert_array_equal(other.states, log.states)

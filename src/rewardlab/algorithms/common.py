@@ -162,9 +162,13 @@ class PreferenceLearner:
 
         episode_ids = w["episode_ids"].reshape(pool, 2)[pick]
         start_steps = w["start_steps"].reshape(pool, 2)[pick]
+        states = w.get("states")
+        if states is not None:
+            states = states.reshape(pool, 2, seg_len, -1)
         segments = [
             Segment(obs[q, side], actions[q, side], gold[q, side], self.config.env.id,
-                    int(episode_ids[i, side]), int(start_steps[i, side]))
+                    int(episode_ids[i, side]), int(start_steps[i, side]),
+                    render_states=None if states is None else states[q, side])
             for i, q in enumerate(pick) for side in (0, 1)
         ]
         seg_ids = self.store.add_segments(segments)

@@ -24,12 +24,10 @@ import torch
 from rich.console import Console
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.env_util import make_vec_env
 
-from rewardlab.algorithms.common import env_dims, make_env
+from rewardlab.algorithms.common import env_dims
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
-from rewardlab.data.transitions import TransitionLog
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
 from rewardlab.rewards.state_entropy import state_entropy_reward
 
@@ -115,9 +113,7 @@ def train_pebble(
     obs_dim, act_dim, limit = env_dims(config)
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
-    venv = make_vec_env(lambda: make_env(config), n_envs=1, seed=seeds["env"])
-    log = TransitionLog(config.log_capacity, 1, obs_dim, act_dim)
-    env = LearnedRewardVecEnv(venv, log, reward_fn=None)
+    env, log = session.make_proxy_env(1, config.log_capacity)
     model = build_sac(config, env, seeds["agent"])
     model.set_logger(session.sb3_logger())
     pcfg = config.pebble

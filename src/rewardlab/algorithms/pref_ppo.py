@@ -16,12 +16,10 @@ from typing import Any
 
 from rich.console import Console
 from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
 
-from rewardlab.algorithms.common import env_dims, make_env
+from rewardlab.algorithms.common import env_dims
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
-from rewardlab.data.transitions import TransitionLog
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv
 
 
@@ -58,10 +56,8 @@ def train_pref_ppo(
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     n_envs = config.ppo.n_envs
-    venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=seeds["env"])
     capacity = max(config.log_capacity // n_envs, config.feedback.segment_len + 1)
-    log = TransitionLog(capacity, n_envs, obs_dim, act_dim)
-    env = LearnedRewardVecEnv(venv, log, reward_fn=None)
+    env, log = session.make_proxy_env(n_envs, capacity)
     model = build_ppo(config, env, seeds["agent"])
     model.set_logger(session.sb3_logger())
     rollout = config.ppo.n_steps * n_envs

@@ -36,6 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
 
 from rewardlab.algorithms.checkpoint import (
@@ -53,6 +54,7 @@ from rewardlab.diagnostics.evaluation import evaluate
 from rewardlab.diagnostics.metrics import NAMESPACES, MetricLogger
 from rewardlab.diagnostics.overoptimization import DivergenceMonitor
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
+from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, mujoco_state_fn
 from rewardlab.errors import RunDirError
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.model import RewardModel
@@ -107,6 +109,8 @@ class TrainingSession:
     ) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
         self.console = console or Console(stderr=True)
         self.seeds = child_seeds(config.seed)
         torch.set_num_threads(config.torch_threads)
@@ -133,6 +137,27 @@ class TrainingSession:
         self.divergence = DivergenceMonitor(config.eval.episodes)
         self._progress: Progress | None = None
         self._task: Any = None
+
+    # ---------------------------------------------------------------- envs
+    def make_proxy_env(
+        self, n_envs: int, capacity: int
+    ) -> tuple[LearnedRewardVecEnv, TransitionLog]:
+        """The training envs behind the proxy-reward wrapper, and the log they write to.
+
+        Args:
+            n_envs: parallel environments (a ``DummyVecEnv``, each wrapped in SB3's Monitor).
+            capacity: steps kept per env in the transition log.
+
+        Returns:
+            ``(env, log)``; the log records MuJoCo simulator states for rendering clips when
+            ``record_render_states`` is on and the env is a MuJoCo env.
+        """
+        config = self.config
+        venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=self.seeds["env"])
+        reader = mujoco_state_fn(venv) if config.record_render_states else None
+        state_fn, state_dim = reader if reader is not None else (None, 0)
+        log = TransitionLog(capacity, n_envs, self.obs_dim, self.act_dim, state_dim)
+        return LearnedRewardVecEnv(venv, log, reward_fn=None, state_fn=state_fn), log
 
     # ----------------------------------------------------------------- progress
     def start_progress(self, step: int) -> None:

@@ -22,6 +22,7 @@ class TransitionLog:
         n_envs: number of parallel environments.
         obs_dim: observation width.
         act_dim: action width.
+        state_dim: width of the simulator state recorded for rendering clips (0: none).
 
     Attributes:
         obs: ``(capacity, n_envs, obs_dim)`` float32.
@@ -29,9 +30,12 @@ class TransitionLog:
         true_rewards: ``(capacity, n_envs)`` float32 (NaN where the env gives no gold reward).
         episode_ids: ``(capacity, n_envs)`` int64, unique across envs, -1 where unwritten.
         steps: ``(capacity, n_envs)`` int64 step within the episode.
+        states: ``(capacity, n_envs, state_dim)`` float64 simulator states, or ``None``.
     """
 
-    def __init__(self, capacity: int, n_envs: int, obs_dim: int, act_dim: int) -> None:
+    def __init__(
+        self, capacity: int, n_envs: int, obs_dim: int, act_dim: int, state_dim: int = 0
+    ) -> None:
         if capacity < 1 or n_envs < 1:
             raise ValueError("TransitionLog: capacity and n_envs must be >= 1")
         self.capacity = capacity
@@ -41,6 +45,9 @@ class TransitionLog:
         self.true_rewards = np.zeros((capacity, n_envs), dtype=np.float32)
         self.episode_ids = np.full((capacity, n_envs), -1, dtype=np.int64)
         self.steps = np.zeros((capacity, n_envs), dtype=np.int64)
+        self.states = (
+            np.zeros((capacity, n_envs, state_dim), dtype=np.float64) if state_dim > 0 else None
+        )
         self.written = 0  # rows written in total (each row = one step of every env)
         self._current_episode = np.arange(n_envs, dtype=np.int64)
         self._next_episode = n_envs
@@ -54,7 +61,8 @@ class TransitionLog:
         return min(self.written, self.capacity)
 
     def add(
-        self, obs: np.ndarray, actions: np.ndarray, true_rewards: np.ndarray, dones: np.ndarray
+        self, obs: np.ndarray, actions: np.ndarray, true_rewards: np.ndarray, dones: np.ndarray,
+        states: np.ndarray | None = None,
     ) -> None:
         """Append one step of every env.
 
@@ -64,8 +72,12 @@ class TransitionLog:
             true_rewards: ``(n_envs,)`` gold reward of the step.
             dones: ``(n_envs,)`` bool, True where the episode ended (terminated or truncated)
                 with this step.
+            states: ``(n_envs, state_dim)`` simulator state the action was taken in (only
+                when the log records states).
         """
         row = self.written % self.capacity
+        if self.states is not None and states is not None:
+            self.states[row] = states
         self.obs[row] = obs
         self.actions[row] = actions
         self.true_rewards[row] = true_rewards
@@ -112,17 +124,21 @@ class TransitionLog:
 
         Returns:
             ``obs (M, length, obs_dim)``, ``actions (M, length, act_dim)``,
-            ``true_rewards (M, length)``, ``episode_ids (M,)``, ``start_steps (M,)``.
+            ``true_rewards (M, length)``, ``episode_ids (M,)``, ``start_steps (M,)``, and
+            ``states (M, length, state_dim)`` when the log records states.
         """
         idx = (rows[:, None] + np.arange(length)[None, :]) % self.capacity  # (M, L)
         cols = envs[:, None]
-        return {
+        out = {
             "obs": self.obs[idx, cols],
             "actions": self.actions[idx, cols],
             "true_rewards": self.true_rewards[idx, cols],
             "episode_ids": self.episode_ids[rows, envs],
             "start_steps": self.steps[rows, envs],
         }
+        if self.states is not None:
+            out["states"] = self.states[idx, cols]
+        return out
 
     def sample_windows(
         self, n: int, length: int, rng: np.random.Generator, recent: int | None = None
@@ -172,6 +188,7 @@ def save_log(log: TransitionLog, path: str) -> None:
         current_episode=log._current_episode, current_step=log._current_step,
         running_return=log._running_return,
         finished_returns=np.asarray(log.finished_returns, dtype=np.float64),
+        **({"states": log.states} if log.states is not None else {}),
     )
 
 
@@ -197,3 +214,5 @@ def load_log(log: TransitionLog, path: str) -> None:
         log._current_step[...] = data["current_step"]
         log._running_return[...] = data["running_return"]
         log.finished_returns = data["finished_returns"].tolist()
+        if log.states is not None and "states" in data:
+            log.states[...] = data["states"]

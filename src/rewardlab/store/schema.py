@@ -58,7 +58,8 @@ class MetaRow(Base):
 
 
 class SegmentRow(Base):
-    """A stored segment. ``obs``/``actions``/``true_rewards`` are ``.npy`` float32 bytes."""
+    """A stored segment. ``obs``/``actions``/``true_rewards`` are ``.npy`` float32 bytes;
+    ``render_states`` (simulator states for rendering clips) ``.npy`` float64 bytes."""
 
     __tablename__ = "segments"
 
@@ -72,6 +73,7 @@ class SegmentRow(Base):
     obs: Mapped[bytes] = mapped_column(LargeBinary)
     actions: Mapped[bytes] = mapped_column(LargeBinary)
     true_rewards: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    render_states: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=_now)
 
 

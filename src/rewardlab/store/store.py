@@ -291,6 +291,9 @@ class FeedbackStore:
                     true_rewards=(
                         None if seg.true_rewards is None else _encode_array(seg.true_rewards)
                     ),
+                    render_states=(
+                        None if seg.render_states is None else _encode_array(seg.render_states)
+                    ),
                     created_at=time.time(),
                 )
             )
@@ -345,6 +348,11 @@ class FeedbackStore:
             episode_id=row.episode_id,
             start_step=row.start_step,
             segment_id=row.id,
+            render_states=(
+                None
+                if row.render_states is None
+                else _decode_array(row.render_states, f"{what} render_states")
+            ),
         )
 
     # ------------------------------------------------------------------ queries
