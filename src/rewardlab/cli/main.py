@@ -128,6 +128,21 @@ def _print_report(run_dir: Path, console: Console) -> None:
             f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s"
             + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
         )
+        teacher = summary.get("feedback", {}).get("teacher")
+        if teacher:
+            console.print(
+                f"teacher: {teacher['asked']} queries asked, {teacher['answered']} answered "
+                f"({teacher['skipped']} skipped, {teacher['equal']} equal)"
+            )
+        events = [r for r in rows if "diagnostics/gold_drop" in r]
+        if events:
+            e = events[0]
+            console.print(
+                f"[yellow]over-optimisation detected[/] at step {e['step']}: gold fell "
+                f"{e['diagnostics/gold_drop']:.1f} below its peak (step "
+                f"{int(e['diagnostics/gold_peak_step'])}) while the proxy rose "
+                f"{e['diagnostics/proxy_gain_since_peak']:.1f}"
+            )
         s, g = series(rows, "eval/gold_return")
         if g:
             console.print(f"gold return: first eval {g[0]:.1f}, final {g[-1]:.1f}, "
