@@ -66,3 +66,17 @@ def test_discrete_env_is_refused_with_a_reason(tmp_path, capsys):
     code = main(["train", "--set", "env.id=CartPole-v1", "--run-dir", str(tmp_path / "r")])
     assert code == 2
     assert "Box" in capsys.readouterr().err
+
+
+def test_annotators_add_prints_a_login_link(tmp_path, capsys):
+    from rewardlab.store.store import FeedbackStore
+
+    FeedbackStore.open(tmp_path).close()
+    assert main(["annotators", "add", "ada", "--run", str(tmp_path), "--port", "8123"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("http://127.0.0.1:8123/?token=")
+    token = out.strip().split("token=", 1)[1]
+    with FeedbackStore.open(tmp_path) as store:
+        assert store.annotator_for_token(token)[1] == "ada"
+    assert main(["annotators", "add", "ada", "--run", str(tmp_path)]) == 2  # name taken
+    assert main(["annotate", str(tmp_path), "--overlap", "0"]) == 2

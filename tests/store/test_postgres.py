@@ -209,8 +209,8 @@ def test_opens_postgresql_with_schema(store: FeedbackStore, pg_server: PgServer)
             r[0] for r in con.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         }
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    assert tables == {"meta", "segments", "queries", "preferences"}
-    assert version == [("1",)]
+    assert tables == {"meta", "segments", "queries", "preferences", "annotators", "assignments"}
+    assert version == [("2",)]
 
 
 def test_segments_round_trip(store: FeedbackStore) -> None:
@@ -362,7 +362,9 @@ def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
         )
     assert [p.query_id for p in store.preferences()] == [q[0]]
     assert store.preferences()[0].label == Label.LEFT
-    assert store.counts() == dict(segments=2, queries=4, answered=1, skipped=0, pending=3)
+    assert store.counts() == dict(
+        segments=2, queries=4, preferences=1, answered=1, skipped=0, pending=3
+    )
     # the store is still usable after the failed transactions
     store.add_preferences([Preference(q[1], Label.RIGHT, "oracle")])
     assert store.counts()["answered"] == 2
@@ -371,7 +373,8 @@ def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
 def test_concurrent_answer_from_another_connection(
     store: FeedbackStore, pg_server: PgServer
 ) -> None:
-    """The unique constraint backs the check: a racing answer is a StoreError, not a crash."""
+    """The unique (query, teacher) constraint backs the check: a racing answer by the same
+    teacher is a StoreError, not a crash."""
     a, b = store.add_segments(make_segments(2))
     [q] = store.add_queries([(a, b)], round=0)
     dbname = store.url.rsplit("/", 1)[1]
@@ -386,7 +389,7 @@ def test_concurrent_answer_from_another_connection(
     with pg_server.connect(dbname, autocommit=False) as other:
         other.execute(
             "INSERT INTO preferences (query_id, label, teacher_id, timestamp) "
-            "VALUES (%s, %s, 'other', 1.0)",
+            "VALUES (%s, %s, 'store', 1.0)",
             (q, int(Label.LEFT)),
         )  # uncommitted: the store's check cannot see it, its INSERT waits on the unique index
         worker = threading.Thread(target=answer, daemon=True)
@@ -408,7 +411,7 @@ def test_concurrent_answer_from_another_connection(
     [result] = outcome
     assert isinstance(result, StoreError), result
     assert "already answered" in str(result) or "unique" in str(result).lower()
-    assert store.preferences() == [Preference(q, Label.LEFT, "other", timestamp=1.0)]
+    assert store.preferences() == [Preference(q, Label.LEFT, "store", timestamp=1.0)]
 
 
 def test_reopen_keeps_every_label(pg_url: str) -> None:
@@ -427,7 +430,9 @@ def test_reopen_keeps_every_label(pg_url: str) -> None:
         with pytest.raises(StoreError, match=rf"already answered: {extra}\b"):
             t.add_preference(Preference(extra, Label.RIGHT, "oracle"))
     with FeedbackStore(pg_url) as s:
-        assert s.counts() == dict(segments=2, queries=11, answered=11, skipped=2, pending=0)
+        assert s.counts() == dict(
+            segments=2, queries=11, preferences=11, answered=11, skipped=2, pending=0
+        )
 
 
 def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
@@ -462,11 +467,15 @@ def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
 
 
 def test_counts(store: FeedbackStore) -> None:
-    assert store.counts() == dict(segments=0, queries=0, answered=0, skipped=0, pending=0)
+    assert store.counts() == dict(
+        segments=0, queries=0, preferences=0, answered=0, skipped=0, pending=0
+    )
     a, b, c = store.add_segments(make_segments(3))
     q = store.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
     store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")])
-    assert store.counts() == dict(segments=3, queries=4, answered=2, skipped=1, pending=2)
+    assert store.counts() == dict(
+        segments=3, queries=4, preferences=2, answered=2, skipped=1, pending=2
+    )
 
 
 def test_missing_database_is_a_store_error(pg_server: PgServer) -> None:

@@ -205,11 +205,15 @@ def test_training_arrays_empty_and_ragged(store: FeedbackStore) -> None:
 
 
 def test_counts(store: FeedbackStore) -> None:
-    assert store.counts() == dict(segments=0, queries=0, answered=0, skipped=0, pending=0)
+    assert store.counts() == dict(
+        segments=0, queries=0, preferences=0, answered=0, skipped=0, pending=0
+    )
     a, b, c = store.add_segments(make_segments(3))
     q = store.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
     store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")])
-    assert store.counts() == dict(segments=3, queries=4, answered=2, skipped=1, pending=2)
+    assert store.counts() == dict(
+        segments=3, queries=4, preferences=2, answered=2, skipped=1, pending=2
+    )
 
 
 def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:

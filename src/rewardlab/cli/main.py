@@ -6,6 +6,8 @@ Commands::
     rewardlab train --resume RUN_DIR [--set total_steps=N]
     rewardlab report RUN_DIR
     rewardlab export RUN_DIR OUT.jsonl|OUT.parquet
+    rewardlab annotators add NAME --run RUN_DIR [--host H --port P]
+    rewardlab annotate RUN_DIR [--host 127.0.0.1] [--port 8000] [--overlap 1]
     rewardlab config [CONFIG.yaml] [--set key=value ...]
 
 Bad input (unknown key, bad value, missing file) is reported as one clear message naming the
@@ -24,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rewardlab.errors import RewardLabError
+from rewardlab.errors import ConfigError, RewardLabError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a run's preferences to .jsonl or .parquet")
     e.add_argument("run_dir")
     e.add_argument("out", help="output file: .jsonl or .parquet")
+    an = sub.add_parser("annotators", help="manage the people who label a run")
+    an_sub = an.add_subparsers(dest="annotators_command", required=True)
+    aa = an_sub.add_parser("add", help="add an annotator and print their login link")
+    aa.add_argument("name")
+    aa.add_argument("--run", required=True, metavar="RUN_DIR")
+    aa.add_argument("--host", default="127.0.0.1")
+    aa.add_argument("--port", type=int, default=8000)
+    w = sub.add_parser("annotate", help="serve the labelling web app of a run")
+    w.add_argument("run_dir")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--overlap", type=int, default=1,
+                   help="annotators handed each query (1: never the same query)")
     c = sub.add_parser("config", help="print the resolved config as YAML")
     c.add_argument("config", nargs="?")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -167,6 +182,24 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_annotators(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.web.cli import add_annotator_command
+
+    link = add_annotator_command(Path(args.run), args.name, args.host, args.port)
+    console.print("login link (shown once; only the token's hash is stored):")
+    print(link)
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace, console: Console) -> int:
+    if args.overlap < 1:
+        raise ConfigError(f"--overlap: must be an integer >= 1, got {args.overlap}")
+    from rewardlab.web.cli import serve
+
+    serve(Path(args.run_dir), args.host, args.port, args.overlap)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from rewardlab.config import dump_config, load_config
 
@@ -180,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     commands = {
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
+        "annotators": cmd_annotators, "annotate": cmd_annotate,
     }
     try:
         return commands[args.command](args, console)

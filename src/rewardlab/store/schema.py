@@ -11,8 +11,15 @@ Tables:
     ``meta``: key/value pairs; ``schema_version`` is :data:`SCHEMA_VERSION`.
     ``segments``: one row per :class:`rewardlab.types.Segment`.
     ``queries``: one row per :class:`rewardlab.types.Query` (a pair of segment ids).
-    ``preferences``: at most one answer per query (``query_id`` is unique); ``label`` holds the
-        integer code of :class:`rewardlab.types.Label`.
+    ``preferences``: answers to queries; a query may be answered by several teachers, at most
+        once by each (``(query_id, teacher_id)`` is unique); ``label`` holds the integer code of
+        :class:`rewardlab.types.Label`.
+    ``annotators``: people who label in the web app; only the SHA-256 of a login token is kept.
+    ``assignments``: which annotator was handed which query (``(query_id, annotator_id)`` unique).
+
+Schema history: version 1 allowed one answer per query (``preferences.query_id`` unique) and had
+no ``annotators``/``assignments`` tables; :class:`rewardlab.store.FeedbackStore` upgrades a
+version 1 database to version 2 when it opens it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -34,7 +42,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Version of this schema, stored in ``meta`` under ``schema_version``.
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 #: Maximum length of the short string columns (env id, teacher id, query source, meta).
 NAME_LENGTH = 255
@@ -92,13 +100,41 @@ class QueryRow(Base):
 
 
 class PreferenceRow(Base):
-    """A stored answer to a query; ``query_id`` is unique, so a query is answered at most once."""
+    """A stored answer to a query; a teacher answers a query at most once (unique pair)."""
 
     __tablename__ = "preferences"
-    __table_args__ = (CheckConstraint("label IN (0, 1, 2, 3)", name="ck_preferences_label"),)
+    __table_args__ = (
+        CheckConstraint("label IN (0, 1, 2, 3)", name="ck_preferences_label"),
+        UniqueConstraint("query_id", "teacher_id", name="uq_preferences_query_teacher"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    query_id: Mapped[int] = mapped_column(Id, ForeignKey("queries.id"), unique=True)
+    query_id: Mapped[int] = mapped_column(Id, ForeignKey("queries.id"))
     label: Mapped[int] = mapped_column(Integer)
-    teacher_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    teacher_id: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
     timestamp: Mapped[float] = mapped_column(Float)
+
+
+class AnnotatorRow(Base):
+    """A person who labels in the web app; ``token_sha256`` is the hex SHA-256 of the token."""
+
+    __tablename__ = "annotators"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float, default=_now)
+
+
+class AssignmentRow(Base):
+    """A query handed to an annotator (at most once per pair)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("query_id", "annotator_id", name="uq_assignments_query_annotator"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    query_id: Mapped[int] = mapped_column(Id, ForeignKey("queries.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(Id, ForeignKey("annotators.id"), index=True)
+    assigned_at: Mapped[float] = mapped_column(Float, default=_now)

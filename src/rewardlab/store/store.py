@@ -21,15 +21,28 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import case, create_engine, delete, event, func, inspect, select
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import AddConstraint, UniqueConstraint
 
 from rewardlab.errors import StoreError
+from rewardlab.store.annotators import (
+    AlreadyAnsweredError,
+    Annotator,
+    Answer,
+    NothingToUndoError,
+    StaleRoundError,
+    UnknownQueryError,
+    hash_token,
+    new_token,
+)
 from rewardlab.store.schema import (
     NAME_LENGTH,
     SCHEMA_VERSION,
+    AnnotatorRow,
+    AssignmentRow,
     Base,
     MetaRow,
     PreferenceRow,
@@ -89,6 +102,22 @@ def _check_name(name: str, value: str) -> None:
         raise StoreError(
             f"feedback store: {name} is {len(value)} characters long; at most {NAME_LENGTH}"
         )
+
+
+def _already_answered(by_teacher: dict[str, set[int]]) -> str:
+    parts = [f"{_format_ids(ids)} by {t!r}" for t, ids in sorted(by_teacher.items())]
+    return f"feedback store: query ids already answered: {'; '.join(parts)}"
+
+
+def _to_answer(row: PreferenceRow, round: int) -> Answer:
+    return Answer(
+        preference_id=row.id,
+        query_id=row.query_id,
+        round=round,
+        label=Label(row.label),
+        teacher_id=row.teacher_id,
+        timestamp=row.timestamp,
+    )
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
@@ -228,11 +257,50 @@ class FeedbackStore:
             row = session.get(MetaRow, "schema_version")
             if row is None:
                 session.add(MetaRow(key="schema_version", value=SCHEMA_VERSION))
+            elif row.value == "1":
+                self._upgrade_from_v1(session)
+                row.value = SCHEMA_VERSION
             elif row.value != SCHEMA_VERSION:
                 raise StoreError(
                     f"feedback store: {self._url!r} has schema version {row.value!r}; "
                     f"this version of rewardlab reads version {SCHEMA_VERSION!r}"
                 )
+
+    @staticmethod
+    def _upgrade_from_v1(session: Session) -> None:
+        """Allow several answers per query: ``preferences.query_id`` unique -> unique pair.
+
+        The new ``annotators`` and ``assignments`` tables were already made by ``create_all``.
+        SQLite cannot drop a constraint, so its table is rebuilt (rows and ids kept); other
+        backends drop the old unique constraint and add the new one and the teacher index.
+        """
+        conn = session.connection()
+        table = PreferenceRow.__table__
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("ALTER TABLE preferences RENAME TO preferences_v1")
+            named = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'preferences_v1' AND sql IS NOT NULL"
+            ).scalars()
+            for index_name in list(named):  # explicit indexes keep their names: free them
+                quoted = conn.dialect.identifier_preparer.quote(index_name)
+                conn.exec_driver_sql(f"DROP INDEX {quoted}")
+            table.create(conn)
+            conn.exec_driver_sql(
+                "INSERT INTO preferences (id, query_id, label, teacher_id, timestamp) "
+                "SELECT id, query_id, label, teacher_id, timestamp FROM preferences_v1"
+            )
+            conn.exec_driver_sql("DROP TABLE preferences_v1")
+            return
+        for old in inspect(conn).get_unique_constraints("preferences"):
+            if old["column_names"] == ["query_id"] and old["name"]:
+                quoted = conn.dialect.identifier_preparer.quote(old["name"])
+                conn.exec_driver_sql(f"ALTER TABLE preferences DROP CONSTRAINT {quoted}")
+        for constraint in table.constraints:
+            if isinstance(constraint, UniqueConstraint):
+                conn.execute(AddConstraint(constraint))
+        for index in table.indexes:
+            index.create(conn)
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -460,19 +528,43 @@ class FeedbackStore:
     def add_preferences(self, prefs: Sequence[Preference]) -> list[int]:
         """Store answers to queries, in one transaction, durably committed before returning.
 
+        A query may be answered by several teachers (e.g. annotators), at most once by each.
         Either every preference of the call is stored or, on any error, none is.
 
         Args:
-            prefs: the answers; each names a stored, not yet answered query, at most once
-                per call.
+            prefs: the answers; each names a stored query that its ``teacher_id`` has not
+                answered yet, and a ``(query_id, teacher_id)`` pair occurs at most once per call.
 
         Returns:
             The new preference ids, in the order given.
 
         Raises:
-            StoreError: naming the query ids that are unknown, already answered or repeated
-                in the call, or if the write fails.
+            UnknownQueryError: naming the query ids that are not stored.
+            AlreadyAnsweredError: naming the query ids already answered by the same teacher
+                (also when a concurrent writer answered first).
+            StoreError: naming the query ids repeated (same teacher) in the call, or if the
+                write fails.
         """
+        return self._add_preferences(prefs, current_round_only=False)
+
+    def add_answer(self, pref: Preference) -> int:
+        """Store one answer to a query of the current round (as the web app does).
+
+        Like :meth:`add_preference`, and in the same transaction checks that the query belongs
+        to the current round (the largest ``round`` of any query).
+
+        Returns:
+            The new preference id.
+
+        Raises:
+            UnknownQueryError: if the query is not stored.
+            StaleRoundError: if the query is from an older round than the current one.
+            AlreadyAnsweredError: if ``pref.teacher_id`` already answered the query.
+            StoreError: if the write fails (nothing is stored on any error).
+        """
+        return self._add_preferences([pref], current_round_only=True)[0]
+
+    def _add_preferences(self, prefs: Sequence[Preference], current_round_only: bool) -> list[int]:
         rows = []
         for pref in prefs:
             if not isinstance(pref, Preference):
@@ -490,37 +582,56 @@ class FeedbackStore:
             )
         if not rows:
             return []
-        seen: set[int] = set()
+        pairs: set[tuple[int, str]] = set()
         repeated: set[int] = set()
         for row in rows:
-            (repeated if row.query_id in seen else seen).add(row.query_id)
+            key = (row.query_id, row.teacher_id)
+            if key in pairs:
+                repeated.add(row.query_id)
+            pairs.add(key)
         if repeated:
             raise StoreError(
-                f"feedback store: query ids answered twice in one call: {_format_ids(repeated)}"
+                f"feedback store: query ids answered twice in one call: {_format_ids(repeated)} "
+                "(by the same teacher)"
             )
+        seen = {q for q, _ in pairs}
         with self._write("add preferences") as session:
-            found: set[int] = set()
-            answered: set[int] = set()
+            found: dict[int, int] = {}
+            answered: dict[str, set[int]] = {}
             for chunk in _chunks(sorted(seen)):
-                found.update(session.scalars(select(QueryRow.id).where(QueryRow.id.in_(chunk))))
-                answered.update(
-                    session.scalars(
-                        select(PreferenceRow.query_id).where(PreferenceRow.query_id.in_(chunk))
+                for qid, rnd in session.execute(
+                    select(QueryRow.id, QueryRow.round).where(QueryRow.id.in_(chunk))
+                ):
+                    found[qid] = rnd
+                for qid, teacher in session.execute(
+                    select(PreferenceRow.query_id, PreferenceRow.teacher_id).where(
+                        PreferenceRow.query_id.in_(chunk)
                     )
-                )
-            unknown = seen - found
+                ):
+                    if (qid, teacher) in pairs:
+                        answered.setdefault(teacher, set()).add(qid)
+            unknown = seen - set(found)
             if unknown:
-                raise StoreError(f"feedback store: unknown query ids: {_format_ids(unknown)}")
-            if answered:
-                raise StoreError(
-                    f"feedback store: query ids already answered: {_format_ids(answered)}"
+                raise UnknownQueryError(
+                    f"feedback store: unknown query ids: {_format_ids(unknown)}"
                 )
+            if answered:
+                raise AlreadyAnsweredError(_already_answered(answered))
+            if current_round_only:
+                current = session.scalar(select(func.max(QueryRow.round)))
+                stale = {q for q in seen if found[q] != current}
+                if stale:
+                    rounds = sorted({found[q] for q in stale})
+                    raise StaleRoundError(
+                        f"feedback store: stale round: query ids {_format_ids(stale)} belong to "
+                        f"round {', '.join(map(str, rounds))}, the current round is {current}"
+                    )
             session.add_all(rows)
             try:
                 session.flush()
             except IntegrityError:
                 # another writer answered one of these queries since the check above
-                raise StoreError(
+                raise AlreadyAnsweredError(
                     "feedback store: query ids already answered (by a concurrent writer): "
                     f"{_format_ids(seen)}"
                 ) from None
@@ -533,7 +644,9 @@ class FeedbackStore:
             The new preference id.
 
         Raises:
-            StoreError: if the query is unknown or already answered, or the write fails.
+            UnknownQueryError: if the query is unknown.
+            AlreadyAnsweredError: if the same teacher already answered it.
+            StoreError: if the write fails.
         """
         return self.add_preferences([pref])[0]
 
@@ -558,7 +671,9 @@ class FeedbackStore:
     def labelled_pairs(
         self, include_skipped: bool = False
     ) -> tuple[list[int], list[int], np.ndarray]:
-        """Segment ids and labels of the answered queries, in query id order.
+        """Segment ids and labels of the answers, one per preference, in query id order.
+
+        A query answered by several teachers occurs once per answer (in the order stored).
 
         Args:
             include_skipped: also return queries answered ``Label.SKIP``.
@@ -580,7 +695,7 @@ class FeedbackStore:
         stmt = (
             select(QueryRow.id, QueryRow.left_id, QueryRow.right_id, PreferenceRow.label)
             .join(PreferenceRow, PreferenceRow.query_id == QueryRow.id)
-            .order_by(QueryRow.id)
+            .order_by(QueryRow.id, PreferenceRow.id)
         )
         if not include_skipped:
             stmt = stmt.where(PreferenceRow.label != int(Label.SKIP))
@@ -588,18 +703,21 @@ class FeedbackStore:
             return [tuple(r) for r in session.execute(stmt)]  # type: ignore[misc]
 
     def training_arrays(self, include_skipped: bool = False) -> dict[str, np.ndarray]:
-        """Stacked arrays of the answered queries, for training a reward model.
+        """Stacked arrays of the answers, for training a reward model.
 
-        Pair index 0 along axis 1 is the left segment, 1 the right one.
+        One row per preference (skipped ones left out unless ``include_skipped``): a query
+        answered by two annotators gives two rows with the same ``query_ids`` entry, so a split
+        by query id keeps them on the same side. Pair index 0 along axis 1 is the left segment,
+        1 the right one.
 
         Args:
             include_skipped: also include queries answered ``Label.SKIP``.
 
         Returns:
-            A dict with, for N answered queries of segments with T steps (query id order):
+            A dict with, for N answers to queries of segments with T steps (query id order):
             ``obs`` ``(N, 2, T, obs_dim)`` float32, ``actions`` ``(N, 2, T, act_dim)``
             float32, ``labels`` ``(N,)`` int8 :class:`Label` codes and ``query_ids`` ``(N,)``
-            int64. With no answered query, ``obs`` and ``actions`` have shape ``(0, 2, 0, 0)``.
+            int64. With no answer, ``obs`` and ``actions`` have shape ``(0, 2, 0, 0)``.
 
         Raises:
             StoreError: if the segments differ in length, ``obs_dim`` or ``act_dim``, or the
@@ -632,34 +750,386 @@ class FeedbackStore:
             "query_ids": query_ids,
         }
 
+    # ------------------------------------------------------------------ annotators
+
+    def add_annotator(self, name: str) -> tuple[int, str]:
+        """Add a person who labels in the web app and make their login token.
+
+        Only the SHA-256 of the token is stored: the token itself is returned once, here.
+
+        Args:
+            name: unique, non-empty name (at most 255 characters, no surrounding whitespace);
+                it becomes the ``teacher_id`` of the annotator's preferences.
+
+        Returns:
+            ``(annotator_id, token)``; ``token`` is ``secrets.token_urlsafe(32)``.
+
+        Raises:
+            StoreError: if the name is empty, too long, has surrounding whitespace or is taken,
+                or the write fails.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise StoreError("feedback store: an annotator name must be a non-empty string")
+        if name != name.strip():
+            raise StoreError(
+                f"feedback store: annotator name {name!r} has leading or trailing whitespace"
+            )
+        _check_name("annotator name", name)
+        token = new_token()
+        row = AnnotatorRow(name=name, token_sha256=hash_token(token), created_at=time.time())
+        with self._write("add an annotator") as session:
+            taken = session.scalar(select(AnnotatorRow.id).where(AnnotatorRow.name == name))
+            if taken is not None:
+                raise StoreError(f"feedback store: annotator name {name!r} already exists")
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:
+                raise StoreError(
+                    f"feedback store: annotator name {name!r} already exists"
+                ) from None
+            return row.id, token
+
+    def annotator_for_token(self, token: str) -> tuple[int, str] | None:
+        """The annotator a login token belongs to.
+
+        Args:
+            token: the token :meth:`add_annotator` returned.
+
+        Returns:
+            ``(annotator_id, name)``, or ``None`` for an unknown token (or a non-string).
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        if not isinstance(token, str) or not token:
+            return None
+        digest = hash_token(token)
+        with self._read("look up a token") as session:
+            row = session.execute(
+                select(AnnotatorRow.id, AnnotatorRow.name).where(
+                    AnnotatorRow.token_sha256 == digest
+                )
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def annotators(self) -> list[Annotator]:
+        """Every annotator, in id order.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        with self._read("read annotators") as session:
+            rows = session.scalars(select(AnnotatorRow).order_by(AnnotatorRow.id)).all()
+        return [Annotator(r.id, r.name, r.created_at) for r in rows]
+
+    def current_round(self) -> int | None:
+        """The current feedback round: the largest ``round`` of any query (``None``: none).
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        with self._read("read the current round") as session:
+            return session.scalar(select(func.max(QueryRow.round)))
+
+    def next_query_for(self, annotator_id: int, overlap: int = 1) -> Query | None:
+        """The query an annotator should label next, assigned to them in the same transaction.
+
+        Only queries of the current round (the largest ``round``) are handed out. First, the
+        lowest-id query already assigned to this annotator and not answered by them (so a page
+        refresh, or an undo, shows the same query again). Else the lowest-id query that this
+        annotator has neither answered nor been assigned and that fewer than ``overlap``
+        distinct annotators have been assigned; it is assigned to them before returning. With
+        ``overlap=1`` no two annotators get the same query.
+
+        Args:
+            annotator_id: id of the annotator (see :meth:`add_annotator`).
+            overlap: how many annotators may be assigned each query (>= 1).
+
+        Returns:
+            The query (``query_id`` set), or ``None`` when nothing is pending for them.
+
+        Raises:
+            StoreError: if ``overlap`` is not an integer >= 1, the annotator is unknown, or the
+                database write fails.
+        """
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 1:
+            raise StoreError(f"feedback store: overlap must be an integer >= 1, got {overlap!r}")
+        [annotator_id] = _check_ids("annotator ids", [annotator_id])
+        with self._write("assign a query") as session:
+            name = session.scalar(select(AnnotatorRow.name).where(AnnotatorRow.id == annotator_id))
+            if name is None:
+                raise StoreError(f"feedback store: unknown annotator id {annotator_id}")
+            current = session.scalar(select(func.max(QueryRow.round)))
+            if current is None:
+                return None
+            mine = select(AssignmentRow.query_id).where(AssignmentRow.annotator_id == annotator_id)
+            answered = select(PreferenceRow.query_id).where(PreferenceRow.teacher_id == name)
+            in_round = (QueryRow.round == current, QueryRow.id.not_in(answered))
+            row = session.scalars(
+                select(QueryRow)
+                .where(*in_round, QueryRow.id.in_(mine))
+                .order_by(QueryRow.id)
+                .limit(1)
+            ).first()
+            if row is not None:
+                return self._to_query(row)
+            n_assigned = (
+                select(func.count(AssignmentRow.annotator_id.distinct()))
+                .where(AssignmentRow.query_id == QueryRow.id)
+                .correlate(QueryRow)
+                .scalar_subquery()
+            )
+            for _ in range(100):  # a candidate taken concurrently is skipped (PostgreSQL)
+                candidates = session.scalars(
+                    select(QueryRow.id)
+                    .where(*in_round, QueryRow.id.not_in(mine), n_assigned < int(overlap))
+                    .order_by(QueryRow.id)
+                    .limit(20)
+                ).all()
+                if not candidates:
+                    return None
+                for qid in candidates:
+                    # lock the query row (a no-op on SQLite, whose write lock is held already)
+                    locked = session.scalars(
+                        select(QueryRow).where(QueryRow.id == qid).with_for_update()
+                    ).one()
+                    taken = session.scalars(
+                        select(AssignmentRow.annotator_id).where(AssignmentRow.query_id == qid)
+                    ).all()
+                    if annotator_id in taken:
+                        return self._to_query(locked)
+                    if len(set(taken)) < overlap:
+                        session.add(
+                            AssignmentRow(
+                                query_id=qid, annotator_id=annotator_id, assigned_at=time.time()
+                            )
+                        )
+                        session.flush()
+                        return self._to_query(locked)
+            raise StoreError("feedback store: cannot assign a query: too much contention")
+
+    def progress(self, teacher_id: str) -> dict[str, int | None]:
+        """Labelling progress, overall and of one teacher, for the current round.
+
+        Returns:
+            ``round`` (current round, ``None`` without queries); ``round_size``: queries in
+            it; ``answered_in_round``: those with at least one answer (by anyone);
+            ``mine_in_round``: answers of ``teacher_id`` in it; ``answered_total``: queries
+            with at least one answer; ``total_queries``; ``mine_total``: answers of
+            ``teacher_id``.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        answered_q = select(PreferenceRow.query_id).distinct().subquery()
+        with self._read("read progress") as session:
+            current = session.scalar(select(func.max(QueryRow.round)))
+            total = session.scalar(select(func.count()).select_from(QueryRow)) or 0
+            answered_total = session.scalar(select(func.count()).select_from(answered_q)) or 0
+            mine_total = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(PreferenceRow)
+                    .where(PreferenceRow.teacher_id == teacher_id)
+                )
+                or 0
+            )
+            round_size = answered_in_round = mine_in_round = 0
+            if current is not None:
+                round_size = (
+                    session.scalar(select(func.count()).where(QueryRow.round == current)) or 0
+                )
+                answered_in_round = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(QueryRow)
+                        .where(QueryRow.round == current, QueryRow.id.in_(select(answered_q)))
+                    )
+                    or 0
+                )
+                mine_in_round = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(PreferenceRow)
+                        .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
+                        .where(QueryRow.round == current, PreferenceRow.teacher_id == teacher_id)
+                    )
+                    or 0
+                )
+        return {
+            "round": current,
+            "round_size": round_size,
+            "answered_in_round": answered_in_round,
+            "mine_in_round": mine_in_round,
+            "answered_total": answered_total,
+            "total_queries": total,
+            "mine_total": mine_total,
+        }
+
+    def preferences_by(
+        self, teacher_id: str, round: int | None = None, limit: int | None = None
+    ) -> list[Answer]:
+        """One teacher's answers, newest first.
+
+        Args:
+            teacher_id: the teacher (an annotator's name).
+            round: only answers to queries of this round, or ``None`` for every round.
+            limit: at most this many answers, or ``None`` for all.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        stmt = (
+            select(PreferenceRow, QueryRow.round)
+            .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
+            .where(PreferenceRow.teacher_id == teacher_id)
+            .order_by(PreferenceRow.id.desc())
+        )
+        if round is not None:
+            stmt = stmt.where(QueryRow.round == int(round))
+        if limit is not None:
+            stmt = stmt.limit(int(limit))
+        with self._read("read a teacher's preferences") as session:
+            rows = session.execute(stmt).all()
+        return [_to_answer(pref, rnd) for pref, rnd in rows]
+
+    def delete_preference(self, preference_id: int) -> Answer:
+        """Delete one stored answer (undo); its query becomes unanswered by that teacher.
+
+        Args:
+            preference_id: the answer's id (:attr:`Answer.preference_id`, or the id
+                :meth:`add_preferences` returned).
+
+        Returns:
+            The deleted answer.
+
+        Raises:
+            StoreError: if no answer has that id, or the write fails.
+        """
+        [preference_id] = _check_ids("preference ids", [preference_id])
+        with self._write("delete a preference") as session:
+            found = session.execute(
+                select(PreferenceRow, QueryRow.round)
+                .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
+                .where(PreferenceRow.id == preference_id)
+            ).first()
+            if found is None:
+                raise StoreError(f"feedback store: unknown preference id {preference_id}")
+            answer = _to_answer(*found)
+            session.execute(delete(PreferenceRow).where(PreferenceRow.id == preference_id))
+            return answer
+
+    def undo_last(self, teacher_id: str) -> Answer:
+        """Delete a teacher's most recent answer in the current round, in one transaction.
+
+        Returns:
+            The deleted answer.
+
+        Raises:
+            NothingToUndoError: if the teacher has no answer in the current round.
+            StoreError: if the write fails.
+        """
+        with self._write("undo an answer") as session:
+            current = session.scalar(select(func.max(QueryRow.round)))
+            found = session.execute(
+                select(PreferenceRow, QueryRow.round)
+                .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
+                .where(PreferenceRow.teacher_id == teacher_id, QueryRow.round == current)
+                .order_by(PreferenceRow.id.desc())
+                .limit(1)
+            ).first()
+            if found is None:
+                raise NothingToUndoError(
+                    f"feedback store: nothing to undo: {teacher_id!r} has no answer in the "
+                    f"current round ({current})"
+                )
+            answer = _to_answer(*found)
+            session.execute(delete(PreferenceRow).where(PreferenceRow.id == answer.preference_id))
+            return answer
+
+    def agreement(self) -> dict[str, float | int | None]:
+        """Agreement between teachers on queries several of them answered.
+
+        Returns:
+            ``overlapping``: queries answered by at least two distinct teachers;
+            ``compared``: those of them with at least two non-SKIP answers (a SKIP neither
+            agrees nor disagrees, so a query with fewer non-SKIP answers is not compared);
+            ``agreeing``: compared queries whose non-SKIP answers are all the same label;
+            ``fraction``: ``agreeing / compared``, or ``None`` when nothing was compared.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        stmt = (
+            select(PreferenceRow.query_id, PreferenceRow.teacher_id, PreferenceRow.label)
+            .where(
+                PreferenceRow.query_id.in_(
+                    select(PreferenceRow.query_id)
+                    .group_by(PreferenceRow.query_id)
+                    .having(func.count(PreferenceRow.teacher_id.distinct()) >= 2)
+                )
+            )
+            .order_by(PreferenceRow.query_id)
+        )
+        with self._read("read agreement") as session:
+            rows = session.execute(stmt).all()
+        labels: dict[int, list[int]] = {}
+        for qid, _teacher, label in rows:
+            labels.setdefault(qid, []).append(label)
+        compared = agreeing = 0
+        for answers in labels.values():
+            real = [a for a in answers if a != int(Label.SKIP)]
+            if len(real) >= 2:
+                compared += 1
+                agreeing += len(set(real)) == 1
+        return {
+            "overlapping": len(labels),
+            "compared": compared,
+            "agreeing": agreeing,
+            "fraction": agreeing / compared if compared else None,
+        }
+
     # ------------------------------------------------------------------ summaries
 
     def counts(self) -> dict[str, int]:
         """Row counts.
 
         Returns:
-            ``segments`` and ``queries`` stored; ``answered``: queries with a stored answer
-            (SKIP included); ``skipped``: those answered ``Label.SKIP``; ``pending``: queries
-            with no answer (``queries - answered``).
+            ``segments`` and ``queries`` stored; ``preferences``: answers stored (a query may
+            have several, one per teacher); ``answered``: queries with at least one answer
+            (SKIP included); ``skipped``: answered queries whose every answer is
+            ``Label.SKIP`` (so none of their answers is used for training); ``pending``:
+            queries with no answer (``queries - answered``).
 
         Raises:
             StoreError: if the database read fails.
         """
+        per_query = (
+            select(
+                PreferenceRow.query_id,
+                func.min(case((PreferenceRow.label == int(Label.SKIP), 1), else_=0)).label(
+                    "all_skip"
+                ),
+            )
+            .group_by(PreferenceRow.query_id)
+            .subquery()
+        )
         with self._read("count rows") as session:
             n_segments = session.scalar(select(func.count()).select_from(SegmentRow)) or 0
             n_queries = session.scalar(select(func.count()).select_from(QueryRow)) or 0
-            n_answered = session.scalar(select(func.count()).select_from(PreferenceRow)) or 0
+            n_prefs = session.scalar(select(func.count()).select_from(PreferenceRow)) or 0
+            n_answered = session.scalar(select(func.count()).select_from(per_query)) or 0
             n_skipped = (
                 session.scalar(
-                    select(func.count())
-                    .select_from(PreferenceRow)
-                    .where(PreferenceRow.label == int(Label.SKIP))
+                    select(func.count()).select_from(per_query).where(per_query.c.all_skip == 1)
                 )
                 or 0
             )
         return {
             "segments": n_segments,
             "queries": n_queries,
+            "preferences": n_prefs,
             "answered": n_answered,
             "skipped": n_skipped,
             "pending": n_queries - n_answered,

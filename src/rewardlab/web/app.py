@@ -1,0 +1,373 @@
+"""The annotation web app of one run: a labelling page and its JSON API.
+
+Routes (every ``/api/*`` route needs ``Authorization: Bearer <token>``, a token made by
+:meth:`rewardlab.store.FeedbackStore.add_annotator`; the page takes it once as ``?token=`` and
+sends it as that header)::
+
+    GET  /                          the labelling page (self-contained HTML)
+    GET  /api/me                    {annotator_id, name}
+    GET  /api/next                  the query to label, or 204 when nothing is pending
+    GET  /api/clips/{segment}.mp4   the segment's clip (rendered on demand, cached on disk)
+    POST /api/preferences           {"query_id": int, "label": "left"|"right"|"equal"|"skip"}
+    POST /api/undo                  delete the annotator's last answer of the current round
+    GET  /api/recent                the annotator's last 10 answers
+
+Every error is a JSON ``{"error": "..."}`` naming the problem, and a refused request writes
+nothing. Each label is committed (durably, see :mod:`rewardlab.store`) before its ``201``.
+
+There is one database per run, so a token only ever sees its own run. This module never
+imports torch nor :mod:`rewardlab.algorithms`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rewardlab.errors import RecordError, RewardLabError, StoreError
+from rewardlab.feedback.clips import ClipCache
+from rewardlab.store import FeedbackStore
+from rewardlab.store.annotators import (
+    AlreadyAnsweredError,
+    NothingToUndoError,
+    StaleRoundError,
+    UnknownQueryError,
+)
+from rewardlab.types import Label, Preference, Segment
+from rewardlab.web.page import PAGE_HTML
+from rewardlab.web.schemas import (
+    ClipRef,
+    Me,
+    NextQuery,
+    PreferenceIn,
+    PreferenceOut,
+    Progress,
+    Recent,
+    RecentAnswer,
+    Undone,
+)
+
+__all__ = ["MAX_BODY_BYTES", "ApiError", "create_app"]
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (bytes); larger ones get 413.
+MAX_BODY_BYTES = 4096
+#: Pending queries (after the one served) whose clips are rendered ahead by ``/api/next``.
+PREFETCH_QUERIES = 3
+#: Seconds a clip request waits for its render.
+CLIP_TIMEOUT = 120.0
+#: Answers listed by ``/api/recent``.
+RECENT_LIMIT = 10
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error": message}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies larger than ``limit`` bytes with 413 before the app sees them.
+
+    Checks the ``Content-Length`` header and, since it may be absent or wrong (chunked
+    uploads), counts the bytes actually received: the body is read up front (at most
+    ``limit + 1`` bytes are kept) and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = f"request body too large: at most {self.limit} bytes"
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _error(400, "invalid Content-Length header")(scope, receive, send)
+                    return
+                if declared > self.limit:
+                    await _error(413, too_big)(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _error(413, too_big)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _annotator(request: Request) -> tuple[int, str]:
+    """The ``(annotator_id, name)`` of the request's bearer token, or a 401 ApiError."""
+    header = request.headers.get("authorization")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not header:
+        raise ApiError(401, "missing Authorization: Bearer <token> header", challenge)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "Authorization header must be 'Bearer <token>'", challenge)
+    store: FeedbackStore = request.app.state.store
+    found = store.annotator_for_token(token.strip())
+    if found is None:
+        raise ApiError(401, "invalid token", challenge)
+    return found
+
+
+#: Dependency of every ``/api`` route: the authenticated ``(annotator_id, name)``.
+Who = Annotated[tuple[int, str], Depends(_annotator)]
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            where, msg = "body", "is not valid JSON"
+        elif err.get("type") == "missing" and not loc:
+            msg = "a JSON object is required"
+        parts.append(f"{where}: {msg}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(
+    run_dir: Path,
+    *,
+    overlap: int = 1,
+    store_url: str | None = None,
+    clip_dir: Path | None = None,
+) -> FastAPI:
+    """Build the annotation app of one run.
+
+    The store is opened here (so a bad run directory fails before serving) and, with the
+    clip cache, closed when the app shuts down.
+
+    Args:
+        run_dir: the run directory (its ``feedback.db`` unless ``store_url`` is given).
+        overlap: how many annotators may be handed each query (1: never the same query).
+        store_url: SQLAlchemy URL of the run's store, instead of ``run_dir/feedback.db``.
+        clip_dir: where rendered clips are cached (default ``run_dir/clips``).
+
+    Returns:
+        The FastAPI app.
+
+    Raises:
+        StoreError: if the store cannot be opened.
+        ValueError: if ``overlap`` is not an integer >= 1.
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
+        raise ValueError(f"overlap: must be an integer >= 1, got {overlap!r}")
+    run_dir = Path(run_dir)
+    store = FeedbackStore(store_url) if store_url else FeedbackStore.open(run_dir)
+    clips = ClipCache(clip_dir if clip_dir is not None else run_dir / "clips")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            clips.close()
+            store.close()
+
+    app = FastAPI(
+        title="RewardLab annotation",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.store = store
+    app.state.clips = clips
+    app.state.overlap = overlap
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
+
+    # ------------------------------------------------------------------ errors
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(RewardLabError)
+    async def _internal(_request: Request, exc: RewardLabError) -> JSONResponse:
+        log.error("annotation app: %s", exc)
+        return _error(500, str(exc))
+
+    # ------------------------------------------------------------------ helpers
+
+    def prefetch(segment_ids: list[int]) -> None:
+        """Queue renders of clips not cached yet; never fails the request."""
+        wanted = [i for i in dict.fromkeys(segment_ids) if not clips.path_for(i).exists()]
+        if not wanted:
+            return
+        try:
+            segments = [s for s in store.get_segments(wanted) if s.render_states is not None]
+            clips.prefetch(segments)
+        except (RewardLabError, RuntimeError) as exc:
+            log.warning("annotation app: cannot prefetch clips %s: %s", wanted, exc)
+
+    def load_segment(segment_id: int) -> Segment:
+        try:
+            [segment] = store.get_segments([segment_id])
+        except StoreError as exc:
+            if "unknown segment ids" in str(exc):
+                raise ApiError(404, f"unknown segment id {segment_id}") from None
+            raise
+        if segment.render_states is None:
+            raise ApiError(
+                404,
+                f"segment {segment_id} has no render_states, so it has no clip "
+                "(only MuJoCo segments recorded with render states can be shown)",
+            )
+        return segment
+
+    # ------------------------------------------------------------------ routes
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE_HTML, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/me", response_model=Me)
+    def me(who: Who) -> Me:
+        return Me(annotator_id=who[0], name=who[1])
+
+    @app.get("/api/next", response_model=NextQuery, responses={204: {"description": "none"}})
+    def next_query(who: Who) -> Any:
+        query = store.next_query_for(who[0], overlap=overlap)
+        if query is None:
+            return Response(status_code=204)
+        assert query.query_id is not None
+        ahead = [
+            i
+            for q in store.pending_queries(round=query.round)[: PREFETCH_QUERIES + 1]
+            for i in (q.left_id, q.right_id)
+        ]
+        prefetch([query.left_id, query.right_id, *ahead])
+        return NextQuery(
+            query_id=query.query_id,
+            round=query.round,
+            left=ClipRef(segment_id=query.left_id, clip_url=f"/api/clips/{query.left_id}.mp4"),
+            right=ClipRef(
+                segment_id=query.right_id, clip_url=f"/api/clips/{query.right_id}.mp4"
+            ),
+            progress=Progress(**store.progress(who[1])),
+        )
+
+    @app.get("/api/clips/{segment_id:int}.mp4", response_class=FileResponse)
+    def clip(segment_id: int, who: Who) -> FileResponse:
+        segment = load_segment(segment_id)
+        try:
+            path = clips.get_or_render(segment, timeout=CLIP_TIMEOUT)
+        except RecordError as exc:
+            raise ApiError(500, f"cannot render the clip of segment {segment_id}: {exc}") from exc
+        except TimeoutError:
+            raise ApiError(
+                503, f"the clip of segment {segment_id} is still rendering; try again"
+            ) from None
+        return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private"})
+
+    @app.post("/api/preferences", status_code=201, response_model=PreferenceOut)
+    def add_preference(body: PreferenceIn, who: Who) -> PreferenceOut:
+        pref = Preference(query_id=body.query_id, label=Label.parse(body.label), teacher_id=who[1])
+        try:
+            pid = store.add_answer(pref)
+        except UnknownQueryError:
+            raise ApiError(404, f"unknown query id {body.query_id}") from None
+        except AlreadyAnsweredError:
+            raise ApiError(
+                409, f"query {body.query_id} already answered by {who[1]!r}"
+            ) from None
+        except StaleRoundError:
+            current = store.current_round()
+            raise ApiError(
+                409,
+                f"stale round: query {body.query_id} is from an older round than the current "
+                f"round {current}",
+            ) from None
+        return PreferenceOut(preference_id=pid)
+
+    @app.post("/api/undo", response_model=Undone)
+    def undo(who: Who) -> Undone:
+        try:
+            answer = store.undo_last(who[1])
+        except NothingToUndoError:
+            raise ApiError(
+                409, "nothing to undo: no answer of yours in the current round"
+            ) from None
+        return Undone(undone=answer.query_id)
+
+    @app.get("/api/recent", response_model=Recent)
+    def recent(who: Who) -> Recent:
+        answers = store.preferences_by(who[1], limit=RECENT_LIMIT)
+        return Recent(
+            current_round=store.current_round(),
+            answers=[
+                RecentAnswer(
+                    preference_id=a.preference_id,
+                    query_id=a.query_id,
+                    round=a.round,
+                    label=a.label.name.lower(),  # type: ignore[arg-type]
+                    timestamp=a.timestamp,
+                )
+                for a in answers
+            ],
+        )
+
+    @app.api_route(
+        "/api/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    def unknown_api(rest: str, who: Who) -> None:
+        raise ApiError(404, f"no such API route: /api/{rest}")
+
+    return app

@@ -1,0 +1,222 @@
+"""The labelling page: one self-contained HTML document (inline CSS and JS, no build step).
+
+Kept as a Python string so it ships with the package without package-data configuration.
+The page reads ``?token=`` once, keeps it in ``sessionStorage``, removes it from the address
+bar and sends it as ``Authorization: Bearer`` on every API call. Clips are fetched with that
+header and played from blob URLs (a ``<video src>`` request cannot carry the header).
+"""
+
+PAGE_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>RewardLab: which is better?</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 0; background: #f4f4f6; color: #222; }
+  header { display: flex; justify-content: space-between; padding: .6rem 1rem;
+           background: #2d3142; color: #fff; }
+  main { max-width: 1100px; margin: 1rem auto; padding: 0 1rem; }
+  .clips { display: flex; gap: 1rem; justify-content: center; }
+  .clip { flex: 1; text-align: center; }
+  video { width: 100%; max-width: 520px; background: #000; border-radius: 6px; }
+  .buttons { display: flex; gap: .6rem; justify-content: center; margin: 1rem 0; }
+  button { font-size: 1.05rem; padding: .6rem 1.1rem; border-radius: 6px; border: 1px solid #888;
+           background: #fff; cursor: pointer; }
+  button:disabled { opacity: .45; cursor: default; }
+  kbd { font-size: .8rem; background: #eee; border: 1px solid #bbb; border-radius: 3px;
+        padding: 0 .3rem; }
+  #status { text-align: center; min-height: 1.4rem; color: #a33; }
+  #waiting { text-align: center; font-size: 1.3rem; padding: 3rem 0; display: none; }
+  #recent { margin-top: 1.5rem; }
+  #recent li { margin: .2rem 0; }
+  .muted { color: #777; }
+</style>
+</head>
+<body>
+<header><span>RewardLab labelling</span><span id="who"></span></header>
+<main>
+  <div id="progress" class="muted"></div>
+  <div id="waiting">Nothing to label right now: waiting for the next round&hellip;</div>
+  <div id="task">
+    <div class="clips">
+      <div class="clip"><div>Left</div>
+        <video id="left" muted playsinline preload="auto"></video></div>
+      <div class="clip"><div>Right</div>
+        <video id="right" muted playsinline preload="auto"></video></div>
+    </div>
+    <div class="buttons">
+      <button data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
+      <button data-label="equal">Equal <kbd>=</kbd></button>
+      <button data-label="skip">Can't tell <kbd>Space</kbd></button>
+      <button data-label="right">Right better <kbd>&rarr;</kbd> &rarr;</button>
+    </div>
+  </div>
+  <div id="status"></div>
+  <section id="recent"><h3>Your recent answers</h3><ul id="recent-list"></ul></section>
+</main>
+<script>
+(function () {
+  "use strict";
+  const params = new URLSearchParams(location.search);
+  if (params.get("token")) {
+    sessionStorage.setItem("rewardlab-token", params.get("token"));
+    history.replaceState(null, "", location.pathname);
+  }
+  const token = sessionStorage.getItem("rewardlab-token");
+  const $ = (id) => document.getElementById(id);
+  const videos = [$("left"), $("right")];
+  const buttons = Array.from(document.querySelectorAll("button[data-label]"));
+  let current = null, busy = false, pollTimer = null, blobUrls = [];
+
+  function api(path, options) {
+    options = options || {};
+    options.headers = Object.assign({}, options.headers, {Authorization: "Bearer " + token});
+    return fetch(path, options);
+  }
+  async function errorText(resp) {
+    try { return (await resp.json()).error || resp.statusText; }
+    catch (e) { return resp.statusText; }
+  }
+  function setStatus(text) { $("status").textContent = text || ""; }
+  function setBusy(value) {
+    busy = value;
+    buttons.forEach((b) => { b.disabled = value || !current; });
+  }
+
+  function restartBoth() {
+    videos.forEach((v) => { v.currentTime = 0; });
+    videos.forEach((v) => { v.play().catch(() => {}); });
+  }
+  // looped together: whenever either clip ends, both restart from the first frame
+  videos.forEach((v) => v.addEventListener("ended", restartBoth));
+
+  async function loadClips(q) {
+    const blobs = await Promise.all([q.left, q.right].map(async (side) => {
+      const resp = await api(side.clip_url);
+      if (!resp.ok) throw new Error("clip " + side.segment_id + ": " + await errorText(resp));
+      return resp.blob();
+    }));
+    blobUrls.forEach((u) => URL.revokeObjectURL(u));
+    blobUrls = blobs.map((b) => URL.createObjectURL(b));
+    await Promise.all(videos.map((v, i) => new Promise((resolve) => {
+      v.oncanplay = () => { v.oncanplay = null; resolve(); };
+      v.src = blobUrls[i];
+      v.load();
+    })));
+    restartBoth();
+  }
+
+  function showProgress(p) {
+    if (!p) return;
+    $("progress").textContent =
+      "Round " + p.round + ": " + p.answered_in_round + " of " + p.round_size +
+      " answered (you: " + p.mine_in_round + ") \u00b7 " + p.answered_total + " of " +
+      p.total_queries + " queries answered overall (you: " + p.mine_total + ")";
+  }
+
+  async function loadNext() {
+    clearTimeout(pollTimer);
+    setBusy(true);
+    try {
+      const resp = await api("/api/next");
+      if (resp.status === 401) {
+        current = null;
+        setStatus("This link is not valid: " + await errorText(resp));
+        return;
+      }
+      if (resp.status === 204) {
+        current = null;
+        $("task").style.display = "none";
+        $("waiting").style.display = "block";
+        pollTimer = setTimeout(loadNext, 2000);
+        return;
+      }
+      if (!resp.ok) throw new Error(await errorText(resp));
+      const q = await resp.json();
+      $("waiting").style.display = "none";
+      $("task").style.display = "block";
+      showProgress(q.progress);
+      if (!current || current.query_id !== q.query_id) await loadClips(q);
+      current = q;
+      setStatus("");
+    } catch (e) {
+      current = null;
+      setStatus(String(e.message || e) + " (retrying)");
+      pollTimer = setTimeout(loadNext, 2000);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function loadRecent() {
+    const resp = await api("/api/recent");
+    if (!resp.ok) return;
+    const data = await resp.json();
+    const list = $("recent-list");
+    list.innerHTML = "";
+    data.answers.forEach((a, i) => {
+      const li = document.createElement("li");
+      li.textContent = "Query " + a.query_id + " (round " + a.round + "): " + a.label + " ";
+      if (i === 0 && a.round === data.current_round) {
+        const undo = document.createElement("button");
+        undo.textContent = "Undo";
+        undo.onclick = doUndo;
+        li.appendChild(undo);
+      }
+      list.appendChild(li);
+    });
+  }
+
+  async function submit(label) {
+    if (busy || !current) return;
+    setBusy(true);
+    try {
+      const resp = await api("/api/preferences", {
+        method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({query_id: current.query_id, label: label}),
+      });
+      if (resp.status !== 201) setStatus(await errorText(resp));
+    } catch (e) {
+      setStatus(String(e.message || e));
+    }
+    current = null;
+    await loadRecent();
+    await loadNext();
+  }
+
+  async function doUndo() {
+    if (busy) return;
+    setBusy(true);
+    const resp = await api("/api/undo", {method: "POST"});
+    setStatus(resp.ok ? "" : await errorText(resp));
+    current = null;
+    await loadRecent();
+    await loadNext();
+  }
+
+  buttons.forEach((b) => b.addEventListener("click", () => submit(b.dataset.label)));
+  document.addEventListener("keydown", (ev) => {
+    const keys = {ArrowLeft: "left", ArrowRight: "right", "=": "equal", " ": "skip"};
+    const label = keys[ev.key];
+    if (!label || ev.target.tagName === "INPUT") return;
+    ev.preventDefault();
+    submit(label);
+  });
+
+  if (!token) {
+    setStatus("No token: open the login link you were given (it ends in ?token=...).");
+    $("task").style.display = "none";
+    return;
+  }
+  api("/api/me").then(async (resp) => {
+    if (resp.ok) $("who").textContent = (await resp.json()).name;
+  });
+  loadRecent();
+  loadNext();
+})();
+</script>
+</body>
+</html>
+"""

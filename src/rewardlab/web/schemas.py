@@ -1,0 +1,88 @@
+"""Request and response bodies of the annotation API (pydantic models)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+#: Label names the API accepts, mapped to :class:`rewardlab.types.Label` names.
+LabelName = Literal["left", "right", "equal", "skip"]
+
+
+class PreferenceIn(BaseModel):
+    """Body of ``POST /api/preferences``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: StrictInt = Field(ge=0, description="id of the query answered")
+    label: LabelName = Field(description="which clip is better: left, right, equal or skip")
+
+
+class PreferenceOut(BaseModel):
+    """Answer of ``POST /api/preferences``."""
+
+    preference_id: int
+
+
+class ClipRef(BaseModel):
+    """One side of a query: the segment and where its clip is served."""
+
+    segment_id: int
+    clip_url: str
+
+
+class Progress(BaseModel):
+    """Labelling progress of the current round and overall.
+
+    ``answered_in_round`` / ``answered_total`` count queries with at least one answer (by
+    anyone); ``mine_in_round`` / ``mine_total`` count this annotator's answers.
+    """
+
+    round: int | None
+    answered_in_round: int
+    round_size: int
+    answered_total: int
+    total_queries: int
+    mine_in_round: int
+    mine_total: int
+
+
+class NextQuery(BaseModel):
+    """Answer of ``GET /api/next``: the query to label."""
+
+    query_id: int
+    round: int
+    left: ClipRef
+    right: ClipRef
+    progress: Progress
+
+
+class Me(BaseModel):
+    """Answer of ``GET /api/me``."""
+
+    annotator_id: int
+    name: str
+
+
+class RecentAnswer(BaseModel):
+    """One of the annotator's answers, in ``GET /api/recent``."""
+
+    preference_id: int
+    query_id: int
+    round: int
+    label: LabelName
+    timestamp: float
+
+
+class Recent(BaseModel):
+    """Answer of ``GET /api/recent``: newest first, at most 10."""
+
+    current_round: int | None
+    answers: list[RecentAnswer]
+
+
+class Undone(BaseModel):
+    """Answer of ``POST /api/undo``."""
+
+    undone: int

@@ -1,0 +1,213 @@
+"""Tests of annotators, several answers per query, assignment, undo and agreement (SQLite)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rewardlab.errors import StoreError
+from rewardlab.store import DB_FILENAME, FeedbackStore
+from rewardlab.store.annotators import (
+    AlreadyAnsweredError,
+    NothingToUndoError,
+    StaleRoundError,
+    UnknownQueryError,
+)
+from rewardlab.types import Label, Preference, Segment
+
+T = 5
+
+
+def make_segments(n: int) -> list[Segment]:
+    rng = np.random.default_rng(0)
+    return [
+        Segment(
+            obs=rng.normal(size=(T, 3)),
+            actions=rng.normal(size=(T, 2)),
+            true_rewards=None,
+            env_id="Hopper-v5",
+            episode_id=i,
+            start_step=0,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with FeedbackStore.open(tmp_path / "run") as s:
+        yield s
+
+
+def test_annotator_tokens_are_hashed(store: FeedbackStore, tmp_path: Path) -> None:
+    aid, token = store.add_annotator("alice")
+    bid, other = store.add_annotator("bob")
+    assert aid != bid and token != other and len(token) >= 43
+    assert store.annotator_for_token(token) == (aid, "alice")
+    assert store.annotator_for_token(other) == (bid, "bob")
+    assert store.annotator_for_token("nope") is None
+    assert store.annotator_for_token("") is None
+    assert [a.name for a in store.annotators()] == ["alice", "bob"]
+    with pytest.raises(StoreError, match="'alice' already exists"):
+        store.add_annotator("alice")
+    for bad in ("", "  ", " carol"):
+        with pytest.raises(StoreError, match="annotator name"):
+            store.add_annotator(bad)
+    with sqlite3.connect(tmp_path / "run" / DB_FILENAME) as con:
+        stored = [r[0] for r in con.execute("SELECT token_sha256 FROM annotators ORDER BY id")]
+    con.close()
+    assert stored == [hashlib.sha256(t.encode()).hexdigest() for t in (token, other)]
+    assert len(store.annotators()) == 2
+
+
+def test_several_teachers_answer_one_query(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    q = store.add_queries([(a, b), (b, a)], round=0)
+    store.add_preferences(
+        [Preference(q[0], Label.LEFT, "alice"), Preference(q[0], Label.RIGHT, "bob")]
+    )
+    with pytest.raises(AlreadyAnsweredError, match=rf"already answered: {q[0]} by 'alice'"):
+        store.add_preferences(
+            [Preference(q[1], Label.LEFT, "alice"), Preference(q[0], Label.LEFT, "alice")]
+        )
+    with pytest.raises(StoreError, match="twice in one call"):
+        store.add_preferences(
+            [Preference(q[1], Label.LEFT, "carol"), Preference(q[1], Label.SKIP, "carol")]
+        )
+    with pytest.raises(UnknownQueryError, match="unknown query ids: 99"):
+        store.add_preferences([Preference(99, Label.LEFT, "carol")])
+    store.add_preference(Preference(q[1], Label.SKIP, "alice"))
+    assert store.counts() == dict(
+        segments=2, queries=2, preferences=3, answered=2, skipped=1, pending=0
+    )
+    arrays = store.training_arrays()
+    assert arrays["query_ids"].tolist() == [q[0], q[0]]
+    assert arrays["labels"].tolist() == [Label.LEFT, Label.RIGHT]
+    assert arrays["obs"].shape == (2, 2, T, 3) and arrays["labels"].dtype == np.int8
+    assert store.training_arrays(include_skipped=True)["query_ids"].tolist() == [q[0], q[0], q[1]]
+    assert store.pending_queries() == []
+
+
+def test_add_answer_refuses_stale_rounds(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    [old] = store.add_queries([(a, b)], round=0)
+    assert store.add_answer(Preference(old, Label.LEFT, "alice")) > 0
+    [new] = store.add_queries([(b, a)], round=1)
+    assert store.current_round() == 1
+    with pytest.raises(StaleRoundError, match="stale round"):
+        store.add_answer(Preference(old, Label.LEFT, "bob"))
+    with pytest.raises(UnknownQueryError):
+        store.add_answer(Preference(12345, Label.LEFT, "bob"))
+    store.add_answer(Preference(new, Label.EQUAL, "bob"))
+    assert store.counts()["preferences"] == 2
+
+
+def test_assignment_overlap_one_and_two(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    assert store.next_query_for(store.add_annotator("x")[0]) is None  # no queries yet
+    q = store.add_queries([(a, b)] * 3, round=0)
+    alice, _ = store.add_annotator("alice")
+    bob, _ = store.add_annotator("bob")
+    first = store.next_query_for(alice)
+    assert first is not None and first.query_id == q[0]
+    assert store.next_query_for(alice).query_id == q[0]  # refresh: the same query
+    assert store.next_query_for(bob).query_id == q[1]  # overlap 1: never the same
+    assert store.next_query_for(bob, overlap=2).query_id == q[1]  # own assignment first
+    store.add_answer(Preference(q[0], Label.LEFT, "alice"))
+    assert store.next_query_for(alice).query_id == q[2]
+    store.add_answer(Preference(q[2], Label.LEFT, "alice"))
+    assert store.next_query_for(alice) is None  # q[1] is bob's
+    assert store.next_query_for(alice, overlap=2).query_id == q[1]
+    with pytest.raises(StoreError, match="overlap"):
+        store.next_query_for(alice, overlap=0)
+    with pytest.raises(StoreError, match="unknown annotator"):
+        store.next_query_for(999)
+    # a new round replaces the old one
+    [r1] = store.add_queries([(b, a)], round=1)
+    assert store.next_query_for(bob).query_id == r1
+
+
+def test_undo_and_recent(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    q = store.add_queries([(a, b)] * 3, round=0)
+    alice, _ = store.add_annotator("alice")
+    p0 = store.add_answer(Preference(q[0], Label.LEFT, "alice", timestamp=1.0))
+    store.add_answer(Preference(q[1], Label.RIGHT, "alice", timestamp=2.0))
+    store.add_answer(Preference(q[2], Label.RIGHT, "bob", timestamp=3.0))
+    recent = store.preferences_by("alice")
+    assert [r.query_id for r in recent] == [q[1], q[0]]
+    assert recent[1].preference_id == p0 and recent[1].label == Label.LEFT
+    assert store.preferences_by("alice", limit=1)[0].query_id == q[1]
+    assert store.preferences_by("alice", round=3) == []
+    assert store.undo_last("alice").query_id == q[1]
+    assert store.delete_preference(p0).query_id == q[0]
+    with pytest.raises(StoreError, match="unknown preference id"):
+        store.delete_preference(p0)
+    with pytest.raises(NothingToUndoError, match="nothing to undo"):
+        store.undo_last("alice")
+    assert [p.teacher_id for p in store.preferences()] == ["bob"]
+    # undo returns the query to the annotator: assigned, unanswered queries come first
+    assert store.next_query_for(alice).query_id == q[0]
+
+
+def test_agreement(store: FeedbackStore) -> None:
+    a, b = store.add_segments(make_segments(2))
+    q = store.add_queries([(a, b)] * 4, round=0)
+    assert store.agreement() == dict(overlapping=0, compared=0, agreeing=0, fraction=None)
+    store.add_preferences(
+        [
+            Preference(q[0], Label.LEFT, "alice"),
+            Preference(q[0], Label.LEFT, "bob"),
+            Preference(q[1], Label.LEFT, "alice"),
+            Preference(q[1], Label.RIGHT, "bob"),
+            Preference(q[2], Label.SKIP, "alice"),
+            Preference(q[2], Label.EQUAL, "bob"),
+            Preference(q[3], Label.EQUAL, "alice"),
+        ]
+    )
+    assert store.agreement() == dict(overlapping=3, compared=2, agreeing=1, fraction=0.5)
+
+
+def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    run.mkdir()
+    with sqlite3.connect(run / DB_FILENAME) as con:
+        con.executescript(
+            """
+            CREATE TABLE meta (key VARCHAR(255) PRIMARY KEY, value VARCHAR(255) NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE segments (id INTEGER PRIMARY KEY, env_id VARCHAR(255) NOT NULL,
+                episode_id BIGINT NOT NULL, start_step BIGINT NOT NULL, length INTEGER NOT NULL,
+                obs_dim INTEGER NOT NULL, act_dim INTEGER NOT NULL, obs BLOB NOT NULL,
+                actions BLOB NOT NULL, true_rewards BLOB, render_states BLOB,
+                created_at FLOAT NOT NULL);
+            CREATE TABLE queries (id INTEGER PRIMARY KEY, left_id INTEGER NOT NULL
+                REFERENCES segments (id), right_id INTEGER NOT NULL REFERENCES segments (id),
+                round INTEGER NOT NULL, source VARCHAR(255) NOT NULL, created_at FLOAT NOT NULL,
+                CONSTRAINT ck_queries_distinct CHECK (left_id <> right_id));
+            CREATE TABLE preferences (id INTEGER PRIMARY KEY, query_id INTEGER NOT NULL
+                REFERENCES queries (id), label INTEGER NOT NULL,
+                teacher_id VARCHAR(255) NOT NULL, timestamp FLOAT NOT NULL, UNIQUE (query_id),
+                CONSTRAINT ck_preferences_label CHECK (label IN (0, 1, 2, 3)));
+            """
+        )
+    con.close()
+    with FeedbackStore.open(run) as s:
+        a, b = s.add_segments(make_segments(2))
+        [q] = s.add_queries([(a, b)], round=0)
+        s.add_preference(Preference(q, Label.LEFT, "oracle", timestamp=1.0))
+    # pretend the answer above was stored by version 1: reset the version and reopen
+    with sqlite3.connect(run / DB_FILENAME) as con:
+        con.execute("UPDATE meta SET value = '1'")
+    con.close()
+    with FeedbackStore.open(run) as s:
+        assert s.preferences() == [Preference(q, Label.LEFT, "oracle", timestamp=1.0)]
+        s.add_preference(Preference(q, Label.RIGHT, "alice"))
+        assert s.counts()["preferences"] == 2
+    with sqlite3.connect(run / DB_FILENAME) as con:
+        assert con.execute("SELECT value FROM meta").fetchall() == [("2",)]
+    con.close()

@@ -1,0 +1,331 @@
+"""Tests of the annotation web app (FastAPI TestClient on throwaway run directories)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from rewardlab.store import FeedbackStore
+from rewardlab.types import Label, Segment
+from rewardlab.web.app import MAX_BODY_BYTES, create_app
+from rewardlab.web.cli import add_annotator_command, login_link
+
+T = 4
+API_ROUTES = [
+    ("GET", "/api/me"),
+    ("GET", "/api/next"),
+    ("GET", "/api/recent"),
+    ("GET", "/api/clips/1.mp4"),
+    ("POST", "/api/preferences"),
+    ("POST", "/api/undo"),
+    ("GET", "/api/nonexistent"),
+]
+
+
+def fake_segments(n: int) -> list[Segment]:
+    rng = np.random.default_rng(1)
+    return [
+        Segment(
+            obs=rng.normal(size=(T, 3)),
+            actions=rng.normal(size=(T, 2)),
+            true_rewards=None,
+            env_id="Hopper-v5",
+            episode_id=i,
+            start_step=0,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[tuple[Path, list[int], dict[str, str]]]:
+    """A run with 3 segments, 3 round-0 queries and annotators alice and bob."""
+    run_dir = tmp_path / "run"
+    with FeedbackStore.open(run_dir) as s:
+        a, b, c = s.add_segments(fake_segments(3))
+        qids = s.add_queries([(a, b), (b, c), (c, a)], round=0)
+        tokens = {name: s.add_annotator(name)[1] for name in ("alice", "bob")}
+    yield run_dir, qids, tokens
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def counts(run_dir: Path) -> dict[str, int]:
+    with FeedbackStore.open(run_dir) as s:
+        return s.counts()
+
+
+def client_for(run_dir: Path, **kwargs) -> TestClient:
+    return TestClient(create_app(run_dir, **kwargs))
+
+
+def test_page_is_served_without_token(run) -> None:
+    run_dir, _, _ = run
+    with client_for(run_dir) as client:
+        resp = client.get("/")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    html = resp.text
+    assert html.count("<video") == 2 and "muted" in html
+    for text in ("Left better", "Right better", "Equal", "Can't tell", "ArrowLeft", "ArrowRight"):
+        assert text in html
+    assert "waiting for the next round" in html and "2000" in html
+    assert "Authorization" in html and "Undo" in html
+
+
+@pytest.mark.parametrize("method,path", API_ROUTES)
+def test_every_api_route_needs_a_valid_token(run, method: str, path: str) -> None:
+    run_dir, qids, _ = run
+    with client_for(run_dir) as client:
+        for headers in ({}, auth("wrong-token"), {"Authorization": "Basic abc"}):
+            resp = client.request(
+                method, path, headers=headers, json={"query_id": qids[0], "label": "left"}
+            )
+            assert resp.status_code == 401, (path, headers)
+            assert "error" in resp.json() and resp.headers["www-authenticate"] == "Bearer"
+    assert counts(run_dir)["preferences"] == 0
+
+
+def test_me_next_submit_recent_and_labels_in_store(run) -> None:
+    run_dir, qids, tokens = run
+    with client_for(run_dir) as client:
+        h = auth(tokens["alice"])
+        assert client.get("/api/me", headers=h).json()["name"] == "alice"
+        nxt = client.get("/api/next", headers=h).json()
+        assert nxt["query_id"] == qids[0] and nxt["round"] == 0
+        assert nxt["left"]["clip_url"] == f"/api/clips/{nxt['left']['segment_id']}.mp4"
+        assert nxt["progress"]["round_size"] == 3 and nxt["progress"]["answered_in_round"] == 0
+        assert client.get("/api/next", headers=h).json()["query_id"] == qids[0]  # refresh
+        resp = client.post(
+            "/api/preferences", headers=h, json={"query_id": qids[0], "label": "left"}
+        )
+        assert resp.status_code == 201 and resp.json()["preference_id"] > 0
+        nxt = client.get("/api/next", headers=h).json()
+        assert nxt["query_id"] == qids[1]
+        assert nxt["progress"]["answered_in_round"] == 1 and nxt["progress"]["total_queries"] == 3
+        client.post("/api/preferences", headers=h, json={"query_id": qids[1], "label": "skip"})
+        recent = client.get("/api/recent", headers=h).json()
+        assert recent["current_round"] == 0
+        assert [(r["query_id"], r["label"]) for r in recent["answers"]] == [
+            (qids[1], "skip"),
+            (qids[0], "left"),
+        ]
+    with FeedbackStore.open(run_dir) as s:
+        prefs = s.preferences()
+    assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
+        (qids[0], Label.LEFT, "alice"),
+        (qids[1], Label.SKIP, "alice"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        ({"query_id": 999, "label": "left"}, 404, "unknown query id 999"),
+        ({"query_id": "first", "label": "left"}, 422, "query_id"),
+        ({"label": "left"}, 422, "query_id"),
+        ({"query_id": 1, "label": "better"}, 422, "label"),
+        ({"query_id": 1, "label": "left", "extra": 1}, 422, "extra"),
+        ([1, 2], 422, "invalid request"),
+    ],
+)
+def test_bad_preferences_write_nothing(run, body, status: int, message: str) -> None:
+    run_dir, _, tokens = run
+    before = counts(run_dir)
+    with client_for(run_dir) as client:
+        resp = client.post("/api/preferences", headers=auth(tokens["alice"]), json=body)
+    assert resp.status_code == status
+    assert set(resp.json()) == {"error"} and message in resp.json()["error"]
+    assert counts(run_dir) == before
+
+
+def test_malformed_json_double_submit_and_large_body(run) -> None:
+    run_dir, qids, tokens = run
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        resp = client.post(
+            "/api/preferences", headers={**h, "Content-Type": "application/json"}, content=b"{x"
+        )
+        assert resp.status_code == 422 and "JSON" in resp.json()["error"]
+        ok = {"query_id": qids[0], "label": "right"}
+        assert client.post("/api/preferences", headers=h, json=ok).status_code == 201
+        resp = client.post("/api/preferences", headers=h, json={**ok, "label": "left"})
+        assert resp.status_code == 409 and "already answered by 'alice'" in resp.json()["error"]
+        big = b'{"query_id": 2, "label": "left", "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+        resp = client.post(
+            "/api/preferences", headers={**h, "Content-Type": "application/json"}, content=big
+        )
+        assert resp.status_code == 413 and "too large" in resp.json()["error"]
+
+        def chunks():  # no Content-Length: the middleware counts the bytes received
+            yield big[:2000]
+            yield big[2000:]
+
+        resp = client.post(
+            "/api/preferences", headers={**h, "Content-Type": "application/json"}, content=chunks()
+        )
+        assert resp.status_code == 413 and "too large" in resp.json()["error"]
+    assert counts(run_dir)["preferences"] == 1
+
+
+def test_stale_round_is_refused(run) -> None:
+    run_dir, qids, tokens = run
+    with FeedbackStore.open(run_dir) as s:
+        [new] = s.add_queries([(1, 2)], round=1)
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        resp = client.post(
+            "/api/preferences", headers=h, json={"query_id": qids[0], "label": "left"}
+        )
+        assert resp.status_code == 409 and "stale round" in resp.json()["error"]
+        assert client.get("/api/next", headers=h).json()["query_id"] == new
+    assert counts(run_dir)["preferences"] == 0
+
+
+def test_undo(run) -> None:
+    run_dir, qids, tokens = run
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        resp = client.post("/api/undo", headers=h)
+        assert resp.status_code == 409 and "nothing to undo" in resp.json()["error"]
+        for qid in qids[:2]:
+            assert client.get("/api/next", headers=h).json()["query_id"] == qid
+            client.post("/api/preferences", headers=h, json={"query_id": qid, "label": "left"})
+        resp = client.post("/api/undo", headers=h)
+        assert resp.status_code == 200 and resp.json() == {"undone": qids[1]}
+        assert client.get("/api/next", headers=h).json()["query_id"] == qids[1]
+        assert [r["query_id"] for r in client.get("/api/recent", headers=h).json()["answers"]] == [
+            qids[0]
+        ]
+    assert counts(run_dir)["preferences"] == 1
+
+
+def test_two_annotators_overlap_one_and_two(run) -> None:
+    run_dir, qids, tokens = run
+    a, b = auth(tokens["alice"]), auth(tokens["bob"])
+    with client_for(run_dir, overlap=1) as client:
+        assert client.get("/api/next", headers=a).json()["query_id"] == qids[0]
+        assert client.get("/api/next", headers=b).json()["query_id"] == qids[1]
+    run2 = run_dir.parent / "run2"
+    with FeedbackStore.open(run2) as s:
+        x, y = s.add_segments(fake_segments(2))
+        q = s.add_queries([(x, y), (y, x)], round=0)
+        ta, tb = s.add_annotator("alice")[1], s.add_annotator("bob")[1]
+    a, b = auth(ta), auth(tb)
+    with client_for(run2, overlap=2) as client:
+        for h, label in ((a, "left"), (b, "left")):
+            assert client.get("/api/next", headers=h).json()["query_id"] == q[0]
+            client.post("/api/preferences", headers=h, json={"query_id": q[0], "label": label})
+        for h, label in ((a, "left"), (b, "right")):
+            assert client.get("/api/next", headers=h).json()["query_id"] == q[1]
+            client.post("/api/preferences", headers=h, json={"query_id": q[1], "label": label})
+        assert client.get("/api/next", headers=a).status_code == 204
+    with FeedbackStore.open(run2) as s:
+        assert s.agreement() == dict(overlapping=2, compared=2, agreeing=1, fraction=0.5)
+        assert s.counts()["preferences"] == 4
+        assert s.training_arrays()["query_ids"].tolist() == [q[0], q[0], q[1], q[1]]
+
+
+def test_nothing_pending_is_204(tmp_path: Path) -> None:
+    with FeedbackStore.open(tmp_path) as s:
+        token = s.add_annotator("alice")[1]
+    with client_for(tmp_path) as client:
+        resp = client.get("/api/next", headers=auth(token))
+    assert resp.status_code == 204 and resp.content == b""
+
+
+def test_restart_resumes_at_first_unanswered(run) -> None:
+    run_dir, qids, tokens = run
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        client.get("/api/next", headers=h)
+        client.post("/api/preferences", headers=h, json={"query_id": qids[0], "label": "equal"})
+    with client_for(run_dir) as client:  # a new app on the same run directory
+        assert client.get("/api/next", headers=h).json()["query_id"] == qids[1]
+        assert client.get("/api/me", headers=h).json()["name"] == "alice"
+
+
+def test_clip_errors(run) -> None:
+    run_dir, _, tokens = run
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        resp = client.get("/api/clips/1.mp4", headers=h)
+        assert resp.status_code == 404 and "no render_states" in resp.json()["error"]
+        resp = client.get("/api/clips/77.mp4", headers=h)
+        assert resp.status_code == 404 and "unknown segment id 77" in resp.json()["error"]
+        resp = client.get("/api/clips/abc.mp4", headers=h)
+        assert resp.status_code == 404 and "error" in resp.json()
+
+
+def _reacher_segment() -> Segment:
+    import gymnasium as gym
+
+    env = gym.make("Reacher-v5")
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    states, observations, actions = [], [], []
+    for _ in range(10):
+        data = env.unwrapped.data
+        states.append(np.concatenate([data.qpos, data.qvel]))
+        action = env.action_space.sample()
+        observations.append(obs)
+        actions.append(action)
+        obs, *_ = env.step(action)
+    env.close()
+    return Segment(
+        obs=np.asarray(observations, dtype=np.float32),
+        actions=np.asarray(actions, dtype=np.float32),
+        true_rewards=None,
+        env_id="Reacher-v5",
+        episode_id=0,
+        start_step=0,
+        render_states=np.asarray(states, dtype=np.float64),
+    )
+
+
+@pytest.mark.e2e
+def test_clip_of_a_reacher_segment(tmp_path: Path) -> None:
+    seg = _reacher_segment()
+    with FeedbackStore.open(tmp_path) as s:
+        a, b = s.add_segments([seg, seg])
+        s.add_queries([(a, b)], round=0)
+        token = s.add_annotator("alice")[1]
+    with client_for(tmp_path, clip_dir=tmp_path / "cache") as client:
+        nxt = client.get("/api/next", headers=auth(token)).json()  # queues both clips
+        resp = client.get(nxt["left"]["clip_url"], headers=auth(token))
+        assert resp.status_code == 200 and resp.headers["content-type"] == "video/mp4"
+        assert resp.content[4:8] == b"ftyp" and len(resp.content) > 1000
+        assert (tmp_path / "cache" / f"segment-{a}.mp4").is_file()
+        assert client.get(nxt["right"]["clip_url"], headers=auth(token)).status_code == 200
+
+
+def test_cli_functions(run) -> None:
+    run_dir, _, _ = run
+    link = add_annotator_command(run_dir, "carol", "127.0.0.1", 8123)
+    assert link.startswith("http://127.0.0.1:8123/?token=")
+    token = link.split("token=", 1)[1]
+    with FeedbackStore.open(run_dir) as s:
+        assert s.annotator_for_token(token)[1] == "carol"
+    assert login_link("::1", 80, "t") == "http://[::1]:80/?token=t"
+    from rewardlab.errors import RewardLabError
+
+    with pytest.raises(RewardLabError, match="does not exist"):
+        add_annotator_command(run_dir / "missing", "dave", "h", 1)
+    with pytest.raises(RewardLabError, match="already exists"):
+        add_annotator_command(run_dir, "carol", "h", 1)
+
+
+def test_web_does_not_import_torch_or_algorithms() -> None:
+    code = (
+        "import sys, rewardlab.web.app, rewardlab.web.cli; "
+        "bad = [m for m in ('torch', 'rewardlab.algorithms') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
