@@ -80,3 +80,26 @@ def test_annotators_add_prints_a_login_link(tmp_path, capsys):
         assert store.annotator_for_token(token)[1] == "ada"
     assert main(["annotators", "add", "ada", "--run", str(tmp_path)]) == 2  # name taken
     assert main(["annotate", str(tmp_path), "--overlap", "0"]) == 2
+
+
+def test_report_shows_annotator_agreement(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from rewardlab.store.store import FeedbackStore
+    from rewardlab.types import Label, Preference, Segment
+
+    seg = Segment(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), "PointGoal-v0", 0, 0)
+    with FeedbackStore.open(tmp_path) as store:
+        a, b = store.add_segments([seg, seg])
+        q1, q2 = store.add_queries([(a, b), (b, a)], round=0)
+        store.add_preferences([
+            Preference(q1, Label.LEFT, "ada"), Preference(q1, Label.LEFT, "bo"),
+            Preference(q2, Label.LEFT, "ada"), Preference(q2, Label.RIGHT, "bo"),
+        ])
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "algorithm": "pebble", "env": "PointGoal-v0", "seed": 0, "steps": 0, "wall_time_s": 0.0,
+    }))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "annotator agreement: 1 of 2 overlapping queries agree (50%)" in capsys.readouterr().err

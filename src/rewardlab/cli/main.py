@@ -149,6 +149,17 @@ def _print_report(run_dir: Path, console: Console) -> None:
                 f"teacher: {teacher['asked']} queries asked, {teacher['answered']} answered "
                 f"({teacher['skipped']} skipped, {teacher['equal']} equal)"
             )
+        if (run_dir / "feedback.db").exists():
+            from rewardlab.store.store import FeedbackStore
+
+            with FeedbackStore.open(run_dir) as store:
+                agree = store.agreement()
+            if agree["overlapping"]:
+                frac = agree["fraction"]
+                console.print(
+                    f"annotator agreement: {agree['agreeing']} of {agree['compared']} overlapping "
+                    f"queries agree" + ("" if frac is None else f" ({frac:.0%})")
+                )
         events = [r for r in rows if "diagnostics/gold_drop" in r]
         if events:
             e = events[0]
