@@ -1,10 +1,16 @@
-"""Shared fast presets for end-to-end tests (tiny nets, the PointGoal toy task)."""
+"""Shared test helpers: fast presets for end-to-end tests (tiny nets, the PointGoal toy task)
+and builders of fake segments for the store and web tests."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from rewardlab.types import Segment
+
 POINT_GOAL = "rewardlab.envs.toy:PointGoal-v0"
+
+#: Shape of the segments :func:`random_segments` builds by default.
+SEGMENT_LENGTH, OBS_DIM, ACT_DIM = 6, 4, 2
 
 
 def fast_overrides(algorithm: str = "pebble", total_steps: int = 3000) -> list[str]:
@@ -36,3 +42,44 @@ def permutation_p_value(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
     shuffled = pooled[perms]
     diffs = shuffled[:, : a.size].mean(1) - shuffled[:, a.size :].mean(1)
     return float((1 + (diffs >= observed).sum()) / (n_perm + 1))
+
+
+def random_segments(
+    n: int,
+    seed: int = 0,
+    length: int = SEGMENT_LENGTH,
+    obs_dim: int = OBS_DIM,
+    act_dim: int = ACT_DIM,
+    with_rewards: bool = True,
+) -> list[Segment]:
+    """``n`` random Hopper segments; the even ones carry true rewards (if ``with_rewards``),
+    and pairs of consecutive segments share an episode."""
+    rng = np.random.default_rng(seed)
+    return [
+        Segment(
+            obs=rng.normal(size=(length, obs_dim)),
+            actions=rng.uniform(-1, 1, size=(length, act_dim)),
+            true_rewards=rng.normal(size=length) if with_rewards and i % 2 == 0 else None,
+            env_id="Hopper-v5",
+            episode_id=i // 2,
+            start_step=3 * i,
+        )
+        for i in range(n)
+    ]
+
+
+def fake_segments(n: int, length: int, seed: int = 0) -> list[Segment]:
+    """``n`` Hopper segments of 3-d observations and 2-d actions, without true rewards, each
+    from its own episode."""
+    rng = np.random.default_rng(seed)
+    return [
+        Segment(
+            obs=rng.normal(size=(length, 3)),
+            actions=rng.normal(size=(length, 2)),
+            true_rewards=None,
+            env_id="Hopper-v5",
+            episode_id=i,
+            start_step=0,
+        )
+        for i in range(n)
+    ]

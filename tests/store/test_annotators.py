@@ -17,24 +17,10 @@ from rewardlab.store.annotators import (
     StaleRoundError,
     UnknownQueryError,
 )
-from rewardlab.types import Label, Preference, Segment
+from rewardlab.types import Label, Preference
+from tests.helpers import fake_segments
 
 T = 5
-
-
-def make_segments(n: int) -> list[Segment]:
-    rng = np.random.default_rng(0)
-    return [
-        Segment(
-            obs=rng.normal(size=(T, 3)),
-            actions=rng.normal(size=(T, 2)),
-            true_rewards=None,
-            env_id="Hopper-v5",
-            episode_id=i,
-            start_step=0,
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture
@@ -65,7 +51,7 @@ def test_annotator_tokens_are_hashed(store: FeedbackStore, tmp_path: Path) -> No
 
 
 def test_several_teachers_answer_one_query(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(fake_segments(2, length=T))
     q = store.add_queries([(a, b), (b, a)], round=0)
     store.add_preferences(
         [Preference(q[0], Label.LEFT, "alice"), Preference(q[0], Label.RIGHT, "bob")]
@@ -93,7 +79,7 @@ def test_several_teachers_answer_one_query(store: FeedbackStore) -> None:
 
 
 def test_add_answer_refuses_stale_rounds(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(fake_segments(2, length=T))
     [old] = store.add_queries([(a, b)], round=0)
     assert store.add_answer(Preference(old, Label.LEFT, "alice")) > 0
     [new] = store.add_queries([(b, a)], round=1)
@@ -107,7 +93,7 @@ def test_add_answer_refuses_stale_rounds(store: FeedbackStore) -> None:
 
 
 def test_assignment_overlap_one_and_two(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(fake_segments(2, length=T))
     assert store.next_query_for(store.add_annotator("x")[0]) is None  # no queries yet
     q = store.add_queries([(a, b)] * 3, round=0)
     alice, _ = store.add_annotator("alice")
@@ -132,7 +118,7 @@ def test_assignment_overlap_one_and_two(store: FeedbackStore) -> None:
 
 
 def test_undo_and_recent(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(fake_segments(2, length=T))
     q = store.add_queries([(a, b)] * 3, round=0)
     alice, _ = store.add_annotator("alice")
     p0 = store.add_answer(Preference(q[0], Label.LEFT, "alice", timestamp=1.0))
@@ -155,7 +141,7 @@ def test_undo_and_recent(store: FeedbackStore) -> None:
 
 
 def test_agreement(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(fake_segments(2, length=T))
     q = store.add_queries([(a, b)] * 4, round=0)
     assert store.agreement() == dict(overlapping=0, compared=0, agreeing=0, fraction=None)
     store.add_preferences(
@@ -197,7 +183,7 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
         )
     con.close()
     with FeedbackStore.open(run) as s:
-        a, b = s.add_segments(make_segments(2))
+        a, b = s.add_segments(fake_segments(2, length=T))
         [q] = s.add_queries([(a, b)], round=0)
         s.add_preference(Preference(q, Label.LEFT, "oracle", timestamp=1.0))
     # pretend the answer above was stored by version 1: reset the version and reopen

@@ -1,4 +1,9 @@
-"""Tests of the feedback store (SQLite backend): round trips, transactions, durability, export."""
+"""Tests of the feedback store: round trips, transactions, durability, export.
+
+Tests taking ``store`` or ``store_url`` (see ``conftest.py``) run on both SQLite and a
+throwaway PostgreSQL server; the rest are about the SQLite backend (run directories,
+pragmas, file corruption, crash safety). PostgreSQL-only tests are in ``test_postgres.py``.
+"""
 
 from __future__ import annotations
 
@@ -20,36 +25,16 @@ import pytest
 
 from rewardlab.errors import RecordError, StoreError
 from rewardlab.store import DB_FILENAME, FeedbackStore
-from rewardlab.types import Label, Preference, Query, Segment
+from rewardlab.types import Label, Preference, Query
+from tests.helpers import ACT_DIM, OBS_DIM, SEGMENT_LENGTH, random_segments
 
-T, OBS_DIM, ACT_DIM = 6, 4, 2
+T = SEGMENT_LENGTH
 
-
-def make_segments(
-    n: int, seed: int = 0, length: int = T, with_rewards: bool = True
-) -> list[Segment]:
-    rng = np.random.default_rng(seed)
-    return [
-        Segment(
-            obs=rng.normal(size=(length, OBS_DIM)),
-            actions=rng.uniform(-1, 1, size=(length, ACT_DIM)),
-            true_rewards=rng.normal(size=length) if with_rewards and i % 2 == 0 else None,
-            env_id="Hopper-v5",
-            episode_id=i // 2,
-            start_step=3 * i,
-        )
-        for i in range(n)
-    ]
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with FeedbackStore.open(tmp_path / "run") as s:
-        yield s
+# ---------------------------------------------------------------------- both backends
 
 
 def test_segments_round_trip(store: FeedbackStore) -> None:
-    segs = make_segments(5)
+    segs = random_segments(5)
     ids = store.add_segments(segs)
     assert ids == sorted(ids) and len(set(ids)) == 5
     order = [ids[3], ids[0], ids[4], ids[0]]
@@ -70,45 +55,69 @@ def test_segments_round_trip(store: FeedbackStore) -> None:
             want.episode_id,
             want.start_step,
         )
+    assert [s.true_rewards is None for s in store.get_segments(ids)] == [
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
     assert store.add_segments([]) == []
+    with pytest.raises(StoreError, match=r"unknown segment ids: 2000000000\b"):
+        store.get_segments([ids[0], 2_000_000_000])
 
 
 def test_get_segments_unknown_id(store: FeedbackStore) -> None:
-    ids = store.add_segments(make_segments(2))
+    ids = store.add_segments(random_segments(2))
     with pytest.raises(StoreError, match=r"unknown segment ids: 98, 99"):
         store.get_segments([ids[0], 99, 98])
 
 
+def test_many_ids_span_several_in_chunks(store: FeedbackStore) -> None:
+    segs = random_segments(1100, seed=3, length=2)
+    ids = store.add_segments(segs)
+    assert len(set(ids)) == 1100
+    loaded = store.get_segments(ids[::-1])
+    assert [s.segment_id for s in loaded] == ids[::-1]
+    np.testing.assert_array_equal(loaded[0].obs, segs[-1].obs)
+    np.testing.assert_array_equal(loaded[-1].actions, segs[0].actions)
+
+
 def test_queries_round_trip_and_validation(store: FeedbackStore) -> None:
-    a, b, c = store.add_segments(make_segments(3))
+    a, b, c = store.add_segments(random_segments(3))
     qids = store.add_queries([(a, b), (c, a), (b, c)], round=2, source="disagreement")
-    assert qids == sorted(qids)
+    assert qids == sorted(qids) and len(set(qids)) == 3
     assert store.get_queries() == [
         Query(a, b, 2, qids[0]),
         Query(c, a, 2, qids[1]),
         Query(b, c, 2, qids[2]),
     ]
-    assert [q.query_id for q in store.get_queries([qids[2], qids[0]])] == [qids[2], qids[0]]
-    with pytest.raises(StoreError, match=r"unknown query ids: 1234"):
+    assert [q.query_id for q in store.get_queries([qids[2], qids[0], qids[2]])] == [
+        qids[2],
+        qids[0],
+        qids[2],
+    ]
+    with pytest.raises(StoreError, match=r"unknown query ids: 1234\b"):
         store.get_queries([1234])
     with pytest.raises(RecordError):
         store.add_queries([(a, a)], round=0)
-    with pytest.raises(StoreError, match=r"unknown segment ids: 77"):
+    with pytest.raises(StoreError, match=r"unknown segment ids: 77\b"):
         store.add_queries([(a, b), (a, 77)], round=3)
     assert len(store.get_queries()) == 3  # nothing of the failed calls was written
+    assert store.counts()["queries"] == 3
 
 
 def test_preferences_round_trip_and_pending(store: FeedbackStore) -> None:
-    a, b, c = store.add_segments(make_segments(3))
+    a, b, c = store.add_segments(random_segments(3))
     q0 = store.add_queries([(a, b), (b, c)], round=0)
     q1 = store.add_queries([(a, c)], round=1)
     prefs = [
-        Preference(q0[1], Label.RIGHT, "alice", timestamp=100.5),
+        Preference(q0[1], Label.RIGHT, "alice", timestamp=1_700_000_000.123456),
         Preference(q1[0], "equal", "bob", timestamp=101.0),
     ]
     pids = store.add_preferences(prefs)
     assert pids == sorted(pids) and len(pids) == 2
-    assert store.preferences() == prefs
+    assert store.preferences() == prefs  # float timestamps round-trip exactly
     assert [q.query_id for q in store.pending_queries()] == [q0[0]]
     assert [q.query_id for q in store.pending_queries(round=0)] == [q0[0]]
     assert store.pending_queries(round=1) == []
@@ -122,22 +131,29 @@ def test_preferences_round_trip_and_pending(store: FeedbackStore) -> None:
     assert labels.tolist() == [Label.SKIP, Label.RIGHT, Label.EQUAL]
 
 
-def test_reopen_keeps_every_label(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    with FeedbackStore.open(run) as s:
-        a, b = s.add_segments(make_segments(2))
+def test_reopen_keeps_every_label(store_url: str) -> None:
+    with FeedbackStore(store_url) as s:
+        a, b = s.add_segments(random_segments(2))
         qids = s.add_queries([(a, b)] * 10, round=0)
         prefs = [Preference(q, Label(q % 4), "oracle", timestamp=float(q)) for q in qids]
         for p in prefs:
             s.add_preference(p)
-    assert (run / DB_FILENAME).is_file()
-    with FeedbackStore.open(run) as s:
+    with FeedbackStore(store_url) as s, FeedbackStore(store_url) as t:
         assert s.preferences() == prefs
-        assert s.counts()["answered"] == 10
+        assert t.counts()["answered"] == 10
+        [extra] = s.add_queries([(b, a)], round=1)
+        s.add_preference(Preference(extra, Label.LEFT, "oracle"))
+        # a second store on the same database sees the committed answer at once
+        with pytest.raises(StoreError, match=rf"already answered: {extra}\b"):
+            t.add_preference(Preference(extra, Label.RIGHT, "oracle"))
+    with FeedbackStore(store_url) as s:
+        assert s.counts() == dict(
+            segments=2, queries=11, preferences=11, answered=11, skipped=2, pending=0
+        )
 
 
 def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(random_segments(2))
     q = store.add_queries([(a, b)] * 4, round=0)
     store.add_preference(Preference(q[0], Label.LEFT, "oracle"))
     with pytest.raises(StoreError, match=rf"already answered: {q[0]}\b"):
@@ -154,21 +170,28 @@ def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
         )
     assert [p.query_id for p in store.preferences()] == [q[0]]
     assert store.preferences()[0].label == Label.LEFT
-    assert store.counts()["pending"] == 3
+    assert store.counts() == dict(
+        segments=2, queries=4, preferences=1, answered=1, skipped=0, pending=3
+    )
+    # the store is still usable after the failed transactions
+    store.add_preferences([Preference(q[1], Label.RIGHT, "oracle")])
+    assert store.counts()["answered"] == 2
 
 
 def test_unknown_query_id_writes_nothing(store: FeedbackStore) -> None:
-    a, b = store.add_segments(make_segments(2))
+    a, b = store.add_segments(random_segments(2))
     [q] = store.add_queries([(a, b)], round=0)
     with pytest.raises(StoreError, match=r"unknown query ids: 999\b"):
         store.add_preferences(
             [Preference(q, Label.LEFT, "oracle"), Preference(999, Label.LEFT, "oracle")]
         )
+    with pytest.raises(StoreError, match=r"unknown query ids: 2000000000\b"):
+        store.add_preferences([Preference(2_000_000_000, Label.LEFT, "oracle")])
     assert store.preferences() == []
 
 
 def test_training_arrays(store: FeedbackStore) -> None:
-    segs = make_segments(4, seed=1)
+    segs = random_segments(4, seed=1)
     s = store.add_segments(segs)
     qids = store.add_queries([(s[0], s[1]), (s[2], s[3]), (s[3], s[0]), (s[1], s[2])], round=0)
     store.add_preferences(
@@ -189,15 +212,16 @@ def test_training_arrays(store: FeedbackStore) -> None:
     np.testing.assert_array_equal(arrays["obs"][1, 0], segs[3].obs)
     np.testing.assert_array_equal(arrays["actions"][1, 1], segs[0].actions)
     with_skip = store.training_arrays(include_skipped=True)
+    assert with_skip["obs"].shape == (3, 2, T, OBS_DIM)
     assert with_skip["labels"].tolist() == [1, 3, 2]
     np.testing.assert_array_equal(with_skip["actions"][1, 0], segs[2].actions)
 
 
 def test_training_arrays_empty_and_ragged(store: FeedbackStore) -> None:
     empty = store.training_arrays()
-    assert empty["obs"].shape[0] == 0 and empty["labels"].shape == (0,)
-    a, b = store.add_segments(make_segments(2))
-    [c] = store.add_segments(make_segments(1, seed=5, length=T + 1))
+    assert empty["obs"].shape == (0, 2, 0, 0) and empty["labels"].shape == (0,)
+    a, b = store.add_segments(random_segments(2))
+    [c] = store.add_segments(random_segments(1, seed=5, length=T + 1))
     q = store.add_queries([(a, b), (a, c)], round=0)
     store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.RIGHT, "o")])
     with pytest.raises(StoreError, match="differing"):
@@ -208,7 +232,7 @@ def test_counts(store: FeedbackStore) -> None:
     assert store.counts() == dict(
         segments=0, queries=0, preferences=0, answered=0, skipped=0, pending=0
     )
-    a, b, c = store.add_segments(make_segments(3))
+    a, b, c = store.add_segments(random_segments(3))
     q = store.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
     store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")])
     assert store.counts() == dict(
@@ -217,7 +241,7 @@ def test_counts(store: FeedbackStore) -> None:
 
 
 def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
-    segs = make_segments(3)
+    segs = random_segments(3)
     a, b, c = store.add_segments(segs)
     q = store.add_queries([(a, b), (b, c), (c, a)], round=4)
     store.add_preferences(
@@ -232,9 +256,9 @@ def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
     assert n == len(rows) == 2
     first = rows[0]
     assert first["query_id"] == q[1] and first["round"] == 4
-    assert (first["left_id"], first["right_id"]) == (b, c)
+    assert (first["left_id"], first["right_id"], first["source"]) == (b, c, "uniform")
     assert (first["label"], first["teacher_id"], first["timestamp"]) == ("right", "alice", 10.0)
-    assert first["left_true_return"] is None  # segment 1 has no true rewards
+    assert first["left_true_return"] is None  # segment b has no true rewards
     assert first["right_true_return"] == pytest.approx(segs[2].true_return)
     assert rows[1]["label"] == "skip"
     assert rows[1]["left_true_return"] == pytest.approx(segs[0].true_return)
@@ -254,6 +278,20 @@ def test_export_empty(store: FeedbackStore, tmp_path: Path) -> None:
     assert store.export(tmp_path / "e.parquet") == 0
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
     assert store.export(tmp_path / "e.jsonl") == 0
+
+
+# ---------------------------------------------------------------------- SQLite only
+
+
+def test_open_creates_the_database_in_the_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "new" / "run"
+    with FeedbackStore.open(run) as s:
+        ids = s.add_segments(random_segments(3))
+        assert s.url == f"sqlite:///{run.resolve() / DB_FILENAME}"
+    assert (run / DB_FILENAME).is_file()
+    with FeedbackStore.open(run) as s:  # reopening finds the same database
+        assert [seg.segment_id for seg in s.get_segments(ids)] == ids
+        assert s.counts()["segments"] == 3
 
 
 def test_open_errors(tmp_path: Path) -> None:
@@ -283,15 +321,15 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
 
 def test_closed_store_and_in_memory_url() -> None:
     s = FeedbackStore("sqlite://")
-    assert s.add_segments(make_segments(2)) == [1, 2]
+    assert s.add_segments(random_segments(2)) == [1, 2]
     s.close()
     s.close()
     with pytest.raises(StoreError, match="closed"):
         s.counts()
 
 
-def test_sqlite_pragmas(store: FeedbackStore) -> None:
-    engine = store._engine
+def test_sqlite_pragmas(sqlite_store: FeedbackStore) -> None:
+    engine = sqlite_store._engine
     assert engine is not None
     with engine.connect() as con:
         assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

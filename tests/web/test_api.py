@@ -15,6 +15,7 @@ from rewardlab.store import FeedbackStore
 from rewardlab.types import Label, Segment
 from rewardlab.web.app import MAX_BODY_BYTES, create_app
 from rewardlab.web.cli import add_annotator_command, login_link
+from tests.helpers import fake_segments
 
 T = 4
 API_ROUTES = [
@@ -28,27 +29,12 @@ API_ROUTES = [
 ]
 
 
-def fake_segments(n: int) -> list[Segment]:
-    rng = np.random.default_rng(1)
-    return [
-        Segment(
-            obs=rng.normal(size=(T, 3)),
-            actions=rng.normal(size=(T, 2)),
-            true_rewards=None,
-            env_id="Hopper-v5",
-            episode_id=i,
-            start_step=0,
-        )
-        for i in range(n)
-    ]
-
-
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[tuple[Path, list[int], dict[str, str]]]:
     """A run with 3 segments, 3 round-0 queries and annotators alice and bob."""
     run_dir = tmp_path / "run"
     with FeedbackStore.open(run_dir) as s:
-        a, b, c = s.add_segments(fake_segments(3))
+        a, b, c = s.add_segments(fake_segments(3, length=T, seed=1))
         qids = s.add_queries([(a, b), (b, c), (c, a)], round=0)
         tokens = {name: s.add_annotator(name)[1] for name in ("alice", "bob")}
     yield run_dir, qids, tokens
@@ -215,7 +201,7 @@ def test_two_annotators_overlap_one_and_two(run) -> None:
         assert client.get("/api/next", headers=b).json()["query_id"] == qids[1]
     run2 = run_dir.parent / "run2"
     with FeedbackStore.open(run2) as s:
-        x, y = s.add_segments(fake_segments(2))
+        x, y = s.add_segments(fake_segments(2, length=T, seed=1))
         q = s.add_queries([(x, y), (y, x)], round=0)
         ta, tb = s.add_annotator("alice")[1], s.add_annotator("bob")[1]
     a, b = auth(ta), auth(tb)
