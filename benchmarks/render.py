@@ -56,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment-len", type=int, default=50)
     p.add_argument("--envs", nargs="+", default=["Reacher-v5", "HalfCheetah-v5"])
     args = p.parse_args(argv)
-    command = "python benchmarks/render.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = ("python benchmarks/render.py " + shlex.join(given)).strip()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, ClipCache(Path(tmp)) as cache:
+    with tempfile.TemporaryDirectory() as tmp:
         for env_id in args.envs:
+            # one cache per env: segment ids (the clip file names) repeat across envs here
+            cache = ClipCache(Path(tmp) / env_id)
             cache.get_or_render(record_segment(env_id, args.segment_len, 10_000))  # warm-up
             times = []
             for i in range(args.clips):
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = cache.get_or_render(segment)
                 times.append(time.perf_counter() - t0)
                 assert path.stat().st_size > 0
+            cache.close()
             rows.append({"env": env_id, "clips": args.clips, "segment_len": args.segment_len,
                          "median_s": statistics.median(times), "mean_s": statistics.mean(times),
                          "max_s": max(times)})
