@@ -72,6 +72,11 @@ def _as_float32(name: str, value: object, ndim: int) -> np.ndarray:
     return arr
 
 
+def _check_steps(name: str, arr: np.ndarray, length: int) -> None:
+    if arr.shape[0] != length:
+        raise RecordError(f"{name}: expected {length} steps to match obs, got {arr.shape[0]}")
+
+
 @dataclass(frozen=True)
 class Segment:
     """A contiguous piece of one episode, shown to a teacher as one side of a query.
@@ -109,27 +114,17 @@ class Segment:
         length = obs.shape[0]
         if length < 1:
             raise RecordError("Segment.obs: a segment needs at least one step")
-        if actions.shape[0] != length:
-            raise RecordError(
-                f"Segment.actions: expected {length} steps to match obs, got {actions.shape[0]}"
-            )
+        _check_steps("Segment.actions", actions, length)
         object.__setattr__(self, "obs", obs)
         object.__setattr__(self, "actions", actions)
         if self.true_rewards is not None:
             rewards = _as_float32("Segment.true_rewards", self.true_rewards, 1)
-            if rewards.shape[0] != length:
-                raise RecordError(
-                    f"Segment.true_rewards: expected {length} steps to match obs, "
-                    f"got {rewards.shape[0]}"
-                )
+            _check_steps("Segment.true_rewards", rewards, length)
             object.__setattr__(self, "true_rewards", rewards)
         if self.render_states is not None:
             states = _as_float32("Segment.render_states", self.render_states, 2)
-            if states.shape[0] != length:
-                raise RecordError(
-                    f"Segment.render_states: expected {length} steps to match obs, "
-                    f"got {states.shape[0]}"
-                )
+            _check_steps("Segment.render_states", states, length)
+            # validated as float, kept in float64: simulator states need the precision
             object.__setattr__(
                 self, "render_states", np.asarray(self.render_states, dtype=np.float64)
             )
