@@ -90,7 +90,10 @@ class TeacherSettings(BaseModel):
 
     model_config = _FROZEN
     preset: str = Field(
-        "oracle", description="One of: " + ", ".join([*TEACHER_PRESETS, *TEACHER_ALIASES]) + "."
+        "oracle",
+        description="One of: " + ", ".join([*TEACHER_PRESETS, *TEACHER_ALIASES]) + ", or "
+        "human (people answer in the web app; see the human section). `--set teacher=NAME` "
+        "is short for `--set teacher.preset=NAME`.",
     )
     beta: float | None = Field(None, description="Rationality (inf = perfectly rational).")
     gamma: float | None = Field(None, description="Myopic discount of older steps.")
@@ -98,19 +101,105 @@ class TeacherSettings(BaseModel):
     eps_skip: float | None = Field(None, description="Skip threshold, fraction of the margin.")
     eps_equal: float | None = Field(None, description="Equal threshold, fraction of margin.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"preset": data} if isinstance(data, str) else data
+
     @model_validator(mode="after")
     def _check(self) -> TeacherSettings:
-        self.build()
+        if not self.human:
+            try:
+                self.build()
+            except ConfigError as err:
+                if self.preset in {*TEACHER_PRESETS, *TEACHER_ALIASES}:
+                    raise
+                hint = f"{HUMAN_TEACHER}: people answer in the web app"
+                raise ValueError(f"{err} (or {hint})") from None
         return self
 
-    def build(self) -> TeacherConfig:
-        """The validated :class:`TeacherConfig` (raises ConfigError naming the field)."""
+    @property
+    def human(self) -> bool:
+        """Whether people answer the queries (``preset == "human"``)."""
+        return self.preset.strip().lower() == HUMAN_TEACHER
+
+    def build(self, preset: str | None = None) -> TeacherConfig:
+        """The validated scripted :class:`TeacherConfig` (raises ConfigError naming the field).
+
+        Args:
+            preset: scripted preset to build instead of ``self.preset`` (the human teacher's
+                scripted helper, ``human.scripted``), with this section's overrides.
+        """
         from rewardlab.feedback.teachers import teacher_preset
 
         overrides = {
             k: v for k, v in self.model_dump().items() if k != "preset" and v is not None
         }
-        return teacher_preset(self.preset, **overrides)
+        return teacher_preset(preset or self.preset, **overrides)
+
+
+#: ``teacher.preset`` value that makes people answer the queries in the web app.
+HUMAN_TEACHER = "human"
+
+
+class HumanConfig(BaseModel):
+    """People answering queries in the annotation web app (``teacher=human``).
+
+    At each feedback round training pauses until every query of the round has answers from
+    ``min(overlap, annotators)`` people, or until ``timeout_s`` passes, when ``on_timeout``
+    decides: ``wait`` on, ``skip`` the round's unanswered queries (training goes on with the
+    labels given so far), or have the ``scripted`` teacher answer them.
+    """
+
+    model_config = _FROZEN
+    on_timeout: Literal["wait", "skip", "scripted"] = Field(
+        "wait", description="What happens when a round is not answered within timeout_s: "
+        "wait on, skip the unanswered queries, or let the scripted teacher answer them."
+    )
+    timeout_s: float = Field(
+        600.0, gt=0, description="Seconds to wait for a round before on_timeout acts."
+    )
+    scripted: str = Field(
+        "oracle", description="Scripted teacher preset that answers on timeout "
+        "(on_timeout=scripted) and pre-labels in mixed mode; teacher.* overrides apply."
+    )
+    mixed: bool = Field(
+        False, description="Mixed mode: the scripted teacher pre-labels each round at once, "
+        "people audit in the web app and their answers (can't tell included) override its."
+    )
+    annotators: tuple[str, ...] = Field(
+        ("annotator",), description="Annotators created at the start of a new run; their "
+        "login links are printed once. Add more with `rewardlab annotators add`."
+    )
+    serve: bool = Field(
+        True, description="Serve the annotation web app from the training process."
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Host the web app listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the web app (0: any free).")
+    overlap: int = Field(
+        1, ge=1, description="People handed each query (1: never the same query twice); "
+        "with more, agreement shows in `rewardlab report`."
+    )
+    poll_s: float = Field(
+        0.5, gt=0, le=60, description="Seconds between checks of the store while waiting."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> HumanConfig:
+        from rewardlab.feedback.teachers import teacher_preset
+
+        if self.scripted.strip().lower() == HUMAN_TEACHER:
+            raise ValueError("human.scripted: must be a scripted preset, e.g. oracle")
+        try:
+            teacher_preset(self.scripted)
+        except ConfigError as err:
+            raise ValueError(f"human.scripted: {err}") from None
+        if not self.annotators and self.serve:
+            raise ValueError(
+                "human.annotators: empty; name at least one, or add them with "
+                "`rewardlab annotators add NAME --run RUN_DIR` and set human.serve=false"
+            )
+        return self
 
 
 class EvalConfig(BaseModel):
@@ -136,6 +225,7 @@ class TrainConfig(BaseModel):
         )
     )
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    human: HumanConfig = Field(default_factory=HumanConfig)
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     pebble: PebbleConfig = Field(default_factory=PebbleConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)

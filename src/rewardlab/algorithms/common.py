@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +24,9 @@ from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.model import RewardModel, holdout_mask
 from rewardlab.store.store import FeedbackStore
 from rewardlab.types import LABEL_TARGETS, Label, Preference, Segment
+
+if TYPE_CHECKING:
+    from rewardlab.algorithms.human import HumanFeedback
 
 #: Steps of recent experience used to re-measure the proxy reward's normalisation.
 NORMALIZATION_ROWS = 50_000
@@ -92,6 +95,8 @@ class PreferenceLearner:
         reward_model: the ensemble being trained.
         rng: generator for segment sampling and query selection.
         episode_limit: the env's time limit in steps (for the B-Pref teacher margin).
+        human: people answering in the web app (``teacher=human``); then ``teacher`` is the
+            scripted helper that answers on timeout or pre-labels in mixed mode.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class PreferenceLearner:
         reward_model: RewardModel,
         rng: np.random.Generator,
         episode_limit: int,
+        human: HumanFeedback | None = None,
     ) -> None:
         self.config = config
         self.schedule = config.feedback
@@ -110,7 +116,9 @@ class PreferenceLearner:
         self.reward_model = reward_model
         self.rng = rng
         self.episode_limit = episode_limit
+        self.human = human
         self.counters = FeedbackCounters()
+        self.last_outcome: dict[str, Any] = {}
         self.last_metrics: dict[str, float] = {}
 
     def round_due(self, step: int) -> bool:
@@ -157,9 +165,6 @@ class PreferenceLearner:
         recent = log.finished_returns[-10:]
         if recent:
             self.teacher.set_margin(float(np.mean(recent)), seg_len, self.episode_limit)
-        labels = self.teacher.label(gold[pick])  # (n,) int8
-        t2 = time.perf_counter()
-
         episode_ids = w["episode_ids"].reshape(pool, 2)[pick]
         start_steps = w["start_steps"].reshape(pool, 2)[pick]
         states = w.get("states")
@@ -174,21 +179,123 @@ class PreferenceLearner:
         seg_ids = self.store.add_segments(segments)
         pairs = [(seg_ids[2 * i], seg_ids[2 * i + 1]) for i in range(n)]
         query_ids = self.store.add_queries(pairs, round=c.rounds, source=method)
+        c.asked += n
+        labels = self._collect(c.rounds, query_ids, seg_ids, gold[pick], step)
+        c.seconds["queries"] += t1 - t0
+
+        metrics = self._close_round(step, labels)
+        if probs is not None:
+            metrics["feedback/pool_disagreement"] = float(probs.std(axis=0).mean())
+        metrics.update(self.train_reward_model(log))
+        self.last_metrics = metrics
+        return metrics
+
+    def _collect(
+        self, round: int, query_ids: list[int], seg_ids: list[int], gold: np.ndarray, step: int
+    ) -> np.ndarray:
+        """Have the round answered (scripted teacher, people, or both); returns the labels.
+
+        Args:
+            round: the round of the stored queries.
+            query_ids: the round's ``(n,)`` query ids; ``seg_ids`` their ``2n`` segment ids.
+            gold: ``(n, 2, T)`` float32 true rewards of the queried segments.
+            step: env step of training.
+
+        Returns:
+            ``(n,)`` int8 labels used for this round (people's where given, else the scripted
+            teacher's, SKIP where nobody answered).
+        """
+        c = self.counters
+        if self.human is None or self.human.human.mixed:
+            t0 = time.perf_counter()
+            labels = self._answer_scripted(query_ids, gold)
+            c.seconds["teacher"] += time.perf_counter() - t0
+            if self.human is None:
+                return labels
+
+        def answer_rest(positions: np.ndarray) -> int:
+            if positions.size == 0:
+                return 0
+            t0 = time.perf_counter()
+            done = self._answer_scripted([query_ids[i] for i in positions], gold[positions])
+            c.seconds["teacher"] += time.perf_counter() - t0
+            return int(done.size)
+
+        outcome = self.human.collect(round, seg_ids, step, c.asked, answer_rest)
+        c.seconds["human_wait"] = c.seconds.get("human_wait", 0.0) + outcome["waited_s"]
+        self.last_outcome = outcome
+        return self._round_labels(query_ids)
+
+    def _answer_scripted(self, query_ids: list[int], gold: np.ndarray) -> np.ndarray:
+        """The scripted teacher answers ``query_ids`` (gold ``(k, 2, T)`` float32), stored at
+        once; queries it answered before (a resumed round) keep their answer.
+
+        Returns:
+            ``(k,)`` int8 labels.
+        """
+        before = self.store.answers_of(self.teacher.teacher_id, query_ids) if self.human else {}
+        labels = self.teacher.label(gold)  # (k,) int8
         now = time.time()
         self.store.add_preferences([
             Preference(qid, Label(int(lab)), self.teacher.teacher_id, now)
-            for qid, lab in zip(query_ids, labels, strict=True)
+            for qid, lab in zip(query_ids, labels, strict=True) if qid not in before
         ])
+        for i, qid in enumerate(query_ids):
+            if qid in before:
+                labels[i] = before[qid]
+        return labels
 
-        c.asked += n
-        n_skipped = int((labels == Label.SKIP).sum())
-        c.skipped += n_skipped
-        c.answered += n - n_skipped
+    def _fallback_teachers(self) -> tuple[str, ...]:
+        """Teachers whose answers count only where no person answered (mixed mode)."""
+        mixed = self.human is not None and self.human.human.mixed
+        return (self.teacher.teacher_id,) if mixed else ()
+
+    def _round_labels(self, query_ids: list[int]) -> np.ndarray:
+        """``(n,)`` int8 labels of the round's queries, as training will use them (first used
+        answer per query; SKIP where none)."""
+        rows = self.store.used_answers(query_ids, self._fallback_teachers())
+        labels = np.full(len(query_ids), int(Label.SKIP), dtype=np.int8)
+        position = {qid: i for i, qid in enumerate(query_ids)}
+        for qid, label in reversed(rows):
+            labels[position[qid]] = label
+        return labels
+
+    def resume_open_round(self, log: TransitionLog, step: int) -> dict[str, float] | None:
+        """After ``--resume`` with people as the teacher: finish a round the checkpoint missed.
+
+        A round whose queries were stored after the last checkpoint (the trainer stopped while
+        people were answering it) is waited for again, under the same timeout policy, with
+        every answer already given kept; then the reward model is trained on all labels.
+
+        Returns:
+            The round's metrics, or ``None`` when there is no such round.
+
+        Raises:
+            StoreError: if the store cannot be read or written.
+        """
+        current = self.store.current_round()
+        if self.human is None or current is None or current < self.counters.rounds:
+            return None
+        queries = [q for q in self.store.get_queries() if q.round == current]
+        query_ids = [int(q.query_id) for q in queries]  # type: ignore[arg-type]
+        seg_ids = [i for q in queries for i in (q.left_id, q.right_id)]
+        segments = self.store.get_segments(seg_ids)  # online runs store their true rewards
+        gold = np.stack([s.true_rewards for s in segments]).reshape(len(queries), 2, -1)
+        self.counters.asked = self.store.counts()["queries"]
+        labels = self._collect(current, query_ids, seg_ids, gold, step)
+        self.counters.rounds = current
+        metrics = self._close_round(step, labels)
+        metrics.update(self.train_reward_model(log))
+        self.last_metrics = metrics
+        return metrics
+
+    def _close_round(self, step: int, labels: np.ndarray) -> dict[str, float]:
+        """Advance the counters past a round (answers counted from the store); its metrics."""
+        c = self.counters
         c.rounds += 1
         c.last_round_step = step
-        c.seconds["queries"] += t1 - t0
-        c.seconds["teacher"] += t2 - t1
-
+        counts = self.store.counts()
+        c.answered, c.skipped = counts["answered"], counts["skipped"]
         metrics = {
             "feedback/queries_asked": float(c.asked),
             "feedback/queries_answered": float(c.answered),
@@ -196,16 +303,18 @@ class PreferenceLearner:
             "feedback/round": float(c.rounds),
             "feedback/equal_fraction": float((labels == Label.EQUAL).mean()),
         }
-        if probs is not None:
-            metrics["feedback/pool_disagreement"] = float(probs.std(axis=0).mean())
-        metrics.update(self.train_reward_model(log))
-        self.last_metrics = metrics
+        if self.human is not None:
+            outcome = self.last_outcome
+            metrics["feedback/people_answered"] = float(outcome["answered"])
+            metrics["feedback/timed_out"] = float(outcome["timed_out"])
+            metrics["feedback/scripted_on_timeout"] = float(outcome["scripted"])
+            metrics["time/human_wait_s"] = self.counters.seconds["human_wait"]
         return metrics
 
     def train_reward_model(self, log: TransitionLog) -> dict[str, float]:
         """Fit the ensemble on every stored label (minus the held-out split); measure it."""
         t0 = time.perf_counter()
-        data = self.store.training_arrays()
+        data = self.store.training_arrays(fallback_teachers=self._fallback_teachers())
         targets = LABEL_TARGETS[data["labels"].astype(np.int64)]
         held = holdout_mask(data["query_ids"], self.config.reward_model.holdout_fraction)
         train = ~held

@@ -124,6 +124,8 @@ def train_pebble(
         next_intrinsic = session.load_checkpoint(model, log).get("next_intrinsic")
         step = model.num_timesteps
         if session.reward_model.updates > 0:
+            # the reward model may have been retrained on labels newer than the checkpoint
+            relabel_replay_buffer(model, session.reward_model.reward)
             env.reward_fn = session.reward_model.reward
         session.message(f"resumed {run_dir} at step {step}")
 

@@ -48,6 +48,7 @@ from rewardlab.algorithms.checkpoint import (
     save_sb3,
 )
 from rewardlab.algorithms.common import PreferenceLearner, make_env
+from rewardlab.algorithms.human import HumanFeedback
 from rewardlab.config import TrainConfig, dump_config, load_config
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.evaluation import evaluate
@@ -123,10 +124,17 @@ class TrainingSession:
         self.reward_model = RewardModel(
             obs_dim, act_dim, config.reward_model, seed=self.seeds["reward_model"]
         )
-        teacher = ScriptedTeacher(config.teacher.build(), seed=self.seeds["teacher"])
+        human = config.teacher.human
+        scripted = config.teacher.build(config.human.scripted if human else None)
+        teacher = ScriptedTeacher(scripted, seed=self.seeds["teacher"])
+        self.human = (
+            HumanFeedback(config, run_dir, self.store, teacher.teacher_id, self.message,
+                          self.show_status)
+            if human else None
+        )
         self.learner = PreferenceLearner(
             config, self.store, teacher, self.reward_model,
-            np.random.default_rng(self.seeds["queries"]), episode_limit,
+            np.random.default_rng(self.seeds["queries"]), episode_limit, self.human,
         )
         self.eval_env = make_env(config)
         self.next_eval = config.eval.every
@@ -137,6 +145,7 @@ class TrainingSession:
         self.divergence = DivergenceMonitor(config.eval.episodes)
         self._progress: Progress | None = None
         self._task: Any = None
+        self._status_override: str | None = None
 
     # ---------------------------------------------------------------- envs
     def make_proxy_env(
@@ -182,12 +191,19 @@ class TrainingSession:
         c = self.learner.counters
         gold = self.last_eval.get("eval/gold_return")
         proxy = self.last_eval.get("eval/proxy_return")
-        status = f"queries {c.asked}/{self.config.feedback.total_budget}"
+        status = self._status_override or f"queries {c.asked}/{self.config.feedback.total_budget}"
+        self._status_override = None
         if gold is not None:
             status += f"  gold {gold:.1f}"
         if proxy is not None and np.isfinite(proxy):
             status += f"  proxy {proxy:.1f}"
         self._progress.update(self._task, completed=step, status=status)
+
+    def show_status(self, text: str) -> None:
+        """Show ``text`` as the progress bar's status until the bar next advances."""
+        self._status_override = text
+        if self._progress is not None:
+            self._progress.update(self._task, status=text)
 
     def stop_progress(self) -> None:
         """Remove the bar."""
@@ -340,12 +356,16 @@ class TrainingSession:
         c = self.learner.counters
         if counts["queries"] > c.asked:
             self.message(
-                f"store holds {counts['queries'] - c.asked} queries newer than the checkpoint; "
-                "retraining the reward model on all labels"
+                f"store holds {counts['queries'] - c.asked} queries newer than the checkpoint"
             )
+            step = int(state["step"])
+            if self.human is not None and self.learner.resume_open_round(log, step) is not None:
+                return dict(state.get("extra", {}))
             c.asked = counts["queries"]
             c.answered = counts["answered"]
             c.skipped = counts["skipped"]
+            c.rounds = max(c.rounds, int(self.store.current_round() or 0) + 1)
+            self.message("retraining the reward model on all labels")
             self.learner.train_reward_model(log)
         return dict(state.get("extra", {}))
 
@@ -367,6 +387,10 @@ class TrainingSession:
             self.evaluate(model, step)
         if step >= self.next_checkpoint:
             self.save_checkpoint(model, log, step, extra)
+        if self.human is not None:
+            self.human.training(
+                step, self.learner.counters.asked, self.learner.next_round_step(step)
+            )
         self.update_progress(step)
 
     def close(
@@ -387,6 +411,8 @@ class TrainingSession:
     def finish(self, step: int, interrupted: bool) -> dict[str, Any]:
         """Write the plot and ``summary.json``; close files. Returns the summary."""
         self.stop_progress()
+        if self.human is not None:
+            self.human.close(step, self.learner.counters.asked, interrupted)
         plot = plot_gold_vs_proxy(self.run_dir, f"{self.config.algorithm} on {self.config.env.id}")
         summary = {
             "algorithm": self.config.algorithm,

@@ -144,16 +144,25 @@ def _print_report(run_dir: Path, console: Console) -> None:
             + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
         )
         teacher = summary.get("feedback", {}).get("teacher")
-        if teacher:
+        if teacher and teacher["asked"]:
             console.print(
-                f"teacher: {teacher['asked']} queries asked, {teacher['answered']} answered "
-                f"({teacher['skipped']} skipped, {teacher['equal']} equal)"
+                f"scripted teacher: {teacher['asked']} queries asked, {teacher['answered']} "
+                f"answered ({teacher['skipped']} skipped, {teacher['equal']} equal)"
             )
         if (run_dir / "feedback.db").exists():
+            from collections import Counter
+
             from rewardlab.store.store import FeedbackStore
 
             with FeedbackStore.open(run_dir) as store:
                 agree = store.agreement()
+                by_teacher = Counter(p.teacher_id for p in store.preferences())
+                people = {a.name for a in store.annotators()}
+            if by_teacher:
+                console.print("answers: " + ", ".join(
+                    f"{name} {n}" + (" (person)" if name in people else "")
+                    for name, n in by_teacher.most_common()
+                ))
             if agree["overlapping"]:
                 frac = agree["fraction"]
                 console.print(
@@ -231,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RewardLabError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+    except KeyboardInterrupt:  # outside a training loop (which saves a checkpoint itself)
+        console.print("interrupted; every label given so far is in the feedback store")
+        return 130
 
 
 if __name__ == "__main__":

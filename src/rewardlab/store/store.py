@@ -14,7 +14,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -691,18 +691,60 @@ class FeedbackStore:
         labels = np.array([r[3] for r in rows], dtype=np.int8)
         return left, right, labels
 
-    def _answered(self, include_skipped: bool) -> list[tuple[int, int, int, int]]:
+    def _answered(
+        self,
+        include_skipped: bool,
+        fallback_teachers: Collection[str] = (),
+        query_ids: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, int]]:
+        """``(query_id, left_id, right_id, label)`` of the answers used, in query id order.
+
+        Answers of ``fallback_teachers`` count only for queries that no other teacher
+        answered (a SKIP by another teacher included: a person's "can't tell" overrides).
+        """
         stmt = (
-            select(QueryRow.id, QueryRow.left_id, QueryRow.right_id, PreferenceRow.label)
+            select(
+                QueryRow.id, QueryRow.left_id, QueryRow.right_id, PreferenceRow.label,
+                PreferenceRow.teacher_id,
+            )
             .join(PreferenceRow, PreferenceRow.query_id == QueryRow.id)
             .order_by(QueryRow.id, PreferenceRow.id)
         )
-        if not include_skipped:
+        if query_ids is not None:
+            stmt = stmt.where(QueryRow.id.in_(_check_ids("query ids", query_ids)))
+        fallback = set(fallback_teachers)
+        if not fallback and not include_skipped:
             stmt = stmt.where(PreferenceRow.label != int(Label.SKIP))
         with self._read("read labelled pairs") as session:
-            return [tuple(r) for r in session.execute(stmt)]  # type: ignore[misc]
+            rows = session.execute(stmt).all()
+        if fallback:
+            overridden = {r[0] for r in rows if r[4] not in fallback}
+            rows = [r for r in rows if r[4] not in fallback or r[0] not in overridden]
+            if not include_skipped:
+                rows = [r for r in rows if r[3] != int(Label.SKIP)]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def training_arrays(self, include_skipped: bool = False) -> dict[str, np.ndarray]:
+    def used_answers(
+        self, query_ids: Sequence[int], fallback_teachers: Collection[str] = ()
+    ) -> list[tuple[int, int]]:
+        """``(query_id, label)`` of the answers training uses for these queries (SKIPs too).
+
+        Args:
+            query_ids: the queries (at most a round's worth: they go in one ``IN`` clause).
+            fallback_teachers: as in :meth:`training_arrays`.
+
+        Returns:
+            One pair per used answer, in query id then answer order.
+
+        Raises:
+            StoreError: if an id is not an integer or the read fails.
+        """
+        rows = self._answered(True, fallback_teachers, query_ids)
+        return [(r[0], r[3]) for r in rows]
+
+    def training_arrays(
+        self, include_skipped: bool = False, fallback_teachers: Collection[str] = ()
+    ) -> dict[str, np.ndarray]:
         """Stacked arrays of the answers, for training a reward model.
 
         One row per preference (skipped ones left out unless ``include_skipped``): a query
@@ -712,6 +754,9 @@ class FeedbackStore:
 
         Args:
             include_skipped: also include queries answered ``Label.SKIP``.
+            fallback_teachers: teachers whose answers count only where nobody else answered
+                the query, e.g. the scripted teacher that pre-labels queries a person audits
+                (mixed mode): a person's answer, "can't tell" included, overrides it.
 
         Returns:
             A dict with, for N answers to queries of segments with T steps (query id order):
@@ -723,7 +768,7 @@ class FeedbackStore:
             StoreError: if the segments differ in length, ``obs_dim`` or ``act_dim``, or the
                 database read fails.
         """
-        rows = self._answered(include_skipped)
+        rows = self._answered(include_skipped, fallback_teachers)
         query_ids = np.array([r[0] for r in rows], dtype=np.int64)
         labels = np.array([r[3] for r in rows], dtype=np.int8)
         if not rows:
@@ -910,19 +955,27 @@ class FeedbackStore:
             raise StoreError("feedback store: cannot assign a query: too much contention")
 
     def progress(self, teacher_id: str) -> dict[str, int | None]:
-        """Labelling progress, overall and of one teacher, for the current round.
+        """Labelling progress by people (annotators), overall and of one teacher.
+
+        Only answers of annotators count as answered here, so queries a scripted teacher
+        pre-labelled for a person to audit (mixed mode) still show as open to people.
 
         Returns:
             ``round`` (current round, ``None`` without queries); ``round_size``: queries in
-            it; ``answered_in_round``: those with at least one answer (by anyone);
+            it; ``answered_in_round``: those with at least one annotator's answer;
             ``mine_in_round``: answers of ``teacher_id`` in it; ``answered_total``: queries
-            with at least one answer; ``total_queries``; ``mine_total``: answers of
-            ``teacher_id``.
+            with at least one annotator's answer; ``total_queries``; ``mine_total``: answers
+            of ``teacher_id``.
 
         Raises:
             StoreError: if the database read fails.
         """
-        answered_q = select(PreferenceRow.query_id).distinct().subquery()
+        answered_q = (
+            select(PreferenceRow.query_id)
+            .where(PreferenceRow.teacher_id.in_(select(AnnotatorRow.name)))
+            .distinct()
+            .subquery()
+        )
         with self._read("read progress") as session:
             current = session.scalar(select(func.max(QueryRow.round)))
             total = session.scalar(select(func.count()).select_from(QueryRow)) or 0
@@ -966,6 +1019,53 @@ class FeedbackStore:
             "total_queries": total,
             "mine_total": mine_total,
         }
+
+    def round_answers(self, round: int) -> tuple[np.ndarray, np.ndarray]:
+        """The queries of one round and how many annotators (people) answered each.
+
+        Args:
+            round: the feedback round.
+
+        Returns:
+            ``(query_ids, people)``: ``(n,)`` int64 ids in id order and ``(n,)`` int64 counts
+            of distinct annotators who answered each query (any label, SKIP included).
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        people = (
+            select(func.count(PreferenceRow.teacher_id.distinct()))
+            .where(
+                PreferenceRow.query_id == QueryRow.id,
+                PreferenceRow.teacher_id.in_(select(AnnotatorRow.name)),
+            )
+            .correlate(QueryRow)
+            .scalar_subquery()
+        )
+        stmt = select(QueryRow.id, people).where(QueryRow.round == int(round)).order_by(QueryRow.id)
+        with self._read("read a round's answers") as session:
+            rows = session.execute(stmt).all()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        counts = np.array([r[1] for r in rows], dtype=np.int64)
+        return ids, counts
+
+    def answers_of(self, teacher_id: str, query_ids: Sequence[int]) -> dict[int, Label]:
+        """One teacher's answers to the given queries (queries it did not answer are absent).
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        wanted = _check_ids("query ids", query_ids)
+        found: dict[int, Label] = {}
+        with self._read("read a teacher's answers") as session:
+            for chunk in _chunks(wanted):
+                for qid, label in session.execute(
+                    select(PreferenceRow.query_id, PreferenceRow.label).where(
+                        PreferenceRow.teacher_id == teacher_id, PreferenceRow.query_id.in_(chunk)
+                    )
+                ):
+                    found[qid] = Label(label)
+        return found
 
     def preferences_by(
         self, teacher_id: str, round: int | None = None, limit: int | None = None

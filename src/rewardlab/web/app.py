@@ -11,6 +11,7 @@ sends it as that header)::
     POST /api/preferences           {"query_id": int, "label": "left"|"right"|"equal"|"skip"}
     POST /api/undo                  delete the annotator's last answer of the current round
     GET  /api/recent                the annotator's last 10 answers
+    GET  /api/status                what training is doing (waiting for this round, ...)
 
 Every error is a JSON ``{"error": "..."}`` naming the problem, and a refused request writes
 nothing. Each label is committed (durably, see :mod:`rewardlab.store`) before its ``201``.
@@ -22,6 +23,7 @@ imports torch nor :mod:`rewardlab.algorithms`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rewardlab.errors import RecordError, RewardLabError, StoreError
 from rewardlab.feedback.clips import ClipCache
+from rewardlab.feedback.run_status import read_status
 from rewardlab.store import FeedbackStore
 from rewardlab.store.annotators import (
     AlreadyAnsweredError,
@@ -53,6 +56,7 @@ from rewardlab.web.schemas import (
     Progress,
     Recent,
     RecentAnswer,
+    TrainingStatus,
     Undone,
 )
 
@@ -292,7 +296,14 @@ def create_app(
             for i in (q.left_id, q.right_id)
         ]
         prefetch([query.left_id, query.right_id, *ahead])
+        status = read_status(run_dir) or {}
+        suggestion = None
+        if isinstance(status.get("prelabel_teacher"), str):
+            found = store.answers_of(status["prelabel_teacher"], [query.query_id])
+            if query.query_id in found:
+                suggestion = found[query.query_id].name.lower()
         return NextQuery(
+            suggestion=suggestion,
             query_id=query.query_id,
             round=query.round,
             left=ClipRef(segment_id=query.left_id, clip_url=f"/api/clips/{query.left_id}.mp4"),
@@ -361,6 +372,15 @@ def create_app(
                 for a in answers
             ],
         )
+
+    @app.get("/api/status", response_model=TrainingStatus)
+    def status(who: Who) -> TrainingStatus:
+        known = set(TrainingStatus.model_fields) - {"now"}
+        found = {k: v for k, v in (read_status(run_dir) or {}).items() if k in known}
+        try:
+            return TrainingStatus(**found, now=time.time())
+        except ValueError:  # a status file from another version: show none rather than fail
+            return TrainingStatus(now=time.time())
 
     @app.api_route(
         "/api/{rest:path}",

@@ -31,11 +31,16 @@ PAGE_HTML = r"""<!doctype html>
   #recent { margin-top: 1.5rem; }
   #recent li { margin: .2rem 0; }
   .muted { color: #777; }
+  #training { text-align: center; padding: .5rem; border-radius: 6px; margin-bottom: .6rem;
+              background: #e8eaf2; }
+  #training.waiting { background: #fff3cd; font-weight: 600; }
+  #suggestion { text-align: center; color: #555; min-height: 1.2rem; }
 </style>
 </head>
 <body>
 <header><span>RewardLab labelling</span><span id="who"></span></header>
 <main>
+  <div id="training">Connecting&hellip;</div>
   <div id="progress" class="muted"></div>
   <div id="waiting">Nothing to label right now: waiting for the next round&hellip;</div>
   <div id="task">
@@ -45,6 +50,7 @@ PAGE_HTML = r"""<!doctype html>
       <div class="clip"><div>Right</div>
         <video id="right" muted playsinline preload="auto"></video></div>
     </div>
+    <div id="suggestion"></div>
     <div class="buttons">
       <button data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
       <button data-label="equal">Equal <kbd>=</kbd></button>
@@ -107,12 +113,47 @@ PAGE_HTML = r"""<!doctype html>
     restartBoth();
   }
 
+  function clock(seconds) {
+    seconds = Math.max(0, Math.round(seconds));
+    return Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
+  }
+  let budgetText = "";
+  async function loadTraining() {
+    try {
+      const resp = await api("/api/status");
+      if (!resp.ok) return;
+      const t = await resp.json();
+      const el = $("training");
+      el.className = t.state === "waiting" ? "waiting" : "";
+      budgetText = t.budget ? " \u00b7 " + t.asked + " of a budget of " + t.budget +
+        " queries asked" : "";
+      if (t.state === "waiting") {
+        let text = "Training is paused until round " + t.round + " is answered: " +
+          t.answered + " of " + t.round_size + " queries done";
+        if (t.deadline) {
+          const then = {skip: "it goes on without the rest", scripted:
+            "a scripted teacher answers the rest", wait: "it keeps waiting"}[t.on_timeout];
+          text += " \u00b7 " + clock(t.deadline - t.now) + " left, then " + then;
+        }
+        el.textContent = text;
+      } else if (t.state === "training") {
+        el.textContent = "Training: step " + t.step + " of " + t.total_steps +
+          (t.next_round_step !== null ? "; next round at step " + t.next_round_step
+                                      : "; all queries asked");
+      } else if (t.state === "finished" || t.state === "stopped") {
+        el.textContent = "Training " + t.state + " at step " + t.step + ".";
+      } else {
+        el.textContent = "No trainer is attached to this run.";
+      }
+    } catch (e) { /* the next poll retries */ }
+  }
+
   function showProgress(p) {
     if (!p) return;
     $("progress").textContent =
       "Round " + p.round + ": " + p.answered_in_round + " of " + p.round_size +
       " answered (you: " + p.mine_in_round + ") \u00b7 " + p.answered_total + " of " +
-      p.total_queries + " queries answered overall (you: " + p.mine_total + ")";
+      p.total_queries + " queries answered overall (you: " + p.mine_total + ")" + budgetText;
   }
 
   async function loadNext() {
@@ -137,6 +178,8 @@ PAGE_HTML = r"""<!doctype html>
       $("waiting").style.display = "none";
       $("task").style.display = "block";
       showProgress(q.progress);
+      $("suggestion").textContent = q.suggestion ? "The scripted teacher answered \u201c" +
+        q.suggestion + "\u201d: press the same key to confirm, another to override." : "";
       if (!current || current.query_id !== q.query_id) await loadClips(q);
       current = q;
       setStatus("");
@@ -213,6 +256,8 @@ PAGE_HTML = r"""<!doctype html>
   api("/api/me").then(async (resp) => {
     if (resp.ok) $("who").textContent = (await resp.json()).name;
   });
+  loadTraining();
+  setInterval(loadTraining, 2000);
   loadRecent();
   loadNext();
 })();

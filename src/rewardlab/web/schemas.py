@@ -56,6 +56,30 @@ class NextQuery(BaseModel):
     left: ClipRef
     right: ClipRef
     progress: Progress
+    suggestion: LabelName | None = Field(
+        None, description="the scripted teacher's answer that people audit (mixed mode)"
+    )
+
+
+class TrainingStatus(BaseModel):
+    """Answer of ``GET /api/status``: what training is doing (see
+    :mod:`rewardlab.feedback.run_status`); every field is ``None`` when no trainer wrote one."""
+
+    state: Literal["training", "waiting", "finished", "stopped"] | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    round: int | None = None
+    round_size: int | None = None
+    answered: int | None = None
+    required_answers: int | None = None
+    deadline: float | None = None
+    on_timeout: Literal["wait", "skip", "scripted"] | None = None
+    asked: int | None = None
+    budget: int | None = None
+    next_round_step: int | None = None
+    prelabel_teacher: str | None = None
+    updated_at: float | None = None
+    now: float = Field(description="server time (seconds since the Unix epoch)")
 
 
 class Me(BaseModel):
