@@ -197,3 +197,48 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
     with sqlite3.connect(run / DB_FILENAME) as con:
         assert con.execute("SELECT value FROM meta").fetchall() == [("2",)]
     con.close()
+
+
+def test_people_override_a_fallback_teacher(store: FeedbackStore) -> None:
+    """Mixed mode: scripted pre-labels count only where no person answered."""
+    segs = store.add_segments(fake_segments(6, length=T))
+    q = store.add_queries([(segs[0], segs[1]), (segs[2], segs[3]), (segs[4], segs[5])], round=0)
+    store.add_annotator("ada")
+    store.add_preferences([Preference(i, Label.LEFT, "oracle") for i in q])
+    store.add_preferences(
+        [Preference(q[0], Label.RIGHT, "ada"), Preference(q[1], Label.SKIP, "ada")]
+    )
+    plain = store.training_arrays()
+    assert plain["query_ids"].tolist() == [q[0], q[0], q[1], q[2]]
+    mixed = store.training_arrays(fallback_teachers={"oracle"})
+    # q0: ada's RIGHT replaces oracle's LEFT; q1: ada's "can't tell" drops it; q2: oracle
+    assert mixed["query_ids"].tolist() == [q[0], q[2]]
+    assert mixed["labels"].tolist() == [Label.RIGHT, Label.LEFT]
+    assert mixed["obs"].shape == (2, 2, T, 3)
+    used = store.used_answers(q, fallback_teachers=("oracle",))
+    assert used == [(q[0], Label.RIGHT), (q[1], Label.SKIP), (q[2], Label.LEFT)]
+    assert store.used_answers([q[2]]) == [(q[2], Label.LEFT)]
+
+
+def test_round_answers_count_people_only(store: FeedbackStore) -> None:
+    segs = store.add_segments(fake_segments(4, length=T))
+    q0 = store.add_queries([(segs[0], segs[1])], round=0)
+    q1 = store.add_queries([(segs[2], segs[3]), (segs[1], segs[2])], round=1)
+    store.add_annotator("ada")
+    store.add_annotator("bob")
+    store.add_preferences([Preference(i, Label.LEFT, "oracle") for i in (*q0, *q1)])
+    store.add_preferences([
+        Preference(q1[0], Label.LEFT, "ada"), Preference(q1[0], Label.SKIP, "bob"),
+        Preference(q1[1], Label.EQUAL, "bob"),
+    ])
+    ids, people = store.round_answers(1)
+    assert ids.tolist() == q1 and people.tolist() == [2, 1]
+    ids, people = store.round_answers(0)
+    assert ids.tolist() == q0 and people.tolist() == [0]
+    assert store.round_answers(7)[0].size == 0
+    assert store.answers_of("oracle", [*q0, *q1]) == dict.fromkeys([*q0, *q1], Label.LEFT)
+    assert store.answers_of("bob", q1) == {q1[0]: Label.SKIP, q1[1]: Label.EQUAL}
+    # progress counts people's answers only (the oracle's pre-labels are open to people)
+    p = store.progress("ada")
+    assert (p["round_size"], p["answered_in_round"], p["mine_in_round"]) == (2, 2, 1)
+    assert (p["answered_total"], p["total_queries"]) == (2, 3)

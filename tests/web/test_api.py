@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rewardlab.store import FeedbackStore
-from rewardlab.types import Label, Segment
+from rewardlab.types import Label, Preference, Segment
 from rewardlab.web.app import MAX_BODY_BYTES, create_app
 from rewardlab.web.cli import add_annotator_command, login_link
 from tests.helpers import fake_segments
@@ -22,6 +22,7 @@ API_ROUTES = [
     ("GET", "/api/me"),
     ("GET", "/api/next"),
     ("GET", "/api/recent"),
+    ("GET", "/api/status"),
     ("GET", "/api/clips/1.mp4"),
     ("POST", "/api/preferences"),
     ("POST", "/api/undo"),
@@ -315,3 +316,43 @@ def test_web_does_not_import_torch_or_algorithms() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_status_shows_what_training_does(run) -> None:
+    from rewardlab.feedback.run_status import write_status
+
+    run_dir, _, tokens = run
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        empty = client.get("/api/status", headers=h).json()
+        assert empty["state"] is None and empty["now"] > 0  # no trainer attached
+        write_status(run_dir, state="waiting", step=1500, total_steps=20000, round=0,
+                     round_size=3, answered=1, required_answers=1, deadline=123.0,
+                     on_timeout="skip", asked=3, budget=200, next_round_step=None,
+                     prelabel_teacher=None, app_url="http://127.0.0.1:8000/", extra="ignored")
+        got = client.get("/api/status", headers=h).json()
+        assert got["state"] == "waiting" and got["round_size"] == 3 and got["budget"] == 200
+        assert got["deadline"] == 123.0 and got["on_timeout"] == "skip" and "extra" not in got
+        (run_dir / "status.json").write_text("{not json")
+        assert client.get("/api/status", headers=h).json()["state"] is None
+
+
+def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
+    from rewardlab.feedback.run_status import write_status
+
+    run_dir, qids, tokens = run
+    with FeedbackStore.open(run_dir) as s:
+        s.add_preferences([Preference(qids[0], Label.RIGHT, "oracle")])
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        assert client.get("/api/next", headers=h).json()["suggestion"] is None
+        write_status(run_dir, state="waiting", prelabel_teacher="oracle")
+        nxt = client.get("/api/next", headers=h).json()
+        assert nxt["query_id"] == qids[0] and nxt["suggestion"] == "right"
+        # the person overrides: their answer is stored beside the scripted one
+        body = {"query_id": qids[0], "label": "left"}
+        resp = client.post("/api/preferences", headers=h, json=body)
+        assert resp.status_code == 201
+        assert client.get("/api/next", headers=h).json()["suggestion"] is None  # q1: no pre-label
+    with FeedbackStore.open(run_dir) as s:
+        assert s.used_answers([qids[0]], fallback_teachers=["oracle"]) == [(qids[0], Label.LEFT)]

@@ -312,9 +312,16 @@ class PreferenceLearner:
         return metrics
 
     def train_reward_model(self, log: TransitionLog) -> dict[str, float]:
-        """Fit the ensemble on every stored label (minus the held-out split); measure it."""
+        """Fit the ensemble on every stored label (minus the held-out split); measure it.
+
+        With no usable label yet (every answer a SKIP, or none given) the model is left as
+        it is (``reward_model.updates`` unchanged) and only the held-out keys are returned.
+        """
         t0 = time.perf_counter()
         data = self.store.training_arrays(fallback_teachers=self._fallback_teachers())
+        if data["labels"].size == 0:  # e.g. people skipped every query so far
+            return {"reward_model/heldout_accuracy": float("nan"),
+                    "reward_model/heldout_queries": 0.0}
         targets = LABEL_TARGETS[data["labels"].astype(np.int64)]
         held = holdout_mask(data["query_ids"], self.config.reward_model.holdout_fraction)
         train = ~held

@@ -148,6 +148,10 @@ def train_pebble(
             if session.learner.round_due(step):
                 first = session.reward_model.updates == 0
                 metrics = session.learner.run_round(log, step)
+                if session.reward_model.updates == 0:  # no usable label yet: keep pre-training
+                    session.record_round(step, metrics)
+                    session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
+                    continue
                 t0 = time.perf_counter()
                 relabel_replay_buffer(model, session.reward_model.reward)
                 seconds["relabel"] += time.perf_counter() - t0

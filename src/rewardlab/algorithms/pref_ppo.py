@@ -78,7 +78,8 @@ def train_pref_ppo(
             step = model.num_timesteps
             if session.learner.round_due(step):
                 metrics = session.learner.run_round(log, step)
-                env.reward_fn = session.reward_model.reward
+                if session.reward_model.updates > 0:
+                    env.reward_fn = session.reward_model.reward
                 session.record_round(step, metrics)
             session.after_chunk(model, log, step, {})
     except KeyboardInterrupt:
