@@ -212,8 +212,8 @@ class TrainingSession:
             self._progress = None
 
     def message(self, text: str) -> None:
-        """Print a status line above the progress bar."""
-        self.console.print(text)
+        """Print a status line above the progress bar (not wrapped: links stay whole)."""
+        self.console.print(text, soft_wrap=True)
 
     # ------------------------------------------------------------------ logging
     def log(self, step: int, metrics: dict[str, Any]) -> None:

@@ -145,6 +145,11 @@ PAGE_HTML = r"""<!doctype html>
       } else {
         el.textContent = "No trainer is attached to this run.";
       }
+      const quiet = t.updated_at ? t.now - t.updated_at : 0;
+      if (quiet > 30 && (t.state === "waiting" || t.state === "training")) {
+        el.textContent += " (no news from the trainer for " + clock(quiet) +
+          ": is it still running?)";
+      }
     } catch (e) { /* the next poll retries */ }
   }
 
