@@ -8,7 +8,7 @@ keyboard, undoes the last answer and answers it again; the labels are then read 
 Needs the ``playwright`` Python package and a Chromium binary (``apt-get install chromium``; the
 path can be given as ``REWARDLAB_CHROMIUM``). Playwright's own browser download is never used.
 Without them the test is skipped, unless ``REWARDLAB_REQUIRE_BROWSER`` is set (as in ``.ci/run``).
-Set ``REWARDLAB_SCREENSHOT=docs/annotate.png`` to save the screenshot shown in the README.
+Set ``REWARDLAB_SCREENSHOT=docs/annotate.png`` to save the screenshot of the page (mid-round).
 """
 
 from __future__ import annotations
@@ -106,6 +106,18 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium, launched by Playwright (never Playwright's own download)."""
+    chromium = _chromium()
+    with sync_api.sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 def _wait_until_playing(page) -> None:
     """The next query is ready (answer buttons enabled) and both its clips are decoded
     (readyState >= HAVE_CURRENT_DATA), error-free, and advancing."""
@@ -144,18 +156,15 @@ def _recent(page) -> list[str]:
     return [t.strip() for t in page.locator("#recent-list li").all_inner_texts()]
 
 
-def test_label_a_round_by_keyboard_in_chromium(run_dir: Path) -> None:
-    chromium = _chromium()
+def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
     with FeedbackStore.open(run_dir) as store:
         qids = [q.query_id for q in store.pending_queries(round=0)]
     problems: list[str] = []
-    app = create_app(run_dir)
-    with _serve(app) as base, sync_api.sync_playwright() as pw:
+    with _serve(create_app(run_dir)) as base:
         port = int(base.rsplit(":", 1)[1])
         link = add_annotator_command(run_dir, "ada", "127.0.0.1", port)
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 820})
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
             page.on(
                 "console",
@@ -168,6 +177,16 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path) -> None:
             )
             _progress(page, 0, 0)
             _wait_until_playing(page)
+            # looped: the 1 s clips end and play on (both restart when either ends)
+            page.evaluate(
+                "() => { window.ends = 0; document.querySelectorAll('video').forEach("
+                "v => v.addEventListener('ended', () => { window.ends += 1; })); }"
+            )
+            page.wait_for_function(
+                "() => window.ends >= 2 && [...document.querySelectorAll('video')].every("
+                "v => !v.paused && !v.ended && !v.error)",
+                timeout=WAIT_MS,
+            )
 
             for done, (key, label) in enumerate(KEYS, start=1):
                 if done == 3 and (shot := os.environ.get("REWARDLAB_SCREENSHOT")):
@@ -186,6 +205,7 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path) -> None:
                     _wait_until_playing(page)
             page.locator("#waiting").wait_for(state="visible", timeout=WAIT_MS)
             assert not page.locator("#task").is_visible()
+            assert page.locator("#progress").inner_text() == ""  # no stale "3 of 4"
             assert [r.split(":")[0] for r in _recent(page)] == [
                 f"Query {q} (round 0)" for q in reversed(qids)
             ]
@@ -204,7 +224,7 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path) -> None:
             assert _recent(page)[0].startswith(f"Query {qids[3]} (round 0): left")
             assert page.locator("#status").inner_text().strip() == ""
         finally:
-            browser.close()
+            page.close()
     assert problems == []
     with FeedbackStore.open(run_dir) as store:
         prefs = store.preferences()
@@ -215,3 +235,24 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path) -> None:
         (qids[2], Label.EQUAL, "ada"),
         (qids[3], Label.LEFT, "ada"),
     ]
+
+
+def test_missing_or_wrong_token_is_explained(tmp_path: Path, browser) -> None:
+    with FeedbackStore.open(tmp_path) as store:
+        store.add_annotator("ada")
+    with _serve(create_app(tmp_path)) as base:
+        for url, message in (
+            (base + "/", "No token: open the login link you were given"),
+            (base + "/?token=not-a-token", "This link is not valid: invalid token"),
+        ):
+            page = browser.new_page()
+            try:
+                page.goto(url)
+                page.wait_for_function(
+                    "text => document.getElementById('status').textContent.includes(text)",
+                    arg=message,
+                    timeout=WAIT_MS,
+                )
+                assert page.locator("button[data-label]:enabled").count() == 0
+            finally:
+                page.close()

@@ -49,10 +49,10 @@ PAGE_HTML = r"""<!doctype html>
         <video id="right" muted playsinline preload="auto"></video></div>
     </div>
     <div class="buttons">
-      <button data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
-      <button data-label="equal">Equal <kbd>=</kbd></button>
-      <button data-label="skip">Can't tell <kbd>Space</kbd></button>
-      <button data-label="right">Right better <kbd>&rarr;</kbd> &rarr;</button>
+      <button disabled data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
+      <button disabled data-label="equal">Equal <kbd>=</kbd></button>
+      <button disabled data-label="skip">Can't tell <kbd>Space</kbd></button>
+      <button disabled data-label="right">Right better <kbd>&rarr;</kbd> &rarr;</button>
     </div>
   </div>
   <div id="status"></div>
@@ -135,6 +135,7 @@ PAGE_HTML = r"""<!doctype html>
       }
       if (resp.status === 204) {
         current = null;
+        $("progress").textContent = "";  // a 204 has no progress: never show stale counts
         $("task").style.display = "none";
         $("waiting").style.display = "block";
         pollTimer = setTimeout(loadNext, 2000);
