@@ -3,7 +3,9 @@
 A run directory with Reacher-v5 segments (carrying ``render_states``) and one round of pending
 queries is served by uvicorn on loopback; an annotator opens the login link that
 ``rewardlab annotators add`` prints, watches both clips play, answers the whole round with the
-keyboard, undoes the last answer and answers it again; the labels are then read from the store.
+keyboard, undoes the last answer and answers it again, then gets the next rounds as training
+would add them (one while waiting, one that makes the query on screen stale); the labels are
+then read from the store.
 
 Needs the ``playwright`` Python package and a Chromium binary (``apt-get install chromium``; the
 path can be given as ``REWARDLAB_CHROMIUM``). Playwright's own browser download is never used.
@@ -144,10 +146,10 @@ def _wait_until_playing(page) -> None:
         assert video["duration"] == pytest.approx(1.0, abs=0.1)  # 25 frames at 25 fps
 
 
-def _progress(page, answered: int, mine: int) -> None:
+def _progress(page, answered: int, mine: int, round: int = 0, size: int = 4) -> None:
     page.wait_for_function(
-        "text => document.getElementById('progress').textContent.includes(text)",
-        arg=f"{answered} of 4 answered (you: {mine})",
+        "text => document.getElementById('progress').textContent.startsWith(text)",
+        arg=f"Round {round}: {answered} of {size} answered (you: {mine})",
         timeout=WAIT_MS,
     )
 
@@ -159,6 +161,7 @@ def _recent(page) -> list[str]:
 def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
     with FeedbackStore.open(run_dir) as store:
         qids = [q.query_id for q in store.pending_queries(round=0)]
+        segment_ids = sorted({i for q in store.get_queries(qids) for i in (q.left_id, q.right_id)})
     problems: list[str] = []
     with _serve(create_app(run_dir)) as base:
         port = int(base.rsplit(":", 1)[1])
@@ -223,18 +226,43 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
             )
             assert _recent(page)[0].startswith(f"Query {qids[3]} (round 0): left")
             assert page.locator("#status").inner_text().strip() == ""
+
+            # training adds round 1 while the page waits: the page polls and shows it
+            with FeedbackStore.open(run_dir) as store:
+                [late] = store.add_queries([(segment_ids[0], segment_ids[3])], round=1)
+            _progress(page, 0, 0, round=1, size=1)
+            _wait_until_playing(page)
+            # round 2 arrives while round 1's query is on screen: its answer is refused as
+            # stale, the page says so and moves on to round 2
+            with FeedbackStore.open(run_dir) as store:
+                [newest] = store.add_queries([(segment_ids[5], segment_ids[6])], round=2)
+            page.keyboard.press("=")
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('stale round')",
+                timeout=WAIT_MS,
+            )
+            _progress(page, 0, 0, round=2, size=1)
+            _wait_until_playing(page)
+            assert "stale round" in page.locator("#status").inner_text()  # still shown
+            page.keyboard.press("ArrowRight")
+            page.locator("#waiting").wait_for(state="visible", timeout=WAIT_MS)
+            assert _recent(page)[0].startswith(f"Query {newest} (round 2): right")
         finally:
             page.close()
-    assert problems == []
+    # Chromium logs the refused (409) answer as a failed resource load; nothing else may fail
+    assert [p for p in problems if "status of 409" not in p] == []
+    assert len(problems) == 1
     with FeedbackStore.open(run_dir) as store:
         prefs = store.preferences()
-        assert store.counts()["preferences"] == 4
+        assert store.counts()["preferences"] == 5
     assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
         (qids[0], Label.LEFT, "ada"),
         (qids[1], Label.RIGHT, "ada"),
         (qids[2], Label.EQUAL, "ada"),
         (qids[3], Label.LEFT, "ada"),
+        (newest, Label.RIGHT, "ada"),
     ]
+    assert late not in {p.query_id for p in prefs}
 
 
 def test_missing_or_wrong_token_is_explained(tmp_path: Path, browser) -> None:
