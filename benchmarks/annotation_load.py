@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/annotation_load.py [--seconds 60] [--clients 20] [--queries 20000]
+    python benchmarks/annotation_load.py [--seconds 60] [--clients 20] [--queries 10000]
                                          [--out-dir benchmarks/runs/annotation_load] [--no-write]
 
 A throwaway run directory gets a SQLite feedback store with ``--queries`` pending queries (one
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="how long the clients run")
     p.add_argument("--clients", type=int, default=20, help="concurrent annotators")
-    p.add_argument("--queries", type=int, default=20000, help="pending queries in the store")
+    p.add_argument("--queries", type=int, default=10000, help="pending queries in the store")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "runs" / "annotation_load",
                    help="run directory (replaced)")
     p.add_argument("--no-write", action="store_true",
