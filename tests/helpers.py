@@ -83,3 +83,34 @@ def fake_segments(n: int, length: int, seed: int = 0) -> list[Segment]:
         )
         for i in range(n)
     ]
+
+
+def reacher_segments(n: int, length: int = 25, seed: int = 0) -> list[Segment]:
+    """``n`` consecutive Reacher-v5 segments of one random-action episode, with
+    ``render_states`` (``concat(qpos, qvel)`` at each step), so their clips can be rendered."""
+    import gymnasium as gym
+
+    env = gym.make("Reacher-v5", max_episode_steps=n * length)
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    states, observations, actions = [], [], []
+    for _ in range(n * length):
+        data = env.unwrapped.data
+        states.append(np.concatenate([data.qpos, data.qvel]))  # the state the action is taken in
+        action = env.action_space.sample()
+        observations.append(obs)
+        actions.append(action)
+        obs, *_ = env.step(action)
+    env.close()
+    return [
+        Segment(
+            obs=np.asarray(observations[i * length : (i + 1) * length], dtype=np.float32),
+            actions=np.asarray(actions[i * length : (i + 1) * length], dtype=np.float32),
+            true_rewards=None,
+            env_id="Reacher-v5",
+            episode_id=0,
+            start_step=i * length,
+            render_states=np.asarray(states[i * length : (i + 1) * length], dtype=np.float64),
+        )
+        for i in range(n)
+    ]

@@ -107,6 +107,14 @@ def test_queries_round_trip_and_validation(store: FeedbackStore) -> None:
     assert store.counts()["queries"] == 3
 
 
+def test_pending_queries_limit_keeps_the_lowest_ids(store: FeedbackStore) -> None:
+    a, b, c = store.add_segments(random_segments(3))
+    q = store.add_queries([(a, b), (b, c), (a, c)], round=0)
+    store.add_preference(Preference(q[0], Label.LEFT, "alice"))
+    assert [x.query_id for x in store.pending_queries(round=0, limit=1)] == [q[1]]
+    assert [x.query_id for x in store.pending_queries(limit=5)] == q[1:]
+
+
 def test_preferences_round_trip_and_pending(store: FeedbackStore) -> None:
     a, b, c = store.add_segments(random_segments(3))
     q0 = store.add_queries([(a, b), (b, c)], round=0)

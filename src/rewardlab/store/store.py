@@ -499,11 +499,12 @@ class FeedbackStore:
             raise StoreError(f"feedback store: unknown query ids: {_format_ids(missing)}")
         return [self._to_query(by_id[i]) for i in wanted]
 
-    def pending_queries(self, round: int | None = None) -> list[Query]:
+    def pending_queries(self, round: int | None = None, limit: int | None = None) -> list[Query]:
         """Queries that have no preference yet, in id order.
 
         Args:
             round: only queries of this round, or ``None`` for every round.
+            limit: at most this many (the lowest ids), or ``None`` for all.
 
         Raises:
             StoreError: if the database read fails.
@@ -516,6 +517,8 @@ class FeedbackStore:
         )
         if round is not None:
             stmt = stmt.where(QueryRow.round == int(round))
+        if limit is not None:
+            stmt = stmt.limit(int(limit))
         with self._read("read pending queries") as session:
             return [self._to_query(row) for row in session.scalars(stmt)]
 

@@ -292,7 +292,7 @@ def create_app(
         assert query.query_id is not None
         ahead = [
             i
-            for q in store.pending_queries(round=query.round)[: PREFETCH_QUERIES + 1]
+            for q in store.pending_queries(round=query.round, limit=PREFETCH_QUERIES + 1)
             for i in (q.left_id, q.right_id)
         ]
         prefetch([query.left_id, query.right_id, *ahead])

@@ -12,6 +12,7 @@ PAGE_HTML = r"""<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>RewardLab: which is better?</title>
+<link rel="icon" href="data:,">
 <style>
   body { font-family: system-ui, sans-serif; margin: 0; background: #f4f4f6; color: #222; }
   header { display: flex; justify-content: space-between; padding: .6rem 1rem;
@@ -19,6 +20,7 @@ PAGE_HTML = r"""<!doctype html>
   main { max-width: 1100px; margin: 1rem auto; padding: 0 1rem; }
   .clips { display: flex; gap: 1rem; justify-content: center; }
   .clip { flex: 1; text-align: center; }
+  .clip > div { font-weight: 600; margin-bottom: .3rem; }
   video { width: 100%; max-width: 520px; background: #000; border-radius: 6px; }
   .buttons { display: flex; gap: .6rem; justify-content: center; margin: 1rem 0; }
   button { font-size: 1.05rem; padding: .6rem 1.1rem; border-radius: 6px; border: 1px solid #888;
@@ -30,6 +32,7 @@ PAGE_HTML = r"""<!doctype html>
   #waiting { text-align: center; font-size: 1.3rem; padding: 3rem 0; display: none; }
   #recent { margin-top: 1.5rem; }
   #recent li { margin: .2rem 0; }
+  #recent li button { font-size: .85rem; padding: .15rem .6rem; margin-left: .4rem; }
   .muted { color: #777; }
   #training { text-align: center; padding: .5rem; border-radius: 6px; margin-bottom: .6rem;
               background: #e8eaf2; }
@@ -52,10 +55,10 @@ PAGE_HTML = r"""<!doctype html>
     </div>
     <div id="suggestion"></div>
     <div class="buttons">
-      <button data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
-      <button data-label="equal">Equal <kbd>=</kbd></button>
-      <button data-label="skip">Can't tell <kbd>Space</kbd></button>
-      <button data-label="right">Right better <kbd>&rarr;</kbd> &rarr;</button>
+      <button disabled data-label="left">&larr; Left better <kbd>&larr;</kbd></button>
+      <button disabled data-label="equal">Equal <kbd>=</kbd></button>
+      <button disabled data-label="skip">Can't tell <kbd>Space</kbd></button>
+      <button disabled data-label="right">Right better <kbd>&rarr;</kbd> &rarr;</button>
     </div>
   </div>
   <div id="status"></div>
@@ -105,8 +108,13 @@ PAGE_HTML = r"""<!doctype html>
     }));
     blobUrls.forEach((u) => URL.revokeObjectURL(u));
     blobUrls = blobs.map((b) => URL.createObjectURL(b));
-    await Promise.all(videos.map((v, i) => new Promise((resolve) => {
-      v.oncanplay = () => { v.oncanplay = null; resolve(); };
+    const sides = [q.left, q.right];
+    await Promise.all(videos.map((v, i) => new Promise((resolve, reject) => {
+      v.oncanplay = () => { v.oncanplay = v.onerror = null; resolve(); };
+      v.onerror = () => {
+        v.oncanplay = v.onerror = null;
+        reject(new Error("cannot play the clip of segment " + sides[i].segment_id));
+      };
       v.src = blobUrls[i];
       v.load();
     })));
@@ -173,6 +181,7 @@ PAGE_HTML = r"""<!doctype html>
       }
       if (resp.status === 204) {
         current = null;
+        $("progress").textContent = "";  // a 204 has no progress: never show stale counts
         $("task").style.display = "none";
         $("waiting").style.display = "block";
         pollTimer = setTimeout(loadNext, 2000);
@@ -198,9 +207,14 @@ PAGE_HTML = r"""<!doctype html>
   }
 
   async function loadRecent() {
-    const resp = await api("/api/recent");
-    if (!resp.ok) return;
-    const data = await resp.json();
+    let data;
+    try {
+      const resp = await api("/api/recent");
+      if (!resp.ok) return;
+      data = await resp.json();
+    } catch (e) {
+      return;  // the list is only a convenience: keep the old one
+    }
     const list = $("recent-list");
     list.innerHTML = "";
     data.answers.forEach((a, i) => {
@@ -219,36 +233,46 @@ PAGE_HTML = r"""<!doctype html>
   async function submit(label) {
     if (busy || !current) return;
     setBusy(true);
+    let problem = "";
     try {
       const resp = await api("/api/preferences", {
         method: "POST",
         headers: {"Content-Type": "application/json"},
         body: JSON.stringify({query_id: current.query_id, label: label}),
       });
-      if (resp.status !== 201) setStatus(await errorText(resp));
+      if (resp.status !== 201) problem = await errorText(resp);
     } catch (e) {
-      setStatus(String(e.message || e));
+      problem = String(e.message || e);
     }
     current = null;
     await loadRecent();
     await loadNext();
+    if (problem) setStatus(problem);  // after loadNext, which clears the status
   }
 
   async function doUndo() {
     if (busy) return;
     setBusy(true);
-    const resp = await api("/api/undo", {method: "POST"});
-    setStatus(resp.ok ? "" : await errorText(resp));
+    let problem = "";
+    try {
+      const resp = await api("/api/undo", {method: "POST"});
+      if (!resp.ok) problem = await errorText(resp);
+    } catch (e) {
+      problem = String(e.message || e);
+    }
     current = null;
     await loadRecent();
     await loadNext();
+    if (problem) setStatus(problem);
   }
 
   buttons.forEach((b) => b.addEventListener("click", () => submit(b.dataset.label)));
   document.addEventListener("keydown", (ev) => {
     const keys = {ArrowLeft: "left", ArrowRight: "right", "=": "equal", " ": "skip"};
     const label = keys[ev.key];
-    if (!label || ev.target.tagName === "INPUT") return;
+    // not Alt+Left (browser back) nor other shortcuts; a held key answers once, not every query
+    if (!label || ev.altKey || ev.ctrlKey || ev.metaKey || ev.repeat) return;
+    if (ev.target.tagName === "INPUT") return;
     ev.preventDefault();
     submit(label);
   });
