@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from rewardlab.feedback.run_status import write_status
 from rewardlab.store import FeedbackStore
 from rewardlab.types import Label
 from rewardlab.web.app import create_app
@@ -166,6 +167,16 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
     with _serve(create_app(run_dir)) as base:
         port = int(base.rsplit(":", 1)[1])
         link = add_annotator_command(run_dir, "ada", "127.0.0.1", port)
+        # what a trainer with teacher=human writes while it waits for this round
+        deadline = time.time() + 600
+
+        def waiting(answered: int) -> None:
+            write_status(run_dir, state="waiting", step=1500, total_steps=20000, round=0,
+                         round_size=4, answered=answered, required_answers=1,
+                         on_timeout="scripted", deadline=deadline, asked=4, budget=200,
+                         next_round_step=None)
+
+        waiting(0)
         page = browser.new_page(viewport={"width": 1280, "height": 820})
         try:
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
@@ -179,6 +190,13 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
                 "() => document.getElementById('who').textContent === 'ada'", timeout=WAIT_MS
             )
             _progress(page, 0, 0)
+            page.wait_for_function(
+                "() => document.getElementById('training').textContent.startsWith("
+                "'Training is paused until round 0 is answered: 0 of 4 queries done')"
+                " && document.getElementById('training').textContent.includes("
+                "'left, then a scripted teacher answers the rest')",
+                timeout=WAIT_MS,
+            )
             _wait_until_playing(page)
             # looped: the 1 s clips end and play on (both restart when either ends)
             page.evaluate(
@@ -192,8 +210,14 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
             )
 
             for done, (key, label) in enumerate(KEYS, start=1):
-                if done == 3 and (shot := os.environ.get("REWARDLAB_SCREENSHOT")):
-                    page.screenshot(path=shot)
+                if done == 3:
+                    waiting(2)  # as the trainer polling the store would
+                    page.wait_for_function(
+                        "() => document.getElementById('training').textContent.includes("
+                        "'2 of 4 queries done')", timeout=WAIT_MS,
+                    )
+                    if shot := os.environ.get("REWARDLAB_SCREENSHOT"):
+                        page.screenshot(path=shot)
                 page.keyboard.press(key)
                 page.wait_for_function(
                     "n => document.querySelectorAll('#recent-list li').length === n",
