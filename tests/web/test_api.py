@@ -356,3 +356,17 @@ def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
         assert client.get("/api/next", headers=h).json()["suggestion"] is None  # q1: no pre-label
     with FeedbackStore.open(run_dir) as s:
         assert s.used_answers([qids[0]], fallback_teachers=["oracle"]) == [(qids[0], Label.LEFT)]
+
+
+def test_annotators_add_links_to_the_running_trainer(run, capsys) -> None:
+    from rewardlab.cli.main import main
+    from rewardlab.feedback.run_status import write_status
+
+    run_dir, _, _ = run
+    assert main(["annotators", "add", "carol", "--run", str(run_dir)]) == 0
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:8000/?token=")
+    write_status(run_dir, state="waiting", app_url="http://127.0.0.1:4321/")
+    assert main(["annotators", "add", "dave", "--run", str(run_dir)]) == 0
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:4321/?token=")
+    assert main(["annotators", "add", "erin", "--run", str(run_dir), "--port", "9"]) == 0
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:9/?token=")

@@ -53,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     aa = an_sub.add_parser("add", help="add an annotator and print their login link")
     aa.add_argument("name")
     aa.add_argument("--run", required=True, metavar="RUN_DIR")
-    aa.add_argument("--host", default="127.0.0.1")
-    aa.add_argument("--port", type=int, default=8000)
+    aa.add_argument("--host", help="host in the link (default: where the run's trainer "
+                    "serves the app, else 127.0.0.1)")
+    aa.add_argument("--port", type=int, help="port in the link (default: the trainer's, else "
+                    "8000)")
     w = sub.add_parser("annotate", help="serve the labelling web app of a run")
     w.add_argument("run_dir")
     w.add_argument("--host", default="127.0.0.1")
@@ -203,9 +205,15 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_annotators(args: argparse.Namespace, console: Console) -> int:
+    from urllib.parse import urlsplit
+
+    from rewardlab.feedback.run_status import read_status
     from rewardlab.web.cli import add_annotator_command
 
-    link = add_annotator_command(Path(args.run), args.name, args.host, args.port)
+    served = urlsplit((read_status(args.run) or {}).get("app_url") or "http://127.0.0.1:8000/")
+    host = args.host or served.hostname or "127.0.0.1"
+    port = args.port if args.port is not None else served.port or 8000
+    link = add_annotator_command(Path(args.run), args.name, host, port)
     console.print("login link (shown once; only the token's hash is stored):")
     print(link)
     return 0
