@@ -18,6 +18,7 @@ import numpy as np
 
 from rewardlab.config import TrainConfig
 from rewardlab.data.transitions import TransitionLog
+from rewardlab.diagnostics.reward_checks import label_metrics
 from rewardlab.errors import ConfigError
 from rewardlab.feedback.queries import select_queries
 from rewardlab.feedback.teachers import ScriptedTeacher
@@ -112,6 +113,12 @@ class PreferenceLearner:
         self.episode_limit = episode_limit
         self.counters = FeedbackCounters()
         self.last_metrics: dict[str, float] = {}
+        # testbed: a biased teacher judges segments by its own view of the task
+        self.teacher_view = None
+        if config.teacher_bias is not None:
+            from rewardlab.envs.testbed import teacher_view
+
+            self.teacher_view = teacher_view(config.teacher_bias)
 
     def round_due(self, step: int) -> bool:
         """Whether the schedule asks for a round at env step ``step``."""
@@ -157,7 +164,10 @@ class PreferenceLearner:
         recent = log.finished_returns[-10:]
         if recent:
             self.teacher.set_margin(float(np.mean(recent)), seg_len, self.episode_limit)
-        labels = self.teacher.label(gold[pick])  # (n,) int8
+        judged = gold[pick] if self.teacher_view is None else self.teacher_view(
+            obs[pick], actions[pick]
+        )
+        labels = self.teacher.label(judged)  # (n,) int8
         t2 = time.perf_counter()
 
         episode_ids = w["episode_ids"].reshape(pool, 2)[pick]
@@ -198,6 +208,10 @@ class PreferenceLearner:
         }
         if probs is not None:
             metrics["feedback/pool_disagreement"] = float(probs.std(axis=0).mean())
+        if self.reward_model.updates > 0:  # the fresh queries, before retraining on them
+            metrics.update(label_metrics(
+                self.reward_model, obs[pick], actions[pick], labels, "reward_model/fresh"
+            ))
         metrics.update(self.train_reward_model(log))
         self.last_metrics = metrics
         return metrics
@@ -220,6 +234,10 @@ class PreferenceLearner:
             data["obs"][held], data["actions"][held], targets[held]
         )
         metrics["reward_model/heldout_queries"] = float(held.sum())
+        metrics["reward_model/heldout_ece"] = label_metrics(
+            self.reward_model, data["obs"][held], data["actions"][held], data["labels"][held],
+            "reward_model/heldout",
+        )["reward_model/heldout_ece"]
         self.reward_model.update_normalization(*log.recent_flat(NORMALIZATION_ROWS))
         dt = time.perf_counter() - t0
         self.counters.seconds["reward_training"] += dt
