@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/overoptimization.py",
                           *(sys.argv[1:] if argv is None else argv)])
     out_dir = args.out_dir.resolve()
+    commit = git_commit()  # the code the runs use (recorded before they start)
     runs = []
     for seed in args.seeds:  # seed-major, so a partial run still covers every cell
         for setting in args.settings:
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run_one(setting, variant, seed, out_dir))
     rec = {
         "command": command, "seeds": args.seeds, "written_utc": utc_now(),
-        "commit": git_commit(), "machine": machine_info(), "base_overrides": list(BASE),
+        "commit": commit, "machine": machine_info(), "base_overrides": list(BASE),
         "variants": {k: list(v) for k, v in VARIANTS.items() if k in args.variants},
         "settings": aggregate(runs, args.settings, args.variants), "runs": runs,
     }
