@@ -42,8 +42,10 @@ One :class:`OveroptimizationGuard` per run, driven by the session and the method
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -211,7 +213,9 @@ class OveroptimizationGuard:
         make_env: factory of a fresh env (for reference-policy rollouts).
     """
 
-    def __init__(self, config: TrainConfig, seed: int, make_env: Any) -> None:
+    def __init__(
+        self, config: TrainConfig, seed: int, make_env: Callable[[], gym.Env]
+    ) -> None:
         self.config = config
         self.cfg: MitigationConfig = config.mitigation
         self.seed = seed
@@ -262,7 +266,7 @@ class OveroptimizationGuard:
             self._rollout_reference(env, rows)
         return np.stack(rows)
 
-    def _rollout_reference(self, env: Any, rows: list[np.ndarray]) -> None:
+    def _rollout_reference(self, env: gym.Env, rows: list[np.ndarray]) -> None:
         assert self.reference is not None
         n, episode = 0, 0
         try:

@@ -3,10 +3,12 @@
 Used after every feedback round on two sets of labels:
 
 * the held-out split of all labels so far (``reward_model/heldout_*``), after retraining;
-* the round's *fresh* queries, cut from the policy's recent experience, measured with the model
-  as it was *before* it is retrained on them (``reward_model/fresh_*``). This is an honest
-  out-of-sample check on the states the policy now visits, the signal the ``calibration``
-  early-stopping mitigation watches.
+* the round's *fresh* queries, measured with the model as it was *before* it is retrained on
+  them (``reward_model/fresh_*``): an honest out-of-sample check, and the signal the
+  ``calibration`` early-stopping mitigation watches. The queries are cut from the transition log
+  (the whole log by default; only the steps since the previous round with
+  ``mitigation.targeted_feedback``, or the last ``feedback.recent_steps``), so with targeted
+  feedback it measures the reward model on the states the policy now visits.
 
 Calibration is the expected calibration error of the ensemble-mean ``P[left preferred]``
 (:func:`rewardlab.diagnostics.reward_eval.expected_calibration_error`).
