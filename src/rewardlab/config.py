@@ -210,6 +210,49 @@ class EvalConfig(BaseModel):
     episodes: int = Field(5, ge=1, description="Deterministic-policy episodes per evaluation.")
 
 
+class MitigationConfig(BaseModel):
+    """Over-optimisation mitigations (each off by default); see
+    :mod:`rewardlab.algorithms.mitigations`. The conservative ensemble reward is
+    ``reward_model.reduction`` (``mean_minus_std``, ``mean_minus_var``, ``min``)."""
+
+    model_config = _FROZEN
+    early_stop: Literal["none", "disagreement", "calibration"] = Field(
+        "none", description="Stop training and roll the policy back to the last evaluation the "
+        "check trusted: 'disagreement' when the ensemble's disagreement on the policy's states "
+        "exceeds early_stop_ratio times its value at the first evaluation after the latest "
+        "reward update; 'calibration' when the reward model's ECE on a round's fresh queries "
+        "(measured before retraining on them) exceeds early_stop_ece."
+    )
+    early_stop_ratio: float = Field(
+        1.5, gt=1, description="Disagreement growth that stops training (early_stop=disagreement)."
+    )
+    early_stop_ece: float = Field(
+        0.25, gt=0, lt=1, description="Fresh-query ECE that stops training "
+        "(early_stop=calibration)."
+    )
+    early_stop_patience: int = Field(
+        1, ge=1, description="Consecutive failed checks before stopping."
+    )
+    regularizer: Literal["none", "chi2_occupancy", "action_kl"] = Field(
+        "none", description="Regularise towards the reference policy (the policy at the first "
+        "reward update): 'chi2_occupancy' subtracts reg_coef times a discriminator estimate of "
+        "the chi-squared occupancy-measure gradient 2 (mu_pi/mu_ref - 1) (Laidlaw et al. 2024, "
+        "ORPO); 'action_kl' subtracts reg_coef times KL(pi(.|s) || pi_ref(.|s)) per step."
+    )
+    reg_coef: float = Field(0.1, ge=0, description="Regulariser weight (proxy-reward units).")
+    discriminator_steps: int = Field(
+        50, ge=1, description="Discriminator gradient steps per update (chi2_occupancy)."
+    )
+    reference_samples: int = Field(
+        2000, ge=100, description="Reference-policy steps collected once for chi2_occupancy."
+    )
+    targeted_feedback: bool = Field(
+        False, description="Ask each round about the states the policy now visits: cut "
+        "segments from the steps since the previous round only, and spread the query budget "
+        "evenly over the run (same budget, rounds no earlier than the schedule's)."
+    )
+
+
 class TrainConfig(BaseModel):
     """A whole training run. Every field can be set with ``--set dotted.key=value``."""
 
@@ -240,6 +283,12 @@ class TrainConfig(BaseModel):
         True, description="Store MuJoCo simulator states with each queried segment, so it "
         "can be rendered to a clip for a person later."
     )
+    teacher_bias: str | None = Field(
+        None, description="Testbed only: the scripted teacher judges segments by this biased "
+        "view of the task (a key of rewardlab.envs.testbed.TEACHER_VIEWS, e.g. ignore_hazard, "
+        "decoy) instead of the true reward; evaluation still reports the true reward."
+    )
+    mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the feedback store, one database per run (e.g. "
         "postgresql+psycopg://user@host/run42); default: SQLite feedback.db in the run dir."
@@ -247,6 +296,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.teacher_bias is not None:
+            from rewardlab.envs.testbed import TEACHER_VIEWS
+
+            if self.teacher_bias not in TEACHER_VIEWS:
+                raise ValueError(
+                    f"teacher_bias: unknown view {self.teacher_bias!r}; allowed: "
+                    f"{', '.join(TEACHER_VIEWS)} (or leave unset for the true reward)"
+                )
         if self.algorithm == "pebble" and self.feedback.first_round_at < (
             self.pebble.unsupervised_steps
         ):

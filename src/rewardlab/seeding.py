@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 #: Stable names for the streams a run derives from its seed (order never changes).
-STREAMS = ("env", "eval_env", "teacher", "queries", "reward_model", "agent", "segments")
+STREAMS = (
+    "env", "eval_env", "teacher", "queries", "reward_model", "agent", "segments", "mitigation",
+)
 
 
 def child_seeds(seed: int) -> dict[str, int]:

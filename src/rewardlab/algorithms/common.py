@@ -18,6 +18,7 @@ import numpy as np
 
 from rewardlab.config import TrainConfig
 from rewardlab.data.transitions import TransitionLog
+from rewardlab.diagnostics.reward_checks import label_metrics
 from rewardlab.errors import ConfigError
 from rewardlab.feedback.queries import select_queries
 from rewardlab.feedback.teachers import ScriptedTeacher
@@ -120,6 +121,12 @@ class PreferenceLearner:
         self.counters = FeedbackCounters()
         self.last_outcome: dict[str, Any] = {}
         self.last_metrics: dict[str, float] = {}
+        # testbed: a biased teacher judges segments by its own view of the task
+        self.teacher_view = None
+        if config.teacher_bias is not None:
+            from rewardlab.envs.testbed import teacher_view
+
+            self.teacher_view = teacher_view(config.teacher_bias)
 
     def round_due(self, step: int) -> bool:
         """Whether the schedule asks for a round at env step ``step``."""
@@ -165,6 +172,10 @@ class PreferenceLearner:
         recent = log.finished_returns[-10:]
         if recent:
             self.teacher.set_margin(float(np.mean(recent)), seg_len, self.episode_limit)
+        # the testbed's biased teacher judges segments by its own view of the task
+        judged = gold[pick] if self.teacher_view is None else self.teacher_view(
+            obs[pick], actions[pick]
+        )
         episode_ids = w["episode_ids"].reshape(pool, 2)[pick]
         start_steps = w["start_steps"].reshape(pool, 2)[pick]
         states = w.get("states")
@@ -180,12 +191,16 @@ class PreferenceLearner:
         pairs = [(seg_ids[2 * i], seg_ids[2 * i + 1]) for i in range(n)]
         query_ids = self.store.add_queries(pairs, round=c.rounds, source=method)
         c.asked += n
-        labels = self._collect(c.rounds, query_ids, seg_ids, gold[pick], step)
+        labels = self._collect(c.rounds, query_ids, seg_ids, judged, step)
         c.seconds["queries"] += t1 - t0
 
         metrics = self._close_round(step, labels)
         if probs is not None:
             metrics["feedback/pool_disagreement"] = float(probs.std(axis=0).mean())
+        if self.reward_model.updates > 0:  # the fresh queries, before retraining on them
+            metrics.update(label_metrics(
+                self.reward_model, obs[pick], actions[pick], labels, "reward_model/fresh"
+            ))
         metrics.update(self.train_reward_model(log))
         self.last_metrics = metrics
         return metrics
@@ -336,6 +351,10 @@ class PreferenceLearner:
             data["obs"][held], data["actions"][held], targets[held]
         )
         metrics["reward_model/heldout_queries"] = float(held.sum())
+        metrics["reward_model/heldout_ece"] = label_metrics(
+            self.reward_model, data["obs"][held], data["actions"][held], data["labels"][held],
+            "reward_model/heldout",
+        )["reward_model/heldout_ece"]
         self.reward_model.update_normalization(*log.recent_flat(NORMALIZATION_ROWS))
         dt = time.perf_counter() - t0
         self.counters.seconds["reward_training"] += dt

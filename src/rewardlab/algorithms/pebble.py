@@ -124,9 +124,10 @@ def train_pebble(
         next_intrinsic = session.load_checkpoint(model, log).get("next_intrinsic")
         step = model.num_timesteps
         if session.reward_model.updates > 0:
+            session.overopt.on_reward_update(model, step, {})  # reference = resumed policy
+            env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
             # the reward model may have been retrained on labels newer than the checkpoint
-            relabel_replay_buffer(model, session.reward_model.reward)
-            env.reward_fn = session.reward_model.reward
+            relabel_replay_buffer(model, env.reward_fn)
         session.message(f"resumed {run_dir} at step {step}")
 
     interrupted = False
@@ -145,6 +146,10 @@ def train_pebble(
                 seconds["relabel"] += time.perf_counter() - t0
                 following = step + pcfg.intrinsic_relabel_every
                 next_intrinsic = following if following < pcfg.unsupervised_steps else None
+            guard = session.overopt
+            disc = guard.after_rollout(model, log, 1000)
+            if disc:
+                session.log(step, disc)
             if session.learner.round_due(step):
                 first = session.reward_model.updates == 0
                 metrics = session.learner.run_round(log, step)
@@ -152,16 +157,23 @@ def train_pebble(
                     session.record_round(step, metrics)
                     session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
                     continue
+                if guard.on_reward_update(model, step, metrics):
+                    session.stop_requested = True
+                agent_reward = guard.wrap_reward(session.reward_model.reward, model)
                 t0 = time.perf_counter()
-                relabel_replay_buffer(model, session.reward_model.reward)
+                relabel_replay_buffer(model, agent_reward)
                 seconds["relabel"] += time.perf_counter() - t0
-                env.reward_fn = session.reward_model.reward
+                env.reward_fn = agent_reward
                 next_intrinsic = None
                 if first and pcfg.reset_critic and pcfg.unsupervised_steps > 0:
                     reset_critic(model, seeds["agent"])
                 metrics["time/relabel_s"] = seconds["relabel"]
                 session.record_round(step, metrics)
-            session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
+            if not session.stop_requested:
+                session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
+            if session.stop_requested:  # early-stopping mitigation
+                session.stop_early(model, step)
+                break
     except KeyboardInterrupt:
         interrupted = True
     return session.close(model, log, interrupted, {"next_intrinsic": next_intrinsic})

@@ -66,7 +66,8 @@ def train_pref_ppo(
         session.load_checkpoint(model, log)
         step = model.num_timesteps
         if session.reward_model.updates > 0:
-            env.reward_fn = session.reward_model.reward
+            session.overopt.on_reward_update(model, step, {})  # reference = resumed policy
+            env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
         session.message(f"resumed {run_dir} at step {step}")
 
     interrupted = False
@@ -76,12 +77,22 @@ def train_pref_ppo(
             # one PPO rollout + update at a time; rounds and evals fall on rollout boundaries
             model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
             step = model.num_timesteps
+            guard = session.overopt
+            disc = guard.after_rollout(model, log, config.ppo.n_steps)
+            if disc:
+                session.log(step, disc)
             if session.learner.round_due(step):
                 metrics = session.learner.run_round(log, step)
-                if session.reward_model.updates > 0:
-                    env.reward_fn = session.reward_model.reward
+                if session.reward_model.updates > 0:  # else no usable label yet
+                    if guard.on_reward_update(model, step, metrics):
+                        session.stop_requested = True
+                    env.reward_fn = guard.wrap_reward(session.reward_model.reward, model)
                 session.record_round(step, metrics)
-            session.after_chunk(model, log, step, {})
+            if not session.stop_requested:
+                session.after_chunk(model, log, step, {})
+            if session.stop_requested:  # early-stopping mitigation
+                session.stop_early(model, step)
+                break
     except KeyboardInterrupt:
         interrupted = True
     return session.close(model, log, interrupted, {})

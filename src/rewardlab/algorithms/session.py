@@ -49,6 +49,7 @@ from rewardlab.algorithms.checkpoint import (
 )
 from rewardlab.algorithms.common import PreferenceLearner, make_env
 from rewardlab.algorithms.human import HumanFeedback
+from rewardlab.algorithms.mitigations import OveroptimizationGuard, effective_schedule
 from rewardlab.config import TrainConfig, dump_config, load_config
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.evaluation import evaluate
@@ -143,6 +144,14 @@ class TrainingSession:
         self.elapsed_before = 0.0
         self.last_eval: dict[str, float] = {}
         self.divergence = DivergenceMonitor(config.eval.episodes)
+        # over-optimisation diagnostics and mitigations (rewardlab.algorithms.mitigations)
+        self.learner.schedule = effective_schedule(
+            config, config.ppo.n_envs if config.algorithm == "pref_ppo" else 1
+        )
+        self.overopt = OveroptimizationGuard(
+            config, self.seeds["mitigation"], lambda: make_env(config)
+        )
+        self.stop_requested = False
         self._progress: Progress | None = None
         self._task: Any = None
         self._status_override: str | None = None
@@ -251,6 +260,7 @@ class TrainingSession:
             self.config.eval.episodes, seed=self.seeds["eval_env"],
         )
         metrics = result.metrics()
+        metrics.update(self.overopt.eval_metrics(model, result))
         if self.learner.last_metrics:
             metrics["reward_model/heldout_accuracy"] = self.learner.last_metrics.get(
                 "reward_model/heldout_accuracy", float("nan")
@@ -277,7 +287,32 @@ class TrainingSession:
                 f"at step {event.peak_step} while the proxy return rose "
                 f"{event.proxy_gain_since_peak:.1f}"
             )
+        if self.overopt.check_eval(model, step, metrics):
+            self.stop_requested = True
         return metrics
+
+    def stop_early(self, model: BaseAlgorithm, step: int) -> None:
+        """Early-stopping mitigation: roll the policy back to the last trusted one, evaluate
+        it (logged at ``step`` under ``eval/``, overriding that step's earlier evaluation) and
+        log the ``diagnostics/early_stop_*`` event."""
+        trusted = self.overopt.rollback(model)
+        result = evaluate(
+            self.eval_env, lambda obs: model.predict(obs, deterministic=True)[0],
+            self.reward_model, self.config.eval.episodes, seed=self.seeds["eval_env"],
+        )
+        metrics = result.metrics()
+        metrics.update(self.overopt.eval_metrics(model, result))
+        metrics["diagnostics/early_stop_step"] = float(step)
+        metrics["diagnostics/early_stop_rollback_step"] = float(
+            step if trusted is None else trusted
+        )
+        self.log(step, metrics)
+        self.last_eval = metrics
+        self.next_eval = step + self.config.eval.every
+        self.message(
+            f"[yellow]early stop[/] at step {step} ({self.overopt.stop_reason}); policy rolled "
+            f"back to step {trusted}"
+        )
 
     # -------------------------------------------------------------- checkpoints
     def save_checkpoint(
@@ -426,6 +461,7 @@ class TrainingSession:
             "feedback": self.learner.state(),
             "store": self.store.counts(),
             "plot": plot.name,
+            "overoptimization": self.overopt.summary(),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.logger.close()

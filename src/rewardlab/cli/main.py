@@ -4,7 +4,8 @@ Commands::
 
     rewardlab train [CONFIG.yaml] [--set key=value ...] [--run-dir DIR]
     rewardlab train --resume RUN_DIR [--set total_steps=N]
-    rewardlab report RUN_DIR
+    rewardlab report RUN_DIR [--html] [--out REPORT.html]
+    rewardlab compare RUN_DIR RUN_DIR ... [--out compare.html]
     rewardlab export RUN_DIR OUT.jsonl|OUT.parquet
     rewardlab annotators add NAME --run RUN_DIR [--host H --port P]
     rewardlab annotate RUN_DIR [--host 127.0.0.1] [--port 8000] [--overlap 1]
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     r = sub.add_parser("report", help="print a summary table of a run")
     r.add_argument("run_dir")
+    r.add_argument("--html", action="store_true",
+                   help="also write a self-contained HTML report (plots embedded)")
+    r.add_argument("--out", help="HTML report path (default: RUN_DIR/report.html)")
+    cp = sub.add_parser("compare", help="overlay several runs in one HTML page")
+    cp.add_argument("run_dirs", nargs="+")
+    cp.add_argument("--out", default="compare.html", help="HTML path (default: compare.html)")
     e = sub.add_parser("export", help="export a run's preferences to .jsonl or .parquet")
     e.add_argument("run_dir")
     e.add_argument("out", help="output file: .jsonl or .parquet")
@@ -123,6 +130,7 @@ def _print_report(run_dir: Path, console: Console) -> None:
     table.add_column("queries", justify="right")
     table.add_column("held-out acc", justify="right")
     table.add_column("disagreement", justify="right")
+    table.add_column("sqrt KL", justify="right")
     queries = 0.0
     acc = float("nan")
     for r in rows:
@@ -133,10 +141,12 @@ def _print_report(run_dir: Path, console: Console) -> None:
             continue
         proxy = r.get("eval/proxy_return")
         dis = r.get("reward_model/disagreement_on_policy")
+        d = r.get("diagnostics/sqrt_kl")
         table.add_row(
             str(r["step"]), f"{r['eval/gold_return']:.1f}",
             "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),
             "-" if acc != acc else f"{acc:.2f}", "-" if dis is None else f"{dis:.3f}",
+            "-" if d is None else f"{d:.3f}",
         )
     console.print(table)
     if summary:
@@ -189,6 +199,17 @@ def _print_report(run_dir: Path, console: Console) -> None:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     _print_report(Path(args.run_dir), console)
+    if args.html or args.out:
+        from rewardlab.diagnostics.report_html import write_run_report
+
+        console.print(f"HTML report: {write_run_report(Path(args.run_dir), args.out)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.diagnostics.report_html import write_compare_report
+
+    console.print(f"comparison: {write_compare_report([Path(d) for d in args.run_dirs], args.out)}")
     return 0
 
 
@@ -241,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     commands = {
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
+        "compare": cmd_compare,
         "annotators": cmd_annotators, "annotate": cmd_annotate,
     }
     try:

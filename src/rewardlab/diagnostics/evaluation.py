@@ -32,12 +32,15 @@ class EvalResult:
         lengths: ``(episodes,)`` int64 episode lengths in steps.
         disagreement: mean over visited steps of the ensemble's std of the per-step reward
             (raw member outputs; NaN without a reward model).
+        states: ``(sum(lengths), obs_dim)`` float32 observations the actions were taken in,
+            episodes concatenated (for policy-distance diagnostics); None if not kept.
     """
 
     gold_returns: np.ndarray
     proxy_returns: np.ndarray
     lengths: np.ndarray
     disagreement: float
+    states: np.ndarray | None = None
 
     def metrics(self) -> dict[str, float]:
         """Namespaced metrics: ``eval/gold_return`` (mean), ``eval/proxy_return`` and more."""
@@ -91,13 +94,13 @@ def evaluate(
     eps = rollout_episodes(env, policy, episodes, seed)
     lengths = np.array([len(e["rewards"]) for e in eps], dtype=np.int64)
     gold = np.array([float(e["rewards"].sum()) for e in eps])
-    if reward_model is None:
-        return EvalResult(gold, np.full(episodes, np.nan), lengths, float("nan"))
     obs = np.concatenate([e["obs"] for e in eps])
+    if reward_model is None:
+        return EvalResult(gold, np.full(episodes, np.nan), lengths, float("nan"), obs)
     actions = np.concatenate([e["actions"] for e in eps])
     members = reward_model.predict_members(obs, actions)  # (K, N)
     reduced = reward_model.reduce(members)
     proxy_steps = (reduced - reward_model.reward_mean) / reward_model.reward_std
     bounds = np.cumsum(lengths)[:-1]
     proxy = np.array([float(p.sum()) for p in np.split(proxy_steps, bounds)])
-    return EvalResult(gold, proxy, lengths, float(members.std(axis=0).mean()))
+    return EvalResult(gold, proxy, lengths, float(members.std(axis=0).mean()), obs)

@@ -3,9 +3,10 @@
 Sources: Christiano et al. 2017, "Deep reinforcement learning from human preferences" (Eq. 1,
 ensemble of predictors, output normalisation); Lee et al. 2021, "PEBBLE" (Eq. 4; each member
 trained on its own shuffle of all labels; training stops once training accuracy exceeds 97%).
-The agent-facing reward is a reduction over members (mean, or the conservative
-``mean - k * std`` of Coste et al. 2023, "Reward Model Ensembles Help Mitigate
-Overoptimization"), standardised with statistics measured on recent experience.
+The agent-facing reward is a reduction over members (mean, or a conservative one after Coste et
+al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization": ``mean - k * std``,
+``mean - k * var`` or the member minimum), standardised with statistics measured on recent
+experience.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ class RewardModelConfig(BaseModel):
         0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "
         "measure held-out accuracy (chosen by query id, stable across restarts)."
     )
-    reduction: Literal["mean", "mean_minus_std"] = Field(
-        "mean", description="How members combine into the agent's reward: mean, or the "
-        "conservative mean - k*std (Coste et al. 2023)."
+    reduction: Literal["mean", "mean_minus_std", "mean_minus_var", "min"] = Field(
+        "mean", description="How members combine into the agent's reward: mean; the "
+        "conservative mean - k*std; mean - k*var (uncertainty-weighted optimisation, UWO, "
+        "Coste et al. 2023); or the member minimum (worst-case optimisation, WCO, "
+        "Coste et al. 2023)."
     )
-    k_std: float = Field(1.0, ge=0, description="k in mean - k*std.")
+    k_std: float = Field(
+        1.0, ge=0, description="k in mean - k*std and mean - k*var (UWO's lambda)."
+    )
     normalize: bool = Field(
         True, description="Standardise the agent's reward to mean 0, std 1 over recent "
         "experience after every update."
@@ -215,10 +220,21 @@ class RewardModel:
         return out.reshape(self.config.members, *lead).numpy()
 
     def reduce(self, member_rewards: np.ndarray) -> np.ndarray:
-        """Combine ``(K, ...)`` member rewards into the agent's reward ``(...)`` (unnormalised)."""
+        """Combine ``(K, ...)`` member rewards into the agent's reward ``(...)`` (unnormalised).
+
+        ``mean``; ``mean_minus_std``: ``mean - k std``; ``mean_minus_var``: ``mean - k var``
+        (Coste et al. 2023, uncertainty-weighted optimisation, UWO); ``min``: the smallest
+        member (Coste et al. 2023, worst-case optimisation, WCO). Standard deviations and
+        variances are over members (ddof 0).
+        """
+        reduction = self.config.reduction
+        if reduction == "min":
+            return member_rewards.min(axis=0)
         mean = member_rewards.mean(axis=0)
-        if self.config.reduction == "mean_minus_std":
+        if reduction == "mean_minus_std":
             return mean - self.config.k_std * member_rewards.std(axis=0)
+        if reduction == "mean_minus_var":
+            return mean - self.config.k_std * member_rewards.var(axis=0)
         return mean
 
     def reward(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:

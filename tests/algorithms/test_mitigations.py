@@ -1,0 +1,147 @@
+"""Unit tests of the over-optimisation mitigations (no training loop)."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from rewardlab.algorithms.mitigations import (
+    RATIO_CLIP,
+    OccupancyDiscriminator,
+    OveroptimizationGuard,
+    chi2_penalty,
+    effective_schedule,
+    frozen_copy,
+    gaussian_params,
+)
+from rewardlab.config import build_config
+from rewardlab.diagnostics.evaluation import EvalResult
+
+ENV = "rewardlab.envs.testbed:PointNarrow-v0"
+
+
+def _config(*overrides):
+    return build_config({}, ["algorithm=pref_ppo", f"env.id={ENV}", "total_steps=20480",
+                             "feedback.total_budget=100", "feedback.queries_per_round=20",
+                             "feedback.first_round_at=1024", "feedback.round_every=1024",
+                             "ppo.n_envs=4", *overrides])
+
+
+def _ppo(seed=0):
+    return PPO("MlpPolicy", gym.make(ENV), n_steps=64, batch_size=64, seed=seed, device="cpu",
+               policy_kwargs={"net_arch": [16, 16]})
+
+
+def test_effective_schedule_spreads_budget_and_cuts_recent_segments():
+    plain = _config()
+    assert effective_schedule(plain, 4) == plain.feedback
+    sch = effective_schedule(_config("mitigation.targeted_feedback=true"), 4)
+    # 5 rounds over the 19456 steps after the first round
+    assert sch.round_every == (20480 - 1024) // 5
+    assert sch.recent_steps == sch.round_every // 4
+    assert sch.total_budget == 100 and sch.first_round_at == 1024
+
+
+def test_chi2_penalty_hand_values_and_clipping():
+    out = chi2_penalty(np.array([0.0, math.log(3.0), 50.0, -50.0]))
+    np.testing.assert_allclose(out, [0.0, 4.0, 2 * (RATIO_CLIP - 1), 2 * (1 / RATIO_CLIP - 1)])
+
+
+def test_discriminator_estimates_the_log_density_ratio():
+    rng = np.random.default_rng(0)
+    cur = rng.normal(0.5, 1.0, size=(4000, 1)).astype(np.float32)
+    ref = rng.normal(-0.5, 1.0, size=(4000, 1)).astype(np.float32)
+    disc = OccupancyDiscriminator(1, seed=0)
+    disc.fit(cur, ref, steps=600)
+    x = np.linspace(-1.5, 1.5, 31, dtype=np.float32)[:, None]
+    true = x[:, 0].astype(np.float64)  # log N(x; .5, 1) - log N(x; -.5, 1) = x
+    est = disc.log_ratio(x)
+    assert np.corrcoef(est, true)[0, 1] > 0.95
+    assert np.abs(est - true).mean() < 0.35
+
+
+def test_policy_kl_zero_to_own_copy_and_positive_after_change():
+    model = _ppo()
+    ref = frozen_copy(model.policy)
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(20, 2)).astype(np.float32)
+    m, s = gaussian_params(model.policy, obs)
+    mr, sr = gaussian_params(ref, obs)
+    np.testing.assert_allclose(m, mr)
+    with torch.no_grad():
+        model.policy.log_std.add_(0.3)
+    guard = OveroptimizationGuard(_config(), seed=0, make_env=lambda: gym.make(ENV))
+    guard.reference = ref
+    kl = guard.state_kl(model, obs)
+    # KL(N(m, (s e^.3)^2) || N(m, s^2)) per dim = (e^.6 - 1)/2 - .3, two dims
+    np.testing.assert_allclose(kl, 2 * ((math.exp(0.6) - 1) / 2 - 0.3), rtol=1e-6)
+    result = EvalResult(np.array([1.0, 2.0, 3.0]), np.array([3.0, 1.0, 2.0]),
+                        np.array([7, 7, 6]), 0.1, obs)
+    metrics = guard.eval_metrics(model, result)
+    assert metrics["diagnostics/policy_kl"] == pytest.approx(kl.mean())
+    assert metrics["diagnostics/sqrt_kl"] == pytest.approx(math.sqrt(kl.mean()))
+    assert metrics["eval/proxy_gold_spearman"] == pytest.approx(-0.5)
+
+
+def test_frozen_copy_does_not_move_the_global_torch_rng():
+    model = _ppo()
+    state = torch.random.get_rng_state()
+    frozen_copy(model.policy)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_disagreement_early_stop_fires_after_patience_and_rolls_back():
+    cfg = _config("mitigation.early_stop=disagreement", "mitigation.early_stop_ratio=1.5",
+                  "mitigation.early_stop_patience=2")
+    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
+    model = _ppo()
+    assert not guard.on_reward_update(model, 1024, {})
+    key = "reward_model/disagreement_on_policy"
+    assert not guard.check_eval(model, 2048, {key: 0.10})  # baseline, trusted
+    trusted = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    assert not guard.check_eval(model, 4096, {key: 0.14})  # within 1.5x, trusted
+    trusted = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    with torch.no_grad():
+        model.policy.log_std.add_(1.0)
+    assert not guard.check_eval(model, 6144, {key: 0.2})  # first failure (patience 2)
+    assert guard.check_eval(model, 8192, {key: 0.3})  # second: stop
+    assert guard.stopped_at == 8192 and "disagreement" in guard.stop_reason
+    assert guard.rollback(model) == 4096
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(v, trusted[k])
+
+
+def test_calibration_early_stop_uses_fresh_query_ece():
+    cfg = _config("mitigation.early_stop=calibration", "mitigation.early_stop_ece=0.2")
+    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
+    model = _ppo()
+    assert not guard.on_reward_update(model, 1024, {})  # first round: no fresh ECE yet
+    assert not guard.on_reward_update(model, 2048, {"reward_model/fresh_ece": 0.1})
+    assert guard.on_reward_update(model, 3072, {"reward_model/fresh_ece": 0.3})
+    assert guard.rollback(model) == 2048
+    assert guard.summary()["early_stopped_at"] == 3072
+
+
+def test_chi2_regulariser_penalises_reward_off_reference_states():
+    cfg = _config("mitigation.regularizer=chi2_occupancy", "mitigation.reg_coef=0.5",
+                  "mitigation.reference_samples=400", "mitigation.discriminator_steps=200")
+    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
+    model = _ppo()
+    base = lambda o, a: np.zeros(len(o), dtype=np.float32)  # noqa: E731
+    guard.on_reward_update(model, 1024, {})
+    assert guard.reference_pairs.shape == (400, 4)
+
+    class _Log:  # current policy visits the right half, the reference starts on the left
+        def recent_flat(self, rows):
+            rng = np.random.default_rng(1)
+            obs = rng.uniform(0.5, 1.0, size=(rows, 2)).astype(np.float32)
+            return obs, rng.uniform(-1, 1, size=(rows, 2)).astype(np.float32)
+
+    metrics = guard.after_rollout(model, _Log(), 400)
+    assert set(metrics) == {"diagnostics/discriminator_loss", "diagnostics/chi2_penalty_mean"}
+    reward = guard.wrap_reward(base, model)
+    far = reward(np.full((5, 2), 0.8, np.float32), np.zeros((5, 2), np.float32))
+    near = reward(guard.reference_pairs[:5, :2], guard.reference_pairs[:5, 2:])
+    assert far.mean() < near.mean() and far.mean() < 0
