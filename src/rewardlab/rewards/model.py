@@ -169,9 +169,9 @@ class RewardModel:
         loss_value, acc, epoch = float("nan"), 0.0, 0
         # Each batch is pushed through in chunks of FIT_CHUNK_ELEMENTS activations per member and
         # the gradients accumulated (each chunk's loss weighted by its share of the batch, so
-        # the step is the batch's): the activations of a chunk stay in cache, which makes the
-        # memory-bound activation and copy kernels about 1.4x faster on CPU than one pass over
-        # the whole batch (benchmarks/reward_throughput.py).
+        # the step is the batch's): the activations of a chunk stay in cache, so the
+        # memory-bound activation and copy kernels run faster on CPU than in one pass over the
+        # whole batch (see benchmarks/reward_throughput.py).
         chunk = max(1, FIT_CHUNK_ELEMENTS // (2 * t_len * max(cfg.hidden_sizes)))  # pairs
         for epoch in range(1, cfg.max_epochs + 1):  # noqa: B007 (epoch is reported)
             order = torch.argsort(torch.rand(k, n, generator=self.generator), dim=1)
