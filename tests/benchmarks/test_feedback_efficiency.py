@@ -125,3 +125,17 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
     rows = {r["method"]: r for r in fe.aggregate(fe.read_records(jsonl), reps=10)}
     assert rows["pebble"]["normalized_iqm"] == pytest.approx(150.0 / 200.0)
     assert rows["sac_true"]["normalized_iqm"] == pytest.approx(1.0)
+
+
+def test_table_says_when_the_full_grid_was_not_run(fe):
+    rec = {"command": "c", "written_utc": "now", "jsonl": "x.jsonl", "steps": 20000,
+           "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "t"}, "rows": [],
+           "runs_selected": 2, "runs_completed": 2, "notes": fe.NOTES,
+           "selection": {"envs": ["HalfCheetah-v5"], "methods": ["pebble", "sac_true"],
+                         "teachers": ["oracle"], "queries": [500], "seeds": [0, 1]}}
+    assert "Not the issue's full grid" in fe.render_section(rec)
+    rec["steps"] = fe.FULL_STEPS
+    rec["selection"] = {"envs": list(fe.ENVS), "methods": list(fe.METHODS),
+                        "teachers": list(fe.TEACHERS), "queries": list(fe.FULL_QUERIES),
+                        "seeds": list(fe.FULL_SEEDS)}
+    assert "Not the issue's full grid" not in fe.render_section(rec)
