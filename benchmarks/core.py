@@ -480,10 +480,18 @@ def render_section(results: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, section: str) -> None:
+    write_markdown_section(path, BEGIN, END, section)
+
+
+def write_markdown_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Replace the text between ``begin`` and ``end`` in ``path`` (or append the section).
+
+    ``section`` includes both markers. Written atomically (a temporary file, then a rename).
+    """
     text = path.read_text() if path.exists() else MD_HEADER
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

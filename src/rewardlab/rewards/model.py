@@ -30,6 +30,9 @@ from rewardlab.rewards.ensemble import RewardEnsemble
 
 #: Rows per forward pass when predicting on large arrays (keeps memory flat).
 PREDICT_CHUNK = 65536
+#: Activation elements per member (rows x widest hidden layer) in one forward/backward chunk
+#: of a training batch: 2 MiB of float32, so a chunk's activations stay in cache.
+FIT_CHUNK_ELEMENTS = 2048 * 256
 
 
 class RewardModelConfig(BaseModel):
@@ -169,25 +172,34 @@ class RewardModel:
         batch = min(cfg.batch_size, n)
         self.net.train()
         loss_value, acc, epoch = float("nan"), 0.0, 0
+        # Each batch is pushed through in chunks of FIT_CHUNK_ELEMENTS activations per member and
+        # the gradients accumulated (each chunk's loss weighted by its share of the batch, so
+        # the step is the batch's): the activations of a chunk stay in cache, so the
+        # memory-bound activation and copy kernels run faster on CPU than in one pass over the
+        # whole batch (see benchmarks/reward_throughput.py).
+        chunk = max(1, FIT_CHUNK_ELEMENTS // (2 * t_len * max(cfg.hidden_sizes)))  # pairs
         for epoch in range(1, cfg.max_epochs + 1):  # noqa: B007 (epoch is reported)
             order = torch.argsort(torch.rand(k, n, generator=self.generator), dim=1)
             total_loss, correct, decided = 0.0, torch.zeros(k), 0
             for start in range(0, n, batch):
                 idx = order[:, start : start + batch].to(self.device)  # (K, b)
                 b = idx.shape[1]
-                x = x_all[idx]  # (K, b, 2, T, width)
-                y = y_all[idx]  # (K, b)
-                r = self.net.forward_members(x.reshape(k, b * 2 * t_len, width))
-                logits = preference_logits(r.reshape(k, b, 2, t_len))
-                loss = bradley_terry_loss(logits, y)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for c0 in range(0, b, chunk):
+                    cidx = idx[:, c0 : c0 + chunk]  # (K, c)
+                    c = cidx.shape[1]
+                    x = x_all[cidx]  # (K, c, 2, T, width)
+                    y = y_all[cidx]  # (K, c)
+                    r = self.net.forward_members(x.reshape(k, c * 2 * t_len, width))
+                    logits = preference_logits(r.reshape(k, c, 2, t_len))
+                    loss = bradley_terry_loss(logits, y) * (c / b)
+                    loss.backward()
+                    total_loss += loss.item() * b / k
+                    with torch.no_grad():
+                        dec = y != 0.5
+                        correct += (((logits > 0) == (y > 0.5)) & dec).sum(dim=1).cpu()
+                        decided += int(dec[0].sum())
                 self.optimizer.step()
-                total_loss += loss.item() * b / k
-                with torch.no_grad():
-                    dec = y != 0.5
-                    correct += (((logits > 0) == (y > 0.5)) & dec).sum(dim=1).cpu()
-                    decided += int(dec[0].sum())
             loss_value = total_loss / n
             acc = float(correct.mean()) / decided if decided else 1.0
             if acc > cfg.target_accuracy:

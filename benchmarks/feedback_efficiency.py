@@ -1,0 +1,414 @@
+"""Feedback efficiency: return per label, normalised by SAC on the true reward (issue 4).
+
+Usage::
+
+    python benchmarks/feedback_efficiency.py [--envs HalfCheetah-v5 ...] [--methods pebble sac_true]
+        [--teachers oracle mistake noisy] [--queries 500 ...] [--seeds 0 1 2] [--steps 300000]
+        [--out-dir benchmarks/runs/feedback_efficiency] [--aggregate-only] [--no-write]
+
+Runs every combination env x method x teacher x query budget x seed selected by the flags, one
+at a time (one torch thread), then aggregates.
+
+* ``pebble``: :func:`rewardlab.algorithms.train` with the teacher preset (``oracle``,
+  ``mistake``, ``noisy``; :data:`rewardlab.feedback.teachers.TEACHER_PRESETS`) and the budget
+  spread over :data:`ROUNDS` feedback rounds (:func:`run_overrides`).
+* ``sac_true``: Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters,
+  derived seeds and evaluation protocol (``benchmarks/core.py``'s runner); it takes no teacher
+  or budget, so it runs once per env, step budget and seed.
+
+Each finished run appends its evaluations (``kind: "eval"``: env step, gold return) and then
+one ``kind: "done"`` record to ``<out-dir>/evals.jsonl``, all stamped with a per-attempt id.
+The harness is resumable: a run with a ``done`` record is skipped; an unfinished one is started
+again from scratch (its run directory is deleted; records of an attempt without ``done`` are
+ignored by the aggregation).
+
+Normalised score of a run = its gold (true) return at the final evaluation / the mean gold
+return of the ``sac_true`` runs of the same env at the same env step (both measured by this
+harness). Per (env, method, teacher, budget, steps) the scores over seeds are aggregated with
+``rliable``: interquartile mean and a 95% stratified-bootstrap confidence interval (Agarwal et
+al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice").
+
+Hopper-v5 and Walker2d-v5 are run with ``terminate_when_unhealthy=False`` for both methods:
+episodes then always last the time limit, so episode ends carry no reward information the
+preference learner could exploit (variable horizons leak the true reward, see imitation's
+refusal of them), and SAC is evaluated on the same env, so the ratio compares like with like.
+
+Results go to ``benchmarks/results/feedback_efficiency.json`` and to the
+``feedback_efficiency`` section of ``BENCHMARKS.md`` unless ``--no-write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import core  # noqa: E402  (benchmarks/core.py: runners, machine info, markdown sections)
+
+REPO = core.REPO
+RESULTS_JSON = REPO / "benchmarks" / "results" / "feedback_efficiency.json"
+DEFAULT_OUT = REPO / "benchmarks" / "runs" / "feedback_efficiency"
+BEGIN, END = "<!-- feedback_efficiency:begin -->", "<!-- feedback_efficiency:end -->"
+
+ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+METHODS = ("pebble", "sac_true")
+TEACHERS = ("oracle", "mistake", "noisy")
+#: Envs whose episodes end early when unhealthy; run without that termination (see module doc).
+UNHEALTHY_TERMINATION = ("Hopper-v5", "Walker2d-v5")
+#: Feedback rounds the query budget is spread over.
+ROUNDS = 10
+EVAL_POINTS = 4
+#: The issue's grid (the CLI defaults).
+FULL_STEPS, FULL_QUERIES, FULL_SEEDS = 300_000, (100, 500, 1000), (0, 1, 2, 3, 4)
+BOOTSTRAP_REPS = 20_000
+BOOTSTRAP_SEED = 0
+
+
+# ----------------------------------------------------------------------------- runs
+
+def run_key(env: str, method: str, teacher: str | None, queries: int, steps: int,
+            seed: int) -> str:
+    """The run's id: ``env/method/teacher/qQUERIES/tSTEPS/sSEED`` (teacher ``-``, q0 for SAC)."""
+    if method == "sac_true":
+        teacher, queries = None, 0
+    return f"{env}/{method}/{teacher or '-'}/q{queries}/t{steps}/s{seed}"
+
+
+def parse_key(key: str) -> dict[str, Any]:
+    """Inverse of :func:`run_key`."""
+    env, method, teacher, q, t, s = key.split("/")
+    return {"env": env, "method": method, "teacher": None if teacher == "-" else teacher,
+            "queries": int(q[1:]), "steps": int(t[1:]), "seed": int(s[1:])}
+
+
+def run_overrides(env: str, method: str, teacher: str | None, queries: int, steps: int,
+                  seed: int) -> list[str]:
+    """Config overrides of one run.
+
+    Schedule (PEBBLE's ratios, Lee et al. 2021, App. B, scaled to ``steps``): unsupervised
+    pre-training for 5% of the steps (at least 1000), the first feedback round when it ends, then
+    :data:`ROUNDS` rounds of ``ceil(queries / ROUNDS)`` queries evenly spaced over the rest;
+    :data:`EVAL_POINTS` evaluations of 5 episodes; one checkpoint, at the end.
+
+    Raises:
+        ValueError: if the steps cannot hold the schedule or the budget is below one query.
+    """
+    unsup = max(1000, steps // 20)
+    if steps < 2 * unsup:
+        raise ValueError(f"--steps {steps}: too few for the schedule; use at least {2 * unsup}")
+    if method not in METHODS:
+        raise ValueError(f"--methods: unknown method {method!r}; choose from {METHODS}")
+    out = [f"env.id={env}", f"total_steps={steps}", f"seed={seed}",
+           f"eval.every={steps // EVAL_POINTS}", "eval.episodes=5", f"checkpoint_every={steps}",
+           f"log_capacity={steps}", *core.BASE]
+    if env in UNHEALTHY_TERMINATION:
+        out.append("env.kwargs.terminate_when_unhealthy=false")
+    if method == "pebble":
+        if queries < 1:
+            raise ValueError(f"--queries {queries}: pebble needs a budget of at least 1 query")
+        per_round = math.ceil(queries / ROUNDS)
+        out += [f"feedback.total_budget={queries}", f"feedback.queries_per_round={per_round}",
+                f"feedback.round_every={max(1, (steps - unsup) // ROUNDS)}",
+                f"feedback.first_round_at={unsup}", "feedback.segment_len=50",
+                f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}"]
+    return out
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of ``path`` (a line cut short by a crash is skipped)."""
+    return core._read_jsonl(path)
+
+
+def completed_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{run key: {"done": done record, "evals": [eval records, by step]}}`` of finished runs.
+
+    Only the evaluations of the attempt that wrote the ``done`` record count (the last such
+    attempt if a run was finished twice); one record per step.
+    """
+    done = {r["run"]: r for r in records if r.get("kind") == "done"}
+    evals: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in records:
+        if r.get("kind") == "eval" and r["run"] in done and r["attempt"] == done[r["run"]][
+                "attempt"]:
+            evals[r["run"]][int(r["step"])] = r
+    return {k: {"done": d, "evals": [evals[k][s] for s in sorted(evals[k])]}
+            for k, d in done.items()}
+
+
+def append_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append ``records`` as JSON lines in one write, flushed and synced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
+    """Train one run in ``out_dir/runs/<key>`` (from scratch) and return its records."""
+    import torch
+
+    torch.set_num_threads(1)
+    k = parse_key(key)
+    overrides = run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"],
+                              k["seed"])
+    run_dir = out_dir / "runs" / key.replace("/", "_")
+    method = "pebble" if k["method"] == "pebble" else "sac_true_reward"
+    job = core.Job("feedback_efficiency", method, k["seed"], tuple(overrides), str(run_dir))
+    core.run_job(job)  # deletes an unfinished earlier attempt first
+    row = core.collect(job)
+    attempt = uuid.uuid4().hex
+    base = {"run": key, "attempt": attempt, **k}
+    records = [{"kind": "eval", **base, "step": int(step), "gold_return": gold}
+               for step, gold in row["gold_curve"]]
+    done = {"kind": "done", **base, "final_step": row["steps"],
+            "wall_time_s": row["wall_time_s"], "queries_asked": row["queries"],
+            "overrides": overrides, "run_dir": row["run_dir"],
+            "finished_utc": row["finished_utc"], "machine": row["machine"]}
+    if k["method"] == "pebble":
+        summary = json.loads((run_dir / "summary.json").read_text())
+        done["feedback_seconds"] = summary["feedback"]["seconds"]
+    return [*records, done]
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+def sac_reference(runs: dict[str, dict[str, Any]]) -> dict[tuple[str, int, int], float]:
+    """Mean gold return of the ``sac_true`` runs per ``(env, steps budget, eval step)``."""
+    acc: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    for key, run in runs.items():
+        k = parse_key(key)
+        if k["method"] == "sac_true":
+            for e in run["evals"]:
+                acc[(k["env"], k["steps"], int(e["step"]))].append(float(e["gold_return"]))
+    return {ref: sum(v) / len(v) for ref, v in acc.items()}
+
+
+def normalized_scores(runs: dict[str, dict[str, Any]]) -> dict[tuple, dict[int, float]]:
+    """Final-evaluation normalised score per group and seed.
+
+    Returns:
+        ``{(env, method, teacher, queries, steps): {seed: score}}`` where score = the run's gold
+        return at its final evaluation step / the mean SAC-true gold return at that step.
+        Groups whose SAC reference at that step is missing or not positive are left out (a
+        ratio to a non-positive return has no meaning).
+    """
+    ref = sac_reference(runs)
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for key, run in runs.items():
+        if not run["evals"]:
+            continue
+        k = parse_key(key)
+        last = run["evals"][-1]
+        denom = ref.get((k["env"], k["steps"], int(last["step"])))
+        if denom is None or denom <= 0:
+            continue
+        group = (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
+        out[group][k["seed"]] = float(last["gold_return"]) / denom
+    return dict(out)
+
+
+def iqm_ci(scores: list[float], reps: int = BOOTSTRAP_REPS,
+           seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """IQM and 95% stratified-bootstrap CI of one group's per-seed scores, with ``rliable``.
+
+    Args:
+        scores: one normalised score per seed (one task, so the strata are the seeds).
+
+    Returns:
+        ``(iqm, ci_low, ci_high)``.
+    """
+    import numpy as np
+    from rliable import library as rly
+    from rliable import metrics
+
+    arr = np.asarray(scores, dtype=np.float64).reshape(-1, 1)  # (runs, tasks=1)
+    point, interval = rly.get_interval_estimates(
+        {"x": arr}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+        random_state=np.random.RandomState(seed))
+    return float(point["x"][0]), float(interval["x"][0][0]), float(interval["x"][1][0])
+
+
+def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list[dict[str, Any]]:
+    """The result rows: one per (env, method, teacher, queries, steps) with a SAC reference."""
+    runs = completed_runs(records)
+    rows = []
+    for (env, method, teacher, queries, steps), by_seed in sorted(
+            normalized_scores(runs).items(), key=lambda kv: tuple(map(str, kv[0]))):
+        seeds = sorted(by_seed)
+        iqm, lo, hi = iqm_ci([by_seed[s] for s in seeds], reps=reps)
+        finals = [runs[run_key(env, method, teacher, queries, steps, s)]["evals"][-1]
+                  for s in seeds]
+        rows.append({"env": env, "method": method, "teacher": teacher, "queries": queries,
+                     "steps": steps, "seeds": seeds, "normalized_iqm": iqm, "ci_low": lo,
+                     "ci_high": hi,
+                     "normalized_per_seed": [by_seed[s] for s in seeds],
+                     "gold_return_per_seed": [float(f["gold_return"]) for f in finals],
+                     "eval_step": int(finals[0]["step"])})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+def render_section(rec: dict[str, Any]) -> str:
+    sel = rec["selection"]
+    full = (set(sel["envs"]) >= set(ENVS) and set(sel["methods"]) >= set(METHODS)
+            and set(sel["teachers"]) >= set(TEACHERS) and set(sel["queries"]) >= set(FULL_QUERIES)
+            and len(sel["seeds"]) >= len(FULL_SEEDS) and rec["steps"] >= FULL_STEPS)
+    lines = [BEGIN, "## Feedback efficiency (`benchmarks/feedback_efficiency.py`)", "",
+             f"- Command: `{rec['command']}`",
+             f"- Date (UTC): {rec['written_utc']}",
+             f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
+             f"torch {rec['machine']['torch']}; runs one at a time, 1 torch thread",
+             f"- Runs aggregated: {rec['runs_completed']} of the {rec['runs_selected']} selected "
+             f"runs, finished, from `{rec['jsonl']}`",
+             f"- Selection: envs {', '.join(sel['envs'])}; methods {', '.join(sel['methods'])}; "
+             f"teachers {', '.join(sel['teachers'])}; query budgets "
+             f"{', '.join(map(str, sel['queries']))}; seeds {', '.join(map(str, sel['seeds']))}; "
+             f"{rec['steps']} env steps per run"]
+    if not full:
+        lines.append(
+            f"- **Not the issue's full grid** ({', '.join(ENVS)} x {FULL_STEPS} steps x "
+            f"{len(FULL_SEEDS)} seeds x budgets {', '.join(map(str, FULL_QUERIES))} x teachers "
+            f"{', '.join(TEACHERS)}, hundreds of CPU-hours): only the selection above was run, "
+            "on one core of a shared 2-core machine. Read these numbers as a small-budget "
+            "measurement, not as the issue's answer.")
+    lines += ["",
+              "| env | method | teacher | queries | env steps | seeds | normalised IQM | "
+              "95% CI | gold return per seed |",
+              "|---|---|---|---:|---:|---|---:|---|---|"]
+    for r in rec["rows"]:
+        lines.append(
+            f"| {r['env']} | {r['method']} | {r['teacher'] or '—'} | "
+            f"{r['queries'] if r['method'] != 'sac_true' else '—'} | {r['eval_step']} | "
+            f"{', '.join(map(str, r['seeds']))} | {r['normalized_iqm']:.2f} | "
+            f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+            f"{', '.join(f'{g:.0f}' for g in r['gold_return_per_seed'])} |")
+    if not rec["rows"]:
+        lines.append("| — | no finished run with a SAC reference yet | | | | | | | |")
+    lines += ["", *rec["notes"], "", END]
+    return "\n".join(lines)
+
+
+NOTES = [
+    "Normalised score = the run's true (gold) return at its final evaluation divided by the mean "
+    "true return of SAC trained on the true reward (`sac_true`, same SAC hyperparameters, "
+    "derived seeds and evaluation protocol) at the same env step, both measured by this "
+    "harness; IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 seeds "
+    "the interval is wide and the IQM is close to the mean). Returns are the mean over 5 "
+    "deterministic-policy episodes.",
+    "PEBBLE schedule: unsupervised pre-training for 5% of the steps (at least 1000), then the "
+    "budget in 10 equal rounds evenly spaced over the remaining steps, 50-step segments, "
+    "disagreement-based query selection, RewardLab's default reward ensemble.",
+    "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "
+    "`terminate_when_unhealthy=False` for every method, so episodes have a fixed length and "
+    "episode ends leak no reward information to the learner.",
+]
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--envs", nargs="+", default=list(ENVS), help="Gymnasium ids")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=TEACHERS)
+    p.add_argument("--queries", nargs="+", type=int, default=list(FULL_QUERIES),
+                   help="query budgets (pebble)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(FULL_SEEDS))
+    p.add_argument("--steps", type=int, default=FULL_STEPS, help="env steps per run")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing; aggregate the finished runs of the selection")
+    p.add_argument("--no-write", action="store_true",
+                   help="leave benchmarks/results and BENCHMARKS.md alone")
+    p.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS)
+    return p.parse_args(argv)
+
+
+def selected_keys(args: argparse.Namespace) -> list[str]:
+    """Run keys of the selection, seed by seed (SAC first), so that a selection cut short
+    still holds whole seeds: each with its SAC reference and every method."""
+    keys: list[str] = []
+    for seed in args.seeds:
+        for env in args.envs:
+            if "sac_true" in args.methods:
+                keys.append(run_key(env, "sac_true", None, 0, args.steps, seed))
+            if "pebble" in args.methods:
+                keys += [run_key(env, "pebble", t, q, args.steps, seed)
+                         for t in args.teachers for q in args.queries]
+    return list(dict.fromkeys(keys))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", *(sys.argv if argv is None else
+                                      ["benchmarks/feedback_efficiency.py", *argv])])
+    out_dir = args.out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = out_dir / "evals.jsonl"
+    keys = selected_keys(args)
+    for key in keys:  # refuse bad selections before anything runs
+        k = parse_key(key)
+        run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"], k["seed"])
+    done = completed_runs(read_records(jsonl))
+    todo = [] if args.aggregate_only else [k for k in keys if k not in done]
+    print(f"{core.utc_now()}: {len(keys)} runs selected, {len(keys) - len(todo)} done, "
+          f"{len(todo)} to run; records in {jsonl}", flush=True)
+    cwd = os.getcwd()
+    os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory
+    failed = []
+    try:
+        for i, key in enumerate(todo, 1):
+            t0 = time.perf_counter()
+            print(f"{core.utc_now()}: [{i}/{len(todo)}] run {key}", flush=True)
+            try:
+                records = execute(key, out_dir)
+            except Exception as err:  # report it and go on with the other runs
+                failed.append(key)
+                print(f"FAILED {key}: {err!r}", flush=True)
+                continue
+            append_records(jsonl, records)
+            print(f"{core.utc_now()}: done {key} in {time.perf_counter() - t0:.0f} s, final gold "
+                  f"{records[-2]['gold_return']:.1f}", flush=True)
+    finally:
+        os.chdir(cwd)
+
+    records = read_records(jsonl)
+    selection = set(keys)
+    chosen = [r for r in records if r.get("run") in selection]
+    rows = aggregate(chosen, reps=args.bootstrap_reps)
+    rec = {"command": command, "written_utc": core.utc_now(), "machine": core.machine_info(),
+           "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
+           "selection": {"envs": args.envs, "methods": args.methods, "teachers": args.teachers,
+                         "queries": args.queries, "seeds": args.seeds},
+           "runs_selected": len(keys), "runs_completed": len(completed_runs(chosen)),
+           "rows": rows, "notes": NOTES, "format_version": 1}
+    for r in rows:
+        print(f"{r['env']} {r['method']} {r['teacher']} q{r['queries']} t{r['steps']}: "
+              f"IQM {r['normalized_iqm']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] "
+              f"seeds {r['seeds']}", flush=True)
+    if args.no_write:
+        print(render_section(rec))
+    else:
+        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_JSON.write_text(json.dumps(rec, indent=2) + "\n")
+        core.write_markdown_section(core.BENCHMARKS_MD, BEGIN, END, render_section(rec))
+        print(f"wrote {os.path.relpath(RESULTS_JSON, REPO)} and BENCHMARKS.md", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

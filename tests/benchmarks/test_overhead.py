@@ -1,0 +1,32 @@
+"""benchmarks/overhead.py's arithmetic on synthetic harness records: no training."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def overhead():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("overhead", BENCH / "overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fraction_is_feedback_seconds_over_pebble_wall(overhead):
+    pebble = {"run": "p", "queries": 100, "queries_asked": 100, "wall_time_s": 200.0,
+              "feedback_seconds": {"queries": 1.0, "teacher": 0.5, "reward_training": 6.0,
+                                   "relabel": 2.5}}
+    sac = {"run": "s", "wall_time_s": 180.0}
+    out = overhead.breakdown(pebble, sac)
+    assert out["fraction"] == pytest.approx(10.0 / 200.0)
+    assert out["breakdown"]["reward_training"] == {"seconds": 6.0, "fraction": 0.03}
+    assert out["wall_difference_s"] == pytest.approx(20.0)
+    assert out["wall_ratio"] == pytest.approx(200.0 / 180.0)
