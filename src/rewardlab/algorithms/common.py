@@ -27,7 +27,7 @@ from rewardlab.store.store import FeedbackStore
 from rewardlab.types import LABEL_TARGETS, Label, Preference, Segment
 
 if TYPE_CHECKING:
-    from rewardlab.algorithms.human import HumanFeedback
+    from rewardlab.algorithms.human import HumanFeedback, RoundOutcome
 
 #: Steps of recent experience used to re-measure the proxy reward's normalisation.
 NORMALIZATION_ROWS = 50_000
@@ -119,7 +119,7 @@ class PreferenceLearner:
         self.episode_limit = episode_limit
         self.human = human
         self.counters = FeedbackCounters()
-        self.last_outcome: dict[str, Any] = {}
+        self.last_outcome: RoundOutcome | None = None
         self.last_metrics: dict[str, float] = {}
         # testbed: a biased teacher judges segments by its own view of the task
         self.teacher_view = None
@@ -237,7 +237,7 @@ class PreferenceLearner:
             return int(done.size)
 
         outcome = self.human.collect(round, seg_ids, step, c.asked, answer_rest)
-        c.seconds["human_wait"] = c.seconds.get("human_wait", 0.0) + outcome["waited_s"]
+        c.seconds["human_wait"] = c.seconds.get("human_wait", 0.0) + outcome.waited_s
         self.last_outcome = outcome
         return self._round_labels(query_ids)
 
@@ -320,9 +320,10 @@ class PreferenceLearner:
         }
         if self.human is not None:
             outcome = self.last_outcome
-            metrics["feedback/people_answered"] = float(outcome["answered"])
-            metrics["feedback/timed_out"] = float(outcome["timed_out"])
-            metrics["feedback/scripted_on_timeout"] = float(outcome["scripted"])
+            assert outcome is not None
+            metrics["feedback/people_answered"] = float(outcome.answered)
+            metrics["feedback/timed_out"] = float(outcome.timed_out)
+            metrics["feedback/scripted_on_timeout"] = float(outcome.scripted)
             metrics["time/human_wait_s"] = self.counters.seconds["human_wait"]
         return metrics
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,21 @@ __all__ = ["HumanFeedback", "RoundOutcome"]
 REMINDER_EVERY_S = 60.0
 
 
-class RoundOutcome(dict):
-    """How a round ended: ``answered`` (queries with enough people), ``timed_out`` (bool),
-    ``scripted`` (queries the scripted teacher answered on timeout), ``waited_s``."""
+@dataclass(frozen=True)
+class RoundOutcome:
+    """How a round ended.
+
+    Attributes:
+        answered: queries answered by people (enough of them, unless it timed out).
+        timed_out: whether the timeout policy acted.
+        scripted: queries the scripted teacher answered on timeout.
+        waited_s: seconds training waited for people.
+    """
+
+    answered: int
+    timed_out: bool
+    scripted: int
+    waited_s: float
 
 
 class HumanFeedback:

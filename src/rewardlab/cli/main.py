@@ -124,13 +124,10 @@ def _print_report(run_dir: Path, console: Console) -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rows = read_metrics(run_dir)
     table = Table(title=f"run {run_dir}")
-    table.add_column("env step", justify="right")
-    table.add_column("gold return", justify="right")
-    table.add_column("proxy return", justify="right")
-    table.add_column("queries", justify="right")
-    table.add_column("held-out acc", justify="right")
-    table.add_column("disagreement", justify="right")
-    table.add_column("sqrt KL", justify="right")
+    # short headers: the table fits an 80-column terminal
+    for header in ("step", "gold return", "proxy return", "queries", "held-out", "disagr.",
+                   "sqrt KL"):
+        table.add_column(header, justify="right", no_wrap=True)
     queries = 0.0
     acc = float("nan")
     for r in rows:
