@@ -265,6 +265,8 @@ def run_load(run_dir: Path, clients: int, queries: int, seconds: float) -> dict[
 def _markdown(result: dict[str, object]) -> str:
     m = result["machine"]
     assert isinstance(m, dict)
+    load = result["load_average_1_5_15_min"]
+    assert isinstance(load, dict)
     statuses = ", ".join(f"{k}: {v}" for k, v in result["statuses"].items())  # type: ignore[union-attr]
     lines = [
         BEGIN,
@@ -279,6 +281,8 @@ def _markdown(result: dict[str, object]) -> str:
         "client thread each, looping `GET /api/next` -> `POST /api/preferences` for "
         f"{result['seconds']} s; clips not downloaded",
         f"- HTTP statuses seen: {statuses}",
+        "- System load average (1, 5, 15 min) before / after, other jobs included: "
+        f"{load['before']} / {load['after']}",
         "",
         "| annotators | answers acknowledged (201) | answers stored | lost | duplicated "
         "| answers/s | p50 ms | p95 ms | p50 / p95 ms, GET next | p50 / p95 ms, POST answer |",
@@ -327,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir.exists():
         shutil.rmtree(args.out_dir)
     args.out_dir.mkdir(parents=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     figures = run_load(args.out_dir, args.clients, args.queries, args.seconds)
+    figures["load_average_1_5_15_min"] = {
+        "before": load_before, "after": [round(x, 2) for x in os.getloadavg()]
+    }
     result = {
         "command": command,
         "date": utc_now(),
