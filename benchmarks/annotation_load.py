@@ -254,6 +254,7 @@ def run_load(run_dir: Path, clients: int, queries: int, seconds: float) -> dict[
         "p50_post_ms": _percentile(kinds["post"], 50),
         "p95_post_ms": _percentile(kinds["post"], 95),
         "requests": len(every),
+        "requested_seconds": seconds,
         "seconds": round(elapsed, 1),
         "answers_per_s": round(counts["submitted"] / elapsed, 1),
         "statuses": dict(sorted(statuses.items())),
@@ -279,7 +280,8 @@ def _markdown(result: dict[str, object]) -> str:
         f"- Setup: `rewardlab annotate` (uvicorn, one process, SQLite store, overlap 1) with "
         f"{result['pending_queries']} pending queries; {result['annotators']} annotators, one "
         "client thread each, looping `GET /api/next` -> `POST /api/preferences` for "
-        f"{result['seconds']} s; clips not downloaded",
+        f"{result['requested_seconds']} s ({result['seconds']} s until the last request in "
+        "flight returned); clips not downloaded",
         f"- HTTP statuses seen: {statuses}",
         "- System load average (1, 5, 15 min) before / after, other jobs included: "
         f"{load['before']} / {load['after']}",
