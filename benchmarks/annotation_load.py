@@ -254,6 +254,7 @@ def run_load(run_dir: Path, clients: int, queries: int, seconds: float) -> dict[
         "p50_post_ms": _percentile(kinds["post"], 50),
         "p95_post_ms": _percentile(kinds["post"], 95),
         "requests": len(every),
+        "requested_seconds": seconds,
         "seconds": round(elapsed, 1),
         "answers_per_s": round(counts["submitted"] / elapsed, 1),
         "statuses": dict(sorted(statuses.items())),
@@ -265,6 +266,8 @@ def run_load(run_dir: Path, clients: int, queries: int, seconds: float) -> dict[
 def _markdown(result: dict[str, object]) -> str:
     m = result["machine"]
     assert isinstance(m, dict)
+    load = result["load_average_1_5_15_min"]
+    assert isinstance(load, dict)
     statuses = ", ".join(f"{k}: {v}" for k, v in result["statuses"].items())  # type: ignore[union-attr]
     lines = [
         BEGIN,
@@ -277,8 +280,11 @@ def _markdown(result: dict[str, object]) -> str:
         f"- Setup: `rewardlab annotate` (uvicorn, one process, SQLite store, overlap 1) with "
         f"{result['pending_queries']} pending queries; {result['annotators']} annotators, one "
         "client thread each, looping `GET /api/next` -> `POST /api/preferences` for "
-        f"{result['seconds']} s; clips not downloaded",
+        f"{result['requested_seconds']} s ({result['seconds']} s until the last request in "
+        "flight returned); clips not downloaded",
         f"- HTTP statuses seen: {statuses}",
+        "- System load average (1, 5, 15 min) before / after, other jobs included: "
+        f"{load['before']} / {load['after']}",
         "",
         "| annotators | answers acknowledged (201) | answers stored | lost | duplicated "
         "| answers/s | p50 ms | p95 ms | p50 / p95 ms, GET next | p50 / p95 ms, POST answer |",
@@ -327,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir.exists():
         shutil.rmtree(args.out_dir)
     args.out_dir.mkdir(parents=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     figures = run_load(args.out_dir, args.clients, args.queries, args.seconds)
+    figures["load_average_1_5_15_min"] = {
+        "before": load_before, "after": [round(x, 2) for x in os.getloadavg()]
+    }
     result = {
         "command": command,
         "date": utc_now(),
