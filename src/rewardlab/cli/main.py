@@ -128,7 +128,6 @@ def _print_report(run_dir: Path, console: Console) -> None:
     table.add_column("queries", justify="right")
     table.add_column("held-out acc", justify="right")
     table.add_column("disagreement", justify="right")
-    table.add_column("sqrt KL", justify="right")
     queries = 0.0
     acc = float("nan")
     for r in rows:
@@ -139,12 +138,10 @@ def _print_report(run_dir: Path, console: Console) -> None:
             continue
         proxy = r.get("eval/proxy_return")
         dis = r.get("reward_model/disagreement_on_policy")
-        d = r.get("diagnostics/sqrt_kl")
         table.add_row(
             str(r["step"]), f"{r['eval/gold_return']:.1f}",
             "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),
             "-" if acc != acc else f"{acc:.2f}", "-" if dis is None else f"{dis:.3f}",
-            "-" if d is None else f"{d:.3f}",
         )
     console.print(table)
     if summary:
