@@ -117,3 +117,18 @@ def test_html_report_and_compare(plain_run, tmp_path):
     cmp_page = out.read_text()
     assert cmp_page.count("data:image/png;base64,") == 1 and cmp_page.count(run.name) >= 2
     assert main(["report", str(tmp_path / "missing"), "--html"]) == 2
+
+
+def test_resume_keeps_the_reference_policy(tmp_path):
+    run = tmp_path / "run"
+    _train(run, _ppo_overrides("total_steps=2048", "mitigation.regularizer=chi2_occupancy",
+                               "mitigation.reference_samples=200"))
+    ckpt = run / "checkpoints" / "latest"
+    assert (ckpt / "reference_policy.safetensors").exists()
+    assert main(["train", "--resume", str(run), "--set", "total_steps=4096"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4096
+    assert summary["overoptimization"]["reference_step"] == 1024  # not the resumed policy
+    steps, kl = series(read_metrics(run), "diagnostics/policy_kl")
+    assert steps == [1024, 2048, 3072, 4096] and kl[-1] > 0
+    assert series(read_metrics(run), "diagnostics/chi2_penalty_mean")[0][-1] == 4096

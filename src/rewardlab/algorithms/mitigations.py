@@ -41,13 +41,16 @@ One :class:`OveroptimizationGuard` per run, driven by the session and the method
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import SACPolicy
@@ -376,6 +379,43 @@ class OveroptimizationGuard:
         if self._trusted is not None:
             model.policy.load_state_dict(self._trusted)
         return self._trusted_step
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, directory: Path) -> None:
+        """Write the frozen reference policy (``reference_policy.safetensors``) and the
+        guard's state (``overoptimization.json``) into a checkpoint folder."""
+        state = {"format_version": 1, "reference_step": self.reference_step,
+                 "failures": self._failures, "trusted_step": self._trusted_step}
+        if self.reference is not None:
+            save_file({k: v.contiguous() for k, v in self.reference.state_dict().items()},
+                      str(directory / "reference_policy.safetensors"))
+        if self._trusted is not None:
+            save_file({k: v.contiguous() for k, v in self._trusted.items()},
+                      str(directory / "trusted_policy.safetensors"))
+        (directory / "overoptimization.json").write_text(json.dumps(state))
+
+    def load(self, directory: Path, model: BaseAlgorithm) -> None:
+        """Restore what :meth:`save` wrote (nothing when the checkpoint predates it); the
+        chi-squared regulariser re-collects its reference samples and starts a fresh
+        discriminator."""
+        path = directory / "overoptimization.json"
+        if not path.exists():
+            return
+        state = json.loads(path.read_text())
+        self.reference_step = state["reference_step"]
+        self._failures = int(state["failures"])
+        self._trusted_step = state["trusted_step"]
+        ref_path = directory / "reference_policy.safetensors"
+        if ref_path.exists():
+            self.reference = frozen_copy(model.policy)
+            self.reference.load_state_dict(load_file(str(ref_path)))
+            if self.cfg.regularizer == "chi2_occupancy":
+                self.reference_pairs = self._collect_reference()
+                self.discriminator = OccupancyDiscriminator(
+                    self.reference_pairs.shape[1], self.seed)
+        trusted_path = directory / "trusted_policy.safetensors"
+        if trusted_path.exists():
+            self._trusted = load_file(str(trusted_path))
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable record for ``summary.json``."""

@@ -124,7 +124,8 @@ def train_pebble(
         next_intrinsic = session.load_checkpoint(model, log).get("next_intrinsic")
         step = model.num_timesteps
         if session.reward_model.updates > 0:
-            session.overopt.on_reward_update(model, step, {})  # reference = resumed policy
+            if session.overopt.reference is None:  # checkpoint predates the saved reference
+                session.overopt.on_reward_update(model, step, {})
             env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
             # the reward model may have been retrained on labels newer than the checkpoint
             relabel_replay_buffer(model, env.reward_fn)

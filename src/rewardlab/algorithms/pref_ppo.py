@@ -66,7 +66,8 @@ def train_pref_ppo(
         session.load_checkpoint(model, log)
         step = model.num_timesteps
         if session.reward_model.updates > 0:
-            session.overopt.on_reward_update(model, step, {})  # reference = resumed policy
+            if session.overopt.reference is None:  # checkpoint predates the saved reference
+                session.overopt.on_reward_update(model, step, {})
             env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
         session.message(f"resumed {run_dir} at step {step}")
 

@@ -329,6 +329,7 @@ class TrainingSession:
             save_replay_buffer(model.replay_buffer, tmp / "replay_buffer.npz")
         save_log(log, str(tmp / "transition_log.npz"))
         self.reward_model.save(tmp)
+        self.overopt.save(tmp)
         state = {
             "format_version": 1,
             "step": step,
@@ -381,6 +382,7 @@ class TrainingSession:
         self.reward_model.updates = loaded.updates
         self.reward_model.generator.set_state(loaded.generator.get_state())
         self.learner.load_state(state["feedback"])
+        self.overopt.load(ckpt, model)
         self.learner.rng = rng_from_json(state["query_rng"])
         self.learner.teacher.rng = rng_from_json(state["teacher_rng"])
         self.next_eval = state["next_eval"]

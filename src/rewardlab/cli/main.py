@@ -138,12 +138,12 @@ def _print_report(run_dir: Path, console: Console) -> None:
             continue
         proxy = r.get("eval/proxy_return")
         dis = r.get("reward_model/disagreement_on_policy")
-        d = r.get("diagnostics/sqrt_kl")
+        kl = r.get("diagnostics/sqrt_kl")
         table.add_row(
             str(r["step"]), f"{r['eval/gold_return']:.1f}",
             "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),
             "-" if acc != acc else f"{acc:.2f}", "-" if dis is None else f"{dis:.3f}",
-            "-" if d is None else f"{d:.3f}",
+            "-" if kl is None else f"{kl:.3f}",
         )
     console.print(table)
     if summary:

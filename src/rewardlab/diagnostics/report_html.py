@@ -9,7 +9,7 @@ A run report shows:
 
 * gold (true) and proxy (learned) return of the same evaluation episodes against env steps,
   with feedback rounds, the detected over-optimisation event and any early stop marked;
-* gold return against ``d = sqrt(KL(pi || pi_ref))`` with the two Gao et al. 2022 fits
+* gold (and proxy) return against ``d = sqrt(KL(pi || pi_ref))`` with the two Gao et al. 2022 fits
   (:func:`rewardlab.diagnostics.overoptimization.fit_gao`) and their peaks;
 * the reward model per feedback round: held-out accuracy and ECE, and accuracy and ECE on the
   round's fresh queries before retraining; Spearman correlation of proxy and gold returns over
@@ -216,9 +216,24 @@ def _plot_curves(rows: list[dict[str, Any]], title: str) -> str:
     return _png(fig)
 
 
-def _plot_gao(d: np.ndarray, gain: np.ndarray, fits: dict[str, GaoFit | str]) -> str:
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    ax.plot(d, gain, "o", color="tab:blue", label="evaluations")
+def _proxy_against_distance(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(d, proxy)`` at the evaluations where both are finite."""
+    c = gold_proxy_curves(rows)
+    d = _value_at(rows, "diagnostics/sqrt_kl", c["step"])
+    ok = np.isfinite(d) & np.isfinite(c["eval/proxy_return"])
+    return d[ok], c["eval/proxy_return"][ok]
+
+
+def _plot_gao(d: np.ndarray, gain: np.ndarray, fits: dict[str, GaoFit | str],
+              proxy: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    ax.plot(d, gain, "o", color="tab:blue", label="gold - reference (evaluations)")
+    if proxy is not None and proxy[0].size:
+        ax2 = ax.twinx()
+        ax2.plot(proxy[0], proxy[1], "s", mfc="none", color="tab:orange",
+                 label="proxy return (right axis)")
+        ax2.set_ylabel("proxy return (standardised)", color="tab:orange")
+        ax2.legend(fontsize=7, loc="lower right")
     if d.size:
         grid = np.linspace(0, max(float(d.max()) * 1.1, 1e-3), 200)
         for form, style in (("bon", "-"), ("rl", "--")):
@@ -232,8 +247,8 @@ def _plot_gao(d: np.ndarray, gain: np.ndarray, fits: dict[str, GaoFit | str]) ->
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("d = sqrt(KL(pi || pi_ref)) on visited states (sqrt-nats)")
     ax.set_ylabel("gold return - reference")
-    ax.legend(fontsize=7)
-    ax.set_title("gold against distance from the reference policy (Gao et al. 2022)",
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("gold and proxy against distance from the reference policy (Gao et al. 2022)",
                  fontsize=9)
     return _png(fig)
 
@@ -341,7 +356,7 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
                  "the mean over the evaluation episodes' states of the closed-form KL between "
                  "the current and the reference Gaussian action distributions (pre-squash for "
                  "SAC); the reference is the policy at the first reward update.</p>")
-    parts.append(_plot_gao(d, gain, fits))
+    parts.append(_plot_gao(d, gain, fits, _proxy_against_distance(rows)))
     fit_rows = []
     for form, fit in fits.items():
         if isinstance(fit, GaoFit):
