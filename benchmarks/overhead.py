@@ -78,7 +78,8 @@ def render_section(rec: dict[str, Any]) -> str:
              "teacher; PEBBLE and SB3 SAC on the true reward with identical SAC settings "
              "(`benchmarks/feedback_efficiency.py` schedule)",
              "",
-             "| queries | env steps per label | query selection (s) | teacher (s) | reward training (s) | relabel (s) | "
+             "| queries | env steps per label | query selection (s) | teacher (s) | "
+             "reward training (s) | relabel (s) | "
              "feedback total (s) | PEBBLE wall (s) | fraction | SAC wall (s) | "
              "PEBBLE − SAC wall (s) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
