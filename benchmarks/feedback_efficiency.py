@@ -22,9 +22,12 @@ The harness is resumable: a run with a ``done`` record is skipped; an unfinished
 again from scratch (its run directory is deleted; records of an attempt without ``done`` are
 ignored by the aggregation).
 
-Normalised score of a run = its gold (true) return at the final evaluation / the mean gold
-return of the ``sac_true`` runs of the same env at the same env step (both measured by this
-harness). Per (env, method, teacher, budget, steps) the scores over seeds are aggregated with
+Normalised score of a run (the issue's) = its gold (true) return G at the final evaluation / the
+mean gold return S of the ``sac_true`` runs of the same env at the same env step (both measured
+by this harness); undefined while S <= 0 (HalfCheetah before SAC runs forward). So the harness
+also reports (G - R) / (S - R), R being a uniformly random policy's return on the same env
+(recorded once per env in the JSONL as a ``kind: "reference"`` record): 0 = random, 1 = SAC.
+Per (env, method, teacher, budget, steps) the scores over seeds are aggregated with
 ``rliable``: interquartile mean and a 95% stratified-bootstrap confidence interval (Agarwal et
 al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice").
 
@@ -74,6 +77,7 @@ EVAL_POINTS = 4
 FULL_STEPS, FULL_QUERIES, FULL_SEEDS = 300_000, (100, 500, 1000), (0, 1, 2, 3, 4)
 BOOTSTRAP_REPS = 20_000
 BOOTSTRAP_SEED = 0
+RANDOM_EPISODES, RANDOM_SEED = 10, 0
 
 
 # ----------------------------------------------------------------------------- runs
@@ -196,28 +200,52 @@ def sac_reference(runs: dict[str, dict[str, Any]]) -> dict[tuple[str, int, int],
     return {ref: sum(v) / len(v) for ref, v in acc.items()}
 
 
-def normalized_scores(runs: dict[str, dict[str, Any]]) -> dict[tuple, dict[int, float]]:
-    """Final-evaluation normalised score per group and seed.
+def reference_returns(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Random-policy gold return per env from the ``kind: "reference"`` records (last wins)."""
+    return {r["env"]: float(r["gold_return"]) for r in records if r.get("kind") == "reference"}
+
+
+def normalized_scores(
+    runs: dict[str, dict[str, Any]], random_returns: dict[str, float] | None = None
+) -> dict[str, dict[tuple, dict[int, float]]]:
+    """Final-evaluation normalised scores per group and seed, two ways.
+
+    Args:
+        runs: :func:`completed_runs`.
+        random_returns: random-policy gold return per env (:func:`reference_returns`).
 
     Returns:
-        ``{(env, method, teacher, queries, steps): {seed: score}}`` where score = the run's gold
-        return at its final evaluation step / the mean SAC-true gold return at that step.
-        Groups whose SAC reference at that step is missing or not positive are left out (a
-        ratio to a non-positive return has no meaning).
+        ``{"ratio": {...}, "random": {...}}``, each ``{(env, method, teacher, queries, steps):
+        {seed: score}}`` with G the run's gold return at its final evaluation step and S the
+        mean gold return of the ``sac_true`` runs at that step:
+
+        * ``ratio`` (the issue's definition): ``G / S``; left out where ``S <= 0`` (a ratio to a
+          non-positive return has no meaning; e.g. HalfCheetah before SAC learns to run);
+        * ``random``: ``(G - R) / (S - R)`` with R the env's random-policy return (0 = random,
+          1 = SAC on the true reward); left out where ``S <= R`` or R is unknown.
+
+        Groups without a SAC reference at that step are left out of both.
     """
     ref = sac_reference(runs)
-    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    random_returns = random_returns or {}
+    out: dict[str, dict[tuple, dict[int, float]]] = {"ratio": defaultdict(dict),
+                                                      "random": defaultdict(dict)}
     for key, run in runs.items():
         if not run["evals"]:
             continue
         k = parse_key(key)
         last = run["evals"][-1]
-        denom = ref.get((k["env"], k["steps"], int(last["step"])))
-        if denom is None or denom <= 0:
+        sac = ref.get((k["env"], k["steps"], int(last["step"])))
+        if sac is None:
             continue
+        gold = float(last["gold_return"])
         group = (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
-        out[group][k["seed"]] = float(last["gold_return"]) / denom
-    return dict(out)
+        if sac > 0:
+            out["ratio"][group][k["seed"]] = gold / sac
+        rnd = random_returns.get(k["env"])
+        if rnd is not None and sac > rnd:
+            out["random"][group][k["seed"]] = (gold - rnd) / (sac - rnd)
+    return {name: dict(groups) for name, groups in out.items()}
 
 
 def iqm_ci(scores: list[float], reps: int = BOOTSTRAP_REPS,
@@ -242,22 +270,61 @@ def iqm_ci(scores: list[float], reps: int = BOOTSTRAP_REPS,
 
 
 def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list[dict[str, Any]]:
-    """The result rows: one per (env, method, teacher, queries, steps) with a SAC reference."""
+    """The result rows: one per (env, method, teacher, queries, steps) with a SAC reference.
+
+    ``normalized_iqm``/``ci_low``/``ci_high`` use the issue's ratio (None where undefined);
+    ``random_normalized_*`` the random-to-SAC normalisation (see :func:`normalized_scores`).
+    """
     runs = completed_runs(records)
+    scores = normalized_scores(runs, reference_returns(records))
+    ref = sac_reference(runs)
     rows = []
-    for (env, method, teacher, queries, steps), by_seed in sorted(
-            normalized_scores(runs).items(), key=lambda kv: tuple(map(str, kv[0]))):
-        seeds = sorted(by_seed)
-        iqm, lo, hi = iqm_ci([by_seed[s] for s in seeds], reps=reps)
+    groups = sorted(set(scores["ratio"]) | set(scores["random"]),
+                    key=lambda g: tuple(map(str, g)))
+    for group in groups:
+        env, method, teacher, queries, steps = group
+        seeds = sorted({seed for kind in scores.values() for seed in kind.get(group, {})})
         finals = [runs[run_key(env, method, teacher, queries, steps, s)]["evals"][-1]
                   for s in seeds]
-        rows.append({"env": env, "method": method, "teacher": teacher, "queries": queries,
-                     "steps": steps, "seeds": seeds, "normalized_iqm": iqm, "ci_low": lo,
-                     "ci_high": hi,
-                     "normalized_per_seed": [by_seed[s] for s in seeds],
-                     "gold_return_per_seed": [float(f["gold_return"]) for f in finals],
-                     "eval_step": int(finals[0]["step"])})
+        row: dict[str, Any] = {
+            "env": env, "method": method, "teacher": teacher, "queries": queries,
+            "steps": steps, "seeds": seeds, "eval_step": int(finals[0]["step"]),
+            "gold_return_per_seed": [float(f["gold_return"]) for f in finals],
+            "sac_reference_return": ref[(env, steps, int(finals[0]["step"]))],
+            "random_reference_return": reference_returns(records).get(env)}
+        for kind, prefix in (("ratio", ""), ("random", "random_")):
+            by_seed = scores[kind].get(group)
+            if by_seed and sorted(by_seed) == seeds:
+                iqm, lo, hi = iqm_ci([by_seed[s] for s in seeds], reps=reps)
+                per_seed: list[float] | None = [by_seed[s] for s in seeds]
+            else:
+                iqm = lo = hi = per_seed = None
+            row.update({f"{prefix}normalized_iqm": iqm, f"{prefix}ci_low": lo,
+                        f"{prefix}ci_high": hi, f"{prefix}normalized_per_seed": per_seed})
+        rows.append(row)
     return rows
+
+
+def random_reference(env: str, episodes: int = RANDOM_EPISODES,
+                     seed: int = RANDOM_SEED) -> dict[str, Any]:
+    """A ``kind: "reference"`` record: the gold return of a uniformly random policy.
+
+    Uses the env exactly as the runs do (:func:`run_overrides`, e.g. no unhealthy termination
+    for Hopper/Walker2d) and the harness's evaluation function, with seeded resets and actions.
+    """
+    from rewardlab.algorithms.common import make_env
+    from rewardlab.config import load_config
+    from rewardlab.diagnostics.evaluation import evaluate
+
+    config = load_config(None, run_overrides(env, "sac_true", None, 0, 20_000, seed))
+    gym_env = make_env(config)
+    gym_env.action_space.seed(seed)
+    res = evaluate(gym_env, lambda _obs: gym_env.action_space.sample(), None, episodes, seed=seed)
+    gym_env.close()
+    return {"kind": "reference", "env": env, "policy": "uniform_random",
+            "gold_return": float(res.gold_returns.mean()),
+            "gold_return_std": float(res.gold_returns.std()), "episodes": episodes,
+            "seed": seed, "env_kwargs": dict(config.env.kwargs)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -286,28 +353,48 @@ def render_section(rec: dict[str, Any]) -> str:
             "on one core of a shared 2-core machine. Read these numbers as a small-budget "
             "measurement, not as the issue's answer.")
     lines += ["",
-              "| env | method | teacher | queries | env steps | seeds | normalised IQM | "
-              "95% CI | gold return per seed |",
-              "|---|---|---|---:|---:|---|---:|---|---|"]
+              "| env | method | teacher | queries | env steps | seeds | normalised IQM "
+              "(G/S) | 95% CI | random-normalised IQM ((G-R)/(S-R)) | 95% CI | "
+              "gold return G per seed |",
+              "|---|---|---|---:|---:|---|---:|---|---:|---|---|"]
     for r in rec["rows"]:
         lines.append(
             f"| {r['env']} | {r['method']} | {r['teacher'] or '—'} | "
             f"{r['queries'] if r['method'] != 'sac_true' else '—'} | {r['eval_step']} | "
-            f"{', '.join(map(str, r['seeds']))} | {r['normalized_iqm']:.2f} | "
-            f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+            f"{', '.join(map(str, r['seeds']))} | {_f(r['normalized_iqm'])} | "
+            f"{_ci(r['ci_low'], r['ci_high'])} | {_f(r['random_normalized_iqm'])} | "
+            f"{_ci(r['random_ci_low'], r['random_ci_high'])} | "
             f"{', '.join(f'{g:.0f}' for g in r['gold_return_per_seed'])} |")
+    refs = sorted({(r["env"], r["eval_step"], r["sac_reference_return"],
+                    r["random_reference_return"]) for r in rec["rows"]}, key=str)
+    for env, step, sac, rnd in refs:
+        lines += ["", f"{env}: S = mean SAC-true gold return at step {step} = {sac:.1f}; R = "
+                  f"random-policy gold return = {_f(rnd, 1)} ({RANDOM_EPISODES} episodes, seed "
+                  f"{RANDOM_SEED})."
+                  + (" S <= 0, so the issue's ratio G/S is undefined here (—)." if sac <= 0
+                     else "")]
     if not rec["rows"]:
         lines.append("| — | no finished run with a SAC reference yet | | | | | | | |")
     lines += ["", *rec["notes"], "", END]
     return "\n".join(lines)
 
 
+def _f(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(lo: float | None, hi: float | None) -> str:
+    return "—" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
+
+
 NOTES = [
-    "Normalised score = the run's true (gold) return at its final evaluation divided by the mean "
-    "true return of SAC trained on the true reward (`sac_true`, same SAC hyperparameters, "
-    "derived seeds and evaluation protocol) at the same env step, both measured by this "
-    "harness; IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 seeds "
-    "the interval is wide and the IQM is close to the mean). Returns are the mean over 5 "
+    "Normalised score (the issue's) = G / S: the run's true (gold) return G at its final "
+    "evaluation over the mean true return S of SAC trained on the true reward (`sac_true`, same "
+    "SAC hyperparameters, derived seeds and evaluation protocol) at the same env step, both "
+    "measured by this harness; undefined when S <= 0. Random-normalised score = (G - R) / "
+    "(S - R) with R a uniformly random policy's return on the same env (0 = random, 1 = SAC on "
+    "the true reward). IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 "
+    "seeds the interval is wide and the IQM is the mean). Returns are the mean over 5 "
     "deterministic-policy episodes.",
     "PEBBLE schedule: unsupervised pre-training for 5% of the steps (at least 1000), then the "
     "budget in 10 equal rounds evenly spaced over the remaining steps, 50-step segments, "
@@ -387,8 +474,15 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(cwd)
 
     records = read_records(jsonl)
+    have = reference_returns(records)
+    finished = completed_runs(records)
+    for env in args.envs:  # the random-policy reference, once per env with a finished run
+        if env not in have and any(parse_key(k)["env"] == env for k in finished):
+            append_records(jsonl, [random_reference(env)])
+    records = read_records(jsonl)
     selection = set(keys)
-    chosen = [r for r in records if r.get("run") in selection]
+    chosen = [r for r in records if r.get("run") in selection or (
+        r.get("kind") == "reference" and r["env"] in args.envs)]
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     rec = {"command": command, "written_utc": core.utc_now(), "machine": core.machine_info(),
            "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
@@ -398,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
            "rows": rows, "notes": NOTES, "format_version": 1}
     for r in rows:
         print(f"{r['env']} {r['method']} {r['teacher']} q{r['queries']} t{r['steps']}: "
-              f"IQM {r['normalized_iqm']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] "
-              f"seeds {r['seeds']}", flush=True)
+              f"IQM G/S {_f(r['normalized_iqm'])} {_ci(r['ci_low'], r['ci_high'])}, "
+              f"(G-R)/(S-R) {_f(r['random_normalized_iqm'])} "
+              f"{_ci(r['random_ci_low'], r['random_ci_high'])}, seeds {r['seeds']}", flush=True)
     if args.no_write:
         print(render_section(rec))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -83,10 +84,34 @@ def test_normalised_by_mean_sac_return_at_the_same_step(fe):
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 1), {1000: 250.0}, "p1")
             # no SAC reference at this step budget: left out
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, 2000, 0), {2000: 1.0}, "p2"))
-    scores = fe.normalized_scores(fe.completed_runs(recs))
-    assert scores[(env, "pebble", "oracle", 50, t)] == {0: 0.5, 1: 1.25}
-    assert scores[(env, "sac_true", None, 0, t)] == {0: 0.5, 1: 1.5}
-    assert (env, "pebble", "oracle", 50, 2000) not in scores
+    scores = fe.normalized_scores(fe.completed_runs(recs), {env: -200.0})
+    ratio, rnd = scores["ratio"], scores["random"]
+    assert ratio[(env, "pebble", "oracle", 50, t)] == {0: 0.5, 1: 1.25}
+    assert ratio[(env, "sac_true", None, 0, t)] == {0: 0.5, 1: 1.5}
+    # (G - R) / (S - R) with S = 200, R = -200
+    assert rnd[(env, "pebble", "oracle", 50, t)] == {0: 0.75, 1: 450.0 / 400.0}
+    assert (env, "pebble", "oracle", 50, 2000) not in ratio
+    assert (env, "pebble", "oracle", 50, 2000) not in rnd
+
+
+def test_ratio_undefined_when_sac_return_is_not_positive(fe, monkeypatch):
+    monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
+    env, t = "HalfCheetah-v5", 1000
+    recs = (records(fe, fe.run_key(env, "sac_true", None, 0, t, 0), {1000: -90.0}, "s0")
+            + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 0), {1000: -190.0}, "p0")
+            + [{"kind": "reference", "env": env, "gold_return": -290.0}])
+    rows = fe.aggregate(recs, reps=200)
+    pebble = next(r for r in rows if r["method"] == "pebble")
+    assert pebble["normalized_iqm"] is None and pebble["ci_low"] is None
+    assert pebble["random_normalized_iqm"] == pytest.approx(0.5)
+    assert pebble["sac_reference_return"] == -90.0
+    assert pebble["random_reference_return"] == -290.0
+    assert "undefined" in fe.render_section({
+        "command": "c", "written_utc": "now", "jsonl": "x", "steps": t, "rows": rows,
+        "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "t"}, "runs_selected": 2,
+        "runs_completed": 2, "notes": fe.NOTES,
+        "selection": {"envs": [env], "methods": ["pebble"], "teachers": ["oracle"],
+                      "queries": [50], "seeds": [0]}})
 
 
 def test_iqm_and_ci_with_rliable(fe):
@@ -112,6 +137,8 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
         return records(fe, key, {2000: 150.0}, "new")
 
     monkeypatch.setattr(fe, "execute", fake_execute)
+    monkeypatch.setattr(fe, "random_reference", lambda env: {
+        "kind": "reference", "env": env, "gold_return": -100.0})
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
     argv = ["--envs", env, "--methods", "sac_true", "pebble", "--teachers", "oracle",
             "--queries", "50", "--seeds", "0", "--steps", str(t), "--out-dir", str(tmp_path),
@@ -124,7 +151,11 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
     assert set(runs) == {done_key, crashed_key}
     rows = {r["method"]: r for r in fe.aggregate(fe.read_records(jsonl), reps=10)}
     assert rows["pebble"]["normalized_iqm"] == pytest.approx(150.0 / 200.0)
+    assert rows["pebble"]["random_normalized_iqm"] == pytest.approx(250.0 / 300.0)
     assert rows["sac_true"]["normalized_iqm"] == pytest.approx(1.0)
+    # the random-policy reference was recorded once, not again on the second call
+    kinds = [json.loads(line)["kind"] for line in jsonl.read_text().splitlines()]
+    assert kinds.count("reference") == 1
 
 
 def test_table_says_when_the_full_grid_was_not_run(fe):
