@@ -300,15 +300,9 @@ def _markdown(result: dict[str, object]) -> str:
 
 
 def _write_markdown(section: str) -> None:
-    from core import BENCHMARKS_MD, MD_HEADER
+    from core import BENCHMARKS_MD, write_markdown_section
 
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else MD_HEADER
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
+    write_markdown_section(BENCHMARKS_MD, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,11 +26,9 @@ Mitigation coefficients (:data:`VARIANTS`) were chosen on seed 0 only; the repor
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -39,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from core import machine_info, utc_now, write_markdown_section  # noqa: E402  (benchmarks/core.py)
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -72,25 +73,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "action_kl": ("mitigation.regularizer=action_kl", "mitigation.reg_coef=5"),
     "targeted_feedback": ("mitigation.targeted_feedback=true",),
 }
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def git_commit() -> str:
@@ -207,16 +189,7 @@ def render_section(rec: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# RewardLab benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_markdown_section(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from core import BENCHMARKS_MD, REPO, machine_info, utc_now
+from core import BENCHMARKS_MD, REPO, machine_info, utc_now, write_markdown_section
 
 from rewardlab.feedback.clips import ClipCache
 from rewardlab.types import Segment
@@ -91,14 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['env']} | {r['segment_len']} | {r['clips']} | {r['median_s']:.3f} | "
               f"{r['mean_s']:.3f} | {r['max_s']:.3f} |" for r in rows]
     lines += ["", END]
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# RewardLab benchmarks\n"
-    section = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
+    write_markdown_section(BENCHMARKS_MD, BEGIN, END, "\n".join(lines))
     return 0
 
 
