@@ -375,7 +375,9 @@ def render_section(rec: dict[str, Any]) -> str:
                      else "")]
     if not rec["rows"]:
         lines.append("| — | no finished run with a SAC reference yet | | | | | | | |")
-    lines += ["", *rec["notes"], "", END]
+    for note in rec["notes"]:
+        lines += ["", note]
+    lines += ["", END]
     return "\n".join(lines)
 
 
