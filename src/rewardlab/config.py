@@ -19,6 +19,7 @@ from rewardlab.errors import ConfigError
 from rewardlab.feedback.queries import FeedbackSchedule
 from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS, TeacherConfig
 from rewardlab.rewards.model import RewardModelConfig
+from rewardlab.store.schema import NAME_LENGTH
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -191,13 +192,25 @@ class HumanConfig(BaseModel):
         if self.scripted.strip().lower() == HUMAN_TEACHER:
             raise ValueError("human.scripted: must be a scripted preset, e.g. oracle")
         try:
-            teacher_preset(self.scripted)
+            scripted_id = teacher_preset(self.scripted).name  # the teacher_id of its answers
         except ConfigError as err:
             raise ValueError(f"human.scripted: {err}") from None
         if not self.annotators and self.serve:
             raise ValueError(
                 "human.annotators: empty; name at least one, or add them with "
                 "`rewardlab annotators add NAME --run RUN_DIR` and set human.serve=false"
+            )
+        names = [*self.annotators, scripted_id]
+        for name in self.annotators:
+            if not name.strip() or name != name.strip() or len(name) > NAME_LENGTH:
+                raise ValueError(
+                    f"human.annotators: {name!r} is not a valid name (non-empty, no surrounding "
+                    f"spaces, at most {NAME_LENGTH} characters)"
+                )
+        if len(set(names)) < len(names):
+            raise ValueError(
+                "human.annotators: names must differ from each other and from human.scripted "
+                f"({scripted_id!r}), whose answers are told apart from people's by name"
             )
         return self
 

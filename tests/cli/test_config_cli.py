@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from rewardlab.cli.main import main
@@ -103,3 +105,22 @@ def test_report_shows_annotator_agreement(tmp_path, capsys):
     }))
     assert main(["report", str(tmp_path)]) == 0
     assert "annotator agreement: 1 of 2 overlapping queries agree (50%)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["teacher=hum"], "or human: people answer in the web app"),
+    (["human.scripted=human"], "human.scripted: must be a scripted preset"),
+    (["human.on_timeout=later"], "human.on_timeout"),
+    (["human.annotators=[' ada']"], "' ada' is not a valid name"),
+    (["human.annotators=[stochastic]", "human.scripted=noisy"], "must differ"),
+    (["human.port=70000"], "human.port"),
+])
+def test_bad_human_settings_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_teacher_human_shorthand():
+    config = load_config(None, ["teacher=human", "human.on_timeout=skip"])
+    assert config.teacher.human and config.teacher.preset == "human"
+    assert config.human.on_timeout == "skip" and not load_config(None, []).teacher.human
