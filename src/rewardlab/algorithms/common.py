@@ -295,9 +295,16 @@ class PreferenceLearner:
         query_ids = [int(q.query_id) for q in queries]  # type: ignore[arg-type]
         seg_ids = [i for q in queries for i in (q.left_id, q.right_id)]
         segments = self.store.get_segments(seg_ids)  # online runs store their true rewards
-        gold = np.stack([s.true_rewards for s in segments]).reshape(len(queries), 2, -1)
+        def pairs(field: str) -> np.ndarray:  # (n, 2, T, ...) from the 2n segments
+            stacked = np.stack([getattr(s, field) for s in segments])
+            return stacked.reshape(len(queries), 2, *stacked.shape[1:])
+
+        # the testbed's biased teacher judges by its own view, as in run_round
+        judged = pairs("true_rewards") if self.teacher_view is None else self.teacher_view(
+            pairs("obs"), pairs("actions")
+        )
         self.counters.asked = self.store.counts()["queries"]
-        labels = self._collect(current, query_ids, seg_ids, gold, step)
+        labels = self._collect(current, query_ids, seg_ids, judged, step)
         self.counters.rounds = current
         metrics = self._close_round(step, labels)
         metrics.update(self.train_reward_model(log))
@@ -348,14 +355,12 @@ class PreferenceLearner:
         metrics["reward_model/loss"] = fit["loss"]
         metrics["reward_model/train_accuracy"] = fit["train_accuracy"]
         metrics["reward_model/epochs"] = fit["epochs"]
-        metrics["reward_model/heldout_accuracy"] = self.reward_model.accuracy(
-            data["obs"][held], data["actions"][held], targets[held]
-        )
-        metrics["reward_model/heldout_queries"] = float(held.sum())
-        metrics["reward_model/heldout_ece"] = label_metrics(
+        # accuracy and ECE in one call (SKIPs are never in the training arrays)
+        metrics.update(label_metrics(
             self.reward_model, data["obs"][held], data["actions"][held], data["labels"][held],
             "reward_model/heldout",
-        )["reward_model/heldout_ece"]
+        ))
+        metrics["reward_model/heldout_queries"] = float(held.sum())
         self.reward_model.update_normalization(*log.recent_flat(NORMALIZATION_ROWS))
         dt = time.perf_counter() - t0
         self.counters.seconds["reward_training"] += dt

@@ -110,25 +110,24 @@ class HumanFeedback:
                 self.message(f"annotator [bold]{name}[/]: {login_link(host, port, token)}")
         if self.server is not None:
             self.message(
-                f"annotation app at http://{host}:{port}/ (add people with `rewardlab "
-                f"annotators add NAME --run {self.run_dir} --port {port}`)"
+                f"annotation app at {self.app_url} (add people with `rewardlab annotators add "
+                f"NAME --run {self.run_dir}`)"
             )
-        self.status: dict[str, Any] = {}
         self.write("training", step=0, asked=0, next_round_step=None)
 
     # ------------------------------------------------------------------ status
     def write(self, state: str, **fields: Any) -> None:
         """Write ``status.json`` with ``state`` and ``fields`` (kept until replaced)."""
-        self.status = {
-            "state": state,
-            "on_timeout": self.human.on_timeout,
-            "budget": self.config.feedback.total_budget,
-            "total_steps": self.config.total_steps,
-            "prelabel_teacher": self.prelabel_teacher,
-            "app_url": self.app_url,
+        write_status(
+            self.run_dir,
+            state=state,
+            on_timeout=self.human.on_timeout,
+            budget=self.config.feedback.total_budget,
+            total_steps=self.config.total_steps,
+            prelabel_teacher=self.prelabel_teacher,
+            app_url=self.app_url,
             **fields,
-        }
-        write_status(self.run_dir, **self.status)
+        )
 
     @property
     def prelabel_teacher(self) -> str | None:
