@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import shutil
 import statistics
@@ -39,14 +38,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core import machine_info, utc_now, write_markdown_section  # noqa: E402  (benchmarks/core.py)
+# benchmarks/core.py; importing it also pins one BLAS/OpenMP thread per process
+from core import (  # noqa: E402
+    BENCHMARKS_MD,
+    REPO,
+    machine_info,
+    utc_now,
+    write_markdown_section,
+)
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-REPO = Path(__file__).resolve().parent.parent
 RESULTS_JSON = REPO / "benchmarks" / "results" / "overoptimization.json"
-BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 BEGIN, END = "<!-- overoptimization:begin -->", "<!-- overoptimization:end -->"
 
 #: Shared config of every run (preference PPO on a 50-step point task).

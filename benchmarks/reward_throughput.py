@@ -44,12 +44,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# benchmarks/core.py; importing it also pins one BLAS/OpenMP thread per process
+from core import BENCHMARKS_MD, REPO, cpu_model, git_state, write_markdown_section  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS_JSON = REPO / "benchmarks" / "results" / "reward_throughput.json"
-BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 BEGIN, END = "<!-- reward_throughput:begin -->", "<!-- reward_throughput:end -->"
 IMITATION_VENV = REPO / "benchmarks" / ".venv-imitation"
 IMITATION_VERSION = "1.0.1"
@@ -250,18 +249,8 @@ def run_imitation_subprocess(py: Path, data: Path, members: int, hidden: tuple[i
 # ----------------------------------------------------------------------------- report
 
 def machine_info() -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from core import cpu_model  # benchmarks/core.py
-
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform()}
-
-
-def git_state() -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from core import git_state as state  # benchmarks/core.py
-
-    return state()
 
 
 def utc_now() -> str:
@@ -390,8 +379,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(rec, indent=2) + "\n")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from core import write_markdown_section  # benchmarks/core.py
 
     write_markdown_section(BENCHMARKS_MD, BEGIN, END, render_section(rec))
     print(f"wrote {RESULTS_JSON.relative_to(REPO)} and BENCHMARKS.md", flush=True)
