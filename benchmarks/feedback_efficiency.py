@@ -61,12 +61,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core  # noqa: E402  (benchmarks/core.py: runners, machine info, markdown sections)
 
 REPO = core.REPO
-RESULTS_JSON = REPO / "benchmarks" / "results" / "feedback_efficiency.json"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 DEFAULT_OUT = REPO / "benchmarks" / "runs" / "feedback_efficiency"
-BEGIN, END = "<!-- feedback_efficiency:begin -->", "<!-- feedback_efficiency:end -->"
 
 ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
-METHODS = ("pebble", "sac_true")
+#: Ablations of PEBBLE (issue 4, item 7): config overrides on top of the ``pebble`` run. The
+#: ``pebble`` method itself uses disagreement-based query selection and pre-training.
+PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "pebble": (),
+    "pebble_uniform": ("feedback.method=uniform",),
+    "pebble_entropy": ("feedback.method=entropy",),
+    "pebble_no_pretrain": ("pebble.unsupervised_steps=0",),
+}
+METHODS = (*PEBBLE_VARIANTS, "sac_true")
+#: Where a selection's table goes: ``--section`` -> (BENCHMARKS.md title, results JSON).
+SECTIONS = {
+    "feedback_efficiency": ("Feedback efficiency", "feedback_efficiency.json"),
+    "ablations": ("PEBBLE ablations: query selection and pre-training", "ablations.json"),
+}
 TEACHERS = ("oracle", "mistake", "noisy")
 #: Envs whose episodes end early when unhealthy; run without that termination (see module doc).
 UNHEALTHY_TERMINATION = ("Hopper-v5", "Walker2d-v5")
@@ -119,14 +131,15 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
            f"log_capacity={steps}", *core.BASE]
     if env in UNHEALTHY_TERMINATION:
         out.append("env.kwargs.terminate_when_unhealthy=false")
-    if method == "pebble":
+    if method in PEBBLE_VARIANTS:
         if queries < 1:
             raise ValueError(f"--queries {queries}: pebble needs a budget of at least 1 query")
         per_round = math.ceil(queries / ROUNDS)
         out += [f"feedback.total_budget={queries}", f"feedback.queries_per_round={per_round}",
                 f"feedback.round_every={max(1, (steps - unsup) // ROUNDS)}",
                 f"feedback.first_round_at={unsup}", "feedback.segment_len=50",
-                f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}"]
+                f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}",
+                *PEBBLE_VARIANTS[method]]  # a variant's overrides come last and win
     return out
 
 
@@ -169,7 +182,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     overrides = run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"],
                               k["seed"])
     run_dir = out_dir / "runs" / key.replace("/", "_")
-    method = "pebble" if k["method"] == "pebble" else "sac_true_reward"
+    method = "pebble" if k["method"] in PEBBLE_VARIANTS else "sac_true_reward"
     job = core.Job("feedback_efficiency", method, k["seed"], tuple(overrides), str(run_dir))
     core.run_job(job)  # deletes an unfinished earlier attempt first
     row = core.collect(job)
@@ -181,7 +194,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
             "wall_time_s": row["wall_time_s"], "queries_asked": row["queries"],
             "overrides": overrides, "run_dir": row["run_dir"],
             "finished_utc": row["finished_utc"], "machine": row["machine"]}
-    if k["method"] == "pebble":
+    if k["method"] in PEBBLE_VARIANTS:
         summary = json.loads((run_dir / "summary.json").read_text())
         done["feedback_seconds"] = summary["feedback"]["seconds"]
     return [*records, done]
@@ -331,10 +344,13 @@ def random_reference(env: str, episodes: int = RANDOM_EPISODES,
 
 def render_section(rec: dict[str, Any]) -> str:
     sel = rec["selection"]
-    full = (set(sel["envs"]) >= set(ENVS) and set(sel["methods"]) >= set(METHODS)
+    section = rec.get("section", "feedback_efficiency")
+    begin, end = markers(section)
+    full = section != "feedback_efficiency" or (
+            set(sel["envs"]) >= set(ENVS) and {"pebble", "sac_true"} <= set(sel["methods"])
             and set(sel["teachers"]) >= set(TEACHERS) and set(sel["queries"]) >= set(FULL_QUERIES)
             and len(sel["seeds"]) >= len(FULL_SEEDS) and rec["steps"] >= FULL_STEPS)
-    lines = [BEGIN, "## Feedback efficiency (`benchmarks/feedback_efficiency.py`)", "",
+    lines = [begin, f"## {SECTIONS[section][0]} (`benchmarks/feedback_efficiency.py`)", "",
              f"- Command: `{rec['command']}`",
              f"- Date (UTC): {rec['written_utc']}",
              f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
@@ -377,8 +393,13 @@ def render_section(rec: dict[str, Any]) -> str:
         lines.append("| — | no finished run with a SAC reference yet | | | | | | | |")
     for note in rec["notes"]:
         lines += ["", note]
-    lines += ["", END]
+    lines += ["", end]
     return "\n".join(lines)
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The BENCHMARKS.md begin/end markers of ``section`` (a key of :data:`SECTIONS`)."""
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -400,7 +421,11 @@ NOTES = [
     "deterministic-policy episodes.",
     "PEBBLE schedule: unsupervised pre-training for 5% of the steps (at least 1000), then the "
     "budget in 10 equal rounds evenly spaced over the remaining steps, 50-step segments, "
-    "disagreement-based query selection, RewardLab's default reward ensemble.",
+    "disagreement-based query selection, RewardLab's default reward ensemble. Ablations "
+    "(`--methods`): `pebble_uniform` / `pebble_entropy` select queries uniformly / by the "
+    "entropy of the ensemble's preference probability instead of by ensemble disagreement; "
+    "`pebble_no_pretrain` skips the unsupervised state-entropy pre-training (its first steps "
+    "are SAC's uniform-random warm-up, the first queries come at the same step).",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "
     "`terminate_when_unhealthy=False` for every method, so episodes have a fixed length and "
     "episode ends leak no reward information to the learner.",
@@ -424,6 +449,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true",
                    help="leave benchmarks/results and BENCHMARKS.md alone")
     p.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS)
+    p.add_argument("--section", choices=list(SECTIONS), default="feedback_efficiency",
+                   help="BENCHMARKS.md section and benchmarks/results/*.json to write")
     return p.parse_args(argv)
 
 
@@ -435,9 +462,8 @@ def selected_keys(args: argparse.Namespace) -> list[str]:
         for env in args.envs:
             if "sac_true" in args.methods:
                 keys.append(run_key(env, "sac_true", None, 0, args.steps, seed))
-            if "pebble" in args.methods:
-                keys += [run_key(env, "pebble", t, q, args.steps, seed)
-                         for t in args.teachers for q in args.queries]
+            keys += [run_key(env, m, t, q, args.steps, seed) for m in args.methods
+                     if m in PEBBLE_VARIANTS for t in args.teachers for q in args.queries]
     return list(dict.fromkeys(keys))
 
 
@@ -486,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [r for r in records if r.get("run") in selection or (
         r.get("kind") == "reference" and r["env"] in args.envs)]
     rows = aggregate(chosen, reps=args.bootstrap_reps)
-    rec = {"command": command, "written_utc": core.utc_now(), "machine": core.machine_info(),
+    rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),
+           "machine": core.machine_info(),
            "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
            "selection": {"envs": args.envs, "methods": args.methods, "teachers": args.teachers,
                          "queries": args.queries, "seeds": args.seeds},
@@ -500,10 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(render_section(rec))
     else:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(rec, indent=2) + "\n")
-        core.write_markdown_section(core.BENCHMARKS_MD, BEGIN, END, render_section(rec))
-        print(f"wrote {os.path.relpath(RESULTS_JSON, REPO)} and BENCHMARKS.md", flush=True)
+        results = RESULTS_DIR / SECTIONS[args.section][1]
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(rec, indent=2) + "\n")
+        core.write_markdown_section(core.BENCHMARKS_MD, *markers(args.section),
+                                    render_section(rec))
+        print(f"wrote {os.path.relpath(results, REPO)} and BENCHMARKS.md", flush=True)
     return 1 if failed else 0
 
 

@@ -170,3 +170,30 @@ def test_table_says_when_the_full_grid_was_not_run(fe):
                         "teachers": list(fe.TEACHERS), "queries": list(fe.FULL_QUERIES),
                         "seeds": list(fe.FULL_SEEDS)}
     assert "Not the issue's full grid" not in fe.render_section(rec)
+
+
+def test_ablation_variants_override_pebble(fe):
+    from rewardlab.config import load_config
+
+    def cfg(method):
+        return load_config(None, fe.run_overrides("Pendulum-v1", method, "oracle", 100, 15000, 0))
+
+    base = cfg("pebble")
+    assert base.feedback.method == "disagreement" and base.pebble.unsupervised_steps == 1000
+    assert cfg("pebble_uniform").feedback.method == "uniform"
+    assert cfg("pebble_entropy").feedback.method == "entropy"
+    off = cfg("pebble_no_pretrain")
+    assert off.pebble.unsupervised_steps == 0 and off.feedback == base.feedback
+    key = fe.run_key("Pendulum-v1", "pebble_entropy", "oracle", 100, 15000, 2)
+    assert fe.parse_key(key)["method"] == "pebble_entropy"
+
+
+def test_ablation_section_has_its_own_markers(fe):
+    rec = {"section": "ablations", "command": "python x", "written_utc": "now",
+           "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "2"}, "runs_completed": 0,
+           "runs_selected": 0, "jsonl": "e.jsonl", "steps": 15000, "rows": [], "notes": [],
+           "selection": {"envs": ["Pendulum-v1"], "methods": ["pebble"], "teachers": ["oracle"],
+                         "queries": [100], "seeds": [0]}}
+    text = fe.render_section(rec)
+    assert text.startswith("<!-- ablations:begin -->") and text.endswith("<!-- ablations:end -->")
+    assert "Not the issue's full grid" not in text
