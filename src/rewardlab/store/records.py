@@ -1,0 +1,532 @@
+"""Segments, queries and preference labels: what the training loop reads and writes.
+
+:class:`RecordStore` adds, on top of :class:`~rewardlab.store.base.StoreBase`'s transactions,
+the segment, query and preference records and the arrays a reward model trains on. This module
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rewardlab.errors import StoreError
+from rewardlab.store.annotators import (
+    AlreadyAnsweredError,
+    Answer,
+    StaleRoundError,
+    UnknownQueryError,
+)
+from rewardlab.store.base import (
+    StoreBase,
+    _check_ids,
+    _check_name,
+    _chunks,
+    _decode_array,
+    _encode_array,
+    _format_ids,
+)
+from rewardlab.store.schema import (
+    PreferenceRow,
+    QueryRow,
+    SegmentRow,
+)
+from rewardlab.types import Label, Preference, Query, Segment
+
+
+def _already_answered(by_teacher: dict[str, set[int]]) -> str:
+    parts = [f"{_format_ids(ids)} by {t!r}" for t, ids in sorted(by_teacher.items())]
+    return f"feedback store: query ids already answered: {'; '.join(parts)}"
+
+
+def _to_answer(row: PreferenceRow, round: int) -> Answer:
+    return Answer(
+        preference_id=row.id,
+        query_id=row.query_id,
+        round=round,
+        label=Label(row.label),
+        teacher_id=row.teacher_id,
+        timestamp=row.timestamp,
+    )
+
+
+
+class RecordStore(StoreBase):
+    """Segments, queries and answers of one run (see :class:`~rewardlab.store.FeedbackStore`)."""
+
+    def add_segments(self, segments: Sequence[Segment]) -> list[int]:
+        """Store segments in one transaction.
+
+        Args:
+            segments: the segments; each holds ``obs (T, obs_dim)``, ``actions (T, act_dim)``
+                and optionally ``true_rewards (T,)``, all float32. Their ``segment_id`` is
+                ignored.
+
+        Returns:
+            The new segment ids, in the order given.
+
+        Raises:
+            StoreError: if an item is not a :class:`Segment`, a string is too long, or the
+                database write fails (then nothing is stored).
+        """
+        rows = []
+        for seg in segments:
+            if not isinstance(seg, Segment):
+                raise StoreError(f"feedback store: expected a Segment, got {type(seg).__name__}")
+            _check_name("Segment.env_id", seg.env_id)
+            rows.append(
+                SegmentRow(
+                    env_id=seg.env_id,
+                    episode_id=seg.episode_id,
+                    start_step=seg.start_step,
+                    length=seg.length,
+                    obs_dim=int(seg.obs.shape[1]),
+                    act_dim=int(seg.actions.shape[1]),
+                    obs=_encode_array(seg.obs),
+                    actions=_encode_array(seg.actions),
+                    true_rewards=(
+                        None if seg.true_rewards is None else _encode_array(seg.true_rewards)
+                    ),
+                    render_states=(
+                        None if seg.render_states is None else _encode_array(seg.render_states)
+                    ),
+                    created_at=time.time(),
+                )
+            )
+        if not rows:
+            return []
+        with self._write("add segments") as session:
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
+    def get_segments(self, ids: Sequence[int]) -> list[Segment]:
+        """Load segments by id.
+
+        Args:
+            ids: segment ids; repeats are allowed.
+
+        Returns:
+            The segments in the order asked, with ``segment_id`` set and float32 arrays.
+
+        Raises:
+            StoreError: naming the ids that are not stored, or if the database read fails.
+        """
+        wanted = _check_ids("segment ids", ids)
+        with self._read("read segments") as session:
+            rows = self._segment_rows(session, wanted)
+        return [self._to_segment(rows[i]) for i in wanted]
+
+    @staticmethod
+    def _segment_rows(session: Session, ids: Sequence[int]) -> dict[int, SegmentRow]:
+        unique = sorted(set(ids))
+        rows: dict[int, SegmentRow] = {}
+        for chunk in _chunks(unique):
+            for row in session.scalars(select(SegmentRow).where(SegmentRow.id.in_(chunk))):
+                rows[row.id] = row
+        missing = [i for i in unique if i not in rows]
+        if missing:
+            raise StoreError(f"feedback store: unknown segment ids: {_format_ids(missing)}")
+        return rows
+
+    @staticmethod
+    def _to_segment(row: SegmentRow) -> Segment:
+        what = f"segment {row.id}"
+        return Segment(
+            obs=_decode_array(row.obs, f"{what} obs"),
+            actions=_decode_array(row.actions, f"{what} actions"),
+            true_rewards=(
+                None
+                if row.true_rewards is None
+                else _decode_array(row.true_rewards, f"{what} true_rewards")
+            ),
+            env_id=row.env_id,
+            episode_id=row.episode_id,
+            start_step=row.start_step,
+            segment_id=row.id,
+            render_states=(
+                None
+                if row.render_states is None
+                else _decode_array(row.render_states, f"{what} render_states")
+            ),
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def add_queries(
+        self, pairs: Sequence[tuple[int, int]], round: int, source: str = "uniform"
+    ) -> list[int]:
+        """Store queries over pairs of stored segments, in one transaction.
+
+        Args:
+            pairs: ``(left_id, right_id)`` segment id pairs.
+            round: the feedback round the queries are asked in (>= 0).
+            source: how the pairs were selected, e.g. ``"uniform"`` or ``"disagreement"``.
+
+        Returns:
+            The new query ids, in the order given.
+
+        Raises:
+            RecordError: if a pair is not a valid :class:`Query` (negative or equal ids).
+            StoreError: naming the segment ids that are not stored, or if the write fails
+                (then nothing is stored).
+        """
+        if not isinstance(source, str) or not source:
+            raise StoreError("feedback store: query source must be a non-empty string")
+        _check_name("query source", source)
+        queries = [Query(left_id=left, right_id=right, round=round) for left, right in pairs]
+        if not queries:
+            return []
+        now = time.time()
+        rows = [
+            QueryRow(
+                left_id=q.left_id, right_id=q.right_id, round=q.round, source=source, created_at=now
+            )
+            for q in queries
+        ]
+        segment_ids = [i for q in queries for i in (q.left_id, q.right_id)]
+        with self._write("add queries") as session:
+            self._check_segments_exist(session, segment_ids)
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
+    @staticmethod
+    def _check_segments_exist(session: Session, ids: Sequence[int]) -> None:
+        unique = sorted(set(ids))
+        found: set[int] = set()
+        for chunk in _chunks(unique):
+            found.update(session.scalars(select(SegmentRow.id).where(SegmentRow.id.in_(chunk))))
+        missing = [i for i in unique if i not in found]
+        if missing:
+            raise StoreError(f"feedback store: unknown segment ids: {_format_ids(missing)}")
+
+    def get_queries(self, ids: Sequence[int] | None = None) -> list[Query]:
+        """Load queries.
+
+        Args:
+            ids: query ids to load (repeats allowed), or ``None`` for every query.
+
+        Returns:
+            The queries with ``query_id`` set: in the order asked, or in id order for ``None``.
+
+        Raises:
+            StoreError: naming the ids that are not stored, or if the database read fails.
+        """
+        with self._read("read queries") as session:
+            if ids is None:
+                rows = list(session.scalars(select(QueryRow).order_by(QueryRow.id)))
+                return [self._to_query(row) for row in rows]
+            wanted = _check_ids("query ids", ids)
+            by_id: dict[int, QueryRow] = {}
+            for chunk in _chunks(sorted(set(wanted))):
+                for row in session.scalars(select(QueryRow).where(QueryRow.id.in_(chunk))):
+                    by_id[row.id] = row
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise StoreError(f"feedback store: unknown query ids: {_format_ids(missing)}")
+        return [self._to_query(by_id[i]) for i in wanted]
+
+    def pending_queries(self, round: int | None = None, limit: int | None = None) -> list[Query]:
+        """Queries that have no preference yet, in id order.
+
+        Args:
+            round: only queries of this round, or ``None`` for every round.
+            limit: at most this many (the lowest ids), or ``None`` for all.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        stmt = (
+            select(QueryRow)
+            .outerjoin(PreferenceRow, PreferenceRow.query_id == QueryRow.id)
+            .where(PreferenceRow.id.is_(None))
+            .order_by(QueryRow.id)
+        )
+        if round is not None:
+            stmt = stmt.where(QueryRow.round == int(round))
+        if limit is not None:
+            stmt = stmt.limit(int(limit))
+        with self._read("read pending queries") as session:
+            return [self._to_query(row) for row in session.scalars(stmt)]
+
+    @staticmethod
+    def _to_query(row: QueryRow) -> Query:
+        return Query(left_id=row.left_id, right_id=row.right_id, round=row.round, query_id=row.id)
+
+    # ------------------------------------------------------------------ preferences
+
+    def add_preferences(self, prefs: Sequence[Preference]) -> list[int]:
+        """Store answers to queries, in one transaction, durably committed before returning.
+
+        A query may be answered by several teachers (e.g. annotators), at most once by each.
+        Either every preference of the call is stored or, on any error, none is.
+
+        Args:
+            prefs: the answers; each names a stored query that its ``teacher_id`` has not
+                answered yet, and a ``(query_id, teacher_id)`` pair occurs at most once per call.
+
+        Returns:
+            The new preference ids, in the order given.
+
+        Raises:
+            UnknownQueryError: naming the query ids that are not stored.
+            AlreadyAnsweredError: naming the query ids already answered by the same teacher
+                (also when a concurrent writer answered first).
+            StoreError: naming the query ids repeated (same teacher) in the call, or if the
+                write fails.
+        """
+        return self._add_preferences(prefs, current_round_only=False)
+
+    def add_answer(self, pref: Preference) -> int:
+        """Store one answer to a query of the current round (as the web app does).
+
+        Like :meth:`add_preference`, and in the same transaction checks that the query belongs
+        to the current round (the largest ``round`` of any query).
+
+        Returns:
+            The new preference id.
+
+        Raises:
+            UnknownQueryError: if the query is not stored.
+            StaleRoundError: if the query is from an older round than the current one.
+            AlreadyAnsweredError: if ``pref.teacher_id`` already answered the query.
+            StoreError: if the write fails (nothing is stored on any error).
+        """
+        return self._add_preferences([pref], current_round_only=True)[0]
+
+    def _add_preferences(self, prefs: Sequence[Preference], current_round_only: bool) -> list[int]:
+        rows = []
+        for pref in prefs:
+            if not isinstance(pref, Preference):
+                raise StoreError(
+                    f"feedback store: expected a Preference, got {type(pref).__name__}"
+                )
+            _check_name("Preference.teacher_id", pref.teacher_id)
+            rows.append(
+                PreferenceRow(
+                    query_id=pref.query_id,
+                    label=int(pref.label),
+                    teacher_id=pref.teacher_id,
+                    timestamp=pref.timestamp,
+                )
+            )
+        if not rows:
+            return []
+        pairs: set[tuple[int, str]] = set()
+        repeated: set[int] = set()
+        for row in rows:
+            key = (row.query_id, row.teacher_id)
+            if key in pairs:
+                repeated.add(row.query_id)
+            pairs.add(key)
+        if repeated:
+            raise StoreError(
+                f"feedback store: query ids answered twice in one call: {_format_ids(repeated)} "
+                "(by the same teacher)"
+            )
+        seen = {q for q, _ in pairs}
+        with self._write("add preferences") as session:
+            found: dict[int, int] = {}
+            answered: dict[str, set[int]] = {}
+            for chunk in _chunks(sorted(seen)):
+                for qid, rnd in session.execute(
+                    select(QueryRow.id, QueryRow.round).where(QueryRow.id.in_(chunk))
+                ):
+                    found[qid] = rnd
+                for qid, teacher in session.execute(
+                    select(PreferenceRow.query_id, PreferenceRow.teacher_id).where(
+                        PreferenceRow.query_id.in_(chunk)
+                    )
+                ):
+                    if (qid, teacher) in pairs:
+                        answered.setdefault(teacher, set()).add(qid)
+            unknown = seen - set(found)
+            if unknown:
+                raise UnknownQueryError(
+                    f"feedback store: unknown query ids: {_format_ids(unknown)}"
+                )
+            if answered:
+                raise AlreadyAnsweredError(_already_answered(answered))
+            if current_round_only:
+                current = session.scalar(select(func.max(QueryRow.round)))
+                stale = {q for q in seen if found[q] != current}
+                if stale:
+                    rounds = sorted({found[q] for q in stale})
+                    raise StaleRoundError(
+                        f"feedback store: stale round: query ids {_format_ids(stale)} belong to "
+                        f"round {', '.join(map(str, rounds))}, the current round is {current}"
+                    )
+            session.add_all(rows)
+            try:
+                session.flush()
+            except IntegrityError:
+                # another writer answered one of these queries since the check above
+                raise AlreadyAnsweredError(
+                    "feedback store: query ids already answered (by a concurrent writer): "
+                    f"{_format_ids(seen)}"
+                ) from None
+            return [row.id for row in rows]
+
+    def add_preference(self, pref: Preference) -> int:
+        """Store one answer; see :meth:`add_preferences`.
+
+        Returns:
+            The new preference id.
+
+        Raises:
+            UnknownQueryError: if the query is unknown.
+            AlreadyAnsweredError: if the same teacher already answered it.
+            StoreError: if the write fails.
+        """
+        return self.add_preferences([pref])[0]
+
+    def preferences(self) -> list[Preference]:
+        """Every stored answer (SKIP included), in the order they were stored.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        with self._read("read preferences") as session:
+            rows = session.scalars(select(PreferenceRow).order_by(PreferenceRow.id)).all()
+        return [
+            Preference(
+                query_id=row.query_id,
+                label=Label(row.label),
+                teacher_id=row.teacher_id,
+                timestamp=row.timestamp,
+            )
+            for row in rows
+        ]
+
+    def labelled_pairs(
+        self, include_skipped: bool = False
+    ) -> tuple[list[int], list[int], np.ndarray]:
+        """Segment ids and labels of the answers, one per preference, in query id order.
+
+        A query answered by several teachers occurs once per answer (in the order stored).
+
+        Args:
+            include_skipped: also return queries answered ``Label.SKIP``.
+
+        Returns:
+            ``(left_ids, right_ids, labels)``: segment id lists of length N and an ``(N,)``
+            int8 array of :class:`Label` codes.
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        rows = self._answered(include_skipped)
+        left = [r[1] for r in rows]
+        right = [r[2] for r in rows]
+        labels = np.array([r[3] for r in rows], dtype=np.int8)
+        return left, right, labels
+
+    def _answered(
+        self,
+        include_skipped: bool,
+        fallback_teachers: Collection[str] = (),
+        query_ids: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, int]]:
+        """``(query_id, left_id, right_id, label)`` of the answers used, in query id order.
+
+        Answers of ``fallback_teachers`` count only for queries that no other teacher
+        answered (a SKIP by another teacher included: a person's "can't tell" overrides).
+        """
+        stmt = (
+            select(
+                QueryRow.id, QueryRow.left_id, QueryRow.right_id, PreferenceRow.label,
+                PreferenceRow.teacher_id,
+            )
+            .join(PreferenceRow, PreferenceRow.query_id == QueryRow.id)
+            .order_by(QueryRow.id, PreferenceRow.id)
+        )
+        if query_ids is not None:
+            stmt = stmt.where(QueryRow.id.in_(_check_ids("query ids", query_ids)))
+        fallback = set(fallback_teachers)
+        if not fallback and not include_skipped:
+            stmt = stmt.where(PreferenceRow.label != int(Label.SKIP))
+        with self._read("read labelled pairs") as session:
+            rows = session.execute(stmt).all()
+        if fallback:
+            overridden = {r[0] for r in rows if r[4] not in fallback}
+            rows = [r for r in rows if r[4] not in fallback or r[0] not in overridden]
+            if not include_skipped:
+                rows = [r for r in rows if r[3] != int(Label.SKIP)]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def used_answers(
+        self, query_ids: Sequence[int], fallback_teachers: Collection[str] = ()
+    ) -> list[tuple[int, int]]:
+        """``(query_id, label)`` of the answers training uses for these queries (SKIPs too).
+
+        Args:
+            query_ids: the queries (at most a round's worth: they go in one ``IN`` clause).
+            fallback_teachers: as in :meth:`training_arrays`.
+
+        Returns:
+            One pair per used answer, in query id then answer order.
+
+        Raises:
+            StoreError: if an id is not an integer or the read fails.
+        """
+        rows = self._answered(True, fallback_teachers, query_ids)
+        return [(r[0], r[3]) for r in rows]
+
+    def training_arrays(
+        self, include_skipped: bool = False, fallback_teachers: Collection[str] = ()
+    ) -> dict[str, np.ndarray]:
+        """Stacked arrays of the answers, for training a reward model.
+
+        One row per preference (skipped ones left out unless ``include_skipped``): a query
+        answered by two annotators gives two rows with the same ``query_ids`` entry, so a split
+        by query id keeps them on the same side. Pair index 0 along axis 1 is the left segment,
+        1 the right one.
+
+        Args:
+            include_skipped: also include queries answered ``Label.SKIP``.
+            fallback_teachers: teachers whose answers count only where nobody else answered
+                the query, e.g. the scripted teacher that pre-labels queries a person audits
+                (mixed mode): a person's answer, "can't tell" included, overrides it.
+
+        Returns:
+            A dict with, for N answers to queries of segments with T steps (query id order):
+            ``obs`` ``(N, 2, T, obs_dim)`` float32, ``actions`` ``(N, 2, T, act_dim)``
+            float32, ``labels`` ``(N,)`` int8 :class:`Label` codes and ``query_ids`` ``(N,)``
+            int64. With no answer, ``obs`` and ``actions`` have shape ``(0, 2, 0, 0)``.
+
+        Raises:
+            StoreError: if the segments differ in length, ``obs_dim`` or ``act_dim``, or the
+                database read fails.
+        """
+        rows = self._answered(include_skipped, fallback_teachers)
+        query_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        labels = np.array([r[3] for r in rows], dtype=np.int8)
+        if not rows:
+            empty = np.zeros((0, 2, 0, 0), dtype=np.float32)
+            return {"obs": empty, "actions": empty.copy(), "labels": labels, "query_ids": query_ids}
+        pair_ids = np.array([(r[1], r[2]) for r in rows], dtype=np.int64)  # (N, 2)
+        seg_ids, inverse = np.unique(pair_ids, return_inverse=True)
+        with self._read("read training arrays") as session:
+            seg_rows = self._segment_rows(session, seg_ids.tolist())
+        ordered = [seg_rows[int(i)] for i in seg_ids]
+        shapes = {(r.length, r.obs_dim, r.act_dim) for r in ordered}
+        if len(shapes) != 1:
+            raise StoreError(
+                "feedback store: cannot stack segments of differing (length, obs_dim, act_dim): "
+                f"{sorted(shapes)}"
+            )
+        obs = np.stack([_decode_array(r.obs, f"segment {r.id} obs") for r in ordered])
+        actions = np.stack([_decode_array(r.actions, f"segment {r.id} actions") for r in ordered])
+        index = inverse.reshape(pair_ids.shape)  # (N, 2) rows of the (S, ...) arrays
+        return {
+            "obs": obs.astype(np.float32, copy=False)[index],
+            "actions": actions.astype(np.float32, copy=False)[index],
+            "labels": labels,
+            "query_ids": query_ids,
+        }
