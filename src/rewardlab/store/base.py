@@ -117,13 +117,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 class StoreBase:
     """The database connection and transactions of a :class:`~rewardlab.store.FeedbackStore`.
 
-    Args:
-        url: SQLAlchemy database URL, e.g. ``"sqlite:////abs/run/feedback.db"`` or
-            ``"postgresql+psycopg://user@host/db"``. Tables are created if missing.
-
-    Raises:
-        StoreError: if the URL is invalid, its driver is not installed, the database cannot
-            be opened or created, or it holds a different schema version.
+    The constructor's argument (a SQLAlchemy URL) and errors are documented on
+    :class:`~rewardlab.store.FeedbackStore`, the class to use.
     """
 
     def __init__(self, url: str | URL) -> None:
