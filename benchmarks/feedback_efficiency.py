@@ -17,7 +17,10 @@ at a time (one torch thread), then aggregates.
   or budget, so it runs once per env, step budget and seed.
 
 Each finished run appends its evaluations (``kind: "eval"``: env step, gold return) and then
-one ``kind: "done"`` record to ``<out-dir>/evals.jsonl``, all stamped with a per-attempt id.
+one ``kind: "done"`` record to the section's record file
+``benchmarks/results/<section>_runs.jsonl`` (``--records`` to choose another), all stamped with a
+per-attempt id. The record file is small and kept in git, so the grid can be run in pieces on
+different machines and sessions; the run directories (``<out-dir>/runs/``, large) are not.
 The harness is resumable: a run with a ``done`` record is skipped; an unfinished one is started
 again from scratch (its run directory is deleted; records of an attempt without ``done`` are
 ignored by the aggregation).
@@ -397,6 +400,11 @@ def render_section(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def default_records(section: str) -> Path:
+    """The JSONL record file of ``section``: ``benchmarks/results/<section>_runs.jsonl``."""
+    return RESULTS_DIR / f"{section}_runs.jsonl"
+
+
 def markers(section: str) -> tuple[str, str]:
     """The BENCHMARKS.md begin/end markers of ``section`` (a key of :data:`SECTIONS`)."""
     return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
@@ -451,6 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS)
     p.add_argument("--section", choices=list(SECTIONS), default="feedback_efficiency",
                    help="BENCHMARKS.md section and benchmarks/results/*.json to write")
+    p.add_argument("--records", type=Path, default=None,
+                   help="JSONL record file (default: benchmarks/results/<section>_runs.jsonl)")
     return p.parse_args(argv)
 
 
@@ -473,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                                       ["benchmarks/feedback_efficiency.py", *argv])])
     out_dir = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    jsonl = out_dir / "evals.jsonl"
+    jsonl = (args.records or default_records(args.section)).resolve()
     keys = selected_keys(args)
     for key in keys:  # refuse bad selections before anything runs
         k = parse_key(key)

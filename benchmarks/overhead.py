@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", *(sys.argv if argv is None else
                                       ["benchmarks/overhead.py", *argv])])
     out_dir = args.out_dir.resolve()
-    jsonl = out_dir / "evals.jsonl"
+    jsonl = fe.default_records("feedback_efficiency")
     sac_key = fe.run_key(args.env, "sac_true", None, 0, args.steps, args.seed)
     pebble_key = fe.run_key(args.env, "pebble", "oracle", args.queries, args.steps, args.seed)
     fe_argv = ["--envs", args.env, "--methods", "sac_true", "pebble", "--teachers", "oracle",

@@ -142,7 +142,7 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
     argv = ["--envs", env, "--methods", "sac_true", "pebble", "--teachers", "oracle",
             "--queries", "50", "--seeds", "0", "--steps", str(t), "--out-dir", str(tmp_path),
-            "--no-write"]
+            "--records", str(jsonl), "--no-write"]
     assert fe.main(argv) == 0
     assert executed == [crashed_key]
     assert fe.main(argv) == 0  # everything finished now: nothing runs again
