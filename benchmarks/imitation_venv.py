@@ -3,8 +3,9 @@
 imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2, which conflict with RewardLab's,
 so a benchmark runs imitation's side in its own virtualenv (``benchmarks/.venv-imitation``,
 git-ignored, created on first use: ``torch==TORCH_VERSION`` first so pip keeps the CPU build,
-then ``imitation==IMITATION_VERSION``) as a subprocess of the benchmark script itself
-(``--side imitation``) whose last stdout line is its result as JSON.
+then ``imitation==IMITATION_VERSION``, then ``MUJOCO_EXTRAS`` for its MuJoCo envs) as a
+subprocess of the benchmark script itself (``--side imitation``) whose last stdout line is its
+result as JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 IMITATION_VERSION = "1.0.1"
 TORCH_VERSION = "2.13.0"
 IMITATION_VENV = Path(__file__).resolve().parent / ".venv-imitation"
+#: MuJoCo for imitation's gymnasium 0.29 (HalfCheetah-v4); a MuJoCo release of its time.
+MUJOCO_EXTRAS = ("gymnasium[mujoco]==0.29.1", "mujoco==3.1.6")
 
 #: One BLAS/OpenMP thread in every side process (torch threads are set by the side itself).
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -31,10 +34,11 @@ def venv_python(venv: Path) -> Path:
 
 
 def ensure_imitation_venv(venv: Path = IMITATION_VENV) -> Path:
-    """Create ``venv`` with ``torch==TORCH_VERSION`` then ``imitation==IMITATION_VERSION``.
+    """Create ``venv`` with ``torch==TORCH_VERSION``, ``imitation==IMITATION_VERSION`` and
+    ``MUJOCO_EXTRAS``.
 
     torch is installed first so pip keeps the CPU build instead of pulling a CUDA one. Nothing
-    is done when imitation already imports there at the right version.
+    is done when imitation (at the right version) and mujoco already import there.
 
     Returns:
         The venv's python executable.
@@ -45,16 +49,17 @@ def ensure_imitation_venv(venv: Path = IMITATION_VENV) -> Path:
     py = venv_python(venv)
     if py.exists():
         check = subprocess.run(
-            [str(py), "-c", "import imitation, torch; print(imitation.__version__, "
+            [str(py), "-c", "import imitation, torch, mujoco; print(imitation.__version__, "
              "torch.__version__)"], capture_output=True, text=True, check=False)
         if check.returncode == 0 and check.stdout.split()[0] == IMITATION_VERSION:
             return py
-    print(f"creating {venv} (torch=={TORCH_VERSION}, imitation=={IMITATION_VERSION})",
+    print(f"setting up {venv} (torch=={TORCH_VERSION}, imitation=={IMITATION_VERSION})",
           flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(py), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
     subprocess.run([*pip, f"imitation=={IMITATION_VERSION}"], check=True)
+    subprocess.run([*pip, *MUJOCO_EXTRAS], check=True)
     return py
 
 

@@ -7,14 +7,19 @@ Usage::
 
 Both sides learn a reward from ``--comparisons`` synthetic preferences of a perfect oracle on the
 true reward (Christiano et al. 2017) while training Stable-Baselines3 PPO on it for ``--steps``
-env steps, with the SAME PPO hyperparameters: RL-zoo's tuned ones for the env (``ZOO_PPO``, from
-rl-baselines3-zoo ``hyperparams/ppo.yml``; SB3's default 64 x 64 MlpPolicy), and segments of the
-same length (``--segment-len``, 100 as in imitation's tutorial).
+env steps, with the SAME PPO hyperparameters (``PPO_SETTINGS``; SB3's default 64 x 64 MlpPolicy):
+on Pendulum-v1 RL-zoo's tuned ones (rl-baselines3-zoo ``hyperparams/ppo.yml``); on HalfCheetah-v4
+RewardLab's PPOConfig defaults, since RL-zoo's tuned HalfCheetah PPO needs observation and reward
+normalisation (VecNormalize) and policy settings (log_std_init, ortho_init, ReLU) that RewardLab's
+PPOConfig does not have. HalfCheetah is v4 on both sides: imitation's pinned gymnasium 0.29 has no
+v5 (and needs ``gymnasium[mujoco]==0.29.1`` with ``mujoco==3.1.6`` in its venv, installed by
+:func:`imitation_venv.ensure_imitation_venv`). Segments are the same length on both sides
+(``--segment-len``, 100 as in imitation's tutorial).
 
 * RewardLab: :func:`rewardlab.algorithms.train` with ``algorithm=pref_ppo``, the ``oracle``
   teacher, ``torch_threads=1``; queries spread evenly: ``--comparisons / QUERY_ROUNDS`` per round,
-  one round after each of the first ``QUERY_ROUNDS`` PPO rollouts (``RewardLab`` defaults
-  otherwise: its reward ensemble and disagreement-based query selection).
+  ``QUERY_ROUNDS`` rounds evenly spaced over the run, the first after the first PPO rollout
+  (RewardLab defaults otherwise: its reward ensemble and disagreement-based query selection).
 * imitation 1.0.1, following its tutorial "Learning a Reward Function using Preference
   Comparisons" (Pendulum-v1): ``BasicRewardNet`` with ``RunningNorm`` input normalisation,
   ``PreferenceModel``, ``RandomFragmenter``, ``SyntheticGatherer`` (``temperature=0``: the
@@ -38,7 +43,8 @@ after another, alternating sides per seed, each in a fresh process with one torc
 BLAS/OpenMP thread. Every finished run is appended to
 ``benchmarks/runs/peer_imitation/runs.jsonl``; a rerun skips runs already there with the same
 settings. Results go to ``benchmarks/results/peer_imitation.json`` and to the ``peer_imitation``
-section of ``BENCHMARKS.md`` unless ``--no-write``.
+section of ``BENCHMARKS.md`` (HalfCheetah-v4: ``peer_imitation_halfcheetah``) unless
+``--no-write``.
 """
 
 from __future__ import annotations
@@ -72,22 +78,35 @@ from imitation_venv import (  # noqa: E402
     run_side,
 )
 
-RESULTS_JSON = REPO / "benchmarks" / "results" / "peer_imitation.json"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 RUNS_DIR = REPO / "benchmarks" / "runs" / "peer_imitation"
-BEGIN, END = "<!-- peer_imitation:begin -->", "<!-- peer_imitation:end -->"
+#: Results-file stem and BENCHMARKS.md section name per env.
+SECTIONS = {"Pendulum-v1": "peer_imitation", "HalfCheetah-v4": "peer_imitation_halfcheetah"}
 SIDES = ("rewardlab", "imitation")
 EVAL_SEED = 100_000
 #: RewardLab asks its queries in this many equal rounds, after each of the first rollouts.
 QUERY_ROUNDS = 20
 
-#: RL-zoo's tuned PPO hyperparameters (rl-baselines3-zoo hyperparams/ppo.yml, "# Tuned");
-#: batch_size is SB3's default there. Both sides use them unchanged.
-ZOO_PPO: dict[str, dict[str, Any]] = {
+#: PPO hyperparameters per env; both sides use them unchanged.
+PPO_SETTINGS: dict[str, dict[str, Any]] = {
+    # RL-zoo's tuned ones (rl-baselines3-zoo hyperparams/ppo.yml, "# Tuned"); batch_size is
+    # SB3's default there
     "Pendulum-v1": {
         "n_envs": 4, "n_steps": 1024, "batch_size": 64, "gae_lambda": 0.95, "gamma": 0.9,
         "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2,
         "use_sde": True, "sde_sample_freq": 4,
     },
+    # RewardLab's PPOConfig defaults (SB3's, but 4 envs x 512 steps)
+    "HalfCheetah-v4": {
+        "n_envs": 4, "n_steps": 512, "batch_size": 64, "gae_lambda": 0.95, "gamma": 0.99,
+        "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 3e-4, "clip_range": 0.2,
+        "use_sde": False, "sde_sample_freq": -1,
+    },
+}
+PPO_SOURCE = {
+    "Pendulum-v1": "RL-zoo's tuned settings (rl-baselines3-zoo hyperparams/ppo.yml)",
+    "HalfCheetah-v4": "RewardLab's PPOConfig defaults (RL-zoo's tuned HalfCheetah PPO needs "
+    "VecNormalize and policy settings RewardLab's PPOConfig lacks)",
 }
 NET_ARCH = (64, 64)  # SB3's default MlpPolicy for PPO (separate policy and value networks)
 
@@ -98,6 +117,7 @@ IMITATION_TUTORIAL = {
     "initial_comparison_frac": 0.1, "initial_epoch_multiplier": 4,
     "query_schedule": "hyperbolic", "fragmenter": "RandomFragmenter(warning_threshold=0)",
     "gatherer": "SyntheticGatherer(temperature=0)",
+    "reward_hidden_sizes": [32, 32],  # BasicRewardNet's default hid_sizes
 }
 
 
@@ -105,7 +125,7 @@ IMITATION_TUTORIAL = {
 
 def rollout_size(env_id: str) -> int:
     """Env steps per PPO rollout (``n_envs * n_steps``)."""
-    hp = ZOO_PPO[env_id]
+    hp = PPO_SETTINGS[env_id]
     return hp["n_envs"] * hp["n_steps"]
 
 
@@ -165,16 +185,18 @@ def evaluate_policy(predict: Any, env_id: str, seed: int, episodes: int) -> dict
 def rewardlab_overrides(env_id: str, seed: int, steps: int, comparisons: int,
                         segment_len: int) -> list[str]:
     """``--set`` overrides of the RewardLab run (RewardLab defaults for everything else)."""
-    hp = ZOO_PPO[env_id]
+    hp = PPO_SETTINGS[env_id]
     rollout = rollout_size(env_id)
-    per_round = comparisons // query_rounds(env_id, steps, comparisons)
+    rounds = query_rounds(env_id, steps, comparisons)
+    per_round = comparisons // rounds
+    every = rollout * max(1, (num_rollouts(env_id, steps) - 1) // rounds)
     ppo = [f"ppo.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in hp.items()]
     return [
         "algorithm=pref_ppo", f"env.id={env_id}", f"seed={seed}", f"total_steps={steps}",
         "torch_threads=1", "progress_bar=false", "teacher=oracle",
         *ppo, f"ppo.net_arch=[{','.join(map(str, NET_ARCH))}]",
         f"feedback.total_budget={comparisons}", f"feedback.queries_per_round={per_round}",
-        f"feedback.round_every={rollout}", f"feedback.first_round_at={rollout}",
+        f"feedback.round_every={every}", f"feedback.first_round_at={rollout}",
         f"feedback.segment_len={segment_len}",
         # one in-run evaluation (1 episode) and one checkpoint, both at the end: the final
         # policy is read back from the checkpoint and evaluated outside the timed call
@@ -207,6 +229,7 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
                          episodes)
     return {**ev, "wall_s": wall, "steps": int(summary["steps"]),
             "comparisons": int(summary["feedback"]["asked"]),
+            "feedback_seconds": summary["feedback"]["seconds"],
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -229,7 +252,7 @@ def imitation_side(env_id: str, seed: int, steps: int, comparisons: int, segment
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    hp = dict(ZOO_PPO[env_id])
+    hp = dict(PPO_SETTINGS[env_id])
     n_envs = hp.pop("n_envs")
     iterations = imitation_iterations(env_id, steps)
     t = IMITATION_TUTORIAL
@@ -333,12 +356,19 @@ def side_config(args: argparse.Namespace) -> dict[str, Any]:
     """Both sides' settings, for the results file."""
     common = {"env": args.env, "total_timesteps": args.steps, "comparisons": args.comparisons,
               "segment_len": args.segment_len, "teacher": "perfect oracle on the true reward",
-              "ppo": {**ZOO_PPO[args.env], "net_arch": list(NET_ARCH),
-                      "source": "rl-baselines3-zoo hyperparams/ppo.yml (tuned)"},
+              "ppo": {**PPO_SETTINGS[args.env], "net_arch": list(NET_ARCH),
+                      "source": PPO_SOURCE[args.env]},
               "torch_threads": 1}
+    from rewardlab.rewards.model import RewardModelConfig
+
+    rm = RewardModelConfig()
     rounds = query_rounds(args.env, args.steps, args.comparisons)
     return {
         "rewardlab": {**common, "algorithm": "pref_ppo",
+                      "reward_model": {"members": rm.members,
+                                       "hidden_sizes": list(rm.hidden_sizes),
+                                       "target_accuracy": rm.target_accuracy,
+                                       "max_epochs": rm.max_epochs},
                       "overrides": rewardlab_overrides(args.env, 0, args.steps,
                                                        args.comparisons, args.segment_len)[1:],
                       "query_rounds": rounds},
@@ -358,13 +388,21 @@ def side_torch(rec: dict[str, Any], side: str) -> str:
     return "/".join(versions) or "-"
 
 
+def markers(env_id: str) -> tuple[str, str]:
+    """The BENCHMARKS.md begin/end markers of ``env_id``'s section."""
+    name = SECTIONS[env_id]
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
 def render_section(rec: dict[str, Any]) -> str:
     """The BENCHMARKS.md section (between the markers), every figure from ``rec``."""
     cfg = rec["config"]["rewardlab"]
     m = rec["machine"]
     hp = cfg["ppo"]
     lines = [
-        BEGIN, "## RewardLab against imitation 1.0.1 (`benchmarks/peer_imitation.py`)", "",
+        markers(cfg["env"])[0],
+        f"## RewardLab against imitation 1.0.1 on {cfg['env']} (`benchmarks/peer_imitation.py`)",
+        "",
         f"- Command: `{rec['command']}`",
         f"- Date (UTC): {rec['date_utc']}; seeds {', '.join(map(str, rec['seeds']))}",
         f"- Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, Python {m['python']}; torch "
@@ -374,12 +412,13 @@ def render_section(rec: dict[str, Any]) -> str:
         f"{rec['load_average_at_start'][0]:.2f} at start)",
         f"- Task: {cfg['env']}, {cfg['total_timesteps']} env steps, {cfg['comparisons']} oracle "
         f"comparisons of {cfg['segment_len']}-step segments. Same SB3 PPO on both sides, "
-        f"RL-zoo's tuned settings: {hp['n_envs']} envs x {hp['n_steps']} steps, batch "
+        f"{hp['source']}: {hp['n_envs']} envs x {hp['n_steps']} steps, batch "
         f"{hp['batch_size']}, {hp['n_epochs']} epochs, lr {hp['learning_rate']}, gamma "
-        f"{hp['gamma']}, GAE {hp['gae_lambda']}, clip {hp['clip_range']}, gSDE "
-        f"(sample freq {hp['sde_sample_freq']}), 64 x 64 MLP.",
+        f"{hp['gamma']}, GAE {hp['gae_lambda']}, clip {hp['clip_range']}, "
+        + (f"gSDE (sample freq {hp['sde_sample_freq']})" if hp["use_sde"] else "Gaussian noise")
+        + ", 64 x 64 MLP.",
         f"- RewardLab `pref_ppo` (its default reward ensemble and disagreement queries; "
-        f"{cfg['query_rounds']} equal query rounds after the first rollouts). imitation "
+        f"{cfg['query_rounds']} equal query rounds spread over the run). imitation "
         f"{rec['config']['imitation']['version']} as in its Pendulum tutorial "
         "(`BasicRewardNet` + `RunningNorm`, `RandomFragmenter`, `SyntheticGatherer`, "
         "`BasicRewardTrainer`, hyperbolic query schedule, "
@@ -401,7 +440,7 @@ def render_section(rec: dict[str, Any]) -> str:
         walls = ", ".join(f"{r['wall_s']:.0f}" for r in s["runs"])
         lines.append(f"| {side} | {s['median_return']:.1f} | {s['median_wall_s']:.1f} | "
                      f"{rets} | {walls} |")
-    lines += ["", rec["note"], "", END]
+    lines += ["", rec["note"], "", markers(cfg["env"])[1]]
     return "\n".join(lines)
 
 
@@ -411,20 +450,49 @@ def explain(rec: dict[str, Any]) -> str:
         return "Only one side has finished runs; the target cannot be judged."
     rl, im = rec["rewardlab"], rec["imitation"]
     verdict = "met" if rec["target_met"] else "NOT met"
-    return (
+    text = (
         f"Target (RewardLab higher median return and lower median wall time): **{verdict}**. "
         f"Median return RewardLab {rl['median_return']:.1f} vs imitation "
         f"{im['median_return']:.1f} (difference {rec['return_gap']:+.1f}); median wall time "
         f"{rl['median_wall_s']:.1f} s vs {im['median_wall_s']:.1f} s (RewardLab takes "
         f"{rec['wall_ratio']:.2f}x imitation's time)."
     )
+    parts = feedback_breakdown(rl["runs"])
+    if parts:
+        text += (" RewardLab's feedback loop inside that time (median over runs, s): "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + ".")
+    if rl["median_wall_s"] >= im["median_wall_s"]:
+        rm = rec["config"]["rewardlab"]["reward_model"]
+        cfg_im = rec["config"]["imitation"]
+        text += (
+            " Both sides run the same PPO for the same steps, so the difference is the reward "
+            f"model: RewardLab's default is PEBBLE's ensemble of {rm['members']} MLPs of "
+            f"{' x '.join(map(str, rm['hidden_sizes']))} units, refit at every round until "
+            f"{rm['target_accuracy']:.0%} training accuracy (at most {rm['max_epochs']} epochs) "
+            "and queried on every env step for the agent's reward, against imitation's single "
+            f"BasicRewardNet of {' x '.join(map(str, cfg_im['reward_hidden_sizes']))} units "
+            f"trained {cfg_im['reward_epochs']} epochs per iteration."
+        )
+    return text
+
+
+def feedback_breakdown(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds per feedback-loop part over the runs that recorded them (``{}`` if none).
+
+    Args:
+        runs: RewardLab run records; ``feedback_seconds`` maps a part (e.g. ``reward_training``)
+            to the seconds it took in that run.
+    """
+    recorded = [r["feedback_seconds"] for r in runs if r.get("feedback_seconds")]
+    keys = sorted({k for sec in recorded for k in sec})
+    return {k: statistics.median(sec.get(k, 0.0) for sec in recorded) for k in keys}
 
 
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--env", default="Pendulum-v1", choices=sorted(ZOO_PPO))
+    p.add_argument("--env", default="Pendulum-v1", choices=sorted(PPO_SETTINGS))
     p.add_argument("--steps", type=int, default=100_000, help="env steps per run")
     p.add_argument("--comparisons", type=int, default=200, help="oracle comparisons per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -443,6 +511,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "comparisons", "segment_len", "eval_episodes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        query_rounds(args.env, args.steps, args.comparisons)
+    except ValueError as err:
+        p.error(f"{err}; pick a multiple")
     return args
 
 
@@ -500,10 +572,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(section)
         return 0
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(rec, indent=2) + "\n")
-    write_markdown_section(BENCHMARKS_MD, BEGIN, END, section)
-    print(f"wrote {RESULTS_JSON.relative_to(REPO)} and BENCHMARKS.md", flush=True)
+    results = RESULTS_DIR / f"{SECTIONS[args.env]}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(rec, indent=2) + "\n")
+    write_markdown_section(BENCHMARKS_MD, *markers(args.env), section)
+    print(f"wrote {results.relative_to(REPO)} and BENCHMARKS.md", flush=True)
     return 0
 
 

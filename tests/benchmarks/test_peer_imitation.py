@@ -87,6 +87,29 @@ def test_rewardlab_spreads_the_budget_over_equal_rounds(peer):
         peer.query_rounds("Pendulum-v1", 100_000, 203)
 
 
+def test_halfcheetah_rounds_are_spread_over_the_run(peer):
+    env = "HalfCheetah-v4"
+    assert peer.rollout_size(env) == 2048 and peer.num_rollouts(env, 100_000) == 49
+    overrides = peer.rewardlab_overrides(env, 0, 100_000, 200, 100)
+    # 20 rounds of 10 every second rollout: the last at 2048 + 19 * 4096 = 79872 of 100352
+    assert "feedback.queries_per_round=10" in overrides
+    assert "feedback.round_every=4096" in overrides and "feedback.first_round_at=2048" in overrides
+    assert "ppo.use_sde=false" in overrides
+    assert peer.markers(env) == ("<!-- peer_imitation_halfcheetah:begin -->",
+                                 "<!-- peer_imitation_halfcheetah:end -->")
+    assert peer.markers("Pendulum-v1")[0] == "<!-- peer_imitation:begin -->"
+
+
+def test_feedback_breakdown_is_the_median_per_part(peer):
+    runs = [dict(_run("rewardlab", s, -1.0, 1.0), feedback_seconds=sec) for s, sec in
+            enumerate([{"reward_training": 10.0, "queries": 1.0},
+                       {"reward_training": 30.0, "queries": 3.0},
+                       {"reward_training": 20.0, "queries": 2.0}])]
+    runs.append(_run("rewardlab", 3, -1.0, 1.0))  # recorded none: left out
+    assert peer.feedback_breakdown(runs) == {"queries": 2.0, "reward_training": 20.0}
+    assert peer.feedback_breakdown([_run("rewardlab", 0, -1.0, 1.0)]) == {}
+
+
 def test_schedule_alternates_which_side_runs_first(peer):
     assert peer.schedule([0, 1, 2]) == [
         ("rewardlab", 0), ("imitation", 0), ("imitation", 1), ("rewardlab", 1),
