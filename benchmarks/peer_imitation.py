@@ -382,6 +382,12 @@ def side_config(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- report
 
+def run_dates(rec: dict[str, Any]) -> str:
+    """``first to last`` finishing date of the runs in ``rec`` ("-" without runs)."""
+    dates = sorted(r["date_utc"] for side in SIDES for r in rec.get(side, {}).get("runs", []))
+    return f"{dates[0]} to {dates[-1]}" if dates else "-"
+
+
 def side_torch(rec: dict[str, Any], side: str) -> str:
     """The torch version(s) the side's runs reported ("-" without runs)."""
     versions = sorted({r["torch"] for r in rec.get(side, {}).get("runs", [])})
@@ -404,7 +410,9 @@ def render_section(rec: dict[str, Any]) -> str:
         f"## RewardLab against imitation 1.0.1 on {cfg['env']} (`benchmarks/peer_imitation.py`)",
         "",
         f"- Command: `{rec['command']}`",
-        f"- Date (UTC): {rec['date_utc']}; seeds {', '.join(map(str, rec['seeds']))}",
+        f"- Date (UTC): {rec['date_utc']} (runs finished {run_dates(rec)}, kept in "
+        f"`benchmarks/runs/peer_imitation/runs.jsonl`); seeds "
+        f"{', '.join(map(str, rec['seeds']))}",
         f"- Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, Python {m['python']}; torch "
         f"{side_torch(rec, 'rewardlab')} (RewardLab) and {side_torch(rec, 'imitation')} "
         "(imitation); one run at a time, alternating sides per seed, 1 torch "
