@@ -31,13 +31,10 @@ dimensions (obs 17, action 6), segments of 50 steps, batch 128. Results go to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,13 +43,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # benchmarks/core.py; importing it also pins one BLAS/OpenMP thread per process
-from core import BENCHMARKS_MD, REPO, cpu_model, git_state, write_markdown_section  # noqa: E402
+from core import (  # noqa: E402
+    BENCHMARKS_MD,
+    REPO,
+    git_state,
+    machine_info,
+    utc_now,
+    write_markdown_section,
+)
+from imitation_venv import IMITATION_VENV, ensure_imitation_venv, run_side  # noqa: E402
 
 RESULTS_JSON = REPO / "benchmarks" / "results" / "reward_throughput.json"
 BEGIN, END = "<!-- reward_throughput:begin -->", "<!-- reward_throughput:end -->"
-IMITATION_VENV = REPO / "benchmarks" / ".venv-imitation"
-IMITATION_VERSION = "1.0.1"
-TORCH_VERSION = "2.13.0"
 
 OBS_DIM, ACT_DIM, SEGMENT_LEN, BATCH = 17, 6, 50, 128  # HalfCheetah-v5, PEBBLE's segment
 LR = 3e-4
@@ -201,61 +203,15 @@ def matmul_rate_gflops(members: int, width: int, repeats: int = 20) -> float:
 
 # ----------------------------------------------------------------------------- imitation venv
 
-def venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def ensure_imitation_venv(venv: Path) -> Path:
-    """Create ``venv`` with ``torch==TORCH_VERSION`` then ``imitation==IMITATION_VERSION``.
-
-    torch is installed first so pip keeps the CPU build instead of pulling a CUDA one. Nothing
-    is done when imitation already imports there at the right version.
-
-    Returns:
-        The venv's python executable.
-
-    Raises:
-        subprocess.CalledProcessError: if venv creation or an install fails.
-    """
-    py = venv_python(venv)
-    if py.exists():
-        check = subprocess.run(
-            [str(py), "-c", "import imitation, torch; print(imitation.__version__, "
-             "torch.__version__)"], capture_output=True, text=True, check=False)
-        if check.returncode == 0 and check.stdout.split()[0] == IMITATION_VERSION:
-            return py
-    print(f"creating {venv} (torch=={TORCH_VERSION}, imitation=={IMITATION_VERSION})",
-          flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
-    subprocess.run([*pip, f"imitation=={IMITATION_VERSION}"], check=True)
-    return py
-
-
 def run_imitation_subprocess(py: Path, data: Path, members: int, hidden: tuple[int, ...],
                              repeats: int) -> dict[str, Any]:
     """Run :func:`imitation_side` in the imitation venv; its last stdout line is JSON."""
-    cmd = [str(py), str(Path(__file__).resolve()), "--side", "imitation", "--data", str(data),
-           "--members", str(members), "--hidden", *map(str, hidden), "--repeats", str(repeats)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": ""}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"imitation side failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--side", "imitation", "--data", str(data), "--members", str(members),
+            "--hidden", *map(str, hidden), "--repeats", str(repeats)]
+    return run_side(py, Path(__file__).resolve(), args, "imitation")
 
 
 # ----------------------------------------------------------------------------- report
-
-def machine_info() -> dict[str, Any]:
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
 
 def summarise(pairs: int, times: list[float]) -> dict[str, Any]:
     med = statistics.median(times)

@@ -84,6 +84,28 @@ class PPOConfig(BaseModel):
     clip_range: float = Field(0.2, gt=0, description="PPO clip range.")
     ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
     net_arch: tuple[int, ...] = Field((64, 64), description="Policy and value hidden widths.")
+    use_sde: bool = Field(
+        False, description="Generalized state-dependent exploration (gSDE, Raffin et al. 2022) "
+        "instead of independent Gaussian action noise (SB3's use_sde)."
+    )
+    sde_sample_freq: int = Field(
+        -1, ge=-1, description="With use_sde: resample the gSDE noise matrix every N steps "
+        "(-1: only at the start of each rollout; SB3's sde_sample_freq)."
+    )
+
+    @model_validator(mode="after")
+    def _sde_consistent(self) -> PPOConfig:
+        if self.sde_sample_freq == 0:
+            raise ValueError(
+                "ppo.sde_sample_freq: 0 is not a frequency; use -1 (resample once per rollout) "
+                "or a positive number of steps"
+            )
+        if self.sde_sample_freq != -1 and not self.use_sde:
+            raise ValueError(
+                f"ppo.sde_sample_freq={self.sde_sample_freq} has no effect without "
+                "ppo.use_sde=true; set ppo.use_sde=true or leave sde_sample_freq at -1"
+            )
+        return self
 
 
 class TeacherSettings(BaseModel):

@@ -31,6 +31,7 @@ def build_ppo(config: TrainConfig, env: LearnedRewardVecEnv, seed: int) -> PPO:
         n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
         learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda,
         clip_range=p.clip_range, ent_coef=p.ent_coef,
+        use_sde=p.use_sde, sde_sample_freq=p.sde_sample_freq,
         policy_kwargs={"net_arch": list(p.net_arch)}, seed=seed, device="cpu", verbose=0,
     )
 
