@@ -41,10 +41,15 @@ the same protocol and code on both sides) and the wall time of the whole trainin
 up and training, imports, virtualenv creation and the final evaluation excluded). The runs go one
 after another, alternating sides per seed, each in a fresh process with one torch thread and one
 BLAS/OpenMP thread. Every finished run is appended to
-``benchmarks/runs/peer_imitation/runs.jsonl``; a rerun skips runs already there with the same
-settings. Results go to ``benchmarks/results/peer_imitation.json`` and to the ``peer_imitation``
-section of ``BENCHMARKS.md`` (HalfCheetah-v4: ``peer_imitation_halfcheetah``) unless
-``--no-write``.
+``benchmarks/results/peer_imitation_runs.jsonl`` (kept in git); a rerun skips runs already there
+with the same settings. Results go to ``benchmarks/results/peer_imitation.json`` and to the
+``peer_imitation`` section of ``BENCHMARKS.md`` (HalfCheetah-v4: ``peer_imitation_halfcheetah``;
+``--reward-model matched``: ``_matched`` appended) unless ``--no-write``.
+
+``--reward-model matched`` gives RewardLab imitation's reward-learning budget (its reward
+network's width and epochs per round, :data:`REWARD_MODELS`) and runs both sides again: the
+default comparison shows RewardLab's recipe against imitation's, the matched one the two
+implementations at equal reward-learning compute.
 """
 
 from __future__ import annotations
@@ -79,9 +84,19 @@ from imitation_venv import (  # noqa: E402
 )
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
-RUNS_DIR = REPO / "benchmarks" / "runs" / "peer_imitation"
-#: Results-file stem and BENCHMARKS.md section name per env.
+#: Finished runs, one JSON line each (small; kept in git so a comparison can be re-aggregated).
+RUNS_FILE = RESULTS_DIR / "peer_imitation_runs.jsonl"
+#: Results-file stem and BENCHMARKS.md section name per env (``_matched`` appended for
+#: ``--reward-model matched``).
 SECTIONS = {"Pendulum-v1": "peer_imitation", "HalfCheetah-v4": "peer_imitation_halfcheetah"}
+#: RewardLab's reward model per ``--reward-model``: ``default`` (PEBBLE's ensemble, trained to
+#: 97% accuracy each round) or ``matched`` to imitation's tutorial reward learning: its reward
+#: network's width (BasicRewardNet: 32 x 32) and its epochs per round (``reward_epochs``: 3);
+#: RewardLab keeps its 3-member ensemble and disagreement-based query selection.
+REWARD_MODELS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "matched": ("reward_model.hidden_sizes=[32,32]", "reward_model.max_epochs=3"),
+}
 SIDES = ("rewardlab", "imitation")
 EVAL_SEED = 100_000
 #: RewardLab asks its queries in this many equal rounds, after each of the first rollouts.
@@ -182,9 +197,15 @@ def evaluate_policy(predict: Any, env_id: str, seed: int, episodes: int) -> dict
 
 # ----------------------------------------------------------------------------- sides
 
+def section_name(env_id: str, reward_model: str) -> str:
+    """Results-file stem and BENCHMARKS.md section of a comparison."""
+    return SECTIONS[env_id] + ("" if reward_model == "default" else f"_{reward_model}")
+
+
 def rewardlab_overrides(env_id: str, seed: int, steps: int, comparisons: int,
-                        segment_len: int) -> list[str]:
-    """``--set`` overrides of the RewardLab run (RewardLab defaults for everything else)."""
+                        segment_len: int, reward_model: str = "default") -> list[str]:
+    """``--set`` overrides of the RewardLab run (RewardLab defaults for everything else;
+    ``reward_model``: a key of :data:`REWARD_MODELS`)."""
     hp = PPO_SETTINGS[env_id]
     rollout = rollout_size(env_id)
     rounds = query_rounds(env_id, steps, comparisons)
@@ -201,11 +222,12 @@ def rewardlab_overrides(env_id: str, seed: int, steps: int, comparisons: int,
         # one in-run evaluation (1 episode) and one checkpoint, both at the end: the final
         # policy is read back from the checkpoint and evaluated outside the timed call
         f"eval.every={steps}", "eval.episodes=1", f"checkpoint_every={steps}",
+        *REWARD_MODELS[reward_model],
     ]
 
 
 def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment_len: int,
-                   episodes: int, run_dir: Path) -> dict[str, Any]:
+                   episodes: int, run_dir: Path, reward_model: str = "default") -> dict[str, Any]:
     """One RewardLab preference-PPO run; the timed call is :func:`rewardlab.algorithms.train`."""
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -218,7 +240,7 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
 
     torch.set_num_threads(1)
     config = build_config({}, rewardlab_overrides(env_id, seed, steps, comparisons,
-                                                  segment_len))
+                                                  segment_len, reward_model))
     t0 = time.perf_counter()
     summary = train(config, run_dir)
     wall = time.perf_counter() - t0
@@ -234,11 +256,12 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
 
 
 def imitation_side(env_id: str, seed: int, steps: int, comparisons: int, segment_len: int,
-                   episodes: int, run_dir: Path) -> dict[str, Any]:
+                   episodes: int, run_dir: Path, reward_model: str = "default") -> dict[str, Any]:
     """One imitation 1.0.1 preference-comparisons run (inside the imitation venv).
 
     Follows imitation's tutorial; the timed part builds the components and calls
-    ``PreferenceComparisons.train``. Imports nothing from RewardLab.
+    ``PreferenceComparisons.train``. Imports nothing from RewardLab. ``reward_model`` (which
+    RewardLab reward model this run is compared with) changes nothing here.
     """
     import imitation
     import numpy as np
@@ -293,9 +316,10 @@ def imitation_side(env_id: str, seed: int, steps: int, comparisons: int, segment
 # ----------------------------------------------------------------------------- runs
 
 def run_key(rec: dict[str, Any]) -> tuple:
-    """What makes two run records the same run (for resuming)."""
+    """What makes two run records the same run (for resuming). Each comparison
+    (``reward_model``) runs both sides, so that they share a run of the script."""
     return (rec["side"], rec["env"], rec["seed"], rec["budget_steps"], rec["budget_comparisons"],
-            rec["segment_len"], rec["eval_episodes"])
+            rec["segment_len"], rec["eval_episodes"], rec.get("reward_model", "default"))
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
@@ -359,18 +383,21 @@ def side_config(args: argparse.Namespace) -> dict[str, Any]:
               "ppo": {**PPO_SETTINGS[args.env], "net_arch": list(NET_ARCH),
                       "source": PPO_SOURCE[args.env]},
               "torch_threads": 1}
+    from rewardlab.config import build_config
     from rewardlab.rewards.model import RewardModelConfig
 
-    rm = RewardModelConfig()
+    overrides = rewardlab_overrides(args.env, 0, args.steps, args.comparisons, args.segment_len,
+                                    args.reward_model)
+    rm: RewardModelConfig = build_config({}, overrides).reward_model
     rounds = query_rounds(args.env, args.steps, args.comparisons)
     return {
         "rewardlab": {**common, "algorithm": "pref_ppo",
                       "reward_model": {"members": rm.members,
                                        "hidden_sizes": list(rm.hidden_sizes),
                                        "target_accuracy": rm.target_accuracy,
-                                       "max_epochs": rm.max_epochs},
-                      "overrides": rewardlab_overrides(args.env, 0, args.steps,
-                                                       args.comparisons, args.segment_len)[1:],
+                                       "max_epochs": rm.max_epochs,
+                                       "choice": args.reward_model},
+                      "overrides": overrides[1:],
                       "query_rounds": rounds},
         "imitation": {**common, "version": IMITATION_VERSION,
                       "num_iterations": imitation_iterations(args.env, args.steps),
@@ -394,9 +421,9 @@ def side_torch(rec: dict[str, Any], side: str) -> str:
     return "/".join(versions) or "-"
 
 
-def markers(env_id: str) -> tuple[str, str]:
-    """The BENCHMARKS.md begin/end markers of ``env_id``'s section."""
-    name = SECTIONS[env_id]
+def markers(env_id: str, reward_model: str = "default") -> tuple[str, str]:
+    """The BENCHMARKS.md begin/end markers of a comparison's section."""
+    name = section_name(env_id, reward_model)
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
@@ -405,13 +432,18 @@ def render_section(rec: dict[str, Any]) -> str:
     cfg = rec["config"]["rewardlab"]
     m = rec["machine"]
     hp = cfg["ppo"]
+    rm = cfg["reward_model"]
+    choice = rm.get("choice", "default")
+    begin, end = markers(cfg["env"], choice)
+    title = "" if choice == "default" else ", reward learning matched to imitation's"
     lines = [
-        markers(cfg["env"])[0],
-        f"## RewardLab against imitation 1.0.1 on {cfg['env']} (`benchmarks/peer_imitation.py`)",
+        begin,
+        f"## RewardLab against imitation 1.0.1 on {cfg['env']}{title} "
+        "(`benchmarks/peer_imitation.py`)",
         "",
         f"- Command: `{rec['command']}`",
         f"- Date (UTC): {rec['date_utc']} (runs finished {run_dates(rec)}, kept in "
-        f"`benchmarks/runs/peer_imitation/runs.jsonl`); seeds "
+        "`benchmarks/results/peer_imitation_runs.jsonl`); seeds "
         f"{', '.join(map(str, rec['seeds']))}",
         f"- Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, Python {m['python']}; torch "
         f"{side_torch(rec, 'rewardlab')} (RewardLab) and {side_torch(rec, 'imitation')} "
@@ -425,8 +457,13 @@ def render_section(rec: dict[str, Any]) -> str:
         f"{hp['gamma']}, GAE {hp['gae_lambda']}, clip {hp['clip_range']}, "
         + (f"gSDE (sample freq {hp['sde_sample_freq']})" if hp["use_sde"] else "Gaussian noise")
         + ", 64 x 64 MLP.",
-        f"- RewardLab `pref_ppo` (its default reward ensemble and disagreement queries; "
-        f"{cfg['query_rounds']} equal query rounds spread over the run). imitation "
+        f"- RewardLab `pref_ppo`: reward ensemble of {rm['members']} MLPs of "
+        f"{' x '.join(map(str, rm['hidden_sizes']))} units, refit each round until "
+        f"{rm['target_accuracy']:.0%} training accuracy or {rm['max_epochs']} epochs"
+        + (" (RewardLab's default)" if choice == "default" else
+           " (imitation's reward-network width and epochs per round)")
+        + f", disagreement-based queries, {cfg['query_rounds']} equal query rounds spread "
+        "over the run. imitation "
         f"{rec['config']['imitation']['version']} as in its Pendulum tutorial "
         "(`BasicRewardNet` + `RunningNorm`, `RandomFragmenter`, `SyntheticGatherer`, "
         "`BasicRewardTrainer`, hyperbolic query schedule, "
@@ -448,7 +485,7 @@ def render_section(rec: dict[str, Any]) -> str:
         walls = ", ".join(f"{r['wall_s']:.0f}" for r in s["runs"])
         lines.append(f"| {side} | {s['median_return']:.1f} | {s['median_wall_s']:.1f} | "
                      f"{rets} | {walls} |")
-    lines += ["", rec["note"], "", markers(cfg["env"])[1]]
+    lines += ["", rec["note"], "", end]
     return "\n".join(lines)
 
 
@@ -469,8 +506,8 @@ def explain(rec: dict[str, Any]) -> str:
     if parts:
         text += (" RewardLab's feedback loop inside that time (median over runs, s): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + ".")
-    if rl["median_wall_s"] >= im["median_wall_s"]:
-        rm = rec["config"]["rewardlab"]["reward_model"]
+    rm = rec["config"]["rewardlab"]["reward_model"]
+    if rl["median_wall_s"] >= im["median_wall_s"] and rm.get("choice", "default") == "default":
         cfg_im = rec["config"]["imitation"]
         text += (
             " Both sides run the same PPO for the same steps, so the difference is the reward "
@@ -508,7 +545,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steps per compared segment (imitation: fragment_length), both sides")
     p.add_argument("--eval-episodes", type=int, default=20,
                    help="deterministic episodes evaluating each final policy")
-    p.add_argument("--runs-file", type=Path, default=RUNS_DIR / "runs.jsonl",
+    p.add_argument("--reward-model", choices=list(REWARD_MODELS), default="default",
+                   help="RewardLab's reward model: its default, or matched to imitation's "
+                   "reward-network width and epochs per round")
+    p.add_argument("--runs-file", type=Path, default=RUNS_FILE,
                    help="JSONL of finished runs (appended; finished runs are skipped)")
     p.add_argument("--no-write", action="store_true",
                    help="print only; leave the results file and BENCHMARKS.md alone")
@@ -529,7 +569,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def side_args(args: argparse.Namespace, side: str, seed: int, run_dir: Path) -> list[str]:
     return ["--side", side, "--seed", str(seed), "--run-dir", str(run_dir), "--env", args.env,
             "--steps", str(args.steps), "--comparisons", str(args.comparisons),
-            "--segment-len", str(args.segment_len), "--eval-episodes", str(args.eval_episodes)]
+            "--segment-len", str(args.segment_len), "--eval-episodes", str(args.eval_episodes),
+            "--reward-model", args.reward_model]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = rewardlab_side if args.side == "rewardlab" else imitation_side
         args.run_dir.mkdir(parents=True, exist_ok=True)
         res = fn(args.env, args.seed, args.steps, args.comparisons, args.segment_len,
-                 args.eval_episodes, args.run_dir)
+                 args.eval_episodes, args.run_dir, args.reward_model)
         print(json.dumps(res))
         return 0
     command = shlex.join(["python", *(sys.argv if argv is None else
@@ -551,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     for side, seed in schedule(args.seeds):
         rec = {"side": side, "env": args.env, "seed": seed, "budget_steps": args.steps,
                "budget_comparisons": args.comparisons, "segment_len": args.segment_len,
-               "eval_episodes": args.eval_episodes}
+               "eval_episodes": args.eval_episodes, "reward_model": args.reward_model}
         if run_key(rec) in done:
             print(f"{side} seed {seed}: already in {args.runs_file}, skipped", flush=True)
             continue
@@ -570,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             if (r["side"], r["seed"]) in wanted and r["env"] == args.env
             and r["budget_steps"] == args.steps and r["budget_comparisons"] == args.comparisons
             and r["segment_len"] == args.segment_len
-            and r["eval_episodes"] == args.eval_episodes]
+            and r["eval_episodes"] == args.eval_episodes
+            and r.get("reward_model", "default") == args.reward_model]
     rec = {**aggregate(runs), "command": command, "date_utc": utc_now(),
            "machine": machine_info(), "git": git_state(), "seeds": args.seeds,
            "eval_episodes": args.eval_episodes, "config": side_config(args),
@@ -580,10 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(section)
         return 0
-    results = RESULTS_DIR / f"{SECTIONS[args.env]}.json"
+    results = RESULTS_DIR / f"{section_name(args.env, args.reward_model)}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(rec, indent=2) + "\n")
-    write_markdown_section(BENCHMARKS_MD, *markers(args.env), section)
+    write_markdown_section(BENCHMARKS_MD, *markers(args.env, args.reward_model), section)
     print(f"wrote {results.relative_to(REPO)} and BENCHMARKS.md", flush=True)
     return 0
 
