@@ -264,6 +264,37 @@ def normalized_scores(
     return {name: dict(groups) for name, groups in out.items()}
 
 
+def curve_scores(
+    runs: dict[str, dict[str, Any]], random_returns: dict[str, float]
+) -> dict[tuple, dict[int, float]]:
+    """Learning-curve (sample-efficiency) scores per group and seed.
+
+    The score of a run is ``(mean_t G_t - R) / (mean_t S_t - R)`` over its evaluation steps t:
+    its gold return G_t and the mean ``sac_true`` gold return S_t at each step, R the env's
+    random-policy return; the normalised area under the learning curve (1 = SAC on the true
+    reward all along, 0 = random). It tells apart variants that end at the same return but
+    get there at different speeds. Left out where a step has no SAC reference, R is unknown or
+    ``mean_t S_t <= R``.
+
+    Returns:
+        ``{(env, method, teacher, queries, steps): {seed: score}}``.
+    """
+    ref = sac_reference(runs)
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for key, run in runs.items():
+        k = parse_key(key)
+        rnd = random_returns.get(k["env"])
+        sac = [ref.get((k["env"], k["steps"], int(e["step"]))) for e in run["evals"]]
+        if not run["evals"] or rnd is None or any(v is None for v in sac):
+            continue
+        gold = sum(float(e["gold_return"]) for e in run["evals"]) / len(run["evals"])
+        sac_mean = sum(sac) / len(sac)
+        if sac_mean > rnd:
+            group = (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
+            out[group][k["seed"]] = (gold - rnd) / (sac_mean - rnd)
+    return dict(out)
+
+
 def iqm_ci(scores: list[float], reps: int = BOOTSTRAP_REPS,
            seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
     """IQM and 95% stratified-bootstrap CI of one group's per-seed scores, with ``rliable``.
@@ -289,10 +320,12 @@ def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list
     """The result rows: one per (env, method, teacher, queries, steps) with a SAC reference.
 
     ``normalized_iqm``/``ci_low``/``ci_high`` use the issue's ratio (None where undefined);
-    ``random_normalized_*`` the random-to-SAC normalisation (see :func:`normalized_scores`).
+    ``random_normalized_*`` the random-to-SAC normalisation (see :func:`normalized_scores`);
+    ``curve_normalized_*`` the learning-curve score (:func:`curve_scores`).
     """
     runs = completed_runs(records)
     scores = normalized_scores(runs, reference_returns(records))
+    scores["curve"] = curve_scores(runs, reference_returns(records))
     ref = sac_reference(runs)
     rows = []
     groups = sorted(set(scores["ratio"]) | set(scores["random"]),
@@ -308,7 +341,7 @@ def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list
             "gold_return_per_seed": [float(f["gold_return"]) for f in finals],
             "sac_reference_return": ref[(env, steps, int(finals[0]["step"]))],
             "random_reference_return": reference_returns(records).get(env)}
-        for kind, prefix in (("ratio", ""), ("random", "random_")):
+        for kind, prefix in (("ratio", ""), ("random", "random_"), ("curve", "curve_")):
             by_seed = scores[kind].get(group)
             if by_seed and sorted(by_seed) == seeds:
                 iqm, lo, hi = iqm_ci([by_seed[s] for s in seeds], reps=reps)
@@ -374,8 +407,8 @@ def render_section(rec: dict[str, Any]) -> str:
     lines += ["",
               "| env | method | teacher | queries | env steps | seeds | normalised IQM "
               "(G/S) | 95% CI | random-normalised IQM ((G-R)/(S-R)) | 95% CI | "
-              "gold return G per seed |",
-              "|---|---|---|---:|---:|---|---:|---|---:|---|---|"]
+              "learning-curve score IQM | 95% CI | gold return G per seed |",
+              "|---|---|---|---:|---:|---|---:|---|---:|---|---:|---|---|"]
     for r in rec["rows"]:
         lines.append(
             f"| {r['env']} | {r['method']} | {r['teacher'] or '—'} | "
@@ -383,6 +416,8 @@ def render_section(rec: dict[str, Any]) -> str:
             f"{', '.join(map(str, r['seeds']))} | {_f(r['normalized_iqm'])} | "
             f"{_ci(r['ci_low'], r['ci_high'])} | {_f(r['random_normalized_iqm'])} | "
             f"{_ci(r['random_ci_low'], r['random_ci_high'])} | "
+            f"{_f(r.get('curve_normalized_iqm'))} | "
+            f"{_ci(r.get('curve_ci_low'), r.get('curve_ci_high'))} | "
             f"{', '.join(f'{g:.0f}' for g in r['gold_return_per_seed'])} |")
     refs = sorted({(r["env"], r["eval_step"], r["sac_reference_return"],
                     r["random_reference_return"]) for r in rec["rows"]}, key=str)
@@ -393,7 +428,7 @@ def render_section(rec: dict[str, Any]) -> str:
                   + (" S <= 0, so the issue's ratio G/S is undefined here (—)." if sac <= 0
                      else "")]
     if not rec["rows"]:
-        lines.append("| — | no finished run with a SAC reference yet | | | | | | | |")
+        lines.append("| — | no finished run with a SAC reference yet | | | | | | | | | |")
     for note in rec["notes"]:
         lines += ["", note]
     lines += ["", end]
@@ -424,7 +459,10 @@ NOTES = [
     "SAC hyperparameters, derived seeds and evaluation protocol) at the same env step, both "
     "measured by this harness; undefined when S <= 0. Random-normalised score = (G - R) / "
     "(S - R) with R a uniformly random policy's return on the same env (0 = random, 1 = SAC on "
-    "the true reward). IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 "
+    "the true reward). Learning-curve score = (mean over the run's evaluations of G - R) / "
+    "(mean over the same steps of S - R): the normalised area under the learning curve, which "
+    "separates runs that end alike but learn at different speeds. "
+    "IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 "
     "seeds the interval is wide and the IQM is the mean). Returns are the mean over 5 "
     "deterministic-policy episodes.",
     "PEBBLE schedule: unsupervised pre-training for 5% of the steps (at least 1000), then the "

@@ -197,3 +197,21 @@ def test_ablation_section_has_its_own_markers(fe):
     text = fe.render_section(rec)
     assert text.startswith("<!-- ablations:begin -->") and text.endswith("<!-- ablations:end -->")
     assert "Not the issue's full grid" not in text
+
+
+def test_learning_curve_score_is_normalised_area_under_the_curve(fe):
+    env, t = "Pendulum-v1", 2000
+    sac = fe.run_key(env, "sac_true", None, 0, t, 0)
+    fast = fe.run_key(env, "pebble", "oracle", 20, t, 0)
+    slow = fe.run_key(env, "pebble_uniform", "oracle", 20, t, 0)
+    recs = (records(fe, sac, {1000: -200.0, 2000: -200.0}, "a")
+            + records(fe, fast, {1000: -200.0, 2000: -200.0}, "b")
+            + records(fe, slow, {1000: -1000.0, 2000: -200.0}, "c")
+            + [{"kind": "reference", "env": env, "gold_return": -1200.0}])
+    rows = {r["method"]: r for r in fe.aggregate(recs, reps=10)}
+    # both end at SAC's return; the slow one has half SAC's area above random
+    assert rows["pebble"]["random_normalized_iqm"] == pytest.approx(1.0)
+    assert rows["pebble_uniform"]["random_normalized_iqm"] == pytest.approx(1.0)
+    assert rows["pebble"]["curve_normalized_iqm"] == pytest.approx(1.0)
+    assert rows["pebble_uniform"]["curve_normalized_iqm"] == pytest.approx(
+        ((-600.0) - (-1200.0)) / ((-200.0) - (-1200.0)))
