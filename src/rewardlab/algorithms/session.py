@@ -49,6 +49,7 @@ from rewardlab.algorithms.checkpoint import (
 )
 from rewardlab.algorithms.common import PreferenceLearner, make_env
 from rewardlab.algorithms.human import HumanFeedback
+from rewardlab.algorithms.interrupt import SigintLatch
 from rewardlab.algorithms.mitigations import OveroptimizationGuard, effective_schedule
 from rewardlab.config import TrainConfig, dump_config, load_config
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
@@ -152,6 +153,8 @@ class TrainingSession:
             config, self.seeds["mitigation"], lambda: make_env(config)
         )
         self.stop_requested = False
+        # Ctrl-C: raised at once, and again between chunks if a finaliser swallowed it
+        self.interrupt = SigintLatch().install()
         self._progress: Progress | None = None
         self._task: Any = None
         self._status_override: str | None = None
@@ -419,7 +422,14 @@ class TrainingSession:
     def after_chunk(
         self, model: BaseAlgorithm, log: TransitionLog, step: int, extra: dict[str, Any]
     ) -> None:
-        """Evaluate and checkpoint when due, then advance the progress bar."""
+        """Evaluate and checkpoint when due, then advance the progress bar.
+
+        Raises:
+            KeyboardInterrupt: if Ctrl-C was pressed during the chunk (even if its first
+                ``KeyboardInterrupt`` was swallowed by a finaliser; see
+                :mod:`rewardlab.algorithms.interrupt`).
+        """
+        self.interrupt.check()
         if step >= self.next_eval:
             self.evaluate(model, step)
         if step >= self.next_checkpoint:
@@ -447,6 +457,7 @@ class TrainingSession:
     # ------------------------------------------------------------------- finish
     def finish(self, step: int, interrupted: bool) -> dict[str, Any]:
         """Write the plot and ``summary.json``; close files. Returns the summary."""
+        self.interrupt.uninstall()
         self.stop_progress()
         if self.human is not None:
             self.human.close(step, self.learner.counters.asked, interrupted)
