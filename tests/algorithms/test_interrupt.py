@@ -12,6 +12,7 @@ from rewardlab.algorithms.interrupt import SigintLatch
 
 
 def test_press_swallowed_by_a_finaliser_is_raised_again_by_check():
+    before = signal.getsignal(signal.SIGINT)  # other tests' servers may have set their own
     latch = SigintLatch().install()
     try:
         latch.check()  # nothing pressed yet
@@ -24,14 +25,15 @@ def test_press_swallowed_by_a_finaliser_is_raised_again_by_check():
             latch.check()
     finally:
         latch.uninstall()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_outside_the_main_thread_it_installs_nothing():
+    before = signal.getsignal(signal.SIGINT)
     latch = SigintLatch()
     thread = threading.Thread(target=latch.install)
     thread.start()
     thread.join()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     latch.check()
     latch.uninstall()

@@ -20,7 +20,9 @@ class SigintLatch:
     """A SIGINT handler that raises ``KeyboardInterrupt`` and latches the press.
 
     Installed only from the main thread (the only one Python delivers signals to); elsewhere it
-    does nothing and :meth:`check` never raises.
+    does nothing and :meth:`check` never raises. It is installed even when SIGINT was ignored at
+    start-up (a run started with ``&`` from a non-interactive shell inherits ``SIG_IGN``), so
+    ``kill -INT`` still stops such a run with a checkpoint.
     """
 
     def __init__(self) -> None:
