@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def fe():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("feedback_efficiency",
-                                                  BENCH / "feedback_efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = True) -> list[dict]:

@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def overhead():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("overhead", BENCH / "overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fraction_is_feedback_seconds_over_pebble_wall(overhead):

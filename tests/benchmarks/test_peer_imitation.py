@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def peer():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("peer_imitation", BENCH / "peer_imitation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(side, seed, ret, wall):

@@ -1,0 +1,39 @@
+"""Load a benchmark script (benchmarks/*.py, not a package) as a module for its tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import benchmarks/core.py by name
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fe() -> ModuleType:
+    """benchmarks/feedback_efficiency.py."""
+    return _load("feedback_efficiency")
+
+
+@pytest.fixture(scope="module")
+def peer() -> ModuleType:
+    """benchmarks/peer_imitation.py."""
+    return _load("peer_imitation")
+
+
+@pytest.fixture(scope="module")
+def overhead() -> ModuleType:
+    """benchmarks/overhead.py."""
+    return _load("overhead")
