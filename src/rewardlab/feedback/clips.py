@@ -34,7 +34,6 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import uuid
@@ -139,29 +138,16 @@ def _render_with_env(env: Any, env_id: str, render_states: np.ndarray) -> np.nda
     # Gymnasium only makes a viewer's GL context current when an env has several viewers. With
     # several envs in one thread (ClipCache's worker), the last *created* context stays current,
     # and rendering another env through it draws the wrong scene: make this env's current.
-    # The env's context is made current before every frame, and the garbage collector (whose
-    # finalisers may free other envs' GL contexts in this thread) is paused while the segment
-    # renders: one CI run got black frames re-rendering an env after another env's context had
-    # been current (not reproduced since; see test_clip_cache_switches_gl_context_between_envs).
-    renderer = getattr(base, "mujoco_renderer", None)
+    viewer = getattr(getattr(base, "mujoco_renderer", None), "viewer", None)
+    if viewer is not None and hasattr(viewer, "make_context_current"):
+        viewer.make_context_current()
     frames: list[np.ndarray] = []
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for state in states:
-            base.set_state(state[:nq], state[nq:])
-            viewer = getattr(renderer, "viewer", None)  # made by the env's first render()
-            if viewer is not None and hasattr(viewer, "make_context_current"):
-                viewer.make_context_current()
-            frame = env.render()
-            if frame is None:
-                raise RuntimeError(
-                    f"{env_id!r}: render() returned None; expected rgb_array frames"
-                )
-            frames.append(np.asarray(frame, dtype=np.uint8))
-    finally:
-        if collecting:
-            gc.enable()
+    for state in states:
+        base.set_state(state[:nq], state[nq:])
+        frame = env.render()
+        if frame is None:
+            raise RuntimeError(f"{env_id!r}: render() returned None; expected rgb_array frames")
+        frames.append(np.asarray(frame, dtype=np.uint8))
     return np.stack(frames)
 
 
