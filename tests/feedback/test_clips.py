@@ -24,8 +24,7 @@ pytestmark = pytest.mark.e2e
 W, H = 160, 120  # small frames keep the tests fast
 
 
-@pytest.fixture(scope="module")
-def reacher_states() -> np.ndarray:
+def episode_states() -> np.ndarray:
     """(50, nq + nv) float64 states of a Reacher-v5 episode under random actions."""
     env = gym.make("Reacher-v5")
     env.reset(seed=0)
@@ -37,6 +36,12 @@ def reacher_states() -> np.ndarray:
         env.step(env.action_space.sample())
     env.close()
     return np.asarray(states, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def reacher_states() -> np.ndarray:
+    """:func:`episode_states`, once per module."""
+    return episode_states()
 
 
 def _segment(states: np.ndarray, segment_id: int | None, env_id: str = "Reacher-v5") -> Segment:
@@ -184,10 +189,10 @@ def test_clip_cache_switches_gl_context_between_envs(tmp_path):
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import gymnasium as gym
         import numpy as np
-        from test_clips import H, W, _segment, reacher_states
+        from test_clips import H, W, _segment, episode_states
         from rewardlab.feedback.clips import ClipCache, render_segment_frames
 
-        states = reacher_states.__wrapped__()[:3]
+        states = episode_states()[:3]
         cheetah = gym.make("HalfCheetah-v5")
         cheetah.reset(seed=0)
         data = cheetah.unwrapped.data
