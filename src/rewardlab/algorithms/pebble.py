@@ -133,6 +133,7 @@ def train_pebble(
 
     interrupted = False
     session.start_progress(step)
+    session.interrupt.install()
     try:
         while step < config.total_steps:
             events = [config.total_steps, session.next_eval, session.next_checkpoint,
@@ -177,4 +178,6 @@ def train_pebble(
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        session.interrupt.uninstall()
     return session.close(model, log, interrupted, {"next_intrinsic": next_intrinsic})

@@ -74,6 +74,7 @@ def train_pref_ppo(
 
     interrupted = False
     session.start_progress(step)
+    session.interrupt.install()
     try:
         while step < config.total_steps:
             # one PPO rollout + update at a time; rounds and evals fall on rollout boundaries
@@ -97,4 +98,6 @@ def train_pref_ppo(
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        session.interrupt.uninstall()
     return session.close(model, log, interrupted, {})

@@ -153,8 +153,9 @@ class TrainingSession:
             config, self.seeds["mitigation"], lambda: make_env(config)
         )
         self.stop_requested = False
-        # Ctrl-C: raised at once, and again between chunks if a finaliser swallowed it
-        self.interrupt = SigintLatch().install()
+        # Ctrl-C during the training loop (which installs it): raised at once, and again
+        # between chunks if a finaliser swallowed it
+        self.interrupt = SigintLatch()
         self._progress: Progress | None = None
         self._task: Any = None
         self._status_override: str | None = None
@@ -457,7 +458,6 @@ class TrainingSession:
     # ------------------------------------------------------------------- finish
     def finish(self, step: int, interrupted: bool) -> dict[str, Any]:
         """Write the plot and ``summary.json``; close files. Returns the summary."""
-        self.interrupt.uninstall()
         self.stop_progress()
         if self.human is not None:
             self.human.close(step, self.learner.counters.asked, interrupted)
