@@ -483,6 +483,11 @@ def write_markdown(path: Path, section: str) -> None:
     write_markdown_section(path, BEGIN, END, section)
 
 
+def section_markers(name: str) -> tuple[str, str]:
+    """The BENCHMARKS.md ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->`` markers of a section."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
 def write_markdown_section(path: Path, begin: str, end: str, section: str) -> None:
     """Replace the text between ``begin`` and ``end`` in ``path`` (or append the section).
 

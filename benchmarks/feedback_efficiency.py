@@ -442,7 +442,7 @@ def default_records(section: str) -> Path:
 
 def markers(section: str) -> tuple[str, str]:
     """The BENCHMARKS.md begin/end markers of ``section`` (a key of :data:`SECTIONS`)."""
-    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    return core.section_markers(section)
 
 
 def _f(x: float | None, digits: int = 2) -> str:

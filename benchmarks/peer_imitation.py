@@ -73,6 +73,7 @@ from core import (  # noqa: E402
     REPO,
     git_state,
     machine_info,
+    section_markers,
     utc_now,
     write_markdown_section,
 )
@@ -423,8 +424,7 @@ def side_torch(rec: dict[str, Any], side: str) -> str:
 
 def markers(env_id: str, reward_model: str = "default") -> tuple[str, str]:
     """The BENCHMARKS.md begin/end markers of a comparison's section."""
-    name = section_name(env_id, reward_model)
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    return section_markers(section_name(env_id, reward_model))
 
 
 def render_section(rec: dict[str, Any]) -> str:
