@@ -222,9 +222,9 @@ def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
-    from rewardlab.algorithms.common import make_env
     from rewardlab.config import dump_config, load_config
     from rewardlab.diagnostics.evaluation import evaluate
+    from rewardlab.envs.make import make_env
     from rewardlab.seeding import child_seeds
 
     config = load_config(None, list(job.overrides))
@@ -232,7 +232,7 @@ def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
     seeds = child_seeds(config.seed)  # the same derived streams a PEBBLE run uses
     s = config.pebble.sac
     t0 = time.perf_counter()
-    venv = make_vec_env(lambda: make_env(config), n_envs=1, seed=seeds["env"])  # Monitor-wrapped
+    venv = make_vec_env(lambda: make_env(config.env), n_envs=1, seed=seeds["env"])  # Monitor-wrapped
     model = SAC(
         "MlpPolicy", venv,
         learning_rate=s.learning_rate, buffer_size=min(s.buffer_size, config.total_steps),
@@ -241,7 +241,7 @@ def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
         policy_kwargs={"net_arch": list(s.net_arch)}, seed=seeds["agent"], device="cpu",
         verbose=0,
     )
-    eval_env = make_env(config)
+    eval_env = make_env(config.env)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         return model.predict(obs, deterministic=True)[0]

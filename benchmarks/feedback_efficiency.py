@@ -361,12 +361,12 @@ def random_reference(env: str, episodes: int = RANDOM_EPISODES,
     Uses the env exactly as the runs do (:func:`run_overrides`, e.g. no unhealthy termination
     for Hopper/Walker2d) and the harness's evaluation function, with seeded resets and actions.
     """
-    from rewardlab.algorithms.common import make_env
     from rewardlab.config import load_config
     from rewardlab.diagnostics.evaluation import evaluate
+    from rewardlab.envs.make import make_env
 
     config = load_config(None, run_overrides(env, "sac_true", None, 0, 20_000, seed))
-    gym_env = make_env(config)
+    gym_env = make_env(config.env)
     gym_env.action_space.seed(seed)
     res = evaluate(gym_env, lambda _obs: gym_env.action_space.sample(), None, episodes, seed=seed)
     gym_env.close()

@@ -13,13 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
 import numpy as np
 
 from rewardlab.config import TrainConfig
 from rewardlab.data.transitions import TransitionLog
 from rewardlab.diagnostics.reward_checks import label_metrics
-from rewardlab.errors import ConfigError
 from rewardlab.feedback.queries import select_queries
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.model import RewardModel, holdout_mask
@@ -31,45 +29,6 @@ if TYPE_CHECKING:
 
 #: Steps of recent experience used to re-measure the proxy reward's normalisation.
 NORMALIZATION_ROWS = 50_000
-
-
-def make_env(config: TrainConfig) -> gym.Env:
-    """A fresh Gymnasium env for ``config.env`` (the time limit overridden when asked).
-
-    Raises:
-        ConfigError: if Gymnasium does not know ``env.id`` or rejects ``env.kwargs``.
-    """
-    kwargs = dict(config.env.kwargs)
-    if config.env.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = config.env.max_episode_steps
-    try:
-        return gym.make(config.env.id, **kwargs)
-    except gym.error.Error as err:
-        raise ConfigError(f"env.id: cannot make {config.env.id!r}: {err}") from None
-    except TypeError as err:
-        raise ConfigError(f"env.kwargs: {config.env.id} rejected {kwargs}: {err}") from None
-
-
-def env_dims(config: TrainConfig) -> tuple[int, int, int]:
-    """``(obs_dim, act_dim, time limit in steps)`` of ``config.env`` (limit 1000 if none).
-
-    Raises:
-        ConfigError: if the env's observation or action space is not a flat Box.
-    """
-    env = make_env(config)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-        if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
-            raise ConfigError(
-                f"env.id: {config.env.id} has {type(obs_space).__name__} observations and "
-                f"{type(act_space).__name__} actions; RewardLab's online methods need "
-                "continuous (Box) observation and action spaces"
-            )
-        spec = env.spec
-        limit = int(spec.max_episode_steps) if spec and spec.max_episode_steps else 1000
-        return int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), limit
-    finally:
-        env.close()
 
 
 @dataclass

@@ -25,9 +25,9 @@ from rich.console import Console
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from rewardlab.algorithms.common import env_dims
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
+from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
 from rewardlab.rewards.state_entropy import state_entropy_reward
 
@@ -110,7 +110,8 @@ def train_pebble(
     Raises:
         RunDirError: when resuming a run with no checkpoint.
     """
-    obs_dim, act_dim, limit = env_dims(config)
+    dims = env_dims(config.env)
+    obs_dim, act_dim, limit = dims.obs_dim, dims.act_dim, dims.episode_limit
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     env, log = session.make_proxy_env(1, config.log_capacity)

@@ -17,9 +17,9 @@ from typing import Any
 from rich.console import Console
 from stable_baselines3 import PPO
 
-from rewardlab.algorithms.common import env_dims
 from rewardlab.algorithms.session import TrainingSession
 from rewardlab.config import TrainConfig
+from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv
 
 
@@ -53,7 +53,8 @@ def train_pref_ppo(
     Raises:
         RunDirError: when resuming a run with no checkpoint.
     """
-    obs_dim, act_dim, limit = env_dims(config)
+    dims = env_dims(config.env)
+    obs_dim, act_dim, limit = dims.obs_dim, dims.act_dim, dims.episode_limit
     session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
     seeds = session.seeds
     n_envs = config.ppo.n_envs

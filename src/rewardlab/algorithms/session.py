@@ -47,7 +47,7 @@ from rewardlab.algorithms.checkpoint import (
     save_replay_buffer,
     save_sb3,
 )
-from rewardlab.algorithms.common import PreferenceLearner, make_env
+from rewardlab.algorithms.common import PreferenceLearner
 from rewardlab.algorithms.human import HumanFeedback
 from rewardlab.algorithms.interrupt import SigintLatch
 from rewardlab.algorithms.mitigations import OveroptimizationGuard, effective_schedule
@@ -57,6 +57,7 @@ from rewardlab.diagnostics.evaluation import evaluate
 from rewardlab.diagnostics.metrics import NAMESPACES, MetricLogger
 from rewardlab.diagnostics.overoptimization import DivergenceMonitor
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
+from rewardlab.envs.make import make_env
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, mujoco_state_fn
 from rewardlab.errors import RunDirError
 from rewardlab.feedback.teachers import ScriptedTeacher
@@ -138,7 +139,7 @@ class TrainingSession:
             config, self.store, teacher, self.reward_model,
             np.random.default_rng(self.seeds["queries"]), episode_limit, self.human,
         )
-        self.eval_env = make_env(config)
+        self.eval_env = make_env(config.env)
         self.next_eval = config.eval.every
         self.next_checkpoint = config.checkpoint_every
         self.start_time = time.perf_counter()
@@ -150,7 +151,7 @@ class TrainingSession:
             config, config.ppo.n_envs if config.algorithm == "pref_ppo" else 1
         )
         self.overopt = OveroptimizationGuard(
-            config, self.seeds["mitigation"], lambda: make_env(config)
+            config, self.seeds["mitigation"], lambda: make_env(config.env)
         )
         self.stop_requested = False
         # Ctrl-C during the training loop (which installs it): raised at once, and again
@@ -175,7 +176,7 @@ class TrainingSession:
             ``record_render_states`` is on and the env is a MuJoCo env.
         """
         config = self.config
-        venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=self.seeds["env"])
+        venv = make_vec_env(lambda: make_env(config.env), n_envs=n_envs, seed=self.seeds["env"])
         reader = mujoco_state_fn(venv) if config.record_render_states else None
         state_fn, state_dim = reader if reader is not None else (None, 0)
         log = TransitionLog(capacity, n_envs, self.obs_dim, self.act_dim, state_dim)
