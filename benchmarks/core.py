@@ -232,7 +232,8 @@ def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
     seeds = child_seeds(config.seed)  # the same derived streams a PEBBLE run uses
     s = config.pebble.sac
     t0 = time.perf_counter()
-    venv = make_vec_env(lambda: make_env(config.env), n_envs=1, seed=seeds["env"])  # Monitor-wrapped
+    # Monitor-wrapped
+    venv = make_vec_env(lambda: make_env(config.env), n_envs=1, seed=seeds["env"])
     model = SAC(
         "MlpPolicy", venv,
         learning_rate=s.learning_rate, buffer_size=min(s.buffer_size, config.total_steps),
