@@ -236,7 +236,7 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
     from rewardlab.algorithms import train
     from rewardlab.algorithms.checkpoint import load_sb3
     from rewardlab.algorithms.pref_ppo import build_ppo
-    from rewardlab.algorithms.session import CHECKPOINT_DIR
+    CHECKPOINT_DIR = "checkpoints/latest"
     from rewardlab.config import build_config
 
     torch.set_num_threads(1)
@@ -246,7 +246,7 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
     summary = train(config, run_dir)
     wall = time.perf_counter() - t0
     # the final policy, restored from the run's final checkpoint into a fresh PPO
-    model = build_ppo(config, make_vec_env(env_id, n_envs=config.ppo.n_envs, seed=seed), seed)
+    model = build_ppo(config.ppo, make_vec_env(env_id, n_envs=config.ppo.n_envs, seed=seed), seed)
     load_sb3(model, run_dir / CHECKPOINT_DIR)
     ev = evaluate_policy(lambda o: model.predict(o, deterministic=True)[0], env_id, seed,
                          episodes)

@@ -1,4 +1,4 @@
-"""SigintLatch: Ctrl-C raises at once and is remembered if the first raise is swallowed."""
+"""StopSignals: Ctrl-C raises at once and is remembered if the first raise is swallowed."""
 
 from __future__ import annotations
 
@@ -8,34 +8,34 @@ import threading
 
 import pytest
 
-from rewardlab.algorithms.interrupt import SigintLatch
+from rewardlab.algorithms.interrupt import StopSignals
 
 
 def test_press_swallowed_by_a_finaliser_is_raised_again_by_check():
     before = signal.getsignal(signal.SIGINT)  # other tests' servers may have set their own
-    latch = SigintLatch().install()
+    signals = StopSignals().install()
     try:
-        latch.check()  # nothing pressed yet
+        signals.check()  # nothing pressed yet
         # the first raise, which a finaliser's "Exception ignored" would swallow
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             pytest.fail("SIGINT did not raise")  # the handler runs before this line
         with pytest.raises(KeyboardInterrupt):
-            latch.check()
+            signals.check()
     finally:
-        latch.uninstall()
+        signals.uninstall()
     assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_outside_the_main_thread_it_installs_nothing():
     before = signal.getsignal(signal.SIGINT)
-    latch = SigintLatch()
-    thread = threading.Thread(target=latch.install)
+    signals = StopSignals()
+    thread = threading.Thread(target=signals.install)
     thread.start()
     thread.join()
     assert signal.getsignal(signal.SIGINT) is before
-    latch.check()
-    latch.uninstall()
+    signals.check()
+    signals.uninstall()
 
 
 @pytest.mark.e2e
@@ -50,3 +50,15 @@ def test_training_restores_the_sigint_handler(tmp_path, algorithm):
         argv += ["--set", o]
     assert main(argv) == 0
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_stops_like_ctrl_c():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as signals:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("SIGTERM did not raise")
+        assert signals.received == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            signals.check()
+    assert signal.getsignal(signal.SIGTERM) is before

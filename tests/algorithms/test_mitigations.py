@@ -8,17 +8,16 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from rewardlab.algorithms.mitigations import (
-    RATIO_CLIP,
-    OccupancyDiscriminator,
-    OveroptimizationGuard,
-    chi2_penalty,
+from rewardlab.algorithms.policies import frozen_copy, gaussian_params, policy_distance, state_kl
+from rewardlab.algorithms.training import (
+    agent_reward,
+    build_regularizer,
     effective_schedule,
-    frozen_copy,
-    gaussian_params,
+    fit_discriminator,
 )
-from rewardlab.config import build_config
-from rewardlab.diagnostics.evaluation import EvalResult
+from rewardlab.config import EnvConfig, build_config
+from rewardlab.diagnostics.early_stopping import EarlyStopping
+from rewardlab.rewards.regularizers import RATIO_CLIP, OccupancyDiscriminator, chi2_penalty
 
 ENV = "rewardlab.envs.testbed:PointNarrow-v0"
 
@@ -37,8 +36,10 @@ def _ppo(seed=0):
 
 def test_effective_schedule_spreads_budget_and_cuts_recent_segments():
     plain = _config()
-    assert effective_schedule(plain, 4) == plain.feedback
-    sch = effective_schedule(_config("mitigation.targeted_feedback=true"), 4)
+    assert effective_schedule(plain.feedback, plain.mitigation, plain.total_steps, 4) == (
+        plain.feedback)
+    targeted = _config("mitigation.targeted_feedback=true")
+    sch = effective_schedule(targeted.feedback, targeted.mitigation, targeted.total_steps, 4)
     # 5 rounds over the 19456 steps after the first round
     assert sch.round_every == (20480 - 1024) // 5
     assert sch.recent_steps == sch.round_every // 4
@@ -72,17 +73,12 @@ def test_policy_kl_zero_to_own_copy_and_positive_after_change():
     np.testing.assert_allclose(m, mr)
     with torch.no_grad():
         model.policy.log_std.add_(0.3)
-    guard = OveroptimizationGuard(_config(), seed=0, make_env=lambda: gym.make(ENV))
-    guard.reference = ref
-    kl = guard.state_kl(model, obs)
+    kl = state_kl(model.policy, ref, obs)
     # KL(N(m, (s e^.3)^2) || N(m, s^2)) per dim = (e^.6 - 1)/2 - .3, two dims
     np.testing.assert_allclose(kl, 2 * ((math.exp(0.6) - 1) / 2 - 0.3), rtol=1e-6)
-    result = EvalResult(np.array([1.0, 2.0, 3.0]), np.array([3.0, 1.0, 2.0]),
-                        np.array([7, 7, 6]), 0.1, obs)
-    metrics = guard.eval_metrics(model, result)
+    metrics = policy_distance(model.policy, ref, obs)
     assert metrics["diagnostics/policy_kl"] == pytest.approx(kl.mean())
     assert metrics["diagnostics/sqrt_kl"] == pytest.approx(math.sqrt(kl.mean()))
-    assert metrics["eval/proxy_gold_spearman"] == pytest.approx(-0.5)
 
 
 def test_frozen_copy_does_not_move_the_global_torch_rng():
@@ -92,46 +88,40 @@ def test_frozen_copy_does_not_move_the_global_torch_rng():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_disagreement_early_stop_fires_after_patience_and_rolls_back():
+def test_disagreement_early_stop_fires_after_patience_and_remembers_the_trusted_step():
     cfg = _config("mitigation.early_stop=disagreement", "mitigation.early_stop_ratio=1.5",
                   "mitigation.early_stop_patience=2")
-    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
-    model = _ppo()
-    assert not guard.on_reward_update(model, 1024, {})
-    key = "reward_model/disagreement_on_policy"
-    assert not guard.check_eval(model, 2048, {key: 0.10})  # baseline, trusted
-    trusted = {k: v.clone() for k, v in model.policy.state_dict().items()}
-    assert not guard.check_eval(model, 4096, {key: 0.14})  # within 1.5x, trusted
-    trusted = {k: v.clone() for k, v in model.policy.state_dict().items()}
-    with torch.no_grad():
-        model.policy.log_std.add_(1.0)
-    assert not guard.check_eval(model, 6144, {key: 0.2})  # first failure (patience 2)
-    assert guard.check_eval(model, 8192, {key: 0.3})  # second: stop
-    assert guard.stopped_at == 8192 and "disagreement" in guard.stop_reason
-    assert guard.rollback(model) == 4096
-    for k, v in model.policy.state_dict().items():
-        assert torch.equal(v, trusted[k])
+    stop = EarlyStopping(cfg.mitigation)
+    stop.reward_updated()
+    assert stop.check_disagreement(2048, 0.10) == "trust"  # baseline
+    assert stop.check_disagreement(4096, 0.14) == "trust"  # within 1.5x
+    assert stop.check_disagreement(6144, 0.2) == "fail"  # first failure (patience 2)
+    assert stop.check_disagreement(8192, 0.3) == "stop"  # second: stop
+    assert stop.stopped_at == 8192 and "disagreement" in stop.reason
+    assert stop.trusted_step == 4096
+    assert stop.check_disagreement(9000, float("nan")) == "skip"
+    restored = EarlyStopping(cfg.mitigation)
+    restored.load_state(stop.state())
+    assert restored == stop
 
 
 def test_calibration_early_stop_uses_fresh_query_ece():
     cfg = _config("mitigation.early_stop=calibration", "mitigation.early_stop_ece=0.2")
-    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
-    model = _ppo()
-    assert not guard.on_reward_update(model, 1024, {})  # first round: no fresh ECE yet
-    assert not guard.on_reward_update(model, 2048, {"reward_model/fresh_ece": 0.1})
-    assert guard.on_reward_update(model, 3072, {"reward_model/fresh_ece": 0.3})
-    assert guard.rollback(model) == 2048
-    assert guard.summary()["early_stopped_at"] == 3072
+    stop = EarlyStopping(cfg.mitigation)
+    assert stop.check_calibration(1024, float("nan")) == "trust"  # first round: no fresh ECE
+    assert stop.check_calibration(2048, 0.1) == "trust"
+    assert stop.check_calibration(3072, 0.3) == "stop"
+    assert stop.trusted_step == 2048 and stop.stopped_at == 3072
+    assert stop.check_disagreement(4096, 1.0) == "skip"  # the other rule is off
 
 
 def test_chi2_regulariser_penalises_reward_off_reference_states():
     cfg = _config("mitigation.regularizer=chi2_occupancy", "mitigation.reg_coef=0.5",
                   "mitigation.reference_samples=400", "mitigation.discriminator_steps=200")
-    guard = OveroptimizationGuard(cfg, seed=0, make_env=lambda: gym.make(ENV))
     model = _ppo()
-    base = lambda o, a: np.zeros(len(o), dtype=np.float32)  # noqa: E731
-    guard.on_reward_update(model, 1024, {})
-    assert guard.reference_pairs.shape == (400, 4)
+    reg = build_regularizer(cfg.mitigation, model, frozen_copy(model.policy),
+                            EnvConfig(id=ENV), seed=0)
+    assert reg.reference_pairs.shape == (400, 4)
 
     class _Log:  # current policy visits the right half, the reference starts on the left
         def recent_flat(self, rows):
@@ -139,9 +129,26 @@ def test_chi2_regulariser_penalises_reward_off_reference_states():
             obs = rng.uniform(0.5, 1.0, size=(rows, 2)).astype(np.float32)
             return obs, rng.uniform(-1, 1, size=(rows, 2)).astype(np.float32)
 
-    metrics = guard.after_rollout(model, _Log(), 400)
+    metrics = fit_discriminator(reg, _Log(), 400, cfg.mitigation.discriminator_steps)
     assert set(metrics) == {"diagnostics/discriminator_loss", "diagnostics/chi2_penalty_mean"}
-    reward = guard.wrap_reward(base, model)
+
+    class _Zero:  # the proxy reward: 0 everywhere
+        def reward(self, o, a):
+            return np.zeros(len(o), dtype=np.float32)
+
+    reward = agent_reward(_Zero(), reg)
     far = reward(np.full((5, 2), 0.8, np.float32), np.zeros((5, 2), np.float32))
-    near = reward(guard.reference_pairs[:5, :2], guard.reference_pairs[:5, 2:])
+    near = reward(reg.reference_pairs[:5, :2], reg.reference_pairs[:5, 2:])
     assert far.mean() < near.mean() and far.mean() < 0
+
+
+def test_action_kl_regulariser_is_zero_at_the_reference():
+    cfg = _config("mitigation.regularizer=action_kl", "mitigation.reg_coef=1.0")
+    model = _ppo()
+    reg = build_regularizer(cfg.mitigation, model, frozen_copy(model.policy),
+                            EnvConfig(id=ENV), seed=0)
+    obs = np.zeros((3, 2), np.float32)
+    np.testing.assert_allclose(reg.penalty(obs, obs), 0.0, atol=1e-12)
+    with torch.no_grad():
+        model.policy.log_std.add_(0.3)
+    assert (reg.penalty(obs, obs) > 0).all()

@@ -113,7 +113,8 @@ def test_report_prints_a_table(trained_run, capsys):
     assert main(["report", str(trained_run)]) == 0
     err = capsys.readouterr().err
     assert "gold return" in err and "proxy return" in err
-    assert "teacher: 100 queries asked, 100 answered" in err
+    assert "feedback: 100 queries asked, 100 answered" in err
+    assert "answers: oracle 100" in err
 
 
 def test_export_writes_every_preference(trained_run, tmp_path, capsys):

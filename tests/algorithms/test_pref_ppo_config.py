@@ -14,7 +14,7 @@ ENV = "Pendulum-v1"
 def _model(overrides: list[str]):
     config = build_config({}, ["algorithm=pref_ppo", f"env.id={ENV}", *overrides])
     env = make_vec_env(ENV, n_envs=config.ppo.n_envs, seed=0)
-    return config, build_ppo(config, env, seed=0)
+    return config, build_ppo(config.ppo, env, seed=0)
 
 
 def test_sde_settings_reach_the_sb3_model():

@@ -24,7 +24,9 @@ def test_pref_ppo_trains_and_logs_gold_and_proxy(tmp_path):
     assert main(argv) == 0
     rows = read_metrics(tmp_path / "ppo")
     evals = [r for r in rows if "eval/gold_return" in r]
-    assert [r["step"] for r in evals] == [4096, 8192]
+    assert [r["step"] for r in evals] == [0, 4096, 8192]  # step 0: the untrained policy
+    assert evals[0]["eval/random_return"] is not None
+    assert evals[0]["eval/do_nothing_return"] is not None
     assert evals[-1]["eval/proxy_return"] is not None
     with FeedbackStore.open(tmp_path / "ppo") as store:
         assert store.counts()["answered"] == 100

@@ -30,4 +30,9 @@ def test_stored_states_reproduce_the_stored_observations(tmp_path):
         assert seg.render_states is not None and seg.render_states.shape == (10, nq + env.model.nv)
         for t in (0, 9):
             env.set_state(seg.render_states[t, :nq], seg.render_states[t, nq:])
-            np.testing.assert_allclose(env._get_obs(), seg.obs[t], atol=1e-5)
+            obs = env._get_obs()
+            # angles, target and velocities come from qpos/qvel: exact
+            np.testing.assert_allclose(obs[:8], seg.obs[t][:8], atol=1e-5)
+            # fingertip - target comes from body positions, which MuJoCo's mj_step leaves one
+            # substep stale in the stored observation (set_state recomputes them): close
+            np.testing.assert_allclose(obs[8:], seg.obs[t][8:], atol=2e-3)

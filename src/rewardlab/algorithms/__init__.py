@@ -3,26 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from rewardlab.config import TrainConfig
+    from rewardlab.config import TrainConfig
+    from rewardlab.feedback.human import AnnotationServer
 
 
 def train(
-    config: TrainConfig, run_dir: str | Path, resume: bool = False, console: Console | None = None
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    console: Console | None = None,
+    server: AnnotationServer | None = None,
 ) -> dict[str, Any]:
     """Train ``config.algorithm`` into ``run_dir`` and return the run summary.
 
+    Args:
+        config: the validated run config.
+        run_dir: the run directory (new, or the run to continue with ``resume``).
+        resume: continue the run in ``run_dir`` (from its newest checkpoint, or from step 0
+            with its stored labels if it was killed before its first one).
+        console: where progress goes (default: standard error).
+        server: the annotation web app people answer in when ``teacher=human`` (e.g.
+            :class:`rewardlab.web.server.BackgroundServer`); ``None``: people use
+            ``rewardlab annotate RUN_DIR``.
+
     Raises:
-        RunDirError: when resuming a run that has no checkpoint.
+        RunDirError: if ``run_dir`` already holds a run (new run) or holds none (resume).
+        ConfigError: if the config cannot run here (see
+            :func:`rewardlab.algorithms.preflight.preflight`, called by the CLI).
     """
-    run_dir = Path(run_dir)
+    import torch
+
+    torch.set_num_threads(config.torch_threads)  # process-wide: set here, never at import
     if config.algorithm == "pebble":
         from rewardlab.algorithms.pebble import train_pebble
 
-        return train_pebble(config, run_dir, resume, console)
+        return train_pebble(config, run_dir, resume, console, server)
     from rewardlab.algorithms.pref_ppo import train_pref_ppo
 
-    return train_pref_ppo(config, run_dir, resume, console)
+    return train_pref_ppo(config, run_dir, resume, console, server)

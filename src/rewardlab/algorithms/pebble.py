@@ -7,11 +7,15 @@ Learning via Relabeling Experience and Unsupervised Pre-training", Algorithm 1:
    ``pebble.unsupervised_steps`` steps; the replay buffer is relabelled with the intrinsic
    reward of every stored state every ``pebble.intrinsic_relabel_every`` steps.
 2. At each feedback round (Sec. 4.2), query the teacher, train the Bradley-Terry ensemble and
-   relabel the *whole* replay buffer with the new proxy reward (one batched pass under
-   ``torch.inference_mode``); after the first round the critic is re-initialised.
+   relabel the *whole* replay buffer with the new proxy reward (one batched pass); after the
+   first round the critic is re-initialised.
 3. Between rounds, SAC (Stable-Baselines3) trains on the proxy reward. The true reward stays
    in ``info["true_reward"]`` and in the transition log, for the teacher and for evaluation;
    the learner never sees it.
+
+:func:`train_pebble` is the whole method, top to bottom: each pass of its loop trains SAC up to
+the next event, then runs, in this order, the intrinsic relabel, the feedback round, the reward
+fit, the relabel, the regulariser, evaluation with early stopping, and the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,16 +24,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from rewardlab.algorithms.session import TrainingSession
-from rewardlab.config import TrainConfig
+from rewardlab.algorithms import training as t
+from rewardlab.algorithms.checkpoint import load_replay_buffer, save_replay_buffer
+from rewardlab.algorithms.interrupt import StopSignals
+from rewardlab.algorithms.policies import frozen_copy
+from rewardlab.algorithms.progress import TrainingProgress, safe_console
+from rewardlab.algorithms.run_dir import RunDir, Stopwatch
+from rewardlab.config import SACConfig, TrainConfig
+from rewardlab.diagnostics.early_stopping import EarlyStopping
+from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
+from rewardlab.envs.testbed import teacher_view
+from rewardlab.feedback.human import AnnotationServer
+from rewardlab.feedback.rounds import feedback_round, next_round_step
+from rewardlab.rewards.fit import fit_reward_model
+from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.state_entropy import state_entropy_reward
+from rewardlab.seeding import child_seeds
+
+#: Steps of recent experience the proxy reward's normalisation is measured on.
+NORMALIZATION_ROWS = 50_000
+#: Longest stretch of SAC training between two looks at the clock, the signals and the bar.
+CHUNK_STEPS = 1000
 
 
 def buffer_size_used(buffer: ReplayBuffer) -> int:
@@ -64,8 +87,7 @@ def relabel_intrinsic(model: SAC, k: int) -> None:
         return
     next_obs = buf.next_observations[:size].reshape(size * buf.n_envs, -1)
     reference = buf.observations[:size].reshape(size * buf.n_envs, -1)
-    reward = state_entropy_reward(next_obs, reference, k)
-    buf.rewards[:size] = reward.reshape(size, buf.n_envs)
+    buf.rewards[:size] = state_entropy_reward(next_obs, reference, k).reshape(size, buf.n_envs)
 
 
 def reset_critic(model: SAC, seed: int) -> None:
@@ -81,104 +103,222 @@ def reset_critic(model: SAC, seed: int) -> None:
     )
 
 
-def build_sac(config: TrainConfig, env: LearnedRewardVecEnv, seed: int) -> SAC:
-    """SB3 SAC with the run's settings on the proxy-reward env."""
-    s = config.pebble.sac
+def build_sac(sac: SACConfig, env: LearnedRewardVecEnv, seed: int) -> SAC:
+    """SB3 SAC with the ``pebble.sac`` settings on the proxy-reward env."""
     return SAC(
         "MlpPolicy", env,
-        learning_rate=s.learning_rate, buffer_size=s.buffer_size,
-        batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, learning_starts=s.learning_starts,
-        train_freq=s.train_freq, gradient_steps=s.gradient_steps,
-        policy_kwargs={"net_arch": list(s.net_arch)}, seed=seed, device="cpu", verbose=0,
+        learning_rate=sac.learning_rate, buffer_size=sac.buffer_size,
+        batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma,
+        learning_starts=sac.learning_starts, train_freq=sac.train_freq,
+        gradient_steps=sac.gradient_steps, policy_kwargs={"net_arch": list(sac.net_arch)},
+        seed=seed, device="cpu", verbose=0,
     )
 
 
 def train_pebble(
-    config: TrainConfig, run_dir: Path, resume: bool = False, console: Console | None = None
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    console: Console | None = None,
+    server: AnnotationServer | None = None,
 ) -> dict[str, Any]:
     """Train PEBBLE as configured, writing everything to ``run_dir``.
 
     Args:
         config: the run config (``algorithm == "pebble"``).
-        run_dir: run directory (see :mod:`rewardlab.algorithms.session`).
-        resume: continue from ``run_dir/checkpoints/latest``.
-        console: where progress goes.
+        run_dir: the run directory (see :mod:`rewardlab.algorithms.run_dir`).
+        resume: continue the run in ``run_dir`` from its newest checkpoint (from step 0,
+            reusing its stored labels, if it has none).
+        console: where progress goes (default: standard error).
+        server: the annotation web app people answer in (``teacher=human``).
 
     Returns:
         The run summary (also written to ``run_dir/summary.json``).
 
     Raises:
-        RunDirError: when resuming a run with no checkpoint.
+        RunDirError: if ``run_dir`` already holds a run (new run) or holds none (resume).
+        ConfigError: if the env cannot be made.
     """
+    # ---- set-up: every component from its own config section and its own seed
     dims = env_dims(config.env)
-    obs_dim, act_dim, limit = dims.obs_dim, dims.act_dim, dims.episode_limit
-    session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
-    seeds = session.seeds
-    env, log = session.make_proxy_env(1, config.log_capacity)
-    model = build_sac(config, env, seeds["agent"])
-    model.set_logger(session.sb3_logger())
-    pcfg = config.pebble
-    seconds = session.learner.counters.seconds
-    step = 0
-    next_intrinsic = pcfg.intrinsic_relabel_every if pcfg.unsupervised_steps > 0 else None
-    if resume:
-        next_intrinsic = session.load_checkpoint(model, log).get("next_intrinsic")
-        step = model.num_timesteps
-        if session.reward_model.updates > 0:
-            if session.overopt.reference is None:  # checkpoint predates the saved reference
-                session.overopt.on_reward_update(model, step, {})
-            env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
-            # the reward model may have been retrained on labels newer than the checkpoint
+    seeds = child_seeds(config.seed)
+    run = RunDir.resume(run_dir, config) if resume else RunDir.create(run_dir, config)
+    ui = TrainingProgress(console or safe_console(), "pebble", config.total_steps,
+                          config.progress_bar)
+    store = t.open_store(config.store_url, run.path)
+    teacher = t.build_teacher(config, seeds["teacher"])
+    human = t.build_human(config, run, store, teacher, ui, server)
+    judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
+    schedule = t.effective_schedule(config.feedback, config.mitigation, config.total_steps, 1)
+    reward_model = RewardModel(dims.obs_dim, dims.act_dim, config.reward_model,
+                               seed=seeds["reward_model"])
+    rngs = {"queries": np.random.default_rng(seeds["queries"]), "teacher": teacher.rng}
+    env, log = t.make_proxy_env(config.env, dims, 1, config.log_capacity, seeds["env"],
+                                config.record_render_states)
+    model = build_sac(config.pebble.sac, env, seeds["agent"])
+    model.set_logger(run.sb3_logger())
+    evaluator = t.Evaluator(config.env, config.eval.episodes, seeds["eval_env"], ui.message)
+    pcfg, mcfg = config.pebble, config.mitigation
+    early_stop = EarlyStopping(mcfg)
+    state = t.LoopState(next_checkpoint=config.checkpoint_every,
+                        next_intrinsic=pcfg.intrinsic_relabel_every
+                        if pcfg.unsupervised_steps > 0 else None)
+    reference = trusted = regularizer = None
+
+    # ---- resume: restore the checkpoint, rebuild the agent's reward, replay the alarm
+    if run.checkpoint_state is not None:
+        state, reference, trusted = t.restore_training(run, model, log, reward_model, rngs)
+        load_replay_buffer(model.replay_buffer, run.checkpoint / "replay_buffer.npz")
+        early_stop.load_state(state.early_stop)
+        if reference is not None:
+            regularizer = t.build_regularizer(mcfg, model, reference, config.env,
+                                              seeds["mitigation"])
+        if reward_model.updates > 0:  # killed mid-round, the buffer may predate the last fit
+            env.reward_fn = t.agent_reward(reward_model, regularizer)
             relabel_replay_buffer(model, env.reward_fn)
-        session.message(f"resumed {run_dir} at step {step}")
+        evaluator.replay(run)
+        ui.message(f"resumed {run.path} at step {state.step}")
+    clock = Stopwatch(state.elapsed_s)
 
-    interrupted = False
-    session.start_progress(step)
-    session.interrupt.install()
-    try:
-        while step < config.total_steps:
-            events = [config.total_steps, session.next_eval, session.next_checkpoint,
-                      step + 1000, session.learner.next_round_step(step), next_intrinsic]
-            target = min(e for e in events if e is not None and e > step)
-            model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
-            step = model.num_timesteps
+    def checkpoint() -> None:
+        state.elapsed_s, state.early_stop = clock.elapsed(), early_stop.state()
+        t.save_training(run, state, model, log, reward_model, reference, trusted, rngs,
+                        lambda f: save_replay_buffer(model.replay_buffer,
+                                                     f / "replay_buffer.npz"))
 
-            if next_intrinsic is not None and step >= next_intrinsic:
-                t0 = time.perf_counter()
-                relabel_intrinsic(model, pcfg.knn_k)
-                seconds["relabel"] += time.perf_counter() - t0
-                following = step + pcfg.intrinsic_relabel_every
-                next_intrinsic = following if following < pcfg.unsupervised_steps else None
-            guard = session.overopt
-            disc = guard.after_rollout(model, log, 1000)
-            if disc:
-                session.log(step, disc)
-            if session.learner.round_due(step):
-                first = session.reward_model.updates == 0
-                metrics = session.learner.run_round(log, step)
-                if session.reward_model.updates == 0:  # no usable label yet: keep pre-training
-                    session.record_round(step, metrics)
-                    session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
+    last_eval: dict[str, float] = {}
+    interrupted = stop = False
+    ui.start(state.step)
+
+    with StopSignals() as signals:
+        try:
+            while True:
+                step = state.step
+                # -- evaluation (first at step 0: every curve starts at the untrained policy)
+                final = step >= config.total_steps and state.last_eval_step != step
+                if step >= state.next_eval or stop or final:
+                    if stop and trusted is not None:  # early stop: back to the trusted policy
+                        model.policy.load_state_dict(trusted)
+                    last_eval = evaluator.run(model, reward_model, reference, step)
+                    verdict = "skip" if stop else early_stop.check_disagreement(
+                        step, last_eval["reward_model/disagreement_on_policy"])
+                    if verdict == "trust":
+                        trusted = t.policy_weights(model.policy)
+                    elif verdict == "stop":
+                        stop = True  # roll back, then evaluate the trusted policy instead
+                        continue
+                    last_eval["time/elapsed_s"] = clock.elapsed()
+                    last_eval.update(evaluator.alarm(step, last_eval))
+                    if stop:
+                        last_eval.update(t.early_stop_keys(step, early_stop))
+                        ui.message(f"[yellow]early stop[/] at step {step} ({early_stop.reason});"
+                                   f" policy rolled back to step {early_stop.trusted_step}")
+                    state.last_eval_step = step  # before the row: a kill never repeats it
+                    state.next_eval = (step // config.eval.every + 1) * config.eval.every
+                    run.log(step, last_eval)
+                # -- checkpoint (periodic, and always at the end)
+                done = stop or step >= config.total_steps
+                if step >= state.next_checkpoint or done:
+                    checkpoint()
+                    state.next_checkpoint = step + config.checkpoint_every
+                if done:
+                    break
+                signals.check()
+                asked = store.counts()["queries"]
+                ui.update(step, t.progress_status(asked, schedule.total_budget, last_eval))
+                if human is not None:
+                    human.training(step, next_round_step(schedule, state.rounds))
+
+                # -- SAC on the current reward up to the next event
+                events = [config.total_steps, state.next_eval, state.next_checkpoint,
+                          step + CHUNK_STEPS, next_round_step(schedule, state.rounds),
+                          state.next_intrinsic]
+                target = min(e for e in events if e is not None and e > step)
+                model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
+                step = state.step = model.num_timesteps
+                signals.check()
+
+                # -- unsupervised pre-training: relabel with the state-entropy reward
+                if state.next_intrinsic is not None and step >= state.next_intrinsic:
+                    t0 = time.perf_counter()
+                    relabel_intrinsic(model, pcfg.knn_k)
+                    state.add_seconds({"relabel": time.perf_counter() - t0})
+                    following = step + pcfg.intrinsic_relabel_every
+                    state.next_intrinsic = (following if following < pcfg.unsupervised_steps
+                                            else None)
+
+                # -- the regulariser's discriminator follows the latest experience
+                disc = t.fit_discriminator(regularizer, log, CHUNK_STEPS,
+                                           mcfg.discriminator_steps)
+                if disc:
+                    run.log(step, disc)
+
+                # -- feedback round, reward fit, relabel
+                due = next_round_step(schedule, state.rounds)
+                if due is None or step < due:
                     continue
-                if guard.on_reward_update(model, step, metrics):
-                    session.stop_requested = True
-                agent_reward = guard.wrap_reward(session.reward_model.reward, model)
+                result = feedback_round(
+                    round=state.rounds, step=step,
+                    schedule=schedule, log=log, store=store, teacher=teacher,
+                    rng=rngs["queries"], env_id=config.env.id,
+                    episode_limit=dims.episode_limit,
+                    prob_fn=reward_model.preference_probs if reward_model.updates else None,
+                    judge=judge, human=human,
+                )
+                state.add_seconds(result.seconds)
+                fresh = t.fresh_metrics(reward_model, result)
                 t0 = time.perf_counter()
-                relabel_replay_buffer(model, agent_reward)
-                seconds["relabel"] += time.perf_counter() - t0
-                env.reward_fn = agent_reward
-                next_intrinsic = None
-                if first and pcfg.reset_critic and pcfg.unsupervised_steps > 0:
+                fit = fit_reward_model(
+                    reward_model, store.training_arrays(fallback_teachers=(
+                        (teacher.teacher_id,) if human and config.human.mixed else ())),
+                    config.reward_model.holdout_fraction, *log.recent_flat(NORMALIZATION_ROWS),
+                )
+                state.add_seconds({"reward_training": time.perf_counter() - t0})
+                metrics = t.round_metrics(result, store, fresh, fit, state.seconds)
+                if reward_model.updates == 0:  # no usable label yet: keep pre-training
+                    state.rounds += 1
+                    run.log(step, metrics)
+                    ui.message(t.describe_round(step, metrics))
+                    continue
+                first_fit = reference is None
+                if first_fit:  # the reference policy: the one at the first update
+                    reference = frozen_copy(model.policy)
+                    state.reference_step = step
+                    regularizer = t.build_regularizer(mcfg, model, reference, config.env,
+                                                      seeds["mitigation"])
+                early_stop.reward_updated()
+                if early_stop.check_calibration(
+                    step, fresh.get("reward_model/fresh_ece", float("nan"))
+                ) == "trust":
+                    trusted = t.policy_weights(model.policy)
+                stop = early_stop.stopped_at is not None
+                env.reward_fn = t.agent_reward(reward_model, regularizer)
+                t0 = time.perf_counter()
+                relabel_replay_buffer(model, env.reward_fn)
+                state.add_seconds({"relabel": time.perf_counter() - t0})
+                state.next_intrinsic = None
+                if first_fit and pcfg.reset_critic and pcfg.unsupervised_steps > 0:
                     reset_critic(model, seeds["agent"])
-                metrics["time/relabel_s"] = seconds["relabel"]
-                session.record_round(step, metrics)
-            if not session.stop_requested:
-                session.after_chunk(model, log, step, {"next_intrinsic": next_intrinsic})
-            if session.stop_requested:  # early-stopping mitigation
-                session.stop_early(model, step)
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        session.interrupt.uninstall()
-    return session.close(model, log, interrupted, {"next_intrinsic": next_intrinsic})
+                state.rounds += 1  # only now: a round cut short by a kill is asked again
+                run.log(step, metrics)
+                ui.message(t.describe_round(step, metrics))
+        except KeyboardInterrupt:
+            interrupted = True
+            state.step = model.num_timesteps
+            checkpoint()  # before any output: the terminal may be gone
+            ui.stop()
+            ui.message(f"interrupted at step {state.step}: checkpoint saved; continue with "
+                       f"`rewardlab train --resume {run.path}`")
+
+    # ---- finish: plot, summary, close
+    ui.stop()
+    if human is not None:
+        human.close(state.step, interrupted)
+    plot = plot_gold_vs_proxy(run.path, f"pebble on {config.env.id}")
+    summary = t.summarize(config, state, interrupted, last_eval, store, early_stop, plot)
+    run.write_summary(summary)
+    env.close()
+    evaluator.close()
+    store.close()
+    run.close()
+    return summary

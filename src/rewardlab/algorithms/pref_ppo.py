@@ -7,98 +7,238 @@ vectorised-environment wrapper computes for all environments in one batched call
 predictor, an ensemble trained with the Bradley-Terry loss, is refit at each feedback round on
 every label so far and normalised to a stable scale. The true reward is kept in
 ``info["true_reward"]`` and never shown to the learner.
+
+:func:`train_pref_ppo` is the whole method, top to bottom: each pass of its loop runs one PPO
+rollout and update, then, in this order, the regulariser, the feedback round, the reward fit,
+evaluation with early stopping, and the checkpoint.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from stable_baselines3 import PPO
 
-from rewardlab.algorithms.session import TrainingSession
-from rewardlab.config import TrainConfig
+from rewardlab.algorithms import training as t
+from rewardlab.algorithms.interrupt import StopSignals
+from rewardlab.algorithms.policies import frozen_copy
+from rewardlab.algorithms.progress import TrainingProgress, safe_console
+from rewardlab.algorithms.run_dir import RunDir, Stopwatch
+from rewardlab.config import PPOConfig, TrainConfig
+from rewardlab.diagnostics.early_stopping import EarlyStopping
+from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv
+from rewardlab.envs.testbed import teacher_view
+from rewardlab.feedback.human import AnnotationServer
+from rewardlab.feedback.rounds import feedback_round, next_round_step
+from rewardlab.rewards.fit import fit_reward_model
+from rewardlab.rewards.model import RewardModel
+from rewardlab.seeding import child_seeds
+
+#: Steps of recent experience the proxy reward's normalisation is measured on.
+NORMALIZATION_ROWS = 50_000
 
 
-def build_ppo(config: TrainConfig, env: LearnedRewardVecEnv, seed: int) -> PPO:
-    """SB3 PPO with the run's settings on the proxy-reward env."""
-    p = config.ppo
+def build_ppo(ppo: PPOConfig, env: LearnedRewardVecEnv, seed: int) -> PPO:
+    """SB3 PPO with the ``ppo`` settings on the proxy-reward env."""
     return PPO(
         "MlpPolicy", env,
-        n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
-        learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda,
-        clip_range=p.clip_range, ent_coef=p.ent_coef,
-        use_sde=p.use_sde, sde_sample_freq=p.sde_sample_freq,
-        policy_kwargs={"net_arch": list(p.net_arch)}, seed=seed, device="cpu", verbose=0,
+        n_steps=ppo.n_steps, batch_size=ppo.batch_size, n_epochs=ppo.n_epochs,
+        learning_rate=ppo.learning_rate, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda,
+        clip_range=ppo.clip_range, ent_coef=ppo.ent_coef,
+        use_sde=ppo.use_sde, sde_sample_freq=ppo.sde_sample_freq,
+        policy_kwargs={"net_arch": list(ppo.net_arch)}, seed=seed, device="cpu", verbose=0,
     )
 
 
 def train_pref_ppo(
-    config: TrainConfig, run_dir: Path, resume: bool = False, console: Console | None = None
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    console: Console | None = None,
+    server: AnnotationServer | None = None,
 ) -> dict[str, Any]:
-    """Train preference PPO as configured, writing everything to ``run_dir``.
+    """Train PEBBLE as configured, writing everything to ``run_dir``.
 
     Args:
         config: the run config (``algorithm == "pref_ppo"``).
-        run_dir: run directory (see :mod:`rewardlab.algorithms.session`).
-        resume: continue from ``run_dir/checkpoints/latest``.
-        console: where progress goes.
+        run_dir: the run directory (see :mod:`rewardlab.algorithms.run_dir`).
+        resume: continue the run in ``run_dir`` from its newest checkpoint (from step 0,
+            reusing its stored labels, if it has none).
+        console: where progress goes (default: standard error).
+        server: the annotation web app people answer in (``teacher=human``).
 
     Returns:
         The run summary (also written to ``run_dir/summary.json``).
 
     Raises:
-        RunDirError: when resuming a run with no checkpoint.
+        RunDirError: if ``run_dir`` already holds a run (new run) or holds none (resume).
+        ConfigError: if the env cannot be made.
     """
+    # ---- set-up: every component from its own config section and its own seed
     dims = env_dims(config.env)
-    obs_dim, act_dim, limit = dims.obs_dim, dims.act_dim, dims.episode_limit
-    session = TrainingSession(config, run_dir, obs_dim, act_dim, limit, console)
-    seeds = session.seeds
+    seeds = child_seeds(config.seed)
+    run = RunDir.resume(run_dir, config) if resume else RunDir.create(run_dir, config)
+    ui = TrainingProgress(console or safe_console(), "pref_ppo", config.total_steps,
+                          config.progress_bar)
+    store = t.open_store(config.store_url, run.path)
+    teacher = t.build_teacher(config, seeds["teacher"])
+    human = t.build_human(config, run, store, teacher, ui, server)
+    judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
     n_envs = config.ppo.n_envs
+    schedule = t.effective_schedule(config.feedback, config.mitigation, config.total_steps,
+                                    n_envs)
+    reward_model = RewardModel(dims.obs_dim, dims.act_dim, config.reward_model,
+                               seed=seeds["reward_model"])
+    rngs = {"queries": np.random.default_rng(seeds["queries"]), "teacher": teacher.rng}
     capacity = max(config.log_capacity // n_envs, config.feedback.segment_len + 1)
-    env, log = session.make_proxy_env(n_envs, capacity)
-    model = build_ppo(config, env, seeds["agent"])
-    model.set_logger(session.sb3_logger())
+    env, log = t.make_proxy_env(config.env, dims, n_envs, capacity, seeds["env"],
+                                config.record_render_states)
+    model = build_ppo(config.ppo, env, seeds["agent"])
     rollout = config.ppo.n_steps * n_envs
-    step = 0
-    if resume:
-        session.load_checkpoint(model, log)
-        step = model.num_timesteps
-        if session.reward_model.updates > 0:
-            if session.overopt.reference is None:  # checkpoint predates the saved reference
-                session.overopt.on_reward_update(model, step, {})
-            env.reward_fn = session.overopt.wrap_reward(session.reward_model.reward, model)
-        session.message(f"resumed {run_dir} at step {step}")
+    model.set_logger(run.sb3_logger())
+    evaluator = t.Evaluator(config.env, config.eval.episodes, seeds["eval_env"], ui.message)
+    mcfg = config.mitigation
+    early_stop = EarlyStopping(mcfg)
+    state = t.LoopState(next_checkpoint=config.checkpoint_every)
+    reference = trusted = regularizer = None
 
-    interrupted = False
-    session.start_progress(step)
-    session.interrupt.install()
-    try:
-        while step < config.total_steps:
-            # one PPO rollout + update at a time; rounds and evals fall on rollout boundaries
-            model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
-            step = model.num_timesteps
-            guard = session.overopt
-            disc = guard.after_rollout(model, log, config.ppo.n_steps)
-            if disc:
-                session.log(step, disc)
-            if session.learner.round_due(step):
-                metrics = session.learner.run_round(log, step)
-                if session.reward_model.updates > 0:  # else no usable label yet
-                    if guard.on_reward_update(model, step, metrics):
-                        session.stop_requested = True
-                    env.reward_fn = guard.wrap_reward(session.reward_model.reward, model)
-                session.record_round(step, metrics)
-            if not session.stop_requested:
-                session.after_chunk(model, log, step, {})
-            if session.stop_requested:  # early-stopping mitigation
-                session.stop_early(model, step)
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        session.interrupt.uninstall()
-    return session.close(model, log, interrupted, {})
+    # ---- resume: restore the checkpoint, rebuild the agent's reward, replay the alarm
+    if run.checkpoint_state is not None:
+        state, reference, trusted = t.restore_training(run, model, log, reward_model, rngs)
+        early_stop.load_state(state.early_stop)
+        if reference is not None:
+            regularizer = t.build_regularizer(mcfg, model, reference, config.env,
+                                              seeds["mitigation"])
+        if reward_model.updates > 0:
+            env.reward_fn = t.agent_reward(reward_model, regularizer)
+        evaluator.replay(run)
+        ui.message(f"resumed {run.path} at step {state.step}")
+    clock = Stopwatch(state.elapsed_s)
+
+    def checkpoint() -> None:
+        state.elapsed_s, state.early_stop = clock.elapsed(), early_stop.state()
+        t.save_training(run, state, model, log, reward_model, reference, trusted, rngs)
+
+    last_eval: dict[str, float] = {}
+    interrupted = stop = False
+    ui.start(state.step)
+
+    with StopSignals() as signals:
+        try:
+            while True:
+                step = state.step
+                # -- evaluation (first at step 0: every curve starts at the untrained policy)
+                final = step >= config.total_steps and state.last_eval_step != step
+                if step >= state.next_eval or stop or final:
+                    if stop and trusted is not None:  # early stop: back to the trusted policy
+                        model.policy.load_state_dict(trusted)
+                    last_eval = evaluator.run(model, reward_model, reference, step)
+                    verdict = "skip" if stop else early_stop.check_disagreement(
+                        step, last_eval["reward_model/disagreement_on_policy"])
+                    if verdict == "trust":
+                        trusted = t.policy_weights(model.policy)
+                    elif verdict == "stop":
+                        stop = True  # roll back, then evaluate the trusted policy instead
+                        continue
+                    last_eval["time/elapsed_s"] = clock.elapsed()
+                    last_eval.update(evaluator.alarm(step, last_eval))
+                    if stop:
+                        last_eval.update(t.early_stop_keys(step, early_stop))
+                        ui.message(f"[yellow]early stop[/] at step {step} ({early_stop.reason});"
+                                   f" policy rolled back to step {early_stop.trusted_step}")
+                    state.last_eval_step = step  # before the row: a kill never repeats it
+                    state.next_eval = (step // config.eval.every + 1) * config.eval.every
+                    run.log(step, last_eval)
+                # -- checkpoint (periodic, and always at the end)
+                done = stop or step >= config.total_steps
+                if step >= state.next_checkpoint or done:
+                    checkpoint()
+                    state.next_checkpoint = step + config.checkpoint_every
+                if done:
+                    break
+                signals.check()
+                asked = store.counts()["queries"]
+                ui.update(step, t.progress_status(asked, schedule.total_budget, last_eval))
+                if human is not None:
+                    human.training(step, next_round_step(schedule, state.rounds))
+
+                # -- one PPO rollout and update on the current reward (rounds and
+                # evaluations fall on rollout boundaries)
+                model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
+                step = state.step = model.num_timesteps
+                signals.check()
+
+                # -- the regulariser's discriminator follows the latest experience
+                disc = t.fit_discriminator(regularizer, log, config.ppo.n_steps,
+                                           mcfg.discriminator_steps)
+                if disc:
+                    run.log(step, disc)
+
+                # -- feedback round, reward fit, the agent's new reward
+                due = next_round_step(schedule, state.rounds)
+                if due is None or step < due:
+                    continue
+                result = feedback_round(
+                    round=state.rounds, step=step,
+                    schedule=schedule, log=log, store=store, teacher=teacher,
+                    rng=rngs["queries"], env_id=config.env.id,
+                    episode_limit=dims.episode_limit,
+                    prob_fn=reward_model.preference_probs if reward_model.updates else None,
+                    judge=judge, human=human,
+                )
+                state.add_seconds(result.seconds)
+                fresh = t.fresh_metrics(reward_model, result)
+                t0 = time.perf_counter()
+                fit = fit_reward_model(
+                    reward_model, store.training_arrays(fallback_teachers=(
+                        (teacher.teacher_id,) if human and config.human.mixed else ())),
+                    config.reward_model.holdout_fraction, *log.recent_flat(NORMALIZATION_ROWS),
+                )
+                state.add_seconds({"reward_training": time.perf_counter() - t0})
+                metrics = t.round_metrics(result, store, fresh, fit, state.seconds)
+                if reward_model.updates == 0:  # no usable label yet: reward stays 0
+                    state.rounds += 1
+                    run.log(step, metrics)
+                    ui.message(t.describe_round(step, metrics))
+                    continue
+                if reference is None:  # the reference policy: the one at the first update
+                    reference = frozen_copy(model.policy)
+                    state.reference_step = step
+                    regularizer = t.build_regularizer(mcfg, model, reference, config.env,
+                                                      seeds["mitigation"])
+                early_stop.reward_updated()
+                if early_stop.check_calibration(
+                    step, fresh.get("reward_model/fresh_ece", float("nan"))
+                ) == "trust":
+                    trusted = t.policy_weights(model.policy)
+                stop = early_stop.stopped_at is not None
+                env.reward_fn = t.agent_reward(reward_model, regularizer)
+                state.rounds += 1  # only now: a round cut short by a kill is asked again
+                run.log(step, metrics)
+                ui.message(t.describe_round(step, metrics))
+        except KeyboardInterrupt:
+            interrupted = True
+            state.step = model.num_timesteps
+            checkpoint()  # before any output: the terminal may be gone
+            ui.stop()
+            ui.message(f"interrupted at step {state.step}: checkpoint saved; continue with "
+                       f"`rewardlab train --resume {run.path}`")
+
+    # ---- finish: plot, summary, close
+    ui.stop()
+    if human is not None:
+        human.close(state.step, interrupted)
+    plot = plot_gold_vs_proxy(run.path, f"pref_ppo on {config.env.id}")
+    summary = t.summarize(config, state, interrupted, last_eval, store, early_stop, plot)
+    run.write_summary(summary)
+    env.close()
+    evaluator.close()
+    store.close()
+    run.close()
+    return summary

@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rewardlab.algorithms.progress import safe_console
 from rewardlab.errors import ConfigError, RewardLabError
 
 
@@ -88,7 +89,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if args.no_progress:
         overrides.append("progress_bar=false")
     if args.resume:
-        from rewardlab.algorithms.session import resolve_resume
+        from rewardlab.algorithms.run_dir import resolve_resume
 
         if args.config:
             raise RewardLabError("train --resume takes the run's own config; drop CONFIG.yaml")
@@ -110,7 +111,19 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         f"{config.total_steps} steps, teacher {config.teacher.preset}, "
         f"{config.feedback.total_budget} queries -> {run_dir}"
     )
-    summary = train(config, run_dir, resume=bool(args.resume), console=console)
+    server = None
+    if config.teacher.human and config.human.serve:
+        from rewardlab.web.server import BackgroundServer
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        h = config.human
+        server = BackgroundServer(run_dir, h.host, h.port, h.overlap, config.store_url)
+    try:
+        summary = train(config, run_dir, resume=bool(args.resume), console=console,
+                        server=server)
+    finally:
+        if server is not None:
+            server.close()
     _print_report(run_dir, console)
     return 130 if summary["interrupted"] else 0
 
@@ -152,21 +165,20 @@ def _print_report(run_dir: Path, console: Console) -> None:
             f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s"
             + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
         )
-        teacher = summary.get("feedback", {}).get("teacher")
-        if teacher and teacher["asked"]:
-            console.print(
-                f"scripted teacher: {teacher['asked']} queries asked, {teacher['answered']} "
-                f"answered ({teacher['skipped']} skipped, {teacher['equal']} equal)"
-            )
         if (run_dir / "feedback.db").exists():
             from collections import Counter
 
             from rewardlab.store.store import FeedbackStore
 
             with FeedbackStore.open(run_dir) as store:
+                counts = store.counts()
                 agree = store.agreement()
                 by_teacher = Counter(p.teacher_id for p in store.preferences())
                 people = {a.name for a in store.annotators()}
+            console.print(
+                f"feedback: {counts['queries']} queries asked, {counts['answered']} answered "
+                f"({counts['skipped']} skipped), {counts['pending']} pending"
+            )
             if by_teacher:
                 console.print("answers: " + ", ".join(
                     f"{name} {n}" + (" (person)" if name in people else "")
@@ -256,7 +268,7 @@ def cmd_config(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = safe_console()
     commands = {
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
         "compare": cmd_compare,

@@ -20,9 +20,13 @@ class MetricLogger:
     Args:
         run_dir: the run directory (``metrics.jsonl`` and ``tensorboard/`` go there).
         tensorboard: also write TensorBoard event files.
+        purge_step: after a resume, the first step logged again: TensorBoard hides the
+            events of earlier sessions from this step on (``None``: nothing to purge).
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
@@ -30,7 +34,8 @@ class MetricLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+                                         purge_step=purge_step or None)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Record ``metrics`` at env step ``step``.
@@ -51,6 +56,16 @@ class MetricLogger:
                 row[key] = value
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+
+    def flush(self) -> None:
+        """Push buffered rows to disk."""
+        self._file.flush()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def bytes_written(self) -> int:
+        """Length of ``metrics.jsonl`` in bytes (recorded by checkpoints)."""
+        return self._file.tell()
 
     def close(self) -> None:
         """Flush and close the files."""

@@ -611,3 +611,14 @@ class DivergenceMonitor:
             steps, golds, proxies, gold_std=stds, n_episodes=self.n_episodes, alpha=self.alpha
         )
         return self.event
+
+
+def describe_overoptimization(fields: dict[str, float]) -> str:
+    """One sentence about an over-optimisation event from its logged ``diagnostics/`` values
+    (``overoptimization_step``, ``gold_peak_step``, ``gold_drop``, ``proxy_gain_since_peak``)."""
+    return (
+        f"over-optimisation detected at step {int(fields['diagnostics/overoptimization_step'])}: "
+        f"gold return {fields['diagnostics/gold_drop']:.1f} below its peak at step "
+        f"{int(fields['diagnostics/gold_peak_step'])} while the proxy return rose "
+        f"{fields['diagnostics/proxy_gain_since_peak']:.1f}"
+    )

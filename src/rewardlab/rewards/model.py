@@ -327,6 +327,20 @@ class RewardModel:
         }
         (directory / "reward_model.json").write_text(json.dumps(meta, indent=2))
 
+    def load_into(self, directory: str | Path) -> None:
+        """Restore weights, Adam state, normalisation, update count and generator saved by
+        :meth:`save` into this model (same architecture).
+
+        Raises:
+            RunDirError: if the files are missing or from another format version.
+        """
+        loaded = RewardModel.load(directory, device=str(self.device))
+        self.net.load_state_dict(loaded.net.state_dict())
+        self.optimizer.load_state_dict(loaded.optimizer.state_dict())
+        self.reward_mean, self.reward_std = loaded.reward_mean, loaded.reward_std
+        self.updates = loaded.updates
+        self.generator.set_state(loaded.generator.get_state())
+
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> RewardModel:
         """Rebuild a model saved by :meth:`save`.

@@ -7,9 +7,9 @@ They are wired into the argparse CLI by :mod:`rewardlab.cli.main`; errors derive
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 from rewardlab.errors import RunDirError
+from rewardlab.feedback.human import login_link
 from rewardlab.store import DB_FILENAME, FeedbackStore
 
 
@@ -20,12 +20,6 @@ def _check_run_dir(run_dir: Path) -> Path:
     if not (run_dir / DB_FILENAME).is_file():
         raise RunDirError(f"run directory {run_dir} has no feedback store ({DB_FILENAME})")
     return run_dir
-
-
-def login_link(host: str, port: int, token: str) -> str:
-    """The page URL that logs an annotator in: ``http://HOST:PORT/?token=TOKEN``."""
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{shown}:{int(port)}/?token={quote(token, safe='')}"
 
 
 def add_annotator_command(run_dir: Path, name: str, host: str, port: int) -> str:

@@ -16,7 +16,10 @@ The state (training, or waiting for round r, answered n of m, deadline) is print
 terminal and written to ``status.json`` for the page (:mod:`rewardlab.feedback.run_status`).
 Every answer is committed by the web app before it is acknowledged, so killing the trainer or
 the server loses none; on ``--resume`` an unfinished round is waited for again
-(:meth:`rewardlab.algorithms.common.PreferenceLearner.resume_open_round`).
+(:func:`rewardlab.feedback.rounds.feedback_round` reuses a stored round).
+
+Serving the app is the web package's job: the caller passes a running server (for example
+:class:`rewardlab.web.server.BackgroundServer`), or ``None`` when people use ``rewardlab annotate``.
 """
 
 from __future__ import annotations
@@ -25,16 +28,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import quote
 
 import numpy as np
 
-from rewardlab.config import HumanConfig, TrainConfig
+from rewardlab.config import HumanConfig
 from rewardlab.errors import RewardLabError
 from rewardlab.feedback.run_status import write_status
 from rewardlab.store.store import FeedbackStore
 
-__all__ = ["HumanFeedback", "RoundOutcome"]
+__all__ = ["AnnotationServer", "HumanTeacher", "RoundOutcome", "login_link"]
+
+
+class AnnotationServer(Protocol):
+    """What training needs of a running annotation web app."""
+
+    host: str
+    port: int
+
+    def prefetch(self, segment_ids: list[int], store: FeedbackStore) -> None:
+        """Queue renders of these segments' clips ahead of people."""
+
+    def close(self) -> None:
+        """Stop serving."""
 
 #: Seconds between two status lines printed while waiting (the progress bar updates always).
 REMINDER_EVERY_S = 60.0
@@ -57,63 +74,66 @@ class RoundOutcome:
     waited_s: float
 
 
-class HumanFeedback:
-    """Collects the answers of people to each round's queries, as ``config.human`` says.
+def login_link(host: str, port: int, token: str) -> str:
+    """The page URL that logs an annotator in: ``http://HOST:PORT/?token=TOKEN``."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{int(port)}/?token={quote(token, safe='')}"
+
+
+class HumanTeacher:
+    """Collects the answers of people to each round's queries, as ``config`` says.
 
     Args:
-        config: the run config (``teacher.preset == "human"``).
-        run_dir: the run directory (the web app serves its store and clips).
+        config: the ``human`` section.
+        run_dir: the run directory (``status.json`` goes there).
         store: the run's feedback store.
         scripted_id: ``teacher_id`` of the scripted teacher (pre-labels in mixed mode).
+        budget: the run's query budget; total_steps: its length (shown on the page).
         message: prints a line in the terminal (above the progress bar).
         show: sets the progress bar's status text.
+        server: the running annotation app, or ``None`` (people use ``rewardlab annotate``).
 
     Raises:
-        ConfigError: if the web app's port cannot be bound.
         StoreError: if annotators cannot be created.
     """
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: HumanConfig,
         run_dir: Path,
         store: FeedbackStore,
         scripted_id: str,
+        budget: int,
+        total_steps: int,
         message: Callable[[str], None],
         show: Callable[[str], None],
+        server: AnnotationServer | None,
     ) -> None:
         self.config = config
-        self.human: HumanConfig = config.human
         self.run_dir = Path(run_dir)
         self.store = store
         self.scripted_id = scripted_id
+        self.budget = budget
+        self.total_steps = total_steps
         self.message = message
         self.show = show
-        # the one place training reaches into the web package (lazily): it serves the app
-        from rewardlab.web.cli import login_link
-        from rewardlab.web.server import BackgroundServer
-
-        h = self.human
-        self.server = (
-            BackgroundServer(self.run_dir, h.host, h.port, h.overlap, config.store_url)
-            if h.serve else None
-        )
-        host = self.server.host if self.server else h.host
-        port = self.server.port if self.server else h.port
-        self.app_url = f"http://{host}:{port}/" if self.server else None
+        self.server = server
+        host = server.host if server else config.host
+        port = server.port if server else config.port
+        self.app_url = f"http://{host}:{port}/" if server else None
 
         # tokens are stored hashed, so a link is shown once: when its annotator is made
         existing = {a.name for a in store.annotators()}
-        for name in h.annotators:
+        for name in config.annotators:
             if name not in existing:
                 _, token = store.add_annotator(name)
                 self.message(f"annotator [bold]{name}[/]: {login_link(host, port, token)}")
-        if self.server is not None:
+        if server is not None:
             self.message(
                 f"annotation app at {self.app_url} (add people with `rewardlab annotators add "
                 f"NAME --run {self.run_dir}`)"
             )
-        self.write("training", step=0, asked=0, next_round_step=None)
+        self.write("training", step=0, next_round_step=None)
 
     # ------------------------------------------------------------------ status
     def write(self, state: str, **fields: Any) -> None:
@@ -121,9 +141,10 @@ class HumanFeedback:
         write_status(
             self.run_dir,
             state=state,
-            on_timeout=self.human.on_timeout,
-            budget=self.config.feedback.total_budget,
-            total_steps=self.config.total_steps,
+            on_timeout=self.config.on_timeout,
+            budget=self.budget,
+            total_steps=self.total_steps,
+            asked=self.store.counts()["queries"],
             prelabel_teacher=self.prelabel_teacher,
             app_url=self.app_url,
             **fields,
@@ -132,11 +153,11 @@ class HumanFeedback:
     @property
     def prelabel_teacher(self) -> str | None:
         """Id of the scripted teacher that pre-labels in mixed mode (else ``None``)."""
-        return self.scripted_id if self.human.mixed else None
+        return self.scripted_id if self.config.mixed else None
 
     def required_answers(self) -> int:
         """People needed per query: ``min(overlap, annotators)``, at least 1."""
-        return max(1, min(self.human.overlap, len(self.store.annotators())))
+        return max(1, min(self.config.overlap, len(self.store.annotators())))
 
     # ------------------------------------------------------------------ rounds
     def collect(
@@ -144,7 +165,6 @@ class HumanFeedback:
         round: int,
         segment_ids: list[int],
         step: int,
-        asked: int,
         answer_with_script: Callable[[np.ndarray], int],
     ) -> RoundOutcome:
         """Wait until people answered the round's queries, or the timeout policy acts.
@@ -153,7 +173,6 @@ class HumanFeedback:
             round: the round (its queries are already stored).
             segment_ids: the round's segment ids (clips rendered ahead for them).
             step: env step of training (shown in the status).
-            asked: queries asked so far, this round included.
             answer_with_script: called on timeout with ``on_timeout=scripted`` with the
                 ``(k,)`` int64 positions (in query id order) of the round's queries no person
                 answered; stores the scripted teacher's answers and returns how many.
@@ -170,7 +189,7 @@ class HumanFeedback:
                 self.server.prefetch(segment_ids, self.store)
             except (RewardLabError, RuntimeError) as err:
                 self.message(f"[yellow]cannot render clips ahead:[/] {err}")
-        h = self.human
+        h = self.config
         start = time.time()
         deadline = None if h.on_timeout == "wait" else start + h.timeout_s
         last_reminder = 0.0
@@ -181,7 +200,7 @@ class HumanFeedback:
             self.write(
                 "waiting", step=step, round=round, round_size=int(ids.size),
                 answered=int(done.sum()), required_answers=need, deadline=deadline,
-                asked=asked, next_round_step=None,
+                next_round_step=None,
             )
             left = f" timeout in {deadline - time.time():.0f}s" if deadline else ""
             self.show(f"waiting for people: {int(done.sum())}/{ids.size} answered{left}")
@@ -211,29 +230,28 @@ class HumanFeedback:
     ) -> RoundOutcome:
         answered = int((people > 0).sum())
         scripted = 0
-        if self.human.on_timeout == "scripted" and not self.human.mixed:
+        if self.config.on_timeout == "scripted" and not self.config.mixed:
             scripted = answer_with_script(np.flatnonzero(people == 0))
         what = {
             "skip": "skipping its unanswered queries",
             "scripted": f"the scripted teacher answered {scripted} queries",
-        }[self.human.on_timeout]
-        if self.human.mixed:
+        }[self.config.on_timeout]
+        if self.config.mixed:
             what = "the scripted pre-labels stand where nobody audited"
         self.message(
-            f"[yellow]round {round} timed out[/] after {self.human.timeout_s:.0f}s with "
+            f"[yellow]round {round} timed out[/] after {self.config.timeout_s:.0f}s with "
             f"{answered} of {ids.size} queries answered by people: {what}"
         )
         return RoundOutcome(
             answered=answered, timed_out=True, scripted=scripted, waited_s=time.time() - start
         )
 
-    def training(self, step: int, asked: int, next_round_step: int | None) -> None:
+    def training(self, step: int, next_round_step: int | None) -> None:
         """Record that training runs (no feedback needed until ``next_round_step``)."""
-        self.write("training", step=step, asked=asked, next_round_step=next_round_step)
+        self.write("training", step=step, next_round_step=next_round_step)
 
-    def close(self, step: int, asked: int, interrupted: bool) -> None:
+    def close(self, step: int, interrupted: bool) -> None:
         """Write the final status and stop the web app."""
-        self.write("stopped" if interrupted else "finished", step=step, asked=asked,
-                   next_round_step=None)
+        self.write("stopped" if interrupted else "finished", step=step, next_round_step=None)
         if self.server is not None:
             self.server.close()
