@@ -133,11 +133,86 @@ def test_skip_exactly_low_return_queries() -> None:
     margin = 12.0
     labels = label_queries(rewards, config, np.random.default_rng(0), margin=margin)
     sums = rewards.sum(axis=2)
-    should_skip = sums.max(axis=1) < config.eps_skip * margin
+    should_skip = sums.max(axis=1) <= config.eps_skip * margin
     assert 0 < should_skip.sum() < should_skip.size  # the case is non-trivial
     np.testing.assert_array_equal(labels == SKIP, should_skip)
     oracle = label_queries(rewards, TeacherConfig(), np.random.default_rng(0))
     np.testing.assert_array_equal(labels[~should_skip], oracle[~should_skip])
+
+
+def test_skip_boundary_matches_bpref() -> None:
+    """B-Pref keeps a pair only if the larger return is > the threshold: equal is skipped."""
+    config = TeacherConfig(eps_skip=0.5)  # threshold 0.5 * 4.0 = 2.0 exactly
+    rewards = np.zeros((4, 2, 2))
+    rewards[0, 0] = [1.0, 1.0]  # max return exactly 2.0 -> skipped
+    rewards[1, 1] = [1.0, 1.0 + 2.0**-40]  # just above -> kept
+    rewards[2, :] = [1.0, 0.5]  # both 1.5 -> skipped
+    rewards[3, 1] = [1.5, 1.0]  # right 2.5 -> kept, answered RIGHT
+    labels = label_queries(rewards, config, np.random.default_rng(0), margin=4.0)
+    np.testing.assert_array_equal(labels, [SKIP, RIGHT, SKIP, RIGHT])
+    teacher = ScriptedTeacher(config)
+    teacher.set_margin(40.0, segment_len=5, max_episode_steps=100)  # margin 2.0, thres 1.0
+    assert teacher.thres_skip == 1.0
+    at = np.zeros((1, 2, 2))
+    at[0, 0] = [0.5, 0.5]
+    assert teacher.label(at).tolist() == [SKIP]
+    assert teacher.stats() == {"asked": 1, "answered": 0, "skipped": 1, "equal": 0}
+
+
+def test_equal_boundary_matches_bpref() -> None:
+    """B-Pref answers equal only if |R_0 - R_1| < threshold (strict)."""
+    config = TeacherConfig(eps_equal=0.25)  # threshold 0.25 * 4.0 = 1.0 exactly
+    rewards = np.zeros((3, 2, 2))
+    rewards[0, 0] = [0.5, 0.5]  # difference exactly 1.0 -> not equal, LEFT
+    rewards[1, 1] = [0.5, 0.5 - 2.0**-40]  # just below -> EQUAL
+    labels = label_queries(rewards, config, np.random.default_rng(0), margin=4.0)
+    np.testing.assert_array_equal(labels, [LEFT, EQUAL, EQUAL])
+
+
+def _bpref_get_label(r_t_1, r_t_2, thres_skip, thres_equal, gamma):  # noqa: ANN001, ANN202
+    """Transcription of B-Pref's ``RewardModel.get_label`` (rll-research/BPref,
+    reward_model.py) for a rational teacher without mistakes; ``r_t_i`` are ``(batch, T, 1)``.
+    Returns the kept indices and their labels (0 first better, 1 second better, -1 equal)."""
+    keep = np.arange(r_t_1.shape[0])
+    sum_r_t_1 = np.sum(r_t_1, axis=1)
+    sum_r_t_2 = np.sum(r_t_2, axis=1)
+    if thres_skip > 0:
+        max_r_t = np.maximum(sum_r_t_1, sum_r_t_2)
+        max_index = (max_r_t > thres_skip).reshape(-1)
+        keep, r_t_1, r_t_2 = keep[max_index], r_t_1[max_index], r_t_2[max_index]
+        sum_r_t_1 = np.sum(r_t_1, axis=1)
+        sum_r_t_2 = np.sum(r_t_2, axis=1)
+    margin_index = (np.abs(sum_r_t_1 - sum_r_t_2) < thres_equal).reshape(-1)
+    seg_size = r_t_1.shape[1]
+    temp_r_t_1 = r_t_1.copy()
+    temp_r_t_2 = r_t_2.copy()
+    for index in range(seg_size - 1):
+        temp_r_t_1[:, : index + 1] *= gamma
+        temp_r_t_2[:, : index + 1] *= gamma
+    sum_r_t_1 = np.sum(temp_r_t_1, axis=1)
+    sum_r_t_2 = np.sum(temp_r_t_2, axis=1)
+    labels = 1 * (sum_r_t_1 < sum_r_t_2)
+    labels[margin_index] = -1
+    return keep, labels.reshape(-1)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_matches_bpref_get_label_on_integer_returns(gamma: float) -> None:
+    """Integer rewards put many segment returns exactly on the thresholds and on ties."""
+    rng = np.random.default_rng(11)
+    rewards = rng.integers(-2, 3, size=(3000, 2, 4)).astype(np.float64)
+    config = TeacherConfig(eps_skip=0.5, eps_equal=0.25, gamma=gamma)
+    margin = 4.0  # thresholds 2.0 (skip) and 1.0 (equal), exactly representable
+    ours = label_queries(rewards, config, np.random.default_rng(0), margin=margin)
+    keep, theirs = _bpref_get_label(
+        rewards[:, 0, :, None], rewards[:, 1, :, None], 2.0, 1.0, gamma
+    )
+    expected = np.full(rewards.shape[0], SKIP)
+    expected[keep] = np.select([theirs == -1, theirs == 1], [EQUAL, RIGHT], LEFT)
+    sums = rewards.sum(axis=2)
+    assert np.any(sums.max(axis=1) == 2.0) and np.any(np.abs(sums[:, 0] - sums[:, 1]) == 1.0)
+    assert {SKIP, EQUAL, LEFT, RIGHT} <= set(expected.tolist())
+    np.testing.assert_array_equal(ours, expected)
 
 
 def test_skip_inactive_without_positive_threshold() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from rich.markup import escape
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -36,7 +37,11 @@ from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.early_stopping import EarlyStopping
 from rewardlab.diagnostics.evaluation import evaluate, rollout_episodes
 from rewardlab.diagnostics.metrics import read_metrics
-from rewardlab.diagnostics.overoptimization import DivergenceMonitor, describe_overoptimization
+from rewardlab.diagnostics.overoptimization import (
+    EVENT_KEYS,
+    DivergenceMonitor,
+    describe_overoptimization,
+)
 from rewardlab.diagnostics.reward_checks import label_metrics
 from rewardlab.diagnostics.reward_eval import rank_correlation
 from rewardlab.envs.make import EnvDims, make_env
@@ -347,14 +352,8 @@ class Evaluator:
                                        metrics["eval/gold_return_std"])
         if event is None:
             return {}
-        keys = {
-            "diagnostics/overoptimization_step": float(event.step),
-            "diagnostics/gold_peak_step": float(event.peak_step),
-            "diagnostics/gold_drop": event.drop,
-            "diagnostics/proxy_gain_since_peak": event.proxy_gain_since_peak,
-            "diagnostics/p_value": event.p_value,
-        }
-        self.message(f"[yellow]{describe_overoptimization(keys)}[/]")
+        keys = {key: float(getattr(event, f)) for f, key in EVENT_KEYS.items()}
+        self.message(f"[yellow]{escape(describe_overoptimization(event))}[/]")
         return keys
 
     def replay(self, run: RunDir) -> None:

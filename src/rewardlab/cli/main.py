@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rewardlab.algorithms.progress import safe_console
@@ -159,6 +160,13 @@ def _print_report(run_dir: Path, console: Console) -> None:
             "-" if kl is None else f"{kl:.3f}",
         )
     console.print(table)
+    event = next(
+        (r for r in rows if r.get("diagnostics/overoptimization_step") is not None), None
+    )
+    if event is not None:
+        from rewardlab.diagnostics.overoptimization import describe_overoptimization
+
+        console.print(f"[yellow]{escape(describe_overoptimization(event))}[/]")
     if summary:
         console.print(
             f"algorithm {summary['algorithm']} on {summary['env']}, seed {summary['seed']}: "
@@ -190,15 +198,6 @@ def _print_report(run_dir: Path, console: Console) -> None:
                     f"annotator agreement: {agree['agreeing']} of {agree['compared']} overlapping "
                     f"queries agree" + ("" if frac is None else f" ({frac:.0%})")
                 )
-        events = [r for r in rows if "diagnostics/gold_drop" in r]
-        if events:
-            e = events[0]
-            console.print(
-                f"[yellow]over-optimisation detected[/] at step {e['step']}: gold fell "
-                f"{e['diagnostics/gold_drop']:.1f} below its peak (step "
-                f"{int(e['diagnostics/gold_peak_step'])}) while the proxy rose "
-                f"{e['diagnostics/proxy_gain_since_peak']:.1f}"
-            )
         s, g = series(rows, "eval/gold_return")
         if g:
             console.print(f"gold return: first eval {g[0]:.1f}, final {g[-1]:.1f}, "

@@ -7,7 +7,10 @@ Pure NumPy/SciPy maths (no torch, no training loops) for the over-optimisation l
   ``d = sqrt(KL(pi || pi_init))`` and locates the peak of the fitted curve.
 * :func:`detect_divergence` flags, noise-aware, the first evaluation at which the gold (true)
   return has fallen significantly below its running peak while the proxy (learned-reward) return
-  is still rising: the signature of reward hacking.
+  has risen since that peak and is still rising: the signature of reward hacking.
+  :class:`DivergenceMonitor` runs it online, one evaluation at a time, and
+  :func:`describe_overoptimization` words the event identically for the terminal,
+  ``rewardlab report`` and ``report.html``.
 * :func:`kl_gaussian_policies` / :func:`mean_state_kl` give the closed-form KL between diagonal
   Gaussian policies, the ``d`` axis of the Gao plots.
 * :func:`gold_proxy_curves` pulls the evaluation curves out of ``metrics.jsonl`` rows.
@@ -25,8 +28,11 @@ from scipy import stats
 
 __all__ = [
     "EVAL_KEYS",
+    "EVENT_KEYS",
     "DivergenceEvent",
+    "DivergenceMonitor",
     "GaoFit",
+    "describe_overoptimization",
     "detect_divergence",
     "fit_gao",
     "gao_curve",
@@ -217,14 +223,17 @@ def fit_gao(d: np.ndarray, gold: np.ndarray, form: GaoForm) -> GaoFit:
 class DivergenceEvent:
     """First evaluation at which gold fell significantly below its peak while proxy rose.
 
+    :func:`describe_overoptimization` turns it (or its logged ``diagnostics/`` keys) into the
+    one sentence every report prints.
+
     Attributes:
-        step: env step of the detecting evaluation.
+        step: env step of the detecting evaluation (the detection step).
         peak_step: env step of the running gold peak it was compared against.
         peak_gold: gold return at ``peak_step`` (gold-return units).
         gold_at_detection: gold return at ``step``.
         drop: ``peak_gold - gold_at_detection`` (> 0, gold-return units).
         proxy_gain_since_peak: proxy return at ``step`` minus proxy return at ``peak_step``
-            (proxy units; NaN if either is missing).
+            (proxy units; always > 0 in an event, see :func:`detect_divergence`).
         p_value: one-sided p-value of "gold at ``step`` is below gold at ``peak_step``",
             Bonferroni-adjusted for all ``n (n - 1) / 2`` (earlier, later) pairs of the
             series' ``n`` evaluations and capped at 1; compared against ``alpha``.
@@ -283,6 +292,8 @@ def detect_divergence(
     min_drop: float | None = None,
     *,
     std_ddof: int = 0,
+    min_proxy_gain: float = 0.0,
+    last_only: bool = False,
 ) -> DivergenceEvent | None:
     """First evaluation at which gold has fallen significantly below its running peak while the
     proxy is still rising (the reward over-optimisation picture of Gao et al. 2022).
@@ -318,9 +329,17 @@ def detect_divergence(
          It uses the whole series, needs at least ``MIN_EVALS_ROBUST`` (5) evaluations (else
          None) and assumes independent, homoscedastic, roughly Gaussian evaluation noise. If
          ``sigma == 0`` (noise-free data) any positive drop is significant.
-    3. the proxy is still rising: the least-squares slope of proxy against step over the last
-       ``window`` evaluations (``i - window + 1 .. i``, finite proxies only) is > 0, or
-       ``proxy[i]`` exceeds every earlier finite proxy return.
+    3. the proxy rises: its return has grown since the gold peak,
+       ``proxy_gain_since_peak = proxy[i] - proxy[j] > min_proxy_gain`` (default 0, so strictly
+       positive; NaN, e.g. no reward model yet at the peak, never fires), **and** it is still
+       rising now: the least-squares slope of proxy against step over the last ``window``
+       evaluations (``i - window + 1 .. i``, finite proxies only) is > 0, or ``proxy[i]``
+       exceeds every earlier finite proxy return. The proxy condition is a direction, not a
+       significance test: the proxy returns of two evaluations are scored by different reward
+       models (retrained and re-standardised at every feedback round), so the spread of one
+       evaluation's episodes says little about the uncertainty of their difference, and the
+       false-alarm guarantee rests on the gold test alone. ``min_proxy_gain`` (proxy units)
+       asks for a larger rise.
 
     Evaluations with a non-finite gold return are dropped first. Note that ``n`` (and, in the
     robust mode, ``sigma``) depend on the whole series passed in, so a detection on a prefix of
@@ -340,16 +359,22 @@ def detect_divergence(
         min_drop: optional minimum drop in gold-return units (``>= 0``) for practical, on top
             of statistical, significance.
         std_ddof: delta degrees of freedom ``gold_std`` was computed with (0 or 1).
+        min_proxy_gain: the proxy return must have risen by more than this (proxy units,
+            finite, ``>= 0``) since the gold peak.
+        last_only: test only the last evaluation (with a finite gold return), as an online
+            monitor does at each new evaluation, so the event's ``step`` is that evaluation's.
 
     Returns:
-        The :class:`DivergenceEvent` of the first firing evaluation, or None.
+        The :class:`DivergenceEvent` of the first firing evaluation (with ``last_only``, of the
+        last evaluation if it fires), or None.
 
     Raises:
         ValueError: if ``steps``, ``gold`` or ``proxy`` are not 1-D of equal length, ``steps``
             are not finite and strictly increasing, only one of ``gold_std``/``n_episodes`` is
             given, ``gold_std < 0``, ``n_episodes`` is not an integer ``>= 2``,
-            ``window < 2``, ``alpha`` not in (0, 1), ``min_drop < 0`` or ``std_ddof`` not in
-            {0, 1}; the message names the argument.
+            ``window < 2``, ``alpha`` not in (0, 1), ``min_drop < 0``, ``min_proxy_gain`` is
+            negative or not finite, or ``std_ddof`` not in {0, 1}; the message names the
+            argument.
     """
     steps_a = np.asarray(steps, dtype=np.float64)
     gold_a = np.asarray(gold, dtype=np.float64)
@@ -371,6 +396,8 @@ def detect_divergence(
         raise ValueError(f"min_drop: must be >= 0 or None, got {min_drop!r}")
     if std_ddof not in (0, 1):
         raise ValueError(f"std_ddof: must be 0 or 1, got {std_ddof!r}")
+    if not (math.isfinite(min_proxy_gain) and min_proxy_gain >= 0):
+        raise ValueError(f"min_proxy_gain: must be finite and >= 0, got {min_proxy_gain!r}")
     if (gold_std is None) != (n_episodes is None):
         raise ValueError("gold_std, n_episodes: give both (Welch test) or neither (robust)")
     welch = gold_std is not None
@@ -420,10 +447,13 @@ def detect_divergence(
     prev_best[1:] = np.fmax.accumulate(np.where(np.isfinite(proxy_a), proxy_a, -np.inf))[:-1]
     new_high = np.isfinite(proxy_a) & np.isfinite(prev_best) & (proxy_a > prev_best)
     rising = (slope > 0) | new_high
+    proxy_gain = proxy_a - proxy_a[peak_idx]  # NaN compares False: never fires
 
-    fires = (drop > 0) & (p_adj <= alpha) & rising
+    fires = (drop > 0) & (p_adj <= alpha) & rising & (proxy_gain > min_proxy_gain)
     if min_drop is not None:
         fires &= drop >= min_drop
+    if last_only:
+        fires[:-1] = False
     if not fires.any():
         return None
     i = int(np.argmax(fires))
@@ -434,7 +464,7 @@ def detect_divergence(
         peak_gold=float(gold_a[j]),
         gold_at_detection=float(gold_a[i]),
         drop=float(drop[i]),
-        proxy_gain_since_peak=float(proxy_a[i] - proxy_a[j]),
+        proxy_gain_since_peak=float(proxy_gain[i]),
         p_value=float(p_adj[i]),
     )
 
@@ -574,21 +604,33 @@ def gold_proxy_curves(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray
     return out
 
 
-
 class DivergenceMonitor:
     """Online over-optimisation alarm: feed each evaluation, get the event once.
 
-    Wraps :func:`detect_divergence` (Welch test on the evaluation episodes) for use during
-    training; only evaluations with a finite proxy return (i.e. once a reward model exists)
-    are considered, and an event is returned the first time it is detected, never again.
+    Wraps :func:`detect_divergence` (Welch test on the evaluation episodes, ``last_only``) for
+    use during training. Only evaluations with a finite proxy return (i.e. once a reward model
+    exists) are considered, and at each :meth:`update` only the evaluation just added is
+    tested: gold significantly below its running peak while the proxy return rose since that
+    peak and is still rising. So the event's ``step`` is always the ``step`` of the
+    :meth:`update` call that returned it (the step the training loop logs it at), and an event is
+    returned the first time, never again.
 
     Args:
-        n_episodes: evaluation episodes behind each gold mean.
+        n_episodes: evaluation episodes behind each gold mean (integer >= 2).
         alpha: series-wise false-alarm level (see :func:`detect_divergence`).
+
+    Raises:
+        ValueError: if ``n_episodes`` is not an integer >= 2 or ``alpha`` not in (0, 1).
     """
 
     def __init__(self, n_episodes: int, alpha: float = 0.05) -> None:
-        self.n_episodes = n_episodes
+        if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or (
+            n_episodes < 2
+        ):
+            raise ValueError(f"n_episodes: must be an integer >= 2, got {n_episodes!r}")
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha: must be in (0, 1), got {alpha!r}")
+        self.n_episodes = int(n_episodes)
         self.alpha = alpha
         self.history: list[tuple[int, float, float, float]] = []
         self.event: DivergenceEvent | None = None
@@ -599,26 +641,84 @@ class DivergenceMonitor:
         """Add one evaluation (gold/proxy means in return units, ``gold_std`` with ddof 0).
 
         Returns:
-            The :class:`DivergenceEvent` the first time divergence is detected, else None.
+            The :class:`DivergenceEvent` (with ``event.step == step``) the first time divergence
+            is detected at this evaluation, else None.
+
+        Raises:
+            ValueError: as :func:`detect_divergence`, e.g. if ``step`` is not larger than the
+                previous evaluation's or ``gold_std < 0``.
         """
         if self.event is not None or not np.isfinite(proxy):
             return None
         self.history.append((int(step), float(gold), float(proxy), float(gold_std)))
-        if len(self.history) < 3:
+        if len(self.history) < 2:
             return None
         steps, golds, proxies, stds = (np.array(c) for c in zip(*self.history, strict=True))
         self.event = detect_divergence(
-            steps, golds, proxies, gold_std=stds, n_episodes=self.n_episodes, alpha=self.alpha
+            steps, golds, proxies, gold_std=stds, n_episodes=self.n_episodes, alpha=self.alpha,
+            last_only=True,
         )
         return self.event
 
 
-def describe_overoptimization(fields: dict[str, float]) -> str:
-    """One sentence about an over-optimisation event from its logged ``diagnostics/`` values
-    (``overoptimization_step``, ``gold_peak_step``, ``gold_drop``, ``proxy_gain_since_peak``)."""
+#: ``diagnostics/`` metric keys of a logged over-optimisation event, by :class:`DivergenceEvent`
+#: field (what the training loop logs and :func:`describe_overoptimization` reads).
+EVENT_KEYS = {
+    "step": "diagnostics/overoptimization_step",
+    "peak_step": "diagnostics/gold_peak_step",
+    "drop": "diagnostics/gold_drop",
+    "proxy_gain_since_peak": "diagnostics/proxy_gain_since_peak",
+    "p_value": "diagnostics/p_value",
+}
+
+
+def describe_overoptimization(event: DivergenceEvent | Mapping[str, Any]) -> str:
+    """The one sentence that reports an over-optimisation event everywhere.
+
+    The terminal during training, ``rewardlab report`` and ``report.html`` all print this, so
+    they name the same steps: the detection step (the evaluation at which the alarm fired,
+    ``DivergenceEvent.step`` = ``diagnostics/overoptimization_step``, also the ``step`` of the
+    ``metrics.jsonl`` row holding the event) and the step of the gold peak it was compared with.
+    Example: ``"over-optimisation detected at step 15000: gold return 12.3 below its peak at
+    step 10000 while the proxy return rose 40.1 (p = 0.003)"``.
+
+    Args:
+        event: a :class:`DivergenceEvent`, or a mapping holding the logged keys of
+            :data:`EVENT_KEYS` (e.g. the ``metrics.jsonl`` row of the event; ``p_value`` is
+            optional).
+
+    Returns:
+        The sentence (plain text, no markup; gold in gold-return units, proxy in its
+        standardised units).
+
+    Raises:
+        ValueError: if a mapping lacks one of the required keys or holds a null or non-numeric
+            value there; the message names the key.
+        TypeError: if ``event`` is neither a :class:`DivergenceEvent` nor a mapping.
+    """
+    if isinstance(event, DivergenceEvent):
+        values: dict[str, Any] = {f: getattr(event, f) for f in EVENT_KEYS}
+    elif isinstance(event, Mapping):
+        values = {}
+        for field, key in EVENT_KEYS.items():
+            raw = event.get(key)
+            if raw is None:
+                if field == "p_value":
+                    values[field] = None
+                    continue
+                raise ValueError(f"{key}: missing from the event (keys {sorted(event)})")
+            try:
+                values[field] = float(raw)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{key}: expected a number, got {raw!r}") from err
+    else:
+        raise TypeError(
+            f"event: expected a DivergenceEvent or a mapping, got {type(event).__name__}"
+        )
+    p = values["p_value"]
+    p_text = "" if p is None or not math.isfinite(p) else f" (p = {p:.2g})"
     return (
-        f"over-optimisation detected at step {int(fields['diagnostics/overoptimization_step'])}: "
-        f"gold return {fields['diagnostics/gold_drop']:.1f} below its peak at step "
-        f"{int(fields['diagnostics/gold_peak_step'])} while the proxy return rose "
-        f"{fields['diagnostics/proxy_gain_since_peak']:.1f}"
+        f"over-optimisation detected at step {int(values['step'])}: gold return "
+        f"{values['drop']:.1f} below its peak at step {int(values['peak_step'])} while the proxy "
+        f"return rose {values['proxy_gain_since_peak']:.1f}{p_text}"
     )

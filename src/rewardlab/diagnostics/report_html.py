@@ -22,27 +22,32 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-
-from rewardlab.diagnostics.metrics import read_metrics, series  # noqa: E402
-from rewardlab.diagnostics.overoptimization import (  # noqa: E402
+from rewardlab.diagnostics.metrics import read_metrics, series
+from rewardlab.diagnostics.overoptimization import (
     GaoFit,
+    describe_overoptimization,
     fit_gao,
     gold_proxy_curves,
 )
-from rewardlab.errors import RunDirError  # noqa: E402
+from rewardlab.diagnostics.plots import (
+    draw_gold_proxy,
+    figure_png,
+    new_figure,
+    reference_returns,
+    step_axis,
+)
+from rewardlab.errors import RunDirError
 
 #: Keys of the per-round reward-model table (label, metric key).
 ROUND_KEYS = (
@@ -184,36 +189,15 @@ def epic_to_gold(run_dir: Path, env_id: str, seed: int = 0) -> float | None:
 # ---------------------------------------------------------------------------------- plots
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+def _png(fig: Figure, alt: str) -> str:
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _plot_curves(rows: list[dict[str, Any]], title: str) -> str:
-    c = gold_proxy_curves(rows)
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.errorbar(c["step"], c["eval/gold_return"], yerr=c["eval/gold_return_std"], fmt="o-",
-                color="tab:blue", capsize=2, label="gold (true) return")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("gold return", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(c["step"], c["eval/proxy_return"], "s--", color="tab:orange",
-             label="proxy (learned) return")
-    ax2.set_ylabel("proxy return (standardised)", color="tab:orange")
-    for x in series(rows, "feedback/round")[0]:
-        ax.axvline(x, color="grey", alpha=0.2, lw=0.8)
-    for key, color, label in (("diagnostics/overoptimization_step", "red", "over-optimisation"),
-                              ("diagnostics/early_stop_step", "green", "early stop")):
-        for x in series(rows, key)[1][:1]:
-            ax.axvline(x, color=color, ls=":", lw=1.5, label=label)
-    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    ax.set_title(title, fontsize=9)
-    return _png(fig)
+    fig = new_figure(8.5, 4.8)
+    draw_gold_proxy(fig, rows, title)
+    return _png(fig, "gold and proxy return against environment steps")
 
 
 def _proxy_against_distance(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -226,84 +210,142 @@ def _proxy_against_distance(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.
 
 def _plot_gao(d: np.ndarray, gain: np.ndarray, fits: dict[str, GaoFit | str],
               proxy: tuple[np.ndarray, np.ndarray] | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.plot(d, gain, "o", color="tab:blue", label="gold - reference (evaluations)")
+    fig = new_figure(8.5, 4.8)
+    ax = fig.subplots()
+    handles: list[Any] = []
+    ax.plot(d, gain, "o", color="tab:blue", ms=5, zorder=3)
+    handles.append(Line2D([], [], color="tab:blue", marker="o", ls="",
+                          label="gold return - reference, per evaluation (left axis)"))
     if proxy is not None and proxy[0].size:
         ax2 = ax.twinx()
-        ax2.plot(proxy[0], proxy[1], "s", mfc="none", color="tab:orange",
-                 label="proxy return (right axis)")
-        ax2.set_ylabel("proxy return (standardised)", color="tab:orange")
-        ax2.legend(fontsize=7, loc="lower right")
+        ax2.plot(proxy[0], proxy[1], "s", mfc="none", color="tab:orange", ms=5)
+        ax2.set_ylabel("proxy return (learned reward, standardised)", color="tab:orange")
+        ax2.tick_params(axis="y", colors="tab:orange")
+        handles.append(Line2D([], [], color="tab:orange", marker="s", mfc="none", ls="",
+                              label="proxy return, per evaluation (right axis)"))
     if d.size:
         grid = np.linspace(0, max(float(d.max()) * 1.1, 1e-3), 200)
-        for form, style in (("bon", "-"), ("rl", "--")):
+        for form, style, color in (("bon", "-", "tab:green"), ("rl", "--", "tab:purple")):
             fit = fits.get(form)
             if isinstance(fit, GaoFit):
-                ax.plot(grid, fit.predict(grid), style,
-                        label=f"{form}: alpha={fit.alpha:.2f}, beta={fit.beta:.2f}, "
-                        f"R2={fit.r2:.2f}")
+                ax.plot(grid, fit.predict(grid), style, color=color)
+                handles.append(Line2D([], [], color=color, ls=style, label=(
+                    f"{_FORM_NAMES[form]} fit: alpha={fit.alpha:.3g}, beta={fit.beta:.3g}, "
+                    f"R²={fit.r2:.2f}")))
                 if math.isfinite(fit.peak_d) and fit.peak_d <= grid[-1]:
-                    ax.plot([fit.peak_d], [fit.peak_gold], "k^", ms=7)
+                    ax.plot([fit.peak_d], [fit.peak_gold], "^", color=color, ms=9, mec="k")
+                    handles.append(Line2D([], [], color=color, marker="^", mec="k", ls="",
+                                          label=f"{_FORM_NAMES[form]} fitted peak"))
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set_xlabel("d = sqrt(KL(pi || pi_ref)) on visited states (sqrt-nats)")
-    ax.set_ylabel("gold return - reference")
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("gold and proxy against distance from the reference policy (Gao et al. 2022)",
-                 fontsize=9)
-    return _png(fig)
+    ax.set_xlabel("d = sqrt(KL(π ‖ π_ref)) over the evaluation states (sqrt-nats)")
+    ax.set_ylabel("gold return - reference (true reward per episode)", color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("Gold and proxy against distance from the reference policy (Gao et al. 2022)",
+                 fontsize=10)
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return _png(fig, "gold gain against sqrt KL with the Gao et al. 2022 fits")
 
 
 def _plot_reward_model(rows: list[dict[str, Any]]) -> str:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for key, style in (("reward_model/heldout_accuracy", "o-"),
-                       ("reward_model/fresh_accuracy", "s--")):
+    fig = new_figure(10.0, 4.4)
+    ax1, ax2 = fig.subplots(1, 2)
+    for key, style, color in (("reward_model/heldout_accuracy", "o-", "tab:blue"),
+                              ("reward_model/fresh_accuracy", "s--", "tab:blue"),
+                              ("reward_model/heldout_ece", "o-", "tab:red"),
+                              ("reward_model/fresh_ece", "s--", "tab:red")):
         s, v = series(rows, key)
-        ax1.plot(s, v, style, label=key.split("/")[1])
-    for key, style in (("reward_model/heldout_ece", "o-"), ("reward_model/fresh_ece", "s--")):
-        s, v = series(rows, key)
-        ax1.plot(s, v, style, label=key.split("/")[1])
-    ax1.set_xlabel("environment steps (feedback rounds)")
+        what = key.split("/")[1].replace("heldout", "held-out").replace("_", " ")
+        what = what.replace("ece", "ECE")
+        ax1.plot(s, v, style, color=color, ms=4, label=what)
+    step_axis(ax1, "environment steps (feedback rounds)")
+    ax1.set_ylabel("accuracy and ECE (probability, 0 to 1)")
     ax1.set_ylim(-0.02, 1.02)
-    ax1.legend(fontsize=7)
-    ax1.set_title("reward model per round", fontsize=9)
+    ax1.grid(True, alpha=0.3)
+    ax1.set_title("Reward model per feedback round", fontsize=10)
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
+               frameon=False)
+
     s, v = series(rows, "eval/proxy_gold_spearman")
-    ax2.plot(s, v, "o-", color="tab:purple", label="Spearman(proxy, gold), eval episodes")
+    ax2.plot(s, v, "o-", color="tab:purple", ms=4)
     ax2.set_ylim(-1.05, 1.05)
-    ax2.set_xlabel("environment steps")
+    ax2.set_ylabel("Spearman rank correlation", color="tab:purple")
+    ax2.tick_params(axis="y", colors="tab:purple")
+    step_axis(ax2)
+    ax2.grid(True, axis="y", alpha=0.3)
     ax3 = ax2.twinx()
     s, v = series(rows, "reward_model/disagreement_on_policy")
-    ax3.plot(s, v, "^:", color="tab:gray", label="ensemble disagreement on policy")
-    handles = [h for a in (ax2, ax3) for h in a.get_legend_handles_labels()[0]]
-    ax2.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    ax2.set_title("proxy/gold agreement on fresh rollouts", fontsize=9)
-    return _png(fig)
+    ax3.plot(s, v, "^:", color="tab:gray", ms=4)
+    ax3.set_ylabel("ensemble std of per-step reward (model units)", color="dimgray")
+    handles = [
+        Line2D([], [], color="tab:purple", marker="o", label="Spearman(proxy, gold), episodes"),
+        Line2D([], [], color="tab:gray", marker="^", ls=":",
+               label="ensemble disagreement on the policy's states (right axis)"),
+    ]
+    ax2.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+               ncols=1, frameon=False)
+    ax2.set_title("Proxy/gold agreement on the evaluation episodes", fontsize=10)
+    return _png(fig, "reward model accuracy, calibration and agreement with the gold reward")
 
 
 # ---------------------------------------------------------------------------------- html
 
+_FORM_NAMES = {"bon": "best-of-n (Eq. 1)", "rl": "RL (Eq. 2)"}
+
 _CSS = (
     "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "img{max-width:100%}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+    "table.settings td{text-align:left}"
     "h1{font-size:22px}h2{font-size:17px;margin-top:1.6em}.note{color:#555;font-size:13px}"
+    ".alarm{background:#fff3f0;border-left:4px solid #d33;padding:6px 10px}"
 )
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
+    """Table cell text: ``-`` for missing/NaN, integers without a decimal point, floats to
+    ``digits`` significant digits (never in exponent form above 1), text HTML-escaped."""
     if value is None:
         return "-"
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
         if math.isnan(value):
             return "-"
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        if abs(value) >= 10 ** (digits - 1):
+            return f"{value:.1f}"
+        return f"{value:.{digits}g}"
     return html.escape(str(value))
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+def _setting(value: Any) -> str:
+    """Plain-text value of a config setting: never a Python repr of a dict or list."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        parts = [f"{k} {_setting(v)}" for k, v in value.items() if v is not None]
+        return ", ".join(parts) if parts else "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_setting(v) for v in value) or "-"
+    if isinstance(value, float):
+        return _fmt(value)
+    return str(value)
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in body)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    attr = f" class='{cls}'" if cls else ""
+    return f"<table{attr}><tr>{head}</tr>{rows}</table>"
 
 
 def _page(title: str, body: str) -> str:
@@ -312,37 +354,116 @@ def _page(title: str, body: str) -> str:
             f"{body}</body></html>")
 
 
+def _teacher_text(config: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    teacher = config.get("teacher")
+    if not isinstance(teacher, Mapping):
+        asked = summary.get("feedback", {}).get("teacher") or {}
+        return _setting(teacher) if teacher is not None else ("scripted" if asked else "-")
+    name = teacher.get("preset") or teacher.get("name") or "?"
+    extra = {k: v for k, v in teacher.items() if k not in ("preset", "name") and v is not None}
+    return f"{name} ({_setting(extra)})" if extra else str(name)
+
+
+def _settings_tables(config: Mapping[str, Any], summary: Mapping[str, Any],
+                     run_dir: Path) -> str:
+    """The run's header: what was trained, on what, taught by whom, with which mitigations."""
+    env = config.get("env") if isinstance(config.get("env"), Mapping) else {}
+    fb = config.get("feedback") if isinstance(config.get("feedback"), Mapping) else {}
+    rm = config.get("reward_model") if isinstance(config.get("reward_model"), Mapping) else {}
+    feedback = "-"
+    if fb:
+        feedback = (f"{_setting(fb.get('total_budget'))} queries, "
+                    f"{_setting(fb.get('queries_per_round'))} per round, "
+                    f"{_setting(fb.get('segment_len'))}-step segments, "
+                    f"selection {_setting(fb.get('method'))}")
+    reward_model = "-"
+    if rm:
+        reward_model = (f"{_setting(rm.get('members'))} members, reduction "
+                        f"{_setting(rm.get('reduction'))}")
+    rows = [
+        ("algorithm", _setting(config.get("algorithm", summary.get("algorithm")))),
+        ("environment", _setting(env.get("id", summary.get("env")))),
+        ("seed", _setting(config.get("seed", summary.get("seed")))),
+        ("environment steps", _setting(summary.get("steps", config.get("total_steps")))),
+        ("teacher", _teacher_text(config, summary)),
+        ("teacher bias", _setting(config.get("teacher_bias")) if config else "-"),
+        ("feedback", feedback),
+        ("reward model", reward_model),
+        ("run directory", str(run_dir)),
+    ]
+    out = "<h2>Run</h2>" + _table(["setting", "value"], rows, cls="settings")
+    mitigation = config.get("mitigation")
+    if isinstance(mitigation, Mapping) and mitigation:
+        out += "<h2>Mitigation</h2>" + _table(
+            ["setting", "value"],
+            [(f"mitigation.{k}", _setting(v)) for k, v in mitigation.items()], cls="settings")
+    return out
+
+
+def _peak_text(fit: GaoFit | str, d: np.ndarray) -> tuple[str, str]:
+    """``(peak d, peak gold gain)`` cells of a Gao fit: words, never ``inf``."""
+    if not isinstance(fit, GaoFit):
+        return "-", "-"
+    if math.isinf(fit.peak_d):
+        return "no finite peak: fitted gold still rising at the last point", "-"
+    if fit.peak_d == 0.0:
+        return "0 (fitted gold falls from the start)", _fmt(fit.peak_gold)
+    text = _fmt(fit.peak_d)
+    if d.size and fit.peak_d > float(d.max()):
+        text += f" (beyond the largest measured d, {_fmt(float(d.max()))})"
+    return text, _fmt(fit.peak_gold)
+
+
+def _event_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The ``metrics.jsonl`` row of the over-optimisation event (the first), or None."""
+    return next((r for r in rows if r.get("diagnostics/overoptimization_step") is not None),
+                None)
+
+
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of one run (default ``RUN_DIR/report.html``).
 
+    Args:
+        run_dir: the run directory.
+        out: where to write the page (default ``run_dir/report.html``).
+
+    Returns:
+        The path written.
+
     Raises:
         RunDirError: if ``run_dir`` holds no ``metrics.jsonl``.
+        OSError: if the page cannot be written.
     """
     run_dir = Path(run_dir)
     rows, summary, config = _load_run(run_dir)
-    env_id = str(config.get("env", {}).get("id", summary.get("env", "?")))
-    algo = config.get("algorithm", summary.get("algorithm", "?"))
+    env_id = str((config.get("env") or {}).get("id", summary.get("env", "?")))
+    algo = str(config.get("algorithm", summary.get("algorithm", "?")))
     oo = summary.get("overoptimization", {})
-    parts = [f"<p class='note'>{html.escape(str(algo))} on {html.escape(env_id)}, seed "
-             f"{_fmt(config.get('seed'))}; teacher {html.escape(str(config.get('teacher', {})))}"
-             f"; teacher_bias {_fmt(config.get('teacher_bias'))}; reward reduction "
-             f"{_fmt(config.get('reward_model', {}).get('reduction'))}; mitigation "
-             f"{html.escape(json.dumps(config.get('mitigation', {})))}</p>"]
+    parts = [_settings_tables(config, summary, run_dir)]
 
     head = outcome(run_dir) if gold_proxy_curves(rows)["step"].size else {}
-    event = next((r for r in rows if r.get("diagnostics/gold_drop") is not None), None)
+    event = _event_row(rows)
     stop = next((r for r in rows if r.get("diagnostics/early_stop_step") is not None), None)
     epic = epic_to_gold(run_dir, env_id)
-    facts = [
+    refs = reference_returns(rows)
+    if event is not None:
+        parts.append("<h2>Over-optimisation</h2><p class='alarm'>"
+                     f"{html.escape(describe_overoptimization(event))}.</p>")
+    facts: list[tuple[str, Any]] = [
         ("final gold return", head.get("gold_final")), ("peak gold return", head.get("gold_peak")),
         ("peak-to-final gold drop", head.get("gold_drop")),
-        ("proxy gain (first to last eval)", head.get("proxy_gain")),
+        ("proxy gain (first to last evaluation, standardised units)", head.get("proxy_gain")),
+        ("uniformly random policy's gold return", refs.get("eval/random_return")),
+        ("do-nothing (zero-action) policy's gold return", refs.get("eval/do_nothing_return")),
         ("reference policy frozen at step", oo.get("reference_step")),
         ("over-optimisation detected at step",
-         None if event is None else int(event["diagnostics/overoptimization_step"])),
-        ("  gold peak step / drop / p-value", None if event is None else
-         f"{int(event['diagnostics/gold_peak_step'])} / {event['diagnostics/gold_drop']:.2f} / "
-         f"{event['diagnostics/p_value']:.2g}"),
+         "not detected" if event is None else int(event["diagnostics/overoptimization_step"])),
+        ("  gold peak it was compared with, at step",
+         None if event is None else int(event["diagnostics/gold_peak_step"])),
+        ("  gold drop / proxy rise since the peak / p-value", None if event is None else
+         f"{event['diagnostics/gold_drop']:.2f} / "
+         f"{event['diagnostics/proxy_gain_since_peak']:.2f} / "
+         f"{_fmt(event.get('diagnostics/p_value'), 2)}"),
         ("early stop at step (rolled back to)", None if stop is None else
          f"{int(stop['diagnostics/early_stop_step'])} "
          f"({int(stop['diagnostics/early_stop_rollback_step'])}): {oo.get('early_stop_reason')}"),
@@ -360,10 +481,12 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     fit_rows = []
     for form, fit in fits.items():
         if isinstance(fit, GaoFit):
-            fit_rows.append([form, fit.alpha, fit.beta, fit.r2, fit.peak_d, fit.peak_gold])
+            peak_d, peak_gold = _peak_text(fit, d)
+            fit_rows.append([_FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak_d, peak_gold])
         else:
-            fit_rows.append([form, fit, None, None, None, None])
-    parts.append(_table(["form", "alpha", "beta", "R2", "peak d", "peak gold gain"], fit_rows))
+            fit_rows.append([_FORM_NAMES[form], f"no fit: {fit}", None, None, None, None])
+    parts.append(_table(["form", "alpha", "beta", "R²", "peak d (sqrt-nats)",
+                         "peak gold gain"], fit_rows))
 
     parts.append("<h2>Reward model</h2>" + _plot_reward_model(rows))
     round_rows = [r for r in rows if r.get("feedback/round") is not None]
@@ -379,7 +502,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
         _value_at(rows, "diagnostics/policy_kl", c["step"]),
         _value_at(rows, "eval/proxy_gold_spearman", c["step"]), strict=True)]
     parts.append("<h2>Evaluations</h2>" + _table(
-        ["step", "gold", "proxy", "sqrt KL", "KL (nats)", "Spearman"], evals))
+        ["step", "gold return", "proxy return", "sqrt KL (sqrt-nats)", "KL (nats)",
+         "Spearman"], evals))
     out = Path(out) if out is not None else run_dir / "report.html"
     out.write_text(_page(f"RewardLab run report: {run_dir.name}", "".join(parts)),
                    encoding="utf-8")
@@ -389,38 +513,55 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
 def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write one HTML page overlaying several runs (gold, proxy, gold against sqrt KL).
 
+    Args:
+        run_dirs: the run directories (at least one).
+        out: where to write the page.
+
+    Returns:
+        The path written.
+
     Raises:
-        RunDirError: if a directory holds no ``metrics.jsonl``.
+        RunDirError: if a directory holds no ``metrics.jsonl`` or no evaluation.
         ValueError: if ``run_dirs`` is empty.
+        OSError: if the page cannot be written.
     """
     if not run_dirs:
         raise ValueError("run_dirs: give at least one run directory")
     runs = [(Path(r), *_load_run(Path(r))) for r in run_dirs]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = new_figure(13.0, 4.6)
+    axes = fig.subplots(1, 3)
     table = []
     for run_dir, rows, summary, _config in runs:
         c = gold_proxy_curves(rows)
         label = run_dir.name
         axes[0].plot(c["step"], c["eval/gold_return"], "o-", ms=3, label=label)
-        axes[1].plot(c["step"], c["eval/proxy_return"], "s--", ms=3, label=label)
+        axes[1].plot(c["step"], c["eval/proxy_return"], "s--", ms=3)
         oo = summary.get("overoptimization", {})
         d, gain, fits = gao_analysis(rows, oo.get("reference_step"))
-        axes[2].plot(d, gain, "o", ms=3, label=label)
+        axes[2].plot(d, gain, "o", ms=3)
         head = outcome(run_dir)
-        event = next((r for r in rows if r.get("diagnostics/gold_drop") is not None), None)
+        event = _event_row(rows)
         rl = fits.get("rl")
+        rl_peak = _peak_text(rl, d)[0] if isinstance(rl, GaoFit) else None
         table.append([label, head["gold_final"], head["gold_peak"], head["gold_drop"],
                       head["proxy_gain"],
                       None if event is None else int(event["diagnostics/overoptimization_step"]),
-                      oo.get("early_stopped_at"),
-                      rl.peak_d if isinstance(rl, GaoFit) else None])
-    for ax, title in zip(axes, ("gold return", "proxy return (standardised)",
-                                "gold - reference vs sqrt KL"), strict=True):
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("sqrt KL" if "KL" in title else "environment steps")
-    axes[0].legend(fontsize=6)
-    body = _png(fig) + _table(
-        ["run", "gold final", "gold peak", "gold drop", "proxy gain", "over-opt step",
+                      oo.get("early_stopped_at"), rl_peak])
+    for ax, title, ylabel in zip(
+        axes,
+        ("Gold return", "Proxy return", "Gold gain against distance"),
+        ("gold return (true reward per episode)", "proxy return (standardised)",
+         "gold return - reference (per episode)"), strict=True,
+    ):
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    step_axis(axes[0])
+    step_axis(axes[1])
+    axes[2].set_xlabel("d = sqrt(KL(π ‖ π_ref)) (sqrt-nats)")
+    fig.legend(loc="outside lower center", ncols=min(4, len(runs)), fontsize=8, frameon=False)
+    body = _png(fig, "runs overlaid") + _table(
+        ["run", "gold final", "gold peak", "gold drop", "proxy gain", "over-opt. step",
          "early stop", "Gao RL peak d"], table)
     out = Path(out)
     out.write_text(_page("RewardLab run comparison", body), encoding="utf-8")

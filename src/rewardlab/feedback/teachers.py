@@ -2,28 +2,53 @@
 
 Source: Lee, Smith, Dragan & Abbeel 2021, "B-Pref: Benchmarking Preference-Based Reinforcement
 Learning" (NeurIPS Datasets and Benchmarks), Sec. 3.2 "Simulated human teachers", and the
-``SimTeacher`` labelling routine of its reference code (``reward_model.get_label``).
+``SimTeacher`` labelling routine of its reference code (github.com/rll-research/BPref,
+``reward_model.py``, ``RewardModel.get_label``; ``train_PEBBLE.py`` for the thresholds).
 
 For a query between a left segment ``sigma_0`` and a right segment ``sigma_1`` of ``H`` steps with
 true rewards ``r``, a teacher answers in four stages:
 
-1. **Skip** (``eps_skip``): if ``max(sum_t r(sigma_0), sum_t r(sigma_1)) < delta_skip`` the query is
-   skipped (``Label.SKIP``). As in the B-Pref code, skipping is only active when
-   ``delta_skip > 0``.
-2. **Equal** (``eps_equal``): else, if ``|sum_t r(sigma_0) - sum_t r(sigma_1)| < delta_equal`` the
-   answer is ``Label.EQUAL``.
+1. **Skip** (``eps_skip``): only when ``delta_skip > 0``, the query is skipped
+   (``Label.SKIP``) unless the larger undiscounted segment return *exceeds* the threshold,
+   ``max(sum_t r(sigma_0), sum_t r(sigma_1)) > delta_skip`` (B-Pref keeps a pair with
+   ``max_r_t > self.teacher_thres_skip``). So a return exactly equal to ``delta_skip`` is
+   skipped.
+2. **Equal** (``eps_equal``): else, if ``|sum_t r(sigma_0) - sum_t r(sigma_1)| < delta_equal``
+   (strict, as B-Pref's ``margin_index``) the answer is ``Label.EQUAL``; a difference exactly
+   equal to ``delta_equal`` is not equal.
 3. **Choice** (``beta``, ``gamma``): the myopic returns ``R_i = sum_{t=0}^{H-1} gamma^(H-1-t)
-   r_t(sigma_i)`` weigh recent steps more. A rational teacher (``beta = inf``) prefers the larger
-   ``R``, ties going to the left segment (B-Pref labels "right" only if ``R_0 < R_1``). Otherwise
-   the Bradley-Terry model of Sec. 3.2 is sampled:
-   ``P[left] = exp(beta R_0) / (exp(beta R_0) + exp(beta R_1)) = sigmoid(beta (R_0 - R_1))``.
-4. **Mistake** (``eps_mistake``): the chosen label is flipped (LEFT <-> RIGHT) with probability
-   ``eps_mistake``. Equal and skip answers then override the (possibly flipped) choice.
+   r_t(sigma_i)`` weigh recent steps more (B-Pref multiplies steps ``0..index`` by ``gamma``
+   for ``index = 0 .. H-2``, which gives step ``t`` the weight ``gamma^(H-1-t)``). A rational
+   teacher (``beta = inf``) prefers the larger ``R``, ties going to the left segment (B-Pref
+   labels "right" only if ``R_0 < R_1``). Otherwise the Bradley-Terry model of Sec. 3.2 is
+   sampled: ``P[left] = exp(beta R_0) / (exp(beta R_0) + exp(beta R_1)) = sigmoid(beta (R_0 -
+   R_1))`` (B-Pref: a Bernoulli draw of the softmax's right-hand probability).
+4. **Mistake** (``eps_mistake``): the chosen label is flipped (LEFT <-> RIGHT) when a uniform
+   draw ``u`` in ``[0, 1)`` satisfies ``u <= eps_mistake`` (B-Pref's ``rand_num <=
+   self.teacher_eps_mistake``). Equal and skip answers then override the (possibly flipped)
+   choice.
 
 The skip/equal checks use undiscounted sums. The thresholds are fractions of a *margin*:
 ``delta_skip = eps_skip * margin`` and ``delta_equal = eps_equal * margin``, where B-Pref sets
-``margin = mean true episode return * segment_len / max_episode_steps`` and refreshes it as
-training goes (see :meth:`ScriptedTeacher.set_margin`).
+``margin = mean true return of the last 10 training episodes * segment_len /
+max_episode_steps`` and refreshes it before every feedback round (see
+:meth:`ScriptedTeacher.set_margin`). Until a training episode has finished the margin is 0, so
+nothing is skipped or equal (B-Pref's mean of an empty deque is NaN, with the same effect).
+
+Deliberate differences from the B-Pref code (the answers have the same distribution):
+
+* B-Pref drops skipped pairs before drawing its random numbers; here one uniform per query is
+  drawn for the Bradley-Terry choice (only if ``beta`` is finite) and one per query for
+  mistakes (only if ``eps_mistake > 0``), for every query, skipped or not, and the skipped ones
+  are returned as ``Label.SKIP``. So the answers to non-skipped queries do not depend on the
+  margin. With ``eps_mistake = 0`` no draw is made (B-Pref would flip when its draw is exactly
+  0.0, probability ``2^-53``).
+* A rational teacher is ``beta = inf`` (B-Pref: ``teacher_beta <= 0``); the Bradley-Terry
+  probability is computed in float64 (B-Pref: a float32 torch softmax).
+* Thresholds are always ``eps * margin``. B-Pref's ``train_PEBBLE.py`` sets them so for the
+  first reward update but passes ``new_margin * eps`` to ``set_teacher_thres_*``, which
+  multiplies by ``eps`` again, at every later update (``eps^2 * margin``); its PPO trainer and
+  the paper use ``eps * margin`` throughout, as we do.
 
 Everything is pure NumPy (no torch), vectorised over queries and steps, and seeded through an
 explicit ``np.random.Generator``.
@@ -81,8 +106,9 @@ class TeacherConfig:
     eps_mistake: float = 0.0
     """Probability in [0, 1] that the chosen label is flipped (LEFT <-> RIGHT)."""
     eps_skip: float = 0.0
-    """Skip threshold as a fraction (>= 0) of the margin: a query is skipped when neither
-    segment's undiscounted return reaches ``eps_skip * margin``. 0 disables skipping."""
+    """Skip threshold as a fraction (>= 0) of the margin: when ``eps_skip * margin > 0``, a query
+    is skipped unless one segment's undiscounted return exceeds ``eps_skip * margin`` (a return
+    equal to it is skipped, as in B-Pref). 0 disables skipping."""
     eps_equal: float = 0.0
     """Equal threshold as a fraction (>= 0) of the margin: the answer is EQUAL when the
     undiscounted returns differ by less than ``eps_equal * margin``. 0 disables it."""
@@ -227,11 +253,12 @@ def label_queries(
 ) -> np.ndarray:
     """Answer a batch of queries as the B-Pref scripted teacher (Lee et al. 2021, Sec. 3.2).
 
-    Stages (see the module docstring): skip if ``max(sum r(sigma_0), sum r(sigma_1)) <
-    eps_skip * margin`` (only when that threshold is > 0); EQUAL if ``|sum r(sigma_0) - sum
-    r(sigma_1)| < eps_equal * margin``; otherwise the larger myopic return (``beta = inf``, ties
-    to LEFT) or a Bradley-Terry sample with ``P[LEFT] = sigmoid(beta (R_0 - R_1))``, then a
-    LEFT <-> RIGHT flip with probability ``eps_mistake``.
+    Stages (see the module docstring), with B-Pref's inequalities: skip if ``max(sum
+    r(sigma_0), sum r(sigma_1)) <= eps_skip * margin`` (only when that threshold is > 0; B-Pref
+    keeps a pair only if the larger return is ``>`` the threshold); EQUAL if ``|sum r(sigma_0) -
+    sum r(sigma_1)| < eps_equal * margin``; otherwise the larger myopic return (``beta = inf``,
+    ties to LEFT) or a Bradley-Terry sample with ``P[LEFT] = sigmoid(beta (R_0 - R_1))``, then a
+    LEFT <-> RIGHT flip when a uniform draw is ``<= eps_mistake``.
 
     Randomness: one uniform per query is drawn for the Bradley-Terry choice (only if ``beta``
     is finite) and then one per query for mistakes (only if ``eps_mistake > 0``), for every
@@ -272,15 +299,18 @@ def label_queries(
         p_left = 0.5 * (1.0 + np.tanh(0.5 * logit))  # numerically stable sigmoid
         prefer_left = rng.random(batch) < p_left
     if config.eps_mistake > 0.0:
-        prefer_left = prefer_left ^ (rng.random(batch) < config.eps_mistake)
+        # B-Pref: noise_index = rand_num <= teacher_eps_mistake
+        prefer_left = prefer_left ^ (rng.random(batch) <= config.eps_mistake)
 
     labels = np.where(prefer_left, np.int8(Label.LEFT), np.int8(Label.RIGHT)).astype(np.int8)
 
+    # B-Pref: margin_index = np.abs(sum_r_t_1 - sum_r_t_2) < teacher_thres_equal
     thres_equal = config.eps_equal * margin_f
     labels[np.abs(sums[:, 0] - sums[:, 1]) < thres_equal] = Label.EQUAL
+    # B-Pref keeps a pair only if max_r_t > teacher_thres_skip (when that threshold is > 0)
     thres_skip = config.eps_skip * margin_f
     if thres_skip > 0.0:
-        labels[sums.max(axis=1) < thres_skip] = Label.SKIP
+        labels[~(sums.max(axis=1) > thres_skip)] = Label.SKIP
     return labels
 
 
