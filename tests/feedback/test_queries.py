@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rewardlab.feedback.queries import FeedbackSchedule, binary_entropy, select_queries
+from rewardlab.config import FeedbackSchedule
+from rewardlab.feedback.queries import binary_entropy, select_queries
 
 
 def test_disagreement_picks_largest_member_std():

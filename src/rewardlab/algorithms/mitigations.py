@@ -56,13 +56,12 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
-from rewardlab.config import MitigationConfig, TrainConfig
+from rewardlab.config import FeedbackSchedule, MitigationConfig, TrainConfig
 from rewardlab.data.transitions import TransitionLog
 from rewardlab.diagnostics.evaluation import EvalResult
 from rewardlab.diagnostics.overoptimization import kl_gaussian_policies, mean_state_kl
 from rewardlab.diagnostics.reward_eval import rank_correlation
 from rewardlab.envs.reward_wrapper import RewardFn
-from rewardlab.feedback.queries import FeedbackSchedule
 
 #: Largest occupancy ratio the chi-squared penalty trusts from the discriminator.
 RATIO_CLIP = 10.0
