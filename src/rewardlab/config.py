@@ -72,7 +72,7 @@ MAX_OVERSAMPLE = 1000
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
 
 _LIMIT_REASONS = {
-    MAX_STEPS: "the most steps RewardLab accepts (no run that long could finish)",
+    MAX_STEPS: "the most steps RewardLab accepts; no run that long could finish",
     MAX_WIDTH: "the widest layer RewardLab accepts",
     MAX_LAYERS: "the most layers RewardLab accepts",
     MAX_BATCH: "the largest minibatch RewardLab accepts",
@@ -742,23 +742,36 @@ class TrainConfig(BaseModel):
 
 # ---------------------------------------------------------------------------- reading configs
 def _format_validation_error(err: ValidationError) -> str:
+    errors = err.errors()
+    locs = [_dotted(e["loc"]) for e in errors]
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+    for e, loc in zip(errors, locs, strict=True):
+        if e["type"] == "too_short" and any(o.startswith(f"{loc}.") for o in locs):
+            continue  # a tuple emptied by its bad items: the items' errors say it all
         msg = e["msg"].removeprefix("Value error, ")
         ctx = e.get("ctx") or {}
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check the spelling (`rewardlab config` prints every key)"
         elif e["type"] == "value_error":
-            pass  # our own messages say what was given and how to fix it
-        elif isinstance(value, (bool, int, float, str)) or value is None:
+            # our own messages say what was given and how to fix it, most naming the field
+            if not loc or msg.startswith((f"{loc}.", f"{loc}:")):
+                lines.append(msg)
+                continue
+        elif e["type"] == "int_from_float":
+            msg = f"expected an integer, got {_show(value)}"
+        elif (isinstance(value, (bool, int, float, str)) or value is None) and "got" not in msg:
             msg = f"{msg}, got {_show(value)}"
         limit = ctx.get("le", ctx.get("lt"))
         if e["type"] in {"less_than_equal", "less_than"} and limit in _LIMIT_REASONS:
             msg = f"{msg} ({_LIMIT_REASONS[limit]})"
         lines.append(f"{loc or '<config>'}: {msg}")
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """``feedback.total_budget`` from a pydantic error location."""
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
 def _show(value: Any) -> str:
@@ -774,8 +787,8 @@ def _show(value: Any) -> str:
 #: ``dialect[+driver]://`` as SQLAlchemy's ``make_url`` expects it.
 _URL_RE = re.compile(r"^[A-Za-z][\w+]*://")
 
-#: YAML 1.2 floats without a dot (``1e4``, ``-2E-3``), which YAML 1.1 reads as strings.
-_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
+#: YAML 1.2 floats with an exponent that YAML 1.1 reads as strings (``1e4``, ``1.0e4``, ``.5E3``).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -810,7 +823,7 @@ class StrictLoader(yaml.SafeLoader):
 
 
 StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789")
+    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789")
 )
 
 

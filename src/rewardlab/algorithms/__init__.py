@@ -1,4 +1,5 @@
-"""Online preference-based RL methods (one module each) and the entry point :func:`train`."""
+"""Online preference-based RL methods (one module each), the entry point :func:`train` and
+:func:`preflight`, the checks of a config against its env and this machine before a run starts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 from rich.console import Console
 
+from rewardlab.algorithms.preflight import preflight
 from rewardlab.config import TrainConfig
+
+__all__ = ["preflight", "train"]
 
 
 def train(
