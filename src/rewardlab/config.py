@@ -278,8 +278,9 @@ class FeedbackSchedule(BaseModel):
     def _budget_fits(self) -> FeedbackSchedule:
         if self.queries_per_round > self.total_budget:
             raise ValueError(
-                f"queries_per_round ({self.queries_per_round}) exceeds total_budget "
-                f"({self.total_budget}); lower queries_per_round or raise total_budget"
+                f"feedback.queries_per_round ({self.queries_per_round}) exceeds "
+                f"feedback.total_budget ({self.total_budget}); lower queries_per_round or "
+                "raise total_budget"
             )
         if self.recent_steps is not None and self.recent_steps < self.segment_len:
             raise ValueError(
@@ -444,10 +445,18 @@ class TeacherSettings(BaseModel):
     beta: Annotated[float, AllowInfNan(True), BeforeValidator(_refuse_bool)] | None = Field(
         None, description="Rationality (inf = perfectly rational; NaN is refused)."
     )
-    gamma: Float | None = Field(None, description="Myopic discount of older steps.")
-    eps_mistake: Float | None = Field(None, description="Probability of flipping an answer.")
-    eps_skip: Float | None = Field(None, description="Skip threshold, fraction of the margin.")
-    eps_equal: Float | None = Field(None, description="Equal threshold, fraction of margin.")
+    gamma: Float | None = Field(
+        None, gt=0, le=1, description="Myopic discount of older steps, in (0, 1]."
+    )
+    eps_mistake: Float | None = Field(
+        None, ge=0, le=1, description="Probability of flipping an answer."
+    )
+    eps_skip: Float | None = Field(
+        None, ge=0, description="Skip threshold, fraction of the margin."
+    )
+    eps_equal: Float | None = Field(
+        None, ge=0, description="Equal threshold, fraction of margin."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -463,7 +472,8 @@ class TeacherSettings(BaseModel):
                 if self.preset in {*TEACHER_PRESETS, *TEACHER_ALIASES}:
                     raise
                 hint = f"{HUMAN_TEACHER}: people answer in the web app"
-                raise ValueError(f"{err} (or {hint})") from None
+                msg = str(err).replace("teacher.name:", "teacher.preset:", 1)
+                raise ValueError(f"{msg} (or {hint})") from None
         return self
 
     @property
