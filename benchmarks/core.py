@@ -73,6 +73,8 @@ HALFCHEETAH = [
 SMOKE = [
     "total_steps=3000", "pebble.unsupervised_steps=1000", "feedback.first_round_at=1000",
     "feedback.round_every=1000", "eval.every=1000", "checkpoint_every=3000",
+    # the two rounds due before step 3000 (preflight refuses a budget they cannot spend)
+    "feedback.queries_per_round=20", "feedback.total_budget=40",
 ]
 
 

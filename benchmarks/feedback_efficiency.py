@@ -10,7 +10,7 @@ Runs every combination env x method x teacher x query budget x seed selected by 
 at a time (one torch thread), then aggregates.
 
 * ``pebble``: :func:`rewardlab.algorithms.train` with the teacher preset (``oracle``,
-  ``mistake``, ``noisy``; :data:`rewardlab.feedback.teachers.TEACHER_PRESETS`) and the budget
+  ``mistake``, ``noisy``; :data:`rewardlab.config.TEACHER_PRESETS`) and the budget
   spread over :data:`ROUNDS` feedback rounds (:func:`run_overrides`).
 * ``sac_true``: Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters,
   derived seeds and evaluation protocol (``benchmarks/core.py``'s runner); it takes no teacher

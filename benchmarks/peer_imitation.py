@@ -384,8 +384,7 @@ def side_config(args: argparse.Namespace) -> dict[str, Any]:
               "ppo": {**PPO_SETTINGS[args.env], "net_arch": list(NET_ARCH),
                       "source": PPO_SOURCE[args.env]},
               "torch_threads": 1}
-    from rewardlab.config import build_config
-    from rewardlab.rewards.model import RewardModelConfig
+    from rewardlab.config import RewardModelConfig, build_config
 
     overrides = rewardlab_overrides(args.env, 0, args.steps, args.comparisons, args.segment_len,
                                     args.reward_model)

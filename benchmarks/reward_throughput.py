@@ -106,7 +106,8 @@ def rewardlab_side(data: Path, members: int, hidden: tuple[int, ...], repeats: i
     import numpy as np
     import torch
 
-    from rewardlab.rewards.model import RewardModel, RewardModelConfig
+    from rewardlab.config import RewardModelConfig
+    from rewardlab.rewards.model import RewardModel
 
     torch.set_num_threads(1)
     d = np.load(data)

@@ -14,10 +14,20 @@ SEGMENT_LENGTH, OBS_DIM, ACT_DIM = 6, 4, 2
 
 
 def fast_overrides(algorithm: str = "pebble", total_steps: int = 3000) -> list[str]:
-    """Overrides that train in well under a minute on one core."""
+    """Overrides that train in well under a minute on one core.
+
+    The query budget is 100, or the 20 queries per round of the rounds due before
+    ``total_steps`` when fewer fit (preflight refuses a budget the schedule cannot spend).
+    """
+    if algorithm == "pebble":  # rounds due at 500, 1000, ...
+        rounds = (total_steps - 1 - 500) // 500 + 1 if total_steps > 500 else 0
+    else:  # rounds due at 1024 (or half a short run), then 1024 steps after the previous
+        rounds = 1 + max(0, (total_steps - 1 - 2048) // 1024 + 1)
+    budget = max(20, min(100, 20 * rounds))
     common = [
         f"algorithm={algorithm}", f"env.id={POINT_GOAL}", f"total_steps={total_steps}",
-        "feedback.segment_len=25", "feedback.total_budget=100", "feedback.queries_per_round=20",
+        "feedback.segment_len=25", f"feedback.total_budget={budget}",
+        "feedback.queries_per_round=20",
         "reward_model.hidden_sizes=[64, 64]", "eval.episodes=5", "progress_bar=false",
         "torch_threads=1",
     ]
@@ -28,7 +38,7 @@ def fast_overrides(algorithm: str = "pebble", total_steps: int = 3000) -> list[s
             "feedback.round_every=500", "eval.every=1000", "checkpoint_every=1000",
         ]
     return common + [
-        "ppo.n_envs=4", "ppo.n_steps=256", "feedback.first_round_at=1024",
+        "ppo.n_envs=4", "ppo.n_steps=256", f"feedback.first_round_at={min(1024, total_steps // 2)}",
         "feedback.round_every=1024", "eval.every=4096", "checkpoint_every=4096",
     ]
 

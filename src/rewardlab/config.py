@@ -4,33 +4,129 @@ One :class:`TrainConfig` object is the CLI (YAML file plus ``--set key=value`` o
 Python API and the ``config.yaml`` saved in each run directory. Unknown keys and bad values are
 refused at construction with a :class:`~rewardlab.errors.ConfigError` naming the dotted field and
 what is allowed, before anything starts.
+
+This module is the lowest layer of RewardLab: every section's settings class lives here, and it
+imports only pydantic, PyYAML, the standard library and :mod:`rewardlab.errors` /
+:mod:`rewardlab.types` -- never torch, SQLAlchemy, Gymnasium or Stable-Baselines3 -- so reading
+or checking a config is cheap. Checks that need the environment or the machine (episode limit,
+observation sizes, memory, the store URL) are in :func:`rewardlab.algorithms.preflight.preflight`.
+
+Scalar rules, for every section:
+
+- integers are integers: ``true``/``false`` are refused, integral floats such as ``1e4`` or
+  ``20000.0`` are accepted, ``1.5`` is refused;
+- booleans are ``true`` or ``false`` only (not ``1`` or ``"yes"``);
+- floats must be finite (no ``inf``/``nan``), except ``teacher.beta`` where ``inf`` means a
+  perfectly rational teacher;
+- no count may exceed a documented limit (:data:`MAX_STEPS` for step counts, :data:`MAX_WIDTH`
+  for layer widths, ...), so a typo of a few zeros is refused instead of running for months.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rewardlab.errors import ConfigError
-from rewardlab.feedback.queries import FeedbackSchedule
-from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS, TeacherConfig
-from rewardlab.rewards.model import RewardModelConfig
-from rewardlab.store.schema import NAME_LENGTH
+from rewardlab.types import NAME_LENGTH
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# ---------------------------------------------------------------------------- static limits
+#: Most environment steps any step count may be (``total_steps``, ``*_every``, buffer and log
+#: capacities, ...): 1e9. Even at 10,000 steps/s a run that long takes more than a day; SAC on
+#: a CPU manages about 100 steps/s, i.e. four months.
+MAX_STEPS = 1_000_000_000
+#: Widest hidden layer of any network (a 65536 x 65536 layer alone is 16 GiB of float32).
+MAX_WIDTH = 65_536
+#: Most hidden layers of any network.
+MAX_LAYERS = 64
+#: Largest minibatch of any learner.
+MAX_BATCH = 1_048_576
+#: Most gradient steps or epochs of one update.
+MAX_REPEATS = 100_000
+#: Most parallel environments (each is a simulator in this process).
+MAX_ENVS = 256
+#: Most episodes of one evaluation.
+MAX_EPISODES = 10_000
+#: Most queries of a run's budget.
+MAX_QUERIES = 10_000_000
+#: Largest candidate-pool multiple (``feedback.oversample``).
+MAX_OVERSAMPLE = 1000
+#: Longest wait for people to answer a round (one year; ``human.on_timeout=wait`` waits on).
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+
+_LIMIT_REASONS = {
+    MAX_STEPS: "the most steps RewardLab accepts; no run that long could finish",
+    MAX_WIDTH: "the widest layer RewardLab accepts",
+    MAX_LAYERS: "the most layers RewardLab accepts",
+    MAX_BATCH: "the largest minibatch RewardLab accepts",
+    MAX_REPEATS: "the most repeats per update RewardLab accepts",
+    MAX_ENVS: "the most parallel environments RewardLab accepts",
+    MAX_EPISODES: "the most evaluation episodes RewardLab accepts",
+    MAX_QUERIES: "the largest query budget RewardLab accepts",
+    MAX_TIMEOUT_S: "one year; use human.on_timeout=wait to wait without limit",
+}
 
 
+# ---------------------------------------------------------------------------- strict scalars
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected a number, got {str(value).lower()} (a boolean); write a number"
+        )
+    return value
+
+
+def _require_bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+#: An integer field: booleans refused, integral floats (``1e4``) accepted.
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+#: A float field: booleans refused (finiteness is the section's ``allow_inf_nan=False``).
+Float = Annotated[float, BeforeValidator(_refuse_bool)]
+#: A boolean field: only ``true`` or ``false``.
+Bool = Annotated[bool, BeforeValidator(_require_bool)]
+#: Hidden layer widths.
+Widths = tuple[Annotated[Int, Field(ge=1, le=MAX_WIDTH)], ...]
+
+_SECTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _steps(default: int | None, *, ge: int = 1, description: str) -> Any:
+    """A step-count field in ``[ge, MAX_STEPS]``."""
+    return Field(default, ge=ge, le=MAX_STEPS, description=description)
+
+
+# ---------------------------------------------------------------------------- env and agents
 class EnvConfig(BaseModel):
     """The Gymnasium environment."""
 
-    model_config = _FROZEN
-    id: str = Field("Reacher-v5", description="Gymnasium id, e.g. HalfCheetah-v5.")
-    max_episode_steps: int | None = Field(
-        None, ge=1, description="Override of the time limit (default: the registered one)."
+    model_config = _SECTION
+    id: str = Field(
+        "Reacher-v5", min_length=1, description="Gymnasium id, e.g. HalfCheetah-v5, or "
+        "module:Env-v0 to import the module that registers it."
+    )
+    max_episode_steps: Int | None = _steps(
+        None, description="Override of the time limit (default: the registered one)."
     )
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for gymnasium.make."
@@ -40,57 +136,84 @@ class EnvConfig(BaseModel):
 class SACConfig(BaseModel):
     """Soft actor-critic settings (Stable-Baselines3 names; defaults are SB3's / PEBBLE's)."""
 
-    model_config = _FROZEN
-    learning_rate: float = Field(3e-4, gt=0, description="Adam learning rate.")
-    buffer_size: int = Field(1_000_000, ge=1000, description="Replay buffer capacity (steps).")
-    batch_size: int = Field(256, ge=1, description="Minibatch size.")
-    tau: float = Field(0.005, gt=0, le=1, description="Target network Polyak coefficient.")
-    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
-    learning_starts: int = Field(1000, ge=0, description="Random-action steps before learning.")
-    train_freq: int = Field(1, ge=1, description="Env steps between updates.")
-    gradient_steps: int = Field(1, ge=1, description="Gradient steps per update.")
-    net_arch: tuple[int, ...] = Field((256, 256), description="Actor and critic hidden widths.")
+    model_config = _SECTION
+    learning_rate: Float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
+    buffer_size: Int = Field(
+        1_000_000, ge=1000, le=MAX_STEPS, description="Replay buffer capacity (steps); "
+        "must fit in memory (checked before a run starts)."
+    )
+    batch_size: Int = Field(256, ge=1, le=MAX_BATCH, description="Minibatch size.")
+    tau: Float = Field(0.005, gt=0, le=1, description="Target network Polyak coefficient.")
+    gamma: Float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    learning_starts: Int = _steps(
+        1000, ge=0, description="Random-action steps before learning."
+    )
+    train_freq: Int = _steps(1, description="Env steps between updates.")
+    gradient_steps: Int = Field(
+        1, ge=1, le=MAX_REPEATS, description="Gradient steps per update."
+    )
+    net_arch: Widths = Field(
+        (256, 256), max_length=MAX_LAYERS, description="Actor and critic hidden widths."
+    )
 
 
 class PebbleConfig(BaseModel):
     """PEBBLE (Lee et al. 2021): unsupervised pre-training and relabelling."""
 
-    model_config = _FROZEN
-    unsupervised_steps: int = Field(
+    model_config = _SECTION
+    unsupervised_steps: Int = _steps(
         2000, ge=0, description="Steps of pre-training on the k-NN state-entropy reward "
         "(PEBBLE Sec. 4.1); 0 disables pre-training."
     )
-    knn_k: int = Field(5, ge=1, description="k of the k-NN state-entropy estimate.")
-    intrinsic_relabel_every: int = Field(
-        500, ge=1, description="Steps between intrinsic-reward relabels during pre-training."
+    knn_k: Int = Field(
+        5, ge=1, le=MAX_STEPS, description="k of the k-NN state-entropy estimate (below "
+        "intrinsic_relabel_every, the states the first relabel has)."
     )
-    reset_critic: bool = Field(
+    intrinsic_relabel_every: Int = _steps(
+        500, description="Steps between intrinsic-reward relabels during pre-training."
+    )
+    reset_critic: Bool = Field(
         True, description="Re-initialise the critic after pre-training (PEBBLE Alg. 1)."
     )
     sac: SACConfig = Field(default_factory=SACConfig)
+
+    @model_validator(mode="after")
+    def _knn_fits(self) -> PebbleConfig:
+        if self.unsupervised_steps > 0 and self.knn_k >= self.intrinsic_relabel_every:
+            raise ValueError(
+                f"pebble.knn_k ({self.knn_k}) must be below pebble.intrinsic_relabel_every "
+                f"({self.intrinsic_relabel_every}): the first relabel has that many states to "
+                "find neighbours among; lower knn_k or relabel less often"
+            )
+        return self
 
 
 class PPOConfig(BaseModel):
     """PPO settings (Stable-Baselines3 names) for preference PPO (Christiano et al. 2017)."""
 
-    model_config = _FROZEN
-    n_envs: int = Field(4, ge=1, description="Parallel environments.")
-    n_steps: int = Field(512, ge=1, description="Steps per env per rollout.")
-    batch_size: int = Field(64, ge=1, description="Minibatch size.")
-    n_epochs: int = Field(10, ge=1, description="Epochs per rollout.")
-    learning_rate: float = Field(3e-4, gt=0, description="Adam learning rate.")
-    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
-    gae_lambda: float = Field(0.95, gt=0, le=1, description="GAE lambda.")
-    clip_range: float = Field(0.2, gt=0, description="PPO clip range.")
-    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
-    net_arch: tuple[int, ...] = Field((64, 64), description="Policy and value hidden widths.")
-    use_sde: bool = Field(
+    model_config = _SECTION
+    n_envs: Int = Field(4, ge=1, le=MAX_ENVS, description="Parallel environments.")
+    n_steps: Int = _steps(512, description="Steps per env per rollout.")
+    batch_size: Int = Field(
+        64, ge=2, le=MAX_BATCH, description="Minibatch size (SB3 normalises advantages "
+        "over it, so at least 2)."
+    )
+    n_epochs: Int = Field(10, ge=1, le=MAX_REPEATS, description="Epochs per rollout.")
+    learning_rate: Float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
+    gamma: Float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    gae_lambda: Float = Field(0.95, gt=0, le=1, description="GAE lambda.")
+    clip_range: Float = Field(0.2, gt=0, description="PPO clip range.")
+    ent_coef: Float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
+    net_arch: Widths = Field(
+        (64, 64), max_length=MAX_LAYERS, description="Policy and value hidden widths."
+    )
+    use_sde: Bool = Field(
         False, description="Generalized state-dependent exploration (gSDE, Raffin et al. 2022) "
         "instead of independent Gaussian action noise (SB3's use_sde)."
     )
-    sde_sample_freq: int = Field(
-        -1, ge=-1, description="With use_sde: resample the gSDE noise matrix every N steps "
-        "(-1: only at the start of each rollout; SB3's sde_sample_freq)."
+    sde_sample_freq: Int = Field(
+        -1, ge=-1, le=MAX_STEPS, description="With use_sde: resample the gSDE noise matrix "
+        "every N steps (-1: only at the start of each rollout; SB3's sde_sample_freq)."
     )
 
     @model_validator(mode="after")
@@ -105,24 +228,221 @@ class PPOConfig(BaseModel):
                 f"ppo.sde_sample_freq={self.sde_sample_freq} has no effect without "
                 "ppo.use_sde=true; set ppo.use_sde=true or leave sde_sample_freq at -1"
             )
+        if self.n_steps * self.n_envs < 2:
+            raise ValueError(
+                "ppo.n_steps x ppo.n_envs must be at least 2 (SB3 normalises advantages over "
+                "a rollout); raise ppo.n_steps"
+            )
         return self
+
+
+# ---------------------------------------------------------------------------- feedback
+#: How a round picks its queries from the candidate pool.
+QueryMethod = Literal["uniform", "disagreement", "entropy"]
+
+
+class FeedbackSchedule(BaseModel):
+    """When, how many and which queries to ask (the ``feedback`` section).
+
+    Whether the schedule can spend its budget within ``total_steps``, and whether segments fit
+    in an episode, is checked by :func:`rewardlab.algorithms.preflight.preflight`.
+    """
+
+    model_config = _SECTION
+
+    total_budget: Int = Field(
+        200, ge=1, le=MAX_QUERIES, description="Total number of queries over the run."
+    )
+    queries_per_round: Int = Field(
+        20, ge=1, le=MAX_QUERIES, description="Queries asked at each round."
+    )
+    round_every: Int = _steps(1500, description="Environment steps between feedback rounds.")
+    first_round_at: Int = _steps(
+        2000, ge=0, description="Environment step of the first round (PEBBLE: end of "
+        "unsupervised pre-training)."
+    )
+    segment_len: Int = _steps(
+        50, description="Steps per segment (PEBBLE: 50); at most the episode limit."
+    )
+    method: QueryMethod = Field("disagreement", description="Query selection method.")
+    oversample: Int = Field(
+        10, ge=1, le=MAX_OVERSAMPLE, description="Candidate pool size as a multiple of "
+        "queries_per_round."
+    )
+    recent_steps: Int | None = _steps(
+        None, description="If set, segments are cut only from the last N steps "
+        "collected (per env), N >= segment_len; default: the whole log."
+    )
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> FeedbackSchedule:
+        if self.queries_per_round > self.total_budget:
+            raise ValueError(
+                f"feedback.queries_per_round ({self.queries_per_round}) exceeds "
+                f"feedback.total_budget ({self.total_budget}); lower queries_per_round or "
+                "raise total_budget"
+            )
+        if self.recent_steps is not None and self.recent_steps < self.segment_len:
+            raise ValueError(
+                f"feedback.recent_steps ({self.recent_steps}) is shorter than "
+                f"feedback.segment_len ({self.segment_len}), so no segment could be cut; "
+                "raise recent_steps or leave it unset"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------- teachers
+def _real(field_name: str, value: object) -> float:
+    """Coerce a teacher parameter to ``float`` or raise a ConfigError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"teacher.{field_name}: must be a real number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Parameters of a B-Pref scripted teacher (Lee et al. 2021, Sec. 3.2).
+
+    The oracle (default) is perfectly rational: ``beta = inf``, ``gamma = 1`` and no mistakes,
+    skips or equal answers. See :data:`TEACHER_PRESETS` for the six B-Pref teachers, and
+    :mod:`rewardlab.feedback.teachers` for how a teacher answers.
+
+    Raises:
+        ConfigError: if a field is out of range; the message names the field, e.g.
+            ``"teacher.gamma: must be in (0, 1], got 1.5"``.
+    """
+
+    name: str = "oracle"
+    """Name of the teacher, used as the default ``teacher_id`` of the answers it gives."""
+    beta: float = math.inf
+    """Rationality (inverse temperature) of the Bradley-Terry choice, > 0; ``math.inf`` means a
+    perfectly rational (deterministic) teacher. Units: 1 / (return units)."""
+    gamma: float = 1.0
+    """Myopia discount in (0, 1]: step ``t`` of an ``H``-step segment weighs ``gamma^(H-1-t)``
+    in the choice, so recent steps count more; 1.0 means not myopic."""
+    eps_mistake: float = 0.0
+    """Probability in [0, 1] that the chosen label is flipped (LEFT <-> RIGHT)."""
+    eps_skip: float = 0.0
+    """Skip threshold as a fraction (>= 0) of the margin: when ``eps_skip * margin > 0``, a query
+    is skipped unless one segment's undiscounted return exceeds ``eps_skip * margin`` (a return
+    equal to it is skipped, as in B-Pref). 0 disables skipping."""
+    eps_equal: float = 0.0
+    """Equal threshold as a fraction (>= 0) of the margin: the answer is EQUAL when the
+    undiscounted returns differ by less than ``eps_equal * margin``. 0 disables it."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"teacher.name: must be a non-empty string, got {self.name!r}")
+        beta = _real("beta", self.beta)
+        if not beta > 0:  # also rejects NaN; +inf is allowed (rational teacher)
+            raise ConfigError(f"teacher.beta: must be > 0 or inf, got {self.beta!r}")
+        gamma = _real("gamma", self.gamma)
+        if not 0.0 < gamma <= 1.0:
+            raise ConfigError(f"teacher.gamma: must be in (0, 1], got {self.gamma!r}")
+        eps_mistake = _real("eps_mistake", self.eps_mistake)
+        if not 0.0 <= eps_mistake <= 1.0:
+            raise ConfigError(f"teacher.eps_mistake: must be in [0, 1], got {self.eps_mistake!r}")
+        eps_skip = _real("eps_skip", self.eps_skip)
+        if not (eps_skip >= 0.0 and math.isfinite(eps_skip)):
+            raise ConfigError(f"teacher.eps_skip: must be finite and >= 0, got {self.eps_skip!r}")
+        eps_equal = _real("eps_equal", self.eps_equal)
+        if not (eps_equal >= 0.0 and math.isfinite(eps_equal)):
+            raise ConfigError(f"teacher.eps_equal: must be finite and >= 0, got {self.eps_equal!r}")
+        for field_name, value in (
+            ("beta", beta),
+            ("gamma", gamma),
+            ("eps_mistake", eps_mistake),
+            ("eps_skip", eps_skip),
+            ("eps_equal", eps_equal),
+        ):
+            object.__setattr__(self, field_name, value)
+
+    @property
+    def rational(self) -> bool:
+        """True when ``beta`` is infinite (deterministic choice of the larger myopic return)."""
+        return math.isinf(self.beta)
+
+
+#: The six B-Pref teachers (Lee et al. 2021, Sec. 3.2); each changes one parameter of the oracle.
+TEACHER_PRESETS: dict[str, TeacherConfig] = {
+    "oracle": TeacherConfig(name="oracle"),
+    "stochastic": TeacherConfig(name="stochastic", beta=1.0),
+    "mistake": TeacherConfig(name="mistake", eps_mistake=0.1),
+    "skip": TeacherConfig(name="skip", eps_skip=0.1),
+    "equal": TeacherConfig(name="equal", eps_equal=0.1),
+    "myopic": TeacherConfig(name="myopic", gamma=0.9),
+}
+
+#: Other accepted names for presets, mapped to the canonical key of :data:`TEACHER_PRESETS`.
+TEACHER_ALIASES: dict[str, str] = {"noisy": "stochastic"}
+
+
+def _allowed_preset_names() -> str:
+    aliases = [f"{alias} (= {target})" for alias, target in TEACHER_ALIASES.items()]
+    return ", ".join([*TEACHER_PRESETS, *aliases])
+
+
+def teacher_preset(name: str, **overrides: object) -> TeacherConfig:
+    """Return a B-Pref preset teacher config, optionally with some fields overridden.
+
+    Args:
+        name: a key of :data:`TEACHER_PRESETS` (``"oracle"``, ``"stochastic"``, ``"mistake"``,
+            ``"skip"``, ``"equal"``, ``"myopic"``) or an alias (``"noisy"`` = ``"stochastic"``);
+            case-insensitive. Presets follow Lee et al. 2021, Sec. 3.2.
+        **overrides: :class:`TeacherConfig` fields to replace, e.g. ``eps_mistake=0.2``
+            (to rename the result, use ``dataclasses.replace(config, name=...)``).
+
+    Returns:
+        A validated :class:`TeacherConfig`.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the allowed names), an unknown
+            override field, or an override out of range.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    key = TEACHER_ALIASES.get(key, key)
+    if key not in TEACHER_PRESETS:
+        raise ConfigError(
+            f"teacher.name: unknown teacher {name!r}; allowed: {_allowed_preset_names()}"
+        )
+    field_names = [f.name for f in dataclasses.fields(TeacherConfig)]
+    for field_name in overrides:
+        if field_name not in field_names:
+            raise ConfigError(
+                f"teacher.{field_name}: unknown field; allowed: {', '.join(field_names)}"
+            )
+    return dataclasses.replace(TEACHER_PRESETS[key], **overrides)
+
+
+#: ``teacher.preset`` value that makes people answer the queries in the web app.
+HUMAN_TEACHER = "human"
 
 
 class TeacherSettings(BaseModel):
     """Which scripted teacher answers queries (B-Pref presets, optionally overridden)."""
 
-    model_config = _FROZEN
+    model_config = _SECTION
     preset: str = Field(
         "oracle",
         description="One of: " + ", ".join([*TEACHER_PRESETS, *TEACHER_ALIASES]) + ", or "
         "human (people answer in the web app; see the human section). `--set teacher=NAME` "
         "is short for `--set teacher.preset=NAME`.",
     )
-    beta: float | None = Field(None, description="Rationality (inf = perfectly rational).")
-    gamma: float | None = Field(None, description="Myopic discount of older steps.")
-    eps_mistake: float | None = Field(None, description="Probability of flipping an answer.")
-    eps_skip: float | None = Field(None, description="Skip threshold, fraction of the margin.")
-    eps_equal: float | None = Field(None, description="Equal threshold, fraction of margin.")
+    beta: Annotated[float, AllowInfNan(True), BeforeValidator(_refuse_bool)] | None = Field(
+        None, description="Rationality (inf = perfectly rational; NaN is refused)."
+    )
+    gamma: Float | None = Field(
+        None, gt=0, le=1, description="Myopic discount of older steps, in (0, 1]."
+    )
+    eps_mistake: Float | None = Field(
+        None, ge=0, le=1, description="Probability of flipping an answer."
+    )
+    eps_skip: Float | None = Field(
+        None, ge=0, description="Skip threshold, fraction of the margin."
+    )
+    eps_equal: Float | None = Field(
+        None, ge=0, description="Equal threshold, fraction of margin."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -138,7 +458,8 @@ class TeacherSettings(BaseModel):
                 if self.preset in {*TEACHER_PRESETS, *TEACHER_ALIASES}:
                     raise
                 hint = f"{HUMAN_TEACHER}: people answer in the web app"
-                raise ValueError(f"{err} (or {hint})") from None
+                msg = str(err).replace("teacher.name:", "teacher.preset:", 1)
+                raise ValueError(f"{msg} (or {hint})") from None
         return self
 
     @property
@@ -147,22 +468,19 @@ class TeacherSettings(BaseModel):
         return self.preset.strip().lower() == HUMAN_TEACHER
 
     def build(self, preset: str | None = None) -> TeacherConfig:
-        """The validated scripted :class:`TeacherConfig` (raises ConfigError naming the field).
+        """The validated scripted :class:`TeacherConfig`.
 
         Args:
             preset: scripted preset to build instead of ``self.preset`` (the human teacher's
                 scripted helper, ``human.scripted``), with this section's overrides.
-        """
-        from rewardlab.feedback.teachers import teacher_preset
 
+        Raises:
+            ConfigError: naming the field for an unknown preset or an out-of-range override.
+        """
         overrides = {
             k: v for k, v in self.model_dump().items() if k != "preset" and v is not None
         }
         return teacher_preset(preset or self.preset, **overrides)
-
-
-#: ``teacher.preset`` value that makes people answer the queries in the web app.
-HUMAN_TEACHER = "human"
 
 
 class HumanConfig(BaseModel):
@@ -174,19 +492,20 @@ class HumanConfig(BaseModel):
     labels given so far), or have the ``scripted`` teacher answer them.
     """
 
-    model_config = _FROZEN
+    model_config = _SECTION
     on_timeout: Literal["wait", "skip", "scripted"] = Field(
         "wait", description="What happens when a round is not answered within timeout_s: "
         "wait on, skip the unanswered queries, or let the scripted teacher answer them."
     )
-    timeout_s: float = Field(
-        600.0, gt=0, description="Seconds to wait for a round before on_timeout acts."
+    timeout_s: Float = Field(
+        600.0, gt=0, le=MAX_TIMEOUT_S,
+        description="Seconds to wait for a round before on_timeout acts.",
     )
     scripted: str = Field(
         "oracle", description="Scripted teacher preset that answers on timeout "
         "(on_timeout=scripted) and pre-labels in mixed mode; teacher.* overrides apply."
     )
-    mixed: bool = Field(
+    mixed: Bool = Field(
         False, description="Mixed mode: the scripted teacher pre-labels each round at once, "
         "people audit in the web app and their answers (can't tell included) override its."
     )
@@ -194,16 +513,16 @@ class HumanConfig(BaseModel):
         ("annotator",), description="Annotators created at the start of a new run; their "
         "login links are printed once. Add more with `rewardlab annotators add`."
     )
-    serve: bool = Field(
+    serve: Bool = Field(
         True, description="Serve the annotation web app from the training process."
     )
     host: str = Field("127.0.0.1", min_length=1, description="Host the web app listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port of the web app (0: any free).")
-    overlap: int = Field(
-        1, ge=1, description="People handed each query (1: never the same query twice); "
-        "with more, agreement shows in `rewardlab report`."
+    port: Int = Field(8000, ge=0, le=65535, description="Port of the web app (0: any free).")
+    overlap: Int = Field(
+        1, ge=1, le=MAX_ENVS, description="People handed each query (1: never the same query "
+        "twice); with more, agreement shows in `rewardlab report`."
     )
-    poll_s: float = Field(
+    poll_s: Float = Field(
         0.5, gt=0, le=60, description="Seconds between checks of the store while waiting."
     )
 
@@ -237,12 +556,62 @@ class HumanConfig(BaseModel):
         return self
 
 
+class RewardModelConfig(BaseModel):
+    """Reward-model ensemble and its training (defaults follow PEBBLE, App. B)."""
+
+    model_config = _SECTION
+
+    members: Int = Field(3, ge=1, le=64, description="Ensemble size K.")
+    hidden_sizes: Widths = Field(
+        (256, 256, 256), min_length=1, max_length=MAX_LAYERS,
+        description="Hidden layer widths of each member's MLP.",
+    )
+    activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
+        "leaky_relu", description="Hidden activation."
+    )
+    output_activation: Literal["tanh", "none"] = Field(
+        "tanh", description="Output activation of each member (PEBBLE: tanh)."
+    )
+    lr: Float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
+    weight_decay: Float = Field(0.0, ge=0, description="Adam L2 weight decay.")
+    batch_size: Int = Field(
+        128, ge=1, le=MAX_BATCH, description="Queries per gradient step, per member."
+    )
+    max_epochs: Int = Field(
+        50, ge=1, le=MAX_REPEATS, description="Most passes over the labels per update (PEBBLE "
+        "used 200; 50 keeps noisy-teacher runs, which never reach the accuracy target, "
+        "affordable on CPU)."
+    )
+    target_accuracy: Float = Field(
+        0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
+        "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
+    )
+    holdout_fraction: Float = Field(
+        0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "
+        "measure held-out accuracy (chosen by query id, stable across restarts)."
+    )
+    reduction: Literal["mean", "mean_minus_std", "mean_minus_var", "min"] = Field(
+        "mean", description="How members combine into the agent's reward: mean; the "
+        "conservative mean - k*std; mean - k*var (uncertainty-weighted optimisation, UWO, "
+        "Coste et al. 2023); or the member minimum (worst-case optimisation, WCO, "
+        "Coste et al. 2023)."
+    )
+    k_std: Float = Field(
+        1.0, ge=0, description="k in mean - k*std and mean - k*var (UWO's lambda)."
+    )
+    normalize: Bool = Field(
+        True, description="Standardise the agent's reward to mean 0, std 1 over recent "
+        "experience after every update."
+    )
+
+
 class EvalConfig(BaseModel):
     """Gold-versus-proxy evaluation."""
 
-    model_config = _FROZEN
-    every: int = Field(5000, ge=1, description="Env steps between evaluations.")
-    episodes: int = Field(5, ge=1, description="Deterministic-policy episodes per evaluation.")
+    model_config = _SECTION
+    every: Int = _steps(5000, description="Env steps between evaluations.")
+    episodes: Int = Field(
+        5, ge=1, le=MAX_EPISODES, description="Deterministic-policy episodes per evaluation.")
 
 
 class MitigationConfig(BaseModel):
@@ -250,7 +619,7 @@ class MitigationConfig(BaseModel):
     :mod:`rewardlab.algorithms.mitigations`. The conservative ensemble reward is
     ``reward_model.reduction`` (``mean_minus_std``, ``mean_minus_var``, ``min``)."""
 
-    model_config = _FROZEN
+    model_config = _SECTION
     early_stop: Literal["none", "disagreement", "calibration"] = Field(
         "none", description="Stop training and roll the policy back to the last evaluation the "
         "check trusted: 'disagreement' when the ensemble's disagreement on the policy's states "
@@ -258,15 +627,15 @@ class MitigationConfig(BaseModel):
         "reward update; 'calibration' when the reward model's ECE on a round's fresh queries "
         "(measured before retraining on them) exceeds early_stop_ece."
     )
-    early_stop_ratio: float = Field(
+    early_stop_ratio: Float = Field(
         1.5, gt=1, description="Disagreement growth that stops training (early_stop=disagreement)."
     )
-    early_stop_ece: float = Field(
+    early_stop_ece: Float = Field(
         0.25, gt=0, lt=1, description="Fresh-query ECE that stops training "
         "(early_stop=calibration)."
     )
-    early_stop_patience: int = Field(
-        1, ge=1, description="Consecutive failed checks before stopping."
+    early_stop_patience: Int = Field(
+        1, ge=1, le=MAX_REPEATS, description="Consecutive failed checks before stopping."
     )
     regularizer: Literal["none", "chi2_occupancy", "action_kl"] = Field(
         "none", description="Regularise towards the reference policy (the policy at the first "
@@ -274,14 +643,16 @@ class MitigationConfig(BaseModel):
         "the chi-squared occupancy-measure gradient 2 (mu_pi/mu_ref - 1) (Laidlaw et al. 2024, "
         "ORPO); 'action_kl' subtracts reg_coef times KL(pi(.|s) || pi_ref(.|s)) per step."
     )
-    reg_coef: float = Field(0.1, ge=0, description="Regulariser weight (proxy-reward units).")
-    discriminator_steps: int = Field(
-        50, ge=1, description="Discriminator gradient steps per update (chi2_occupancy)."
+    reg_coef: Float = Field(0.1, ge=0, description="Regulariser weight (proxy-reward units).")
+    discriminator_steps: Int = Field(
+        50, ge=1, le=MAX_REPEATS,
+        description="Discriminator gradient steps per update (chi2_occupancy).",
     )
-    reference_samples: int = Field(
-        2000, ge=100, description="Reference-policy steps collected once for chi2_occupancy."
+    reference_samples: Int = Field(
+        2000, ge=100, le=MAX_STEPS,
+        description="Reference-policy steps collected once for chi2_occupancy.",
     )
-    targeted_feedback: bool = Field(
+    targeted_feedback: Bool = Field(
         False, description="Ask each round about the states the policy now visits: cut "
         "segments from the steps since the previous round only, and spread the query budget "
         "evenly over the run (same budget, rounds no earlier than the schedule's)."
@@ -291,30 +662,28 @@ class MitigationConfig(BaseModel):
 class TrainConfig(BaseModel):
     """A whole training run. Every field can be set with ``--set dotted.key=value``."""
 
-    model_config = _FROZEN
+    model_config = _SECTION
     algorithm: Literal["pebble", "pref_ppo"] = Field("pebble", description="Method.")
-    seed: int = Field(0, ge=0, description="Run seed; every component derives its own.")
-    total_steps: int = Field(20_000, ge=1, description="Environment steps to train for.")
-    env: EnvConfig = Field(default_factory=EnvConfig)
-    feedback: FeedbackSchedule = Field(
-        default_factory=lambda: FeedbackSchedule(
-            total_budget=200, queries_per_round=20, round_every=1500, first_round_at=2000,
-            segment_len=50, method="disagreement",
-        )
+    seed: Int = Field(
+        0, ge=0, le=2**63 - 1, description="Run seed; every component derives its own."
     )
+    total_steps: Int = _steps(20_000, description="Environment steps to train for.")
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    feedback: FeedbackSchedule = Field(default_factory=FeedbackSchedule)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     human: HumanConfig = Field(default_factory=HumanConfig)
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     pebble: PebbleConfig = Field(default_factory=PebbleConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    checkpoint_every: int = Field(10_000, ge=1, description="Env steps between checkpoints.")
-    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads.")
-    log_capacity: int = Field(
-        200_000, ge=100, description="Steps per env kept for cutting query segments."
+    checkpoint_every: Int = _steps(10_000, description="Env steps between checkpoints.")
+    torch_threads: Int = Field(1, ge=1, le=256, description="torch intra-op threads.")
+    log_capacity: Int = Field(
+        200_000, ge=100, le=MAX_STEPS, description="Steps per env kept for cutting query "
+        "segments; must fit in memory (checked before a run starts)."
     )
-    progress_bar: bool = Field(True, description="Show a rich progress bar.")
-    record_render_states: bool = Field(
+    progress_bar: Bool = Field(True, description="Show a rich progress bar.")
+    record_render_states: Bool = Field(
         True, description="Store MuJoCo simulator states with each queried segment, so it "
         "can be rendered to a clip for a person later."
     )
@@ -328,6 +697,17 @@ class TrainConfig(BaseModel):
         None, description="SQLAlchemy URL of the feedback store, one database per run (e.g. "
         "postgresql+psycopg://user@host/run42); default: SQLite feedback.db in the run dir."
     )
+
+    @field_validator("store_url")
+    @classmethod
+    def _url_shape(cls, url: str | None) -> str | None:
+        if url is not None and not _URL_RE.match(url):
+            raise ValueError(
+                f"{url!r} is not a SQLAlchemy URL; expected DIALECT[+DRIVER]://..., e.g. "
+                "postgresql+psycopg://user@host/run42 or sqlite:////abs/path/feedback.db "
+                "(or leave store_url unset for feedback.db in the run directory)"
+            )
+        return url
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -347,50 +727,192 @@ class TrainConfig(BaseModel):
                 f"pebble.unsupervised_steps ({self.pebble.unsupervised_steps}): PEBBLE asks its "
                 "first queries when pre-training ends"
             )
+        if self.algorithm == "pebble" and self.feedback.segment_len > self.log_capacity:
+            raise ValueError(
+                f"feedback.segment_len ({self.feedback.segment_len}) exceeds log_capacity "
+                f"({self.log_capacity}), the steps kept to cut segments from; raise "
+                "log_capacity or shorten segment_len"
+            )
         return self
 
 
+# ---------------------------------------------------------------------------- reading configs
 def _format_validation_error(err: ValidationError) -> str:
+    errors = err.errors()
+    locs = [_dotted(e["loc"]) for e in errors]
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+    for e, loc in zip(errors, locs, strict=True):
+        if e["type"] == "too_short" and any(o.startswith(f"{loc}.") for o in locs):
+            continue  # a tuple emptied by its bad items: the items' errors say it all
         msg = e["msg"].removeprefix("Value error, ")
+        ctx = e.get("ctx") or {}
+        value = e.get("input")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check the spelling (`rewardlab config` prints every key)"
-        elif e["type"] == "literal_error":
-            msg = f"{msg}, got {e.get('input')!r}"
+        elif e["type"] == "value_error":
+            # our own messages say what was given and how to fix it, most naming the field
+            if not loc or msg.startswith((f"{loc}.", f"{loc}:")):
+                lines.append(msg)
+                continue
+        elif e["type"] == "int_from_float":
+            msg = f"expected an integer, got {_show(value)}"
+        elif (isinstance(value, (bool, int, float, str)) or value is None) and "got" not in msg:
+            msg = f"{msg}, got {_show(value)}"
+        limit = ctx.get("le", ctx.get("lt"))
+        if e["type"] in {"less_than_equal", "less_than"} and limit in _LIMIT_REASONS:
+            msg = f"{msg} ({_LIMIT_REASONS[limit]})"
         lines.append(f"{loc or '<config>'}: {msg}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def _parse_scalar(text: str) -> Any:
-    value = yaml.safe_load(text) if text.strip() else ""
-    if isinstance(value, str) and value.lower() in {"inf", "+inf", "infinity"}:
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """``feedback.total_budget`` from a pydantic error location."""
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return repr(value)
+
+
+#: ``dialect[+driver]://`` as SQLAlchemy's ``make_url`` expects it.
+_URL_RE = re.compile(r"^[A-Za-z][\w+]*://")
+
+#: YAML 1.2 floats with an exponent that YAML 1.1 reads as strings (``1e4``, ``1.0e4``, ``.5E3``).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses duplicate keys and reads ``1e4`` as a float.
+
+    Raises:
+        yaml.constructor.ConstructorError: on a duplicate or unhashable mapping key, with the
+            key's line in ``problem_mark``.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; refuses a key given twice."""
+        self.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    "a key is a list or mapping; keys must be names", key_node.start_mark,
+                ) from None
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key {key!r} (first given on line {first}); keep only one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789")
+)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line N: problem`` of a PyYAML error, without its multi-line context dump."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"character {err.position}: {err.reason} (not YAML text)"
+    return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)
+
+
+def _parse_scalar(item: str, text: str) -> Any:
+    if not text.strip():
+        return ""
+    try:
+        value = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML ({_yaml_problem(err)}); quote "
+            "strings that hold YAML punctuation, e.g. --set 'env.id=\"a:b\"'"
+        ) from None
+    if isinstance(value, str) and value.strip().lower() in {"inf", "+inf", "infinity"}:
         return math.inf
     return value
+
+
+def _section_fields(parts: list[str]) -> tuple[str, type[BaseModel] | None]:
+    """Walk ``parts`` through the schema.
+
+    Returns:
+        ``("model", cls)`` if they name a section, ``("dict", None)`` for a free mapping such
+        as ``env.kwargs``, ``("value", None)`` for a scalar field, ``("unknown", None)`` for a
+        key the schema does not have (left for validation to report).
+    """
+    model: type[BaseModel] | None = TrainConfig
+    for i, part in enumerate(parts):
+        if model is None:
+            return "dict", None
+        field = model.model_fields.get(part)
+        if field is None:
+            return "unknown", None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif getattr(ann, "__origin__", None) is dict:
+            model = None
+        else:
+            return ("value" if i == len(parts) - 1 else "unknown"), None
+    return ("model", model) if model is not None else ("dict", None)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides (values parsed as YAML scalars) to a nested dict.
 
     Raises:
-        ConfigError: if an override has no ``=`` or an empty key.
+        ConfigError: if an override has no ``=``, an empty key, a value that is not valid
+            YAML, or a dotted key that goes through a setting that holds a value rather than
+            a section (``--set total_steps.x=1``).
     """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set total_steps=20000")
         key, _, raw = item.partition("=")
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"--set {item!r}: empty key")
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not all(parts):
+            raise ConfigError(
+                f"--set {item!r}: empty key or key part; write dotted.key=value, e.g. "
+                "--set feedback.total_budget=100"
+            )
         node = data
-        for p in parts[:-1]:
+        for depth, p in enumerate(parts[:-1]):
+            prefix = ".".join(parts[: depth + 1])
+            kind, _ = _section_fields(parts[: depth + 1])
+            if kind == "value":
+                raise ConfigError(
+                    f"--set {item!r}: {prefix} is a setting, not a section, so it has no "
+                    f"{parts[depth + 1]!r}; write --set {prefix}=VALUE (`rewardlab config` "
+                    "prints every key)"
+                )
             child = node.get(p)
-            if not isinstance(child, dict):
+            if child is None:
                 child = {}
-                node[p] = child
+            elif prefix == "teacher" and isinstance(child, str):
+                child = {"preset": child}  # the `teacher: NAME` shorthand
+            elif not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {item!r}: {prefix} is {child!r} in the config file, not a section "
+                    f"of keys; fix {prefix} in the file"
+                )
+            node[p] = child
             node = child
-        node[parts[-1]] = _parse_scalar(raw)
+        node[parts[-1]] = _parse_scalar(item, raw)
     return data
 
 
@@ -402,7 +924,7 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
     Raises:
         ConfigError: naming each bad field and what it allows.
     """
-    merged = apply_overrides(dict(data or {}), list(overrides or []))
+    merged = apply_overrides(_deep_copy(data or {}), list(overrides or []))
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as err:
@@ -411,26 +933,63 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
         raise ConfigError(f"invalid config:\n  {err}") from None
 
 
+def _deep_copy(data: Any) -> Any:
+    """A copy of nested dicts (overrides must not write into the caller's dict)."""
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML config file, as a nested dict.
+
+    Raises:
+        ConfigError: naming the file (and the line, where there is one) if it is missing,
+            unreadable, not UTF-8 text, empty, not valid YAML, has a key twice, or is not a
+            mapping of keys to values.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p}: not found")
+    if not p.is_file():
+        raise ConfigError(f"config file {p}: not a file; give a YAML file")
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {p}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {p}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+            "save it as UTF-8 (is it a YAML file?)"
+        ) from None
+    try:
+        loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p}, {_yaml_problem(err)}") from None
+    if loaded is None:
+        raise ConfigError(
+            f"config file {p}: empty (no settings); delete it or drop it from the command "
+            "line to use the defaults, or add settings (`rewardlab config` prints them all)"
+        )
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {p}: expected a mapping of keys to values (e.g. `total_steps: "
+            f"20000`), got a {type(loaded).__name__}"
+        )
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (or the embedded default when ``path`` is None) and apply overrides.
 
     Raises:
-        ConfigError: if the file is missing, is not a YAML mapping, or holds a bad field.
+        ConfigError: if the file is missing or malformed (see :func:`read_config_file`), an
+            override is malformed, or a field is bad (the message names the dotted field).
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p}: not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {p}: not valid YAML ({err})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p}: expected a mapping of keys to values")
-        data = loaded
+    data = read_config_file(path) if path is not None else {}
     return build_config(data, overrides)
 
 

@@ -20,6 +20,10 @@ import numpy as np
 
 from rewardlab.errors import RecordError
 
+#: Maximum length of short names: env ids, teacher and annotator ids, query sources, store meta
+#: values (the store's string columns, and the config's annotator names).
+NAME_LENGTH = 255
+
 
 class Label(enum.IntEnum):
     """The answer to a query. Integer codes are stable: they are stored in the database."""

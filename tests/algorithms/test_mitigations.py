@@ -12,11 +12,11 @@ from rewardlab.algorithms.policies import frozen_copy, gaussian_params, policy_d
 from rewardlab.algorithms.training import (
     agent_reward,
     build_regularizer,
-    effective_schedule,
     fit_discriminator,
 )
 from rewardlab.config import EnvConfig, build_config
 from rewardlab.diagnostics.early_stopping import EarlyStopping
+from rewardlab.feedback.rounds import effective_schedule
 from rewardlab.rewards.regularizers import RATIO_CLIP, OccupancyDiscriminator, chi2_penalty
 
 ENV = "rewardlab.envs.testbed:PointNarrow-v0"

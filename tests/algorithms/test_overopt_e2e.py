@@ -121,7 +121,8 @@ def test_html_report_and_compare(plain_run, tmp_path):
 
 def test_resume_keeps_the_reference_policy(tmp_path):
     run = tmp_path / "run"
-    _train(run, _ppo_overrides("total_steps=2048", "mitigation.regularizer=chi2_occupancy",
+    _train(run, _ppo_overrides("total_steps=2048", "feedback.total_budget=20",
+                               "mitigation.regularizer=chi2_occupancy",
                                "mitigation.reference_samples=200"))
     ckpt = run / "checkpoints" / "latest"
     assert (ckpt / "reference_policy.safetensors").exists()

@@ -9,15 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from rewardlab.config import TEACHER_PRESETS, TeacherConfig, teacher_preset
 from rewardlab.errors import ConfigError, RecordError
-from rewardlab.feedback.teachers import (
-    TEACHER_PRESETS,
-    ScriptedTeacher,
-    TeacherConfig,
-    discounted_segment_returns,
-    label_queries,
-    teacher_preset,
-)
+from rewardlab.feedback.teachers import ScriptedTeacher, discounted_segment_returns, label_queries
 from rewardlab.types import Label
 
 LEFT, RIGHT, EQUAL, SKIP = int(Label.LEFT), int(Label.RIGHT), int(Label.EQUAL), int(Label.SKIP)

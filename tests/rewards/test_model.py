@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from rewardlab.rewards.model import RewardModel, RewardModelConfig, holdout_mask
+from rewardlab.config import RewardModelConfig
+from rewardlab.rewards.model import RewardModel, holdout_mask
 
 
 def _linear_reward_data(rng: np.random.Generator, n: int, t: int = 10, od: int = 4, ad: int = 2):

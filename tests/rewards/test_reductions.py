@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rewardlab.rewards.model import RewardModel, RewardModelConfig
+from rewardlab.config import RewardModelConfig
+from rewardlab.rewards.model import RewardModel
 
 MEMBERS = np.array([[1.0, -2.0], [3.0, 0.0], [2.0, 4.0]])  # (K=3, N=2)
 

@@ -1,4 +1,7 @@
-"""Online preference-based RL methods (one module each) and the entry point :func:`train`."""
+"""Online preference-based RL methods (one module each) and the entry point :func:`train`.
+
+:func:`rewardlab.algorithms.preflight.preflight` checks a config against its env and this
+machine before a run starts (the CLI calls it before creating the run directory)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ if TYPE_CHECKING:
 
     from rewardlab.config import TrainConfig
     from rewardlab.feedback.human import AnnotationServer
+
+__all__ = ["train"]
 
 
 def train(

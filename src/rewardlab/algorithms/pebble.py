@@ -43,7 +43,7 @@ from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.feedback.human import AnnotationServer
-from rewardlab.feedback.rounds import feedback_round, next_round_step
+from rewardlab.feedback.rounds import effective_schedule, feedback_round, next_round_step
 from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.state_entropy import state_entropy_reward
@@ -149,7 +149,7 @@ def train_pebble(
     teacher = t.build_teacher(config, seeds["teacher"])
     human = t.build_human(config, run, store, teacher, ui, server)
     judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
-    schedule = t.effective_schedule(config.feedback, config.mitigation, config.total_steps, 1)
+    schedule = effective_schedule(config.feedback, config.mitigation, config.total_steps, 1)
     reward_model = RewardModel(dims.obs_dim, dims.act_dim, config.reward_model,
                                seed=seeds["reward_model"])
     rngs = {"queries": np.random.default_rng(seeds["queries"]), "teacher": teacher.rng}

@@ -35,7 +35,7 @@ from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.feedback.human import AnnotationServer
-from rewardlab.feedback.rounds import feedback_round, next_round_step
+from rewardlab.feedback.rounds import effective_schedule, feedback_round, next_round_step
 from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
 from rewardlab.seeding import child_seeds
@@ -91,7 +91,7 @@ def train_pref_ppo(
     human = t.build_human(config, run, store, teacher, ui, server)
     judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
     n_envs = config.ppo.n_envs
-    schedule = t.effective_schedule(config.feedback, config.mitigation, config.total_steps,
+    schedule = effective_schedule(config.feedback, config.mitigation, config.total_steps,
                                     n_envs)
     reward_model = RewardModel(dims.obs_dim, dims.act_dim, config.reward_model,
                                seed=seeds["reward_model"])

@@ -32,7 +32,7 @@ from rewardlab.algorithms.checkpoint import (
 from rewardlab.algorithms.policies import frozen_copy, policy_distance, rollout_pairs, state_kl
 from rewardlab.algorithms.progress import TrainingProgress
 from rewardlab.algorithms.run_dir import RunDir
-from rewardlab.config import EnvConfig, FeedbackSchedule, MitigationConfig, TrainConfig
+from rewardlab.config import EnvConfig, MitigationConfig, TrainConfig
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.early_stopping import EarlyStopping
 from rewardlab.diagnostics.evaluation import evaluate, rollout_episodes
@@ -97,27 +97,6 @@ class LoopState:
         """Add wall seconds per activity."""
         for key, value in seconds.items():
             self.seconds[key] = self.seconds.get(key, 0.0) + value
-
-
-def effective_schedule(
-    feedback: FeedbackSchedule, mitigation: MitigationConfig, total_steps: int, n_envs: int
-) -> FeedbackSchedule:
-    """The feedback schedule a run actually follows.
-
-    With ``mitigation.targeted_feedback`` the query budget is spread evenly over the run
-    (``round_every`` raised to ``(total_steps - first_round_at) / rounds`` when that is longer)
-    and every round cuts its segments from the steps collected since the previous round only
-    (``recent_steps = round_every / n_envs`` rows per env), so queries are about the states the
-    policy now visits. Otherwise ``feedback`` unchanged.
-    """
-    if not mitigation.targeted_feedback:
-        return feedback
-    rounds = math.ceil(feedback.total_budget / feedback.queries_per_round)
-    span = max(total_steps - feedback.first_round_at, 1)
-    every = max(feedback.round_every, span // rounds)
-    return feedback.model_copy(update={
-        "round_every": every, "recent_steps": max(every // n_envs, feedback.segment_len),
-    })
 
 
 # ------------------------------------------------------------------------ building

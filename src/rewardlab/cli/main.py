@@ -11,8 +11,11 @@ Commands::
     rewardlab annotate RUN_DIR [--host 127.0.0.1] [--port 8000] [--overlap 1]
     rewardlab config [CONFIG.yaml] [--set key=value ...]
 
-Bad input (unknown key, bad value, missing file) is reported as one clear message naming the
-field, with exit status 2, before anything starts.
+Bad input (unknown key, bad value, missing or malformed file, an env that cannot be made, a
+schedule that cannot spend its query budget, a run too big for this machine's memory, an
+unreachable store) is reported as one clear message naming the field, with exit status 2,
+before anything starts: ``train`` runs :func:`rewardlab.algorithms.preflight.preflight` before
+it creates the run directory.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
         if args.config:
             raise RewardLabError("train --resume takes the run's own config; drop CONFIG.yaml")
+        if args.run_dir:
+            raise RewardLabError("train --resume RUN_DIR continues RUN_DIR; drop --run-dir")
         run_dir = Path(args.resume)
         config = resolve_resume(run_dir, overrides)
     else:
@@ -101,10 +106,15 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(
             config.algorithm, config.env.id, config.seed
         )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RewardLabError(f"--run-dir {run_dir}: exists and is not a directory")
         if (run_dir / "config.yaml").exists():
             raise RewardLabError(
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
             )
+    from rewardlab.algorithms.preflight import preflight
+
+    preflight(config)  # the env, the schedule, memory and the store; creates nothing
     from rewardlab.algorithms import train
 
     console.print(

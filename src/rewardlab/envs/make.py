@@ -25,11 +25,17 @@ class EnvDims:
     Attributes:
         obs_dim: observation width. act_dim: action width.
         episode_limit: the time limit in steps (``DEFAULT_EPISODE_LIMIT`` if none is set).
+        obs_itemsize: bytes per observation element (8 for MuJoCo's float64 observations,
+            which Stable-Baselines3's replay buffer keeps as they are).
+        state_dim: width of the simulator state recorded for rendering clips
+            (``concat(qpos, qvel)`` of a MuJoCo env; 0 for other envs).
     """
 
     obs_dim: int
     act_dim: int
     episode_limit: int
+    obs_itemsize: int = 4
+    state_dim: int = 0
 
 
 def make_env(env: EnvConfig) -> gym.Env:
@@ -46,10 +52,17 @@ def make_env(env: EnvConfig) -> gym.Env:
         return gym.make(env.id, **kwargs)
     except gym.error.Error as err:
         raise ConfigError(f"env.id: cannot make {env.id!r}: {err}") from None
-    except ModuleNotFoundError as err:
-        raise ConfigError(f"env.id: cannot make {env.id!r}: {err}") from None
+    except ImportError as err:  # a module:Env-v0 id whose module is missing or broken
+        raise ConfigError(
+            f"env.id: cannot make {env.id!r}: {err}; check the module part of the id"
+        ) from None
     except TypeError as err:
         raise ConfigError(f"env.kwargs: {env.id} rejected {kwargs}: {err}") from None
+    except Exception as err:  # noqa: BLE001 (any failure of a user-chosen env's constructor)
+        raise ConfigError(
+            f"env.id: making {env.id!r} with env.kwargs={dict(env.kwargs)} failed: "
+            f"{type(err).__name__}: {err}"
+        ) from None
 
 
 def env_dims(env: EnvConfig) -> EnvDims:
@@ -72,6 +85,14 @@ def env_dims(env: EnvConfig) -> EnvDims:
         limit = int(spec.max_episode_steps) if spec and spec.max_episode_steps else (
             DEFAULT_EPISODE_LIMIT
         )
-        return EnvDims(int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), limit)
+        data = getattr(made.unwrapped, "data", None)
+        state_dim = (
+            int(data.qpos.size + data.qvel.size)
+            if hasattr(data, "qpos") and hasattr(data, "qvel") else 0
+        )
+        return EnvDims(
+            int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), limit,
+            obs_itemsize=int(np.dtype(obs_space.dtype).itemsize), state_dim=state_dim,
+        )
     finally:
         made.close()

@@ -1,4 +1,4 @@
-"""Active query selection over an oversampled candidate pool, and the feedback schedule.
+"""Active query selection over an oversampled candidate pool.
 
 Methods (Lee et al. 2021, "PEBBLE", Sec. 4.2 / App. B; Christiano et al. 2017, Sec. 2.2.4):
 
@@ -9,61 +9,15 @@ Methods (Lee et al. 2021, "PEBBLE", Sec. 4.2 / App. B; Christiano et al. 2017, S
   (as in PEBBLE's released code).
 
 The pool is ``oversample`` times larger than the number of queries asked. This module does not
-import torch: it takes the ensemble's probabilities as a ``(members, pool)`` array.
+import torch: it takes the ensemble's probabilities as a ``(members, pool)`` array. The schedule
+of rounds (:class:`~rewardlab.config.FeedbackSchedule`) is the ``feedback`` config section.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-QueryMethod = Literal["uniform", "disagreement", "entropy"]
-
-
-class FeedbackSchedule(BaseModel):
-    """When, how many and which queries to ask."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    total_budget: int = Field(200, ge=1, description="Total number of queries over the run.")
-    queries_per_round: int = Field(20, ge=1, description="Queries asked at each round.")
-    round_every: int = Field(
-        2000, ge=1, description="Environment steps between feedback rounds."
-    )
-    first_round_at: int = Field(
-        2000, ge=0, description="Environment step of the first round (PEBBLE: end of "
-        "unsupervised pre-training)."
-    )
-    segment_len: int = Field(50, ge=1, description="Steps per segment (PEBBLE: 50).")
-    method: QueryMethod = Field("disagreement", description="Query selection method.")
-    oversample: int = Field(
-        10, ge=1, description="Candidate pool size as a multiple of queries_per_round."
-    )
-    recent_steps: int | None = Field(
-        None, ge=1, description="If set, segments are cut only from the last N steps "
-        "collected (per env); default: the whole log."
-    )
-
-    @model_validator(mode="after")
-    def _budget_fits(self) -> FeedbackSchedule:
-        if self.queries_per_round > self.total_budget:
-            raise ValueError(
-                f"queries_per_round ({self.queries_per_round}) exceeds total_budget "
-                f"({self.total_budget}); lower queries_per_round or raise total_budget"
-            )
-        return self
-
-    def round_due(self, step: int, asked: int, last_round_step: int | None) -> bool:
-        """Whether a round should run at env step ``step`` given ``asked`` queries so far."""
-        if asked >= self.total_budget or step < self.first_round_at:
-            return False
-        return last_round_step is None or step - last_round_step >= self.round_every
-
-    def round_size(self, asked: int) -> int:
-        """Queries to ask in the next round (the remainder of the budget at the end)."""
-        return max(0, min(self.queries_per_round, self.total_budget - asked))
+from rewardlab.config import QueryMethod
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rewardlab.config import FeedbackSchedule
+from rewardlab.config import FeedbackSchedule, MitigationConfig
 from rewardlab.data.transitions import TransitionLog
 from rewardlab.feedback.human import HumanTeacher, RoundOutcome
 from rewardlab.feedback.queries import select_queries
@@ -49,6 +49,27 @@ MARGIN_EPISODES = 10
 
 
 # ----------------------------------------------------------------------------- schedule
+def effective_schedule(
+    feedback: FeedbackSchedule, mitigation: MitigationConfig, total_steps: int, n_envs: int
+) -> FeedbackSchedule:
+    """The feedback schedule a run actually follows.
+
+    With ``mitigation.targeted_feedback`` the query budget is spread evenly over the run
+    (``round_every`` raised to ``(total_steps - first_round_at) / rounds`` when that is longer)
+    and every round cuts its segments from the steps collected since the previous round only
+    (``recent_steps = round_every / n_envs`` rows per env), so queries are about the states the
+    policy now visits. Otherwise ``feedback`` unchanged.
+    """
+    if not mitigation.targeted_feedback:
+        return feedback
+    rounds = math.ceil(feedback.total_budget / feedback.queries_per_round)
+    span = max(total_steps - feedback.first_round_at, 1)
+    every = max(feedback.round_every, span // rounds)
+    return feedback.model_copy(update={
+        "round_every": every, "recent_steps": max(every // n_envs, feedback.segment_len),
+    })
+
+
 def round_step(schedule: FeedbackSchedule, round: int) -> int:
     """Env step at which round ``round`` (from 0) is due."""
     return schedule.first_round_at + round * schedule.round_every

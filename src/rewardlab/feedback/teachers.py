@@ -51,17 +51,18 @@ Deliberate differences from the B-Pref code (the answers have the same distribut
   the paper use ``eps * margin`` throughout, as we do.
 
 Everything is pure NumPy (no torch), vectorised over queries and steps, and seeded through an
-explicit ``np.random.Generator``.
+explicit ``np.random.Generator``. The teacher's parameters (:class:`TeacherConfig`) and the
+B-Pref presets (:data:`TEACHER_PRESETS`, :func:`teacher_preset`) live in :mod:`rewardlab.config`
+with the rest of the settings and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from rewardlab.config import TEACHER_ALIASES, TEACHER_PRESETS, TeacherConfig, teacher_preset
 from rewardlab.errors import ConfigError, RecordError
 from rewardlab.types import Label
 
@@ -81,120 +82,6 @@ def _real(field_name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"teacher.{field_name}: must be a real number, got {value!r}")
     return float(value)
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Parameters of a B-Pref scripted teacher (Lee et al. 2021, Sec. 3.2).
-
-    The oracle (default) is perfectly rational: ``beta = inf``, ``gamma = 1`` and no mistakes,
-    skips or equal answers. See :data:`TEACHER_PRESETS` for the six B-Pref teachers.
-
-    Raises:
-        ConfigError: if a field is out of range; the message names the field, e.g.
-            ``"teacher.gamma: must be in (0, 1], got 1.5"``.
-    """
-
-    name: str = "oracle"
-    """Name of the teacher, used as the default ``teacher_id`` of the answers it gives."""
-    beta: float = math.inf
-    """Rationality (inverse temperature) of the Bradley-Terry choice, > 0; ``math.inf`` means a
-    perfectly rational (deterministic) teacher. Units: 1 / (return units)."""
-    gamma: float = 1.0
-    """Myopia discount in (0, 1]: step ``t`` of an ``H``-step segment weighs ``gamma^(H-1-t)``
-    in the choice, so recent steps count more; 1.0 means not myopic."""
-    eps_mistake: float = 0.0
-    """Probability in [0, 1] that the chosen label is flipped (LEFT <-> RIGHT)."""
-    eps_skip: float = 0.0
-    """Skip threshold as a fraction (>= 0) of the margin: when ``eps_skip * margin > 0``, a query
-    is skipped unless one segment's undiscounted return exceeds ``eps_skip * margin`` (a return
-    equal to it is skipped, as in B-Pref). 0 disables skipping."""
-    eps_equal: float = 0.0
-    """Equal threshold as a fraction (>= 0) of the margin: the answer is EQUAL when the
-    undiscounted returns differ by less than ``eps_equal * margin``. 0 disables it."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"teacher.name: must be a non-empty string, got {self.name!r}")
-        beta = _real("beta", self.beta)
-        if not beta > 0:  # also rejects NaN; +inf is allowed (rational teacher)
-            raise ConfigError(f"teacher.beta: must be > 0 or inf, got {self.beta!r}")
-        gamma = _real("gamma", self.gamma)
-        if not 0.0 < gamma <= 1.0:
-            raise ConfigError(f"teacher.gamma: must be in (0, 1], got {self.gamma!r}")
-        eps_mistake = _real("eps_mistake", self.eps_mistake)
-        if not 0.0 <= eps_mistake <= 1.0:
-            raise ConfigError(f"teacher.eps_mistake: must be in [0, 1], got {self.eps_mistake!r}")
-        eps_skip = _real("eps_skip", self.eps_skip)
-        if not (eps_skip >= 0.0 and math.isfinite(eps_skip)):
-            raise ConfigError(f"teacher.eps_skip: must be finite and >= 0, got {self.eps_skip!r}")
-        eps_equal = _real("eps_equal", self.eps_equal)
-        if not (eps_equal >= 0.0 and math.isfinite(eps_equal)):
-            raise ConfigError(f"teacher.eps_equal: must be finite and >= 0, got {self.eps_equal!r}")
-        for field_name, value in (
-            ("beta", beta),
-            ("gamma", gamma),
-            ("eps_mistake", eps_mistake),
-            ("eps_skip", eps_skip),
-            ("eps_equal", eps_equal),
-        ):
-            object.__setattr__(self, field_name, value)
-
-    @property
-    def rational(self) -> bool:
-        """True when ``beta`` is infinite (deterministic choice of the larger myopic return)."""
-        return math.isinf(self.beta)
-
-
-#: The six B-Pref teachers (Lee et al. 2021, Sec. 3.2); each changes one parameter of the oracle.
-TEACHER_PRESETS: dict[str, TeacherConfig] = {
-    "oracle": TeacherConfig(name="oracle"),
-    "stochastic": TeacherConfig(name="stochastic", beta=1.0),
-    "mistake": TeacherConfig(name="mistake", eps_mistake=0.1),
-    "skip": TeacherConfig(name="skip", eps_skip=0.1),
-    "equal": TeacherConfig(name="equal", eps_equal=0.1),
-    "myopic": TeacherConfig(name="myopic", gamma=0.9),
-}
-
-#: Other accepted names for presets, mapped to the canonical key of :data:`TEACHER_PRESETS`.
-TEACHER_ALIASES: dict[str, str] = {"noisy": "stochastic"}
-
-
-def _allowed_preset_names() -> str:
-    aliases = [f"{alias} (= {target})" for alias, target in TEACHER_ALIASES.items()]
-    return ", ".join([*TEACHER_PRESETS, *aliases])
-
-
-def teacher_preset(name: str, **overrides: object) -> TeacherConfig:
-    """Return a B-Pref preset teacher config, optionally with some fields overridden.
-
-    Args:
-        name: a key of :data:`TEACHER_PRESETS` (``"oracle"``, ``"stochastic"``, ``"mistake"``,
-            ``"skip"``, ``"equal"``, ``"myopic"``) or an alias (``"noisy"`` = ``"stochastic"``);
-            case-insensitive. Presets follow Lee et al. 2021, Sec. 3.2.
-        **overrides: :class:`TeacherConfig` fields to replace, e.g. ``eps_mistake=0.2``
-            (to rename the result, use ``dataclasses.replace(config, name=...)``).
-
-    Returns:
-        A validated :class:`TeacherConfig`.
-
-    Raises:
-        ConfigError: for an unknown name (the message lists the allowed names), an unknown
-            override field, or an override out of range.
-    """
-    key = name.strip().lower() if isinstance(name, str) else name
-    key = TEACHER_ALIASES.get(key, key)
-    if key not in TEACHER_PRESETS:
-        raise ConfigError(
-            f"teacher.name: unknown teacher {name!r}; allowed: {_allowed_preset_names()}"
-        )
-    field_names = [f.name for f in dataclasses.fields(TeacherConfig)]
-    for field_name in overrides:
-        if field_name not in field_names:
-            raise ConfigError(
-                f"teacher.{field_name}: unknown field; allowed: {', '.join(field_names)}"
-            )
-    return dataclasses.replace(TEACHER_PRESETS[key], **overrides)
 
 
 def _check_rewards(true_rewards: object) -> np.ndarray:

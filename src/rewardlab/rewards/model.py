@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
+from rewardlab.config import RewardModelConfig
 from rewardlab.errors import RunDirError
 from rewardlab.rewards.bradley_terry import (
     bradley_terry_loss,
@@ -33,51 +32,6 @@ PREDICT_CHUNK = 65536
 #: Activation elements per member (rows x widest hidden layer) in one forward/backward chunk
 #: of a training batch: 2 MiB of float32, so a chunk's activations stay in cache.
 FIT_CHUNK_ELEMENTS = 2048 * 256
-
-
-class RewardModelConfig(BaseModel):
-    """Reward-model ensemble and its training (defaults follow PEBBLE, App. B)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    members: int = Field(3, ge=1, le=64, description="Ensemble size K.")
-    hidden_sizes: tuple[int, ...] = Field(
-        (256, 256, 256), min_length=1, description="Hidden layer widths of each member's MLP."
-    )
-    activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
-        "leaky_relu", description="Hidden activation."
-    )
-    output_activation: Literal["tanh", "none"] = Field(
-        "tanh", description="Output activation of each member (PEBBLE: tanh)."
-    )
-    lr: float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay.")
-    batch_size: int = Field(128, ge=1, description="Queries per gradient step, per member.")
-    max_epochs: int = Field(
-        50, ge=1, description="Most passes over the labels per update (PEBBLE used 200; 50 "
-        "keeps noisy-teacher runs, which never reach the accuracy target, affordable on CPU)."
-    )
-    target_accuracy: float = Field(
-        0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
-        "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
-    )
-    holdout_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "
-        "measure held-out accuracy (chosen by query id, stable across restarts)."
-    )
-    reduction: Literal["mean", "mean_minus_std", "mean_minus_var", "min"] = Field(
-        "mean", description="How members combine into the agent's reward: mean; the "
-        "conservative mean - k*std; mean - k*var (uncertainty-weighted optimisation, UWO, "
-        "Coste et al. 2023); or the member minimum (worst-case optimisation, WCO, "
-        "Coste et al. 2023)."
-    )
-    k_std: float = Field(
-        1.0, ge=0, description="k in mean - k*std and mean - k*var (UWO's lambda)."
-    )
-    normalize: bool = Field(
-        True, description="Standardise the agent's reward to mean 0, std 1 over recent "
-        "experience after every update."
-    )
 
 
 def holdout_mask(query_ids: np.ndarray, fraction: float) -> np.ndarray:

@@ -26,12 +26,12 @@ from sqlalchemy.schema import AddConstraint, UniqueConstraint
 
 from rewardlab.errors import StoreError
 from rewardlab.store.schema import (
-    NAME_LENGTH,
     SCHEMA_VERSION,
     Base,
     MetaRow,
     PreferenceRow,
 )
+from rewardlab.types import NAME_LENGTH
 
 #: File name of the SQLite database inside a run directory.
 DB_FILENAME = "feedback.db"

@@ -38,14 +38,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rewardlab.types import NAME_LENGTH
+
 #: 64-bit ids everywhere; SQLite needs plain INTEGER for its auto-increment primary keys.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Version of this schema, stored in ``meta`` under ``schema_version``.
 SCHEMA_VERSION = "2"
-
-#: Maximum length of the short string columns (env id, teacher id, query source, meta).
-NAME_LENGTH = 255
 
 
 def _now() -> float:
