@@ -19,10 +19,11 @@ def fast_overrides(algorithm: str = "pebble", total_steps: int = 3000) -> list[s
     The query budget is 100, or the 20 queries per round of the rounds due before
     ``total_steps`` when fewer fit (preflight refuses a budget the schedule cannot spend).
     """
-    if algorithm == "pebble":  # rounds due at 500, 1000, ...
+    if algorithm == "pebble":  # rounds at 500, 1000, ... before total_steps
         rounds = (total_steps - 1 - 500) // 500 + 1 if total_steps > 500 else 0
-    else:  # rounds due at 1024 (or half a short run), then 1024 steps after the previous
-        rounds = 1 + max(0, (total_steps - 1 - 2048) // 1024 + 1)
+    else:  # rounds due at 1024 (or half a short run) + 1024 r, on 1024-step rollouts
+        first = min(1024, total_steps // 2)
+        rounds = sum(-(-(first + 1024 * r) // 1024) * 1024 < total_steps for r in range(5))
     budget = max(20, min(100, 20 * rounds))
     common = [
         f"algorithm={algorithm}", f"env.id={POINT_GOAL}", f"total_steps={total_steps}",

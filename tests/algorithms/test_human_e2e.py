@@ -158,7 +158,7 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
     run = tmp_path / "run"
     token = _annotator(run)
     overrides = [*HUMAN, "human.annotators=[ada]", "checkpoint_every=500",
-                 "feedback.first_round_at=1000"]
+                 "feedback.first_round_at=900"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],

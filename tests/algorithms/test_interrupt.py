@@ -46,7 +46,7 @@ def test_training_restores_the_sigint_handler(tmp_path, algorithm):
 
     before = signal.getsignal(signal.SIGINT)
     argv = ["train", "--run-dir", str(tmp_path / algorithm)]
-    for o in fast_overrides(algorithm, 1000):
+    for o in fast_overrides(algorithm, 2048):
         argv += ["--set", o]
     assert main(argv) == 0
     assert signal.getsignal(signal.SIGINT) is before
