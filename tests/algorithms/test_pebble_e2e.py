@@ -39,7 +39,7 @@ def test_run_directory_holds_every_artifact(trained_run):
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     load_file(str(trained_run / "checkpoints/latest/agent.safetensors"))
     with FeedbackStore.open(trained_run) as store:
-        counts = store.counts()
+        counts = store.summary.counts()
     assert counts["queries"] == 100 and counts["answered"] == 100
 
 
@@ -87,7 +87,9 @@ def test_same_seed_gives_same_result(tmp_path):
 
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
     with FeedbackStore.open(tmp_path / "a") as sa, FeedbackStore.open(tmp_path / "b") as sb:
-        np.testing.assert_array_equal(sa.labelled_pairs()[2], sb.labelled_pairs()[2])
+        np.testing.assert_array_equal(
+            sa.records.labelled_pairs()[2], sb.records.labelled_pairs()[2]
+        )
 
 
 def test_resume_continues_where_it_stopped(tmp_path):
@@ -99,7 +101,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2500
     with FeedbackStore.open(run) as store:
-        assert store.counts()["answered"] >= labels_before
+        assert store.summary.counts()["answered"] >= labels_before
     steps = [r["step"] for r in read_metrics(run) if "eval/gold_return" in r]
     assert steps == sorted(steps) and steps[-1] == 2500
 

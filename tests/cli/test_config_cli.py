@@ -79,7 +79,7 @@ def test_annotators_add_prints_a_login_link(tmp_path, capsys):
     assert out.startswith("http://127.0.0.1:8123/?token=")
     token = out.strip().split("token=", 1)[1]
     with FeedbackStore.open(tmp_path) as store:
-        assert store.annotator_for_token(token)[1] == "ada"
+        assert store.annotation.annotator_for_token(token)[1] == "ada"
     assert main(["annotators", "add", "ada", "--run", str(tmp_path)]) == 2  # name taken
     assert main(["annotate", str(tmp_path), "--overlap", "0"]) == 2
 
@@ -94,9 +94,9 @@ def test_report_shows_annotator_agreement(tmp_path, capsys):
 
     seg = Segment(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), "PointGoal-v0", 0, 0)
     with FeedbackStore.open(tmp_path) as store:
-        a, b = store.add_segments([seg, seg])
-        q1, q2 = store.add_queries([(a, b), (b, a)], round=0)
-        store.add_preferences([
+        a, b = store.records.add_segments([seg, seg])
+        q1, q2 = store.records.add_queries([(a, b), (b, a)], round=0)
+        store.records.add_preferences([
             Preference(q1, Label.LEFT, "ada"), Preference(q1, Label.LEFT, "bo"),
             Preference(q2, Label.LEFT, "ada"), Preference(q2, Label.RIGHT, "bo"),
         ])

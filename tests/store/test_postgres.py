@@ -38,7 +38,7 @@ def _dbname(store: FeedbackStore) -> str:
 
 def test_opens_postgresql_with_schema(pg_store: FeedbackStore, pg_server: PgServer) -> None:
     assert pg_store.url.startswith("postgresql+psycopg://rewardlab@127.0.0.1:")
-    assert pg_store._engine is not None and pg_store._engine.dialect.name == "postgresql"
+    assert pg_store.db.engine.dialect.name == "postgresql"
     dbname = _dbname(pg_store)
     with pg_server.connect(dbname) as con:
         tables = {
@@ -61,16 +61,16 @@ def test_ids_are_64_bit(pg_store: FeedbackStore, pg_server: PgServer) -> None:
             con.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {big})")
     assert id_types and {t for _, _, t in id_types} == {"bigint"}, id_types
     segs = random_segments(2)
-    a, b = pg_store.add_segments(segs)
+    a, b = pg_store.records.add_segments(segs)
     assert (a, b) == (big + 1, big + 2)
-    np.testing.assert_array_equal(pg_store.get_segments([b])[0].obs, segs[1].obs)
-    [q] = pg_store.add_queries([(b, a)], round=0)
+    np.testing.assert_array_equal(pg_store.records.get_segments([b])[0].obs, segs[1].obs)
+    [q] = pg_store.records.add_queries([(b, a)], round=0)
     assert q == big + 1
-    [p] = pg_store.add_preferences([Preference(q, Label.LEFT, "o")])
+    [p] = pg_store.records.add_preferences([Preference(q, Label.LEFT, "o")])
     assert p == big + 1
-    assert pg_store.labelled_pairs()[:2] == ([b], [a])
+    assert pg_store.records.labelled_pairs()[:2] == ([b], [a])
     with pytest.raises(StoreError, match=rf"unknown query ids: {big + 9}\b"):
-        pg_store.get_queries([big + 9])
+        pg_store.records.get_queries([big + 9])
 
 
 def test_concurrent_answer_from_another_connection(
@@ -78,14 +78,14 @@ def test_concurrent_answer_from_another_connection(
 ) -> None:
     """The unique (query, teacher) constraint backs the check: a racing answer by the same
     teacher is a StoreError, not a crash."""
-    a, b = pg_store.add_segments(random_segments(2))
-    [q] = pg_store.add_queries([(a, b)], round=0)
+    a, b = pg_store.records.add_segments(random_segments(2))
+    [q] = pg_store.records.add_queries([(a, b)], round=0)
     dbname = _dbname(pg_store)
     outcome: list[BaseException | list[int]] = []
 
     def answer() -> None:
         try:
-            outcome.append(pg_store.add_preferences([Preference(q, Label.RIGHT, "store")]))
+            outcome.append(pg_store.records.add_preferences([Preference(q, Label.RIGHT, "store")]))
         except BaseException as exc:  # reported to the main thread
             outcome.append(exc)
 
@@ -114,7 +114,7 @@ def test_concurrent_answer_from_another_connection(
     [result] = outcome
     assert isinstance(result, StoreError), result
     assert "already answered" in str(result) or "unique" in str(result).lower()
-    assert pg_store.preferences() == [Preference(q, Label.LEFT, "store", timestamp=1.0)]
+    assert pg_store.records.preferences() == [Preference(q, Label.LEFT, "store", timestamp=1.0)]
 
 
 def test_missing_database_is_a_store_error(pg_server: PgServer) -> None:

@@ -35,9 +35,9 @@ def run(tmp_path: Path) -> Iterator[tuple[Path, list[int], dict[str, str]]]:
     """A run with 3 segments, 3 round-0 queries and annotators alice and bob."""
     run_dir = tmp_path / "run"
     with FeedbackStore.open(run_dir) as s:
-        a, b, c = s.add_segments(fake_segments(3, length=T, seed=1))
-        qids = s.add_queries([(a, b), (b, c), (c, a)], round=0)
-        tokens = {name: s.add_annotator(name)[1] for name in ("alice", "bob")}
+        a, b, c = s.records.add_segments(fake_segments(3, length=T, seed=1))
+        qids = s.records.add_queries([(a, b), (b, c), (c, a)], round=0)
+        tokens = {name: s.annotation.add_annotator(name)[1] for name in ("alice", "bob")}
     yield run_dir, qids, tokens
 
 
@@ -47,7 +47,7 @@ def auth(token: str) -> dict[str, str]:
 
 def counts(run_dir: Path) -> dict[str, int]:
     with FeedbackStore.open(run_dir) as s:
-        return s.counts()
+        return s.summary.counts()
 
 
 def client_for(run_dir: Path, **kwargs) -> TestClient:
@@ -105,7 +105,7 @@ def test_me_next_submit_recent_and_labels_in_store(run) -> None:
             (qids[0], "left"),
         ]
     with FeedbackStore.open(run_dir) as s:
-        prefs = s.preferences()
+        prefs = s.records.preferences()
     assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
         (qids[0], Label.LEFT, "alice"),
         (qids[1], Label.SKIP, "alice"),
@@ -165,7 +165,7 @@ def test_malformed_json_double_submit_and_large_body(run) -> None:
 def test_stale_round_is_refused(run) -> None:
     run_dir, qids, tokens = run
     with FeedbackStore.open(run_dir) as s:
-        [new] = s.add_queries([(1, 2)], round=1)
+        [new] = s.records.add_queries([(1, 2)], round=1)
     h = auth(tokens["alice"])
     with client_for(run_dir) as client:
         resp = client.post(
@@ -202,9 +202,9 @@ def test_two_annotators_overlap_one_and_two(run) -> None:
         assert client.get("/api/next", headers=b).json()["query_id"] == qids[1]
     run2 = run_dir.parent / "run2"
     with FeedbackStore.open(run2) as s:
-        x, y = s.add_segments(fake_segments(2, length=T, seed=1))
-        q = s.add_queries([(x, y), (y, x)], round=0)
-        ta, tb = s.add_annotator("alice")[1], s.add_annotator("bob")[1]
+        x, y = s.records.add_segments(fake_segments(2, length=T, seed=1))
+        q = s.records.add_queries([(x, y), (y, x)], round=0)
+        ta, tb = s.annotation.add_annotator("alice")[1], s.annotation.add_annotator("bob")[1]
     a, b = auth(ta), auth(tb)
     with client_for(run2, overlap=2) as client:
         for h, label in ((a, "left"), (b, "left")):
@@ -215,14 +215,14 @@ def test_two_annotators_overlap_one_and_two(run) -> None:
             client.post("/api/preferences", headers=h, json={"query_id": q[1], "label": label})
         assert client.get("/api/next", headers=a).status_code == 204
     with FeedbackStore.open(run2) as s:
-        assert s.agreement() == dict(overlapping=2, compared=2, agreeing=1, fraction=0.5)
-        assert s.counts()["preferences"] == 4
-        assert s.training_arrays()["query_ids"].tolist() == [q[0], q[0], q[1], q[1]]
+        assert s.summary.agreement() == dict(overlapping=2, compared=2, agreeing=1, fraction=0.5)
+        assert s.summary.counts()["preferences"] == 4
+        assert s.records.training_arrays()["query_ids"].tolist() == [q[0], q[0], q[1], q[1]]
 
 
 def test_nothing_pending_is_204(tmp_path: Path) -> None:
     with FeedbackStore.open(tmp_path) as s:
-        token = s.add_annotator("alice")[1]
+        token = s.annotation.add_annotator("alice")[1]
     with client_for(tmp_path) as client:
         resp = client.get("/api/next", headers=auth(token))
     assert resp.status_code == 204 and resp.content == b""
@@ -281,9 +281,9 @@ def _reacher_segment() -> Segment:
 def test_clip_of_a_reacher_segment(tmp_path: Path) -> None:
     seg = _reacher_segment()
     with FeedbackStore.open(tmp_path) as s:
-        a, b = s.add_segments([seg, seg])
-        s.add_queries([(a, b)], round=0)
-        token = s.add_annotator("alice")[1]
+        a, b = s.records.add_segments([seg, seg])
+        s.records.add_queries([(a, b)], round=0)
+        token = s.annotation.add_annotator("alice")[1]
     with client_for(tmp_path, clip_dir=tmp_path / "cache") as client:
         nxt = client.get("/api/next", headers=auth(token)).json()  # queues both clips
         resp = client.get(nxt["left"]["clip_url"], headers=auth(token))
@@ -299,7 +299,7 @@ def test_cli_functions(run) -> None:
     assert link.startswith("http://127.0.0.1:8123/?token=")
     token = link.split("token=", 1)[1]
     with FeedbackStore.open(run_dir) as s:
-        assert s.annotator_for_token(token)[1] == "carol"
+        assert s.annotation.annotator_for_token(token)[1] == "carol"
     assert login_link("::1", 80, "t") == "http://[::1]:80/?token=t"
     from rewardlab.errors import RewardLabError
 
@@ -342,7 +342,7 @@ def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
 
     run_dir, qids, tokens = run
     with FeedbackStore.open(run_dir) as s:
-        s.add_preferences([Preference(qids[0], Label.RIGHT, "oracle")])
+        s.records.add_preferences([Preference(qids[0], Label.RIGHT, "oracle")])
     h = auth(tokens["alice"])
     with client_for(run_dir) as client:
         assert client.get("/api/next", headers=h).json()["suggestion"] is None
@@ -355,7 +355,8 @@ def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
         assert resp.status_code == 201
         assert client.get("/api/next", headers=h).json()["suggestion"] is None  # q1: no pre-label
     with FeedbackStore.open(run_dir) as s:
-        assert s.used_answers([qids[0]], fallback_teachers=["oracle"]) == [(qids[0], Label.LEFT)]
+        used = s.records.used_answers([qids[0]], fallback_teachers=["oracle"])
+    assert used == [(qids[0], Label.LEFT)]
 
 
 def test_annotators_add_links_to_the_running_trainer(run, capsys) -> None:

@@ -146,9 +146,9 @@ class PreferenceLearner:
                     render_states=None if states is None else states[q, side])
             for i, q in enumerate(pick) for side in (0, 1)
         ]
-        seg_ids = self.store.add_segments(segments)
+        seg_ids = self.store.records.add_segments(segments)
         pairs = [(seg_ids[2 * i], seg_ids[2 * i + 1]) for i in range(n)]
-        query_ids = self.store.add_queries(pairs, round=c.rounds, source=method)
+        query_ids = self.store.records.add_queries(pairs, round=c.rounds, source=method)
         c.asked += n
         labels = self._collect(c.rounds, query_ids, seg_ids, judged, step)
         c.seconds["queries"] += t1 - t0
@@ -207,10 +207,11 @@ class PreferenceLearner:
         Returns:
             ``(k,)`` int8 labels.
         """
-        before = self.store.answers_of(self.teacher.teacher_id, query_ids) if self.human else {}
+        records = self.store.records
+        before = records.answers_of(self.teacher.teacher_id, query_ids) if self.human else {}
         labels = self.teacher.label(gold)  # (k,) int8
         now = time.time()
-        self.store.add_preferences([
+        self.store.records.add_preferences([
             Preference(qid, Label(int(lab)), self.teacher.teacher_id, now)
             for qid, lab in zip(query_ids, labels, strict=True) if qid not in before
         ])
@@ -227,7 +228,7 @@ class PreferenceLearner:
     def _round_labels(self, query_ids: list[int]) -> np.ndarray:
         """``(n,)`` int8 labels of the round's queries, as training will use them (first used
         answer per query; SKIP where none)."""
-        rows = self.store.used_answers(query_ids, self._fallback_teachers())
+        rows = self.store.records.used_answers(query_ids, self._fallback_teachers())
         labels = np.full(len(query_ids), int(Label.SKIP), dtype=np.int8)
         position = {qid: i for i, qid in enumerate(query_ids)}
         for qid, label in reversed(rows):
@@ -247,13 +248,13 @@ class PreferenceLearner:
         Raises:
             StoreError: if the store cannot be read or written.
         """
-        current = self.store.current_round()
+        current = self.store.records.current_round()
         if self.human is None or current is None or current < self.counters.rounds:
             return None
-        queries = [q for q in self.store.get_queries() if q.round == current]
+        queries = [q for q in self.store.records.get_queries() if q.round == current]
         query_ids = [int(q.query_id) for q in queries]  # type: ignore[arg-type]
         seg_ids = [i for q in queries for i in (q.left_id, q.right_id)]
-        segments = self.store.get_segments(seg_ids)  # online runs store their true rewards
+        segments = self.store.records.get_segments(seg_ids)  # online runs store their true rewards
         def pairs(field: str) -> np.ndarray:  # (n, 2, T, ...) from the 2n segments
             stacked = np.stack([getattr(s, field) for s in segments])
             return stacked.reshape(len(queries), 2, *stacked.shape[1:])
@@ -262,7 +263,7 @@ class PreferenceLearner:
         judged = pairs("true_rewards") if self.teacher_view is None else self.teacher_view(
             pairs("obs"), pairs("actions")
         )
-        self.counters.asked = self.store.counts()["queries"]
+        self.counters.asked = self.store.summary.counts()["queries"]
         labels = self._collect(current, query_ids, seg_ids, judged, step)
         self.counters.rounds = current
         metrics = self._close_round(step, labels)
@@ -275,7 +276,7 @@ class PreferenceLearner:
         c = self.counters
         c.rounds += 1
         c.last_round_step = step
-        counts = self.store.counts()
+        counts = self.store.summary.counts()
         c.answered, c.skipped = counts["answered"], counts["skipped"]
         metrics = {
             "feedback/queries_asked": float(c.asked),
@@ -300,7 +301,7 @@ class PreferenceLearner:
         it is (``reward_model.updates`` unchanged) and only the held-out keys are returned.
         """
         t0 = time.perf_counter()
-        data = self.store.training_arrays(fallback_teachers=self._fallback_teachers())
+        data = self.store.records.training_arrays(fallback_teachers=self._fallback_teachers())
         if data["labels"].size == 0:  # e.g. people skipped every query so far
             return {"reward_model/heldout_accuracy": float("nan"),
                     "reward_model/heldout_queries": 0.0}

@@ -394,7 +394,7 @@ class TrainingSession:
         self.next_checkpoint = state["next_checkpoint"]
         self.elapsed_before = float(state["elapsed_s"])
         self.start_time = time.perf_counter()
-        counts = self.store.counts()
+        counts = self.store.summary.counts()
         c = self.learner.counters
         if counts["queries"] > c.asked:
             self.message(
@@ -406,7 +406,7 @@ class TrainingSession:
             c.asked = counts["queries"]
             c.answered = counts["answered"]
             c.skipped = counts["skipped"]
-            c.rounds = max(c.rounds, int(self.store.current_round() or 0) + 1)
+            c.rounds = max(c.rounds, int(self.store.records.current_round() or 0) + 1)
             self.message("retraining the reward model on all labels")
             self.learner.train_reward_model(log)
         return dict(state.get("extra", {}))
@@ -473,7 +473,7 @@ class TrainingSession:
             "wall_time_s": self.elapsed(),
             "final_eval": self.last_eval,
             "feedback": self.learner.state(),
-            "store": self.store.counts(),
+            "store": self.store.summary.counts(),
             "plot": plot.name,
             "overoptimization": self.overopt.summary(),
         }

@@ -164,9 +164,9 @@ def _print_report(run_dir: Path, console: Console) -> None:
             from rewardlab.store.store import FeedbackStore
 
             with FeedbackStore.open(run_dir) as store:
-                agree = store.agreement()
-                by_teacher = Counter(p.teacher_id for p in store.preferences())
-                people = {a.name for a in store.annotators()}
+                agree = store.summary.agreement()
+                by_teacher = Counter(p.teacher_id for p in store.records.preferences())
+                people = {a.name for a in store.annotation.annotators()}
             if by_teacher:
                 console.print("answers: " + ", ".join(
                     f"{name} {n}" + (" (person)" if name in people else "")
@@ -217,7 +217,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if not (run_dir / "feedback.db").exists():
         raise RewardLabError(f"{run_dir}: no feedback.db (is this a run directory?)")
     with FeedbackStore.open(run_dir) as store:
-        n = store.export(args.out)
+        n = store.summary.export(args.out)
     console.print(f"wrote {n} preferences to {args.out}")
     return 0
 

@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rewardlab.types import MAX_NAME_LENGTH
+
 #: 64-bit ids everywhere; SQLite needs plain INTEGER for its auto-increment primary keys.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -45,7 +47,7 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 SCHEMA_VERSION = "2"
 
 #: Maximum length of the short string columns (env id, teacher id, query source, meta).
-NAME_LENGTH = 255
+NAME_LENGTH = MAX_NAME_LENGTH
 
 
 def _now() -> float:

@@ -46,7 +46,7 @@ def add_annotator_command(run_dir: Path, name: str, host: str, port: int) -> str
     """
     run_dir = _check_run_dir(run_dir)
     with FeedbackStore.open(run_dir) as store:
-        _, token = store.add_annotator(name)
+        _, token = store.annotation.add_annotator(name)
     return login_link(host, port, token)
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from rewardlab.types import MAX_ID
+
 #: Label names the API accepts, mapped to :class:`rewardlab.types.Label` names.
 LabelName = Literal["left", "right", "equal", "skip"]
 
@@ -15,7 +17,7 @@ class PreferenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query_id: StrictInt = Field(ge=0, description="id of the query answered")
+    query_id: StrictInt = Field(ge=0, le=MAX_ID, description="id of the query answered")
     label: LabelName = Field(description="which clip is better: left, right, equal or skip")
 
 
