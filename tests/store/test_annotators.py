@@ -11,6 +11,8 @@ import pytest
 
 from rewardlab.errors import (
     AlreadyAnsweredError,
+    DuplicateAnnotatorError,
+    InvalidNameError,
     NothingToUndoError,
     StaleRoundError,
     StoreError,
@@ -38,16 +40,18 @@ def test_annotator_tokens_are_hashed(store: FeedbackStore, tmp_path: Path) -> No
     assert store.annotation.annotator_for_token("nope") is None
     assert store.annotation.annotator_for_token("") is None
     assert [a.name for a in store.annotation.annotators()] == ["alice", "bob"]
-    with pytest.raises(StoreError, match="'alice' already exists"):
+    with pytest.raises(DuplicateAnnotatorError, match="'alice' already exists"):
         store.annotation.add_annotator("alice")
-    for bad in ("", "  ", " carol"):
-        with pytest.raises(StoreError, match="annotator name"):
-            store.annotation.add_annotator(bad)
+    for bad in ("", "  ", " carol", "x" * 256, "oracle", "Noisy", "MYOPIC", "skip", "a\x00b",
+                "a\nb", "a\x7fb", "a\x85b", "a\u200bb", "a\u202eb", "a\u2028b", "a\u2029b", 7):
+        with pytest.raises(InvalidNameError, match="annotator name"):
+            store.annotation.add_annotator(bad)  # type: ignore[arg-type]
+    store.annotation.add_annotator("Ada Lovelace-2 (é)")  # spaces inside and accents are fine
     with sqlite3.connect(tmp_path / "run" / DB_FILENAME) as con:
         stored = [r[0] for r in con.execute("SELECT token_sha256 FROM annotators ORDER BY id")]
     con.close()
-    assert stored == [hashlib.sha256(t.encode()).hexdigest() for t in (token, other)]
-    assert len(store.annotation.annotators()) == 2
+    assert stored[:2] == [hashlib.sha256(t.encode()).hexdigest() for t in (token, other)]
+    assert len(store.annotation.annotators()) == 3
 
 
 def test_several_teachers_answer_one_query(store: FeedbackStore) -> None:

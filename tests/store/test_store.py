@@ -23,7 +23,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rewardlab.errors import RecordError, StoreError
+from rewardlab.errors import (
+    AlreadyAnsweredError,
+    ConflictError,
+    DuplicateAnnotatorError,
+    InvalidNameError,
+    NothingToUndoError,
+    RecordError,
+    StaleRoundError,
+    StoreError,
+    UnknownAnnotatorError,
+    UnknownIdError,
+    UnknownPreferenceError,
+    UnknownQueryError,
+    UnknownSegmentError,
+)
 from rewardlab.store import DB_FILENAME, FeedbackStore
 from rewardlab.types import Label, Preference, Query
 from tests.helpers import ACT_DIM, OBS_DIM, SEGMENT_LENGTH, random_segments
@@ -71,6 +85,54 @@ def test_get_segments_unknown_id(store: FeedbackStore) -> None:
     ids = store.records.add_segments(random_segments(2))
     with pytest.raises(StoreError, match=r"unknown segment ids: 98, 99"):
         store.records.get_segments([ids[0], 99, 98])
+
+
+#: Ids no stored row can have: negative, or beyond signed 64 bits.
+OUT_OF_RANGE = [-1, -(2**63), 2**63, 2**64, 2**70, 10**100]
+
+
+def test_out_of_range_ids_are_unknown_with_typed_errors(store: FeedbackStore) -> None:
+    """Ids outside 0..2**63-1 are reported as unknown (typed), never sent to the database."""
+    records, annotation = store.records, store.annotation
+    a, b = records.add_segments(random_segments(2))
+    [q] = records.add_queries([(a, b)], round=0)
+    aid, _ = annotation.add_annotator("alice")
+    for bad in OUT_OF_RANGE:
+        with pytest.raises(UnknownSegmentError, match=rf"unknown segment ids: .*{bad}") as err:
+            records.get_segments([a, bad])
+        assert err.value.ids == (bad,)
+        with pytest.raises(UnknownQueryError) as qerr:
+            records.get_queries([q, bad, bad])
+        assert qerr.value.ids == (bad,)
+        with pytest.raises(UnknownAnnotatorError):
+            annotation.next_query_for(bad)
+        with pytest.raises(UnknownPreferenceError):
+            annotation.delete_preference(bad)
+        assert records.answers_of("alice", [q, bad]) == {}
+        assert records.used_answers([bad]) == []
+        if bad >= 0:  # a Preference or a Query refuses negative ids itself (RecordError)
+            with pytest.raises(UnknownQueryError):
+                records.add_preferences([Preference(bad, Label.LEFT, "o")])
+            with pytest.raises(UnknownQueryError):
+                annotation.add_answer(Preference(bad, Label.LEFT, "alice"))
+            with pytest.raises(UnknownSegmentError):
+                records.add_queries([(a, bad)], round=0)
+    with pytest.raises(UnknownAnnotatorError, match=r"unknown annotator id 999\b"):
+        annotation.next_query_for(999)
+    assert annotation.next_query_for(aid) == records.get_queries([q])[0]
+    assert store.summary.counts() == dict(
+        segments=2, queries=1, preferences=0, answered=0, skipped=0, pending=1
+    )
+
+
+def test_store_errors_are_one_family() -> None:
+    for err in (UnknownSegmentError, UnknownQueryError, UnknownAnnotatorError,
+                UnknownPreferenceError):
+        assert issubclass(err, UnknownIdError) and issubclass(err, StoreError)
+    for err in (AlreadyAnsweredError, StaleRoundError, DuplicateAnnotatorError,
+                NothingToUndoError):
+        assert issubclass(err, ConflictError) and issubclass(err, StoreError)
+    assert issubclass(InvalidNameError, StoreError) and issubclass(InvalidNameError, ValueError)
 
 
 def test_many_ids_span_several_in_chunks(store: FeedbackStore) -> None:

@@ -239,6 +239,87 @@ def test_restart_resumes_at_first_unanswered(run) -> None:
         assert client.get("/api/me", headers=h).json()["name"] == "alice"
 
 
+#: Ids no record can have, or that are no ids at all: beyond 64 bits, negative, huge digit
+#: strings (beyond Python's 4300-digit int parsing limit too), non-numeric, non-ASCII digits.
+BAD_IDS: list[object] = [
+    2**63, 2**64, 2**70, 2**200, -1, -(2**63), -(2**70), 10**100, "9" * 30, "9" * 5000, "abc",
+    "1e5", "0x10", "1.0", " 1", "", "%00", "\uff11", "\u0661", 1.5, 1e300, None, True, [1],
+    {"id": 1},
+]
+
+
+def _out_of_range_requests(rng: np.random.Generator) -> list[tuple[str, str, object]]:
+    """``(method, path, json body)`` requests putting one bad id in a path or a body field."""
+    ids = list(BAD_IDS)
+    for _ in range(10):  # random ints around and beyond the 64-bit bounds
+        bits = int(rng.integers(63, 300))
+        ids.append(int(rng.choice([-1, 1])) * (2**bits + int(rng.integers(-5, 5))))
+        ids.append("".join(rng.choice(list("0123456789"), size=int(rng.integers(20, 6000)))))
+    requests: list[tuple[str, str, object]] = []
+    for bad in ids:
+        text = str(bad)
+        requests += [
+            ("GET", f"/api/clips/{text}.mp4", None),
+            ("GET", f"/api/clips/{text}", None),
+            ("GET", f"/api/clips/{text}.mp4/extra", None),
+            ("GET", f"/api/{text}", None),
+            ("GET", f"/api/next?query_id={text[:100]}", None),
+            ("POST", "/api/preferences", {"query_id": bad, "label": "left"}),
+            ("POST", "/api/preferences", {"query_id": 1, "label": bad}),
+            ("POST", "/api/preferences", {"query_id": bad, "label": bad, "segment_id": bad}),
+            ("POST", "/api/undo", {"preference_id": bad}),
+        ]
+    return requests
+
+
+def test_out_of_range_ids_are_4xx_json_never_500(run) -> None:
+    """A small fuzz loop over every route: a bad id anywhere is a 4xx JSON error."""
+    run_dir, _, tokens = run
+    before = counts(run_dir)
+    rng = np.random.default_rng(0)
+    with TestClient(create_app(run_dir), raise_server_exceptions=False) as client:
+        for method, path, body in _out_of_range_requests(rng):
+            kwargs = {} if body is None else {"json": body}
+            resp = client.request(method, path, headers=auth(tokens["alice"]), **kwargs)
+            where = (method, path[:80], str(body)[:80], resp.status_code, resp.text[:200])
+            assert resp.status_code < 500, where
+            assert resp.headers["content-type"].startswith("application/json"), where
+            if "?" not in path:  # a query string is ignored; a bad path or body is refused
+                assert 400 <= resp.status_code < 500, where
+                assert isinstance(resp.json().get("error"), str), where
+        for token in ("x" * 3000, "\x7f", "a" * 43, "0" * 64, str(2**70)):
+            resp = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 401 and "error" in resp.json()
+    assert counts(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "query_id,status",
+    [(2**63 - 1, 404), (2**63, 422), (2**70, 422), (-1, 422), (10**30, 422)],
+)
+def test_preference_query_id_bounds(run, query_id: int, status: int) -> None:
+    run_dir, _, tokens = run
+    with client_for(run_dir) as client:
+        resp = client.post(
+            "/api/preferences",
+            headers=auth(tokens["alice"]),
+            json={"query_id": query_id, "label": "left"},
+        )
+    assert resp.status_code == status
+    expected = f"unknown query id {query_id}" if status == 404 else "query_id"
+    assert expected in resp.json()["error"]
+
+
+def test_parse_clip_name() -> None:
+    from rewardlab.web.schemas import parse_clip_name
+
+    assert parse_clip_name("7.mp4") == 7 and parse_clip_name("007.mp4") == 7
+    assert parse_clip_name(f"{2**63 - 1}.mp4") == 2**63 - 1
+    for name in (f"{2**63}.mp4", "9" * 5000 + ".mp4", "-1.mp4", "1", "a.mp4", "\uff11.mp4",
+                 "1.mp4.mp4", " 1.mp4", "1.MP4", ""):
+        assert parse_clip_name(name) is None, name
+
+
 def test_clip_errors(run) -> None:
     run_dir, _, tokens = run
     h = auth(tokens["alice"])
@@ -248,7 +329,11 @@ def test_clip_errors(run) -> None:
         resp = client.get("/api/clips/77.mp4", headers=h)
         assert resp.status_code == 404 and "unknown segment id 77" in resp.json()["error"]
         resp = client.get("/api/clips/abc.mp4", headers=h)
-        assert resp.status_code == 404 and "error" in resp.json()
+        assert resp.status_code == 404 and "no clip 'abc.mp4'" in resp.json()["error"]
+        resp = client.get(f"/api/clips/{2**64}.mp4", headers=h)
+        assert resp.status_code == 404 and "no clip" in resp.json()["error"]
+        resp = client.get(f"/api/clips/{2**63 - 1}.mp4", headers=h)
+        assert resp.status_code == 404 and f"unknown segment id {2**63 - 1}" in resp.text
 
 
 def _reacher_segment() -> Segment:

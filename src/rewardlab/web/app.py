@@ -52,7 +52,7 @@ from rewardlab.errors import (
 from rewardlab.feedback.clips import ClipCache
 from rewardlab.feedback.run_status import read_status
 from rewardlab.store import FeedbackStore
-from rewardlab.types import MAX_ID, Label, Preference, Segment
+from rewardlab.types import Label, Preference, Segment
 from rewardlab.web.page import PAGE_HTML
 from rewardlab.web.schemas import (
     ClipRef,
@@ -65,6 +65,7 @@ from rewardlab.web.schemas import (
     RecentAnswer,
     TrainingStatus,
     Undone,
+    parse_clip_name,
 )
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "create_app"]
@@ -283,8 +284,6 @@ def create_app(
             log.warning("annotation app: cannot prefetch clips %s: %s", wanted, exc)
 
     def load_segment(segment_id: int) -> Segment:
-        if not 0 <= segment_id <= MAX_ID:
-            raise ApiError(404, f"unknown segment id {segment_id}")
         try:
             [segment] = store.records.get_segments([segment_id])
         except UnknownSegmentError:
@@ -336,8 +335,14 @@ def create_app(
             progress=Progress(**store.annotation.progress(who[1])),
         )
 
-    @app.get("/api/clips/{segment_id:int}.mp4", response_class=FileResponse)
-    def clip(segment_id: int, who: Who) -> FileResponse:
+    @app.get("/api/clips/{name}", response_class=FileResponse)
+    def clip(name: str, who: Who) -> FileResponse:
+        segment_id = parse_clip_name(name)
+        if segment_id is None:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise ApiError(
+                404, f"no clip {shown!r}: clips are /api/clips/<segment id>.mp4 (a known id)"
+            )
         segment = load_segment(segment_id)
         try:
             path = clips.get_or_render(segment, timeout=CLIP_TIMEOUT)
