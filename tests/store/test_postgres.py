@@ -1,10 +1,12 @@
-"""PostgreSQL-only tests of the feedback store, on a real, throwaway server.
+"""PostgreSQL-only tests of the feedback store, on a real server.
 
-The server and the per-test databases come from ``conftest.py``; the tests there skip
-without the server binaries or the psycopg driver. Everything both backends must do is
+The server (``REWARDLAB_POSTGRES_URL``'s, or a throwaway one) and the per-test databases come
+from ``conftest.py``; the tests skip without a server or the psycopg driver, and fail instead
+when ``REWARDLAB_REQUIRE_POSTGRES`` is set (as in ``.ci/run``). Everything both backends must do is
 tested by the ``store`` tests of ``test_store.py``, which run on PostgreSQL too; this
 module checks what only PostgreSQL has: the schema as the server sees it, 64-bit ids,
-concurrent writers on separate connections and errors of the server connection.
+concurrent writers on separate connections, the upgrade of a version 1 database and errors of
+the server connection.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from sqlalchemy.engine import make_url
 
-from rewardlab.errors import StoreError
+from rewardlab.errors import AlreadyAnsweredError, StoreError
 from rewardlab.store import FeedbackStore
+from rewardlab.store.codec import encode_array
 from rewardlab.types import Label, Preference
 from tests.helpers import random_segments
 
@@ -37,7 +41,10 @@ def _dbname(store: FeedbackStore) -> str:
 
 
 def test_opens_postgresql_with_schema(pg_store: FeedbackStore, pg_server: PgServer) -> None:
-    assert pg_store.url.startswith("postgresql+psycopg://rewardlab@127.0.0.1:")
+    url = make_url(pg_store.url)
+    assert url.drivername == "postgresql+psycopg" and url.host == pg_server.host
+    assert url.port == pg_server.port and url.username == pg_server.user
+    assert pg_server.password is None or pg_server.password not in pg_store.url  # hidden
     assert pg_store.db.engine.dialect.name == "postgresql"
     dbname = _dbname(pg_store)
     with pg_server.connect(dbname) as con:
@@ -120,3 +127,92 @@ def test_concurrent_answer_from_another_connection(
 def test_missing_database_is_a_store_error(pg_server: PgServer) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         FeedbackStore(pg_server.url("no_such_database"))
+
+
+#: Schema version 1 as SQLAlchemy created it on PostgreSQL (rewardlab before the annotation app):
+#: one answer per query (``UNIQUE (query_id)``), no annotators or assignments tables.
+V1_POSTGRES_DDL = """
+CREATE TABLE meta (key VARCHAR(255) NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL);
+CREATE TABLE segments (id BIGSERIAL PRIMARY KEY, env_id VARCHAR(255) NOT NULL,
+    episode_id BIGINT NOT NULL, start_step BIGINT NOT NULL, length INTEGER NOT NULL,
+    obs_dim INTEGER NOT NULL, act_dim INTEGER NOT NULL, obs BYTEA NOT NULL,
+    actions BYTEA NOT NULL, true_rewards BYTEA, render_states BYTEA,
+    created_at FLOAT NOT NULL);
+CREATE TABLE queries (id BIGSERIAL PRIMARY KEY,
+    left_id BIGINT NOT NULL REFERENCES segments (id),
+    right_id BIGINT NOT NULL REFERENCES segments (id), round INTEGER NOT NULL,
+    source VARCHAR(255) NOT NULL, created_at FLOAT NOT NULL,
+    CONSTRAINT ck_queries_distinct CHECK (left_id <> right_id));
+CREATE INDEX ix_queries_left_id ON queries (left_id);
+CREATE INDEX ix_queries_right_id ON queries (right_id);
+CREATE INDEX ix_queries_round ON queries (round);
+CREATE TABLE preferences (id BIGSERIAL PRIMARY KEY,
+    query_id BIGINT NOT NULL REFERENCES queries (id), label INTEGER NOT NULL,
+    teacher_id VARCHAR(255) NOT NULL, timestamp FLOAT NOT NULL, UNIQUE (query_id),
+    CONSTRAINT ck_preferences_label CHECK (label IN (0, 1, 2, 3)));
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def _constraints(con, table: str) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass",
+        (table,),
+    ).fetchall()
+    return {name: definition for name, definition in rows}
+
+
+def test_upgrades_a_version_1_database(pg_url: str, pg_server: PgServer) -> None:
+    """v1 -> v2 on PostgreSQL: the unique query id becomes unique (query, teacher); rows,
+    ids and sequences are kept; reopening is a no-op."""
+    dbname = pg_url.rsplit("/", 1)[1]
+    seg_a, seg_b = random_segments(2)
+    with pg_server.connect(dbname) as con:
+        con.execute(V1_POSTGRES_DDL)
+        for seg in (seg_a, seg_b):
+            con.execute(
+                "INSERT INTO segments (env_id, episode_id, start_step, length, obs_dim, "
+                "act_dim, obs, actions, true_rewards, created_at) "
+                "VALUES (%s, 0, 0, %s, %s, %s, %s, %s, %s, 1.0)",
+                (seg.env_id, seg.length, seg.obs.shape[1], seg.actions.shape[1],
+                 encode_array(seg.obs), encode_array(seg.actions),
+                 None if seg.true_rewards is None else encode_array(seg.true_rewards)),
+            )
+        con.execute(
+            "INSERT INTO queries (left_id, right_id, round, source, created_at) "
+            "VALUES (1, 2, 0, 'uniform', 1.0)"
+        )
+        con.execute(
+            "INSERT INTO preferences (query_id, label, teacher_id, timestamp) "
+            "VALUES (1, %s, 'oracle', 2.0)",
+            (int(Label.LEFT),),
+        )
+        assert "preferences_query_id_key" in _constraints(con, "preferences")
+    with FeedbackStore(pg_url) as store:
+        assert store.records.preferences() == [Preference(1, Label.LEFT, "oracle", 2.0)]
+        [pid] = store.records.add_preferences([Preference(1, Label.RIGHT, "alice")])
+        assert pid == 2  # the id sequence goes on
+        with pytest.raises(AlreadyAnsweredError):
+            store.records.add_preferences([Preference(1, Label.RIGHT, "oracle")])
+        aid, _ = store.annotation.add_annotator("bob")
+        assert store.annotation.next_query_for(aid) is not None  # the new tables work
+        np.testing.assert_array_equal(store.records.get_segments([2])[0].obs, seg_b.obs)
+    with pg_server.connect(dbname) as con:
+        constraints = _constraints(con, "preferences")
+        assert "preferences_query_id_key" not in constraints
+        assert constraints["uq_preferences_query_teacher"] == "UNIQUE (query_id, teacher_id)"
+        assert "ck_preferences_label" in constraints
+        indexes = {r[0] for r in con.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'preferences'"
+        )}
+        assert "ix_preferences_teacher_id" in indexes
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        assert version == [("2",)]
+        with pytest.raises(Exception, match="uq_preferences_query_teacher"):
+            con.execute(
+                "INSERT INTO preferences (query_id, label, teacher_id, timestamp) "
+                "VALUES (1, 0, 'alice', 3.0)"
+            )
+    with FeedbackStore(pg_url) as store:  # reopening a version 2 database changes nothing
+        assert store.summary.counts()["preferences"] == 2
