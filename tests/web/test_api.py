@@ -310,6 +310,31 @@ def test_preference_query_id_bounds(run, query_id: int, status: int) -> None:
     assert expected in resp.json()["error"]
 
 
+def test_store_errors_map_to_statuses_by_type(run, monkeypatch) -> None:
+    """Store errors no route catches get their status from their type, never their text."""
+    from rewardlab.errors import DuplicateAnnotatorError, StoreError, UnknownAnnotatorError
+
+    run_dir, _, tokens = run
+    app = create_app(run_dir)
+    raised: list[Exception] = []
+
+    def failing(*_args, **_kwargs):
+        raise raised[-1]
+
+    monkeypatch.setattr(app.state.store.annotation, "next_query_for", failing)
+    h = auth(tokens["alice"])
+    cases = [
+        (UnknownAnnotatorError("unknown segment ids: looks like a segment", (7,)), 404, "7"),
+        (DuplicateAnnotatorError("unknown query ids: 3"), 409, "DuplicateAnnotatorError"),
+        (StoreError("database is locked"), 500, "internal error (StoreError)"),
+    ]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for error, status, text in cases:
+            raised.append(error)
+            resp = client.get("/api/next", headers=h)
+            assert resp.status_code == status and text in resp.json()["error"], resp.text
+
+
 def test_parse_clip_name() -> None:
     from rewardlab.web.schemas import parse_clip_name
 

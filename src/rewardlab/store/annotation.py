@@ -328,7 +328,7 @@ class Annotation:
 
         Args:
             preference_id: the answer's id (:attr:`Answer.preference_id`, or the id
-                :meth:`add_preferences` returned).
+                :meth:`~rewardlab.store.records.Records.add_preferences` returned).
 
         Returns:
             The deleted answer.
