@@ -160,7 +160,8 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
     token = _annotator(run)
     overrides = [*HUMAN, "human.annotators=[ada]", "checkpoint_every=500",
                  "feedback.first_round_at=1000"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = Path(__file__).resolve().parents[2]  # this checkout's code, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
