@@ -95,7 +95,8 @@ def test_same_seed_gives_same_result(tmp_path):
 def test_resume_continues_where_it_stopped(tmp_path):
     run = tmp_path / "r"
     assert _train(run, fast_overrides("pebble", 1500)) == 0
-    labels_before = FeedbackStore.open(run).counts()["answered"]
+    with FeedbackStore.open(run) as store:
+        labels_before = store.summary.counts()["answered"]
     code = main(["train", "--resume", str(run), "--set", "total_steps=2500"])
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
