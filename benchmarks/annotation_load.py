@@ -99,11 +99,13 @@ def build_run(run_dir: Path, n_queries: int, n_annotators: int, seed: int = 0) -
         for i in range(N_SEGMENTS)
     ]
     with FeedbackStore.open(run_dir) as store:
-        ids = np.asarray(store.add_segments(segments))
+        ids = np.asarray(store.records.add_segments(segments))
         left = rng.integers(0, N_SEGMENTS, size=n_queries)
         right = (left + rng.integers(1, N_SEGMENTS, size=n_queries)) % N_SEGMENTS  # != left
-        store.add_queries(list(zip(ids[left].tolist(), ids[right].tolist(), strict=True)), round=0)
-        return [store.add_annotator(f"annotator-{i:02d}")[1] for i in range(n_annotators)]
+        pairs = list(zip(ids[left].tolist(), ids[right].tolist(), strict=True))
+        store.records.add_queries(pairs, round=0)
+        add = store.annotation.add_annotator
+        return [add(f"annotator-{i:02d}")[1] for i in range(n_annotators)]
 
 
 def _free_port() -> int:
@@ -210,7 +212,7 @@ def audit(run_dir: Path, logs: list[ClientLog]) -> dict[str, int]:
     """Compare the store with the clients' acknowledged answers (see the module docstring)."""
     acked = Counter((q, log.name, label) for log in logs for q, label in log.acknowledged)
     with FeedbackStore.open(run_dir) as store:
-        prefs = store.preferences()
+        prefs = store.records.preferences()
     stored = Counter((p.query_id, p.teacher_id, p.label.name.lower()) for p in prefs)
     per_query = Counter(p.query_id for p in prefs)
     return {

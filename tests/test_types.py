@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,31 @@ def test_query_and_preference_validation():
 def test_label_targets_follow_the_codes():
     assert LABEL_TARGETS[Label.LEFT] == 1.0 and LABEL_TARGETS[Label.RIGHT] == 0.0
     assert LABEL_TARGETS[Label.EQUAL] == 0.5 and np.isnan(LABEL_TARGETS[Label.SKIP])
+
+
+def test_check_annotator_name_is_one_rule_for_every_path() -> None:
+    import subprocess
+    import sys
+
+    from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS
+    from rewardlab.types import check_annotator_name, scripted_teacher_ids
+
+    assert scripted_teacher_ids() >= {*TEACHER_PRESETS, *TEACHER_ALIASES}
+    for ok in ("ada", "Ada Lovelace", "ada-2", "é", "oracle2", "x" * 255):
+        check_annotator_name(ok)
+    problems = {
+        "": "empty", " ": "empty", " ada": "whitespace", "x" * 256: "at most 255",
+        "oracle": "scripted teacher", "NOISY": "scripted teacher", "equal": "scripted teacher",
+        "a\x00": "U+0000", "a\x1fb": "U+001F", "a\x7fb": "U+007F", "a\u200eb": "U+200E",
+        "a\u2028b": "U+2028", "a\u2029b": "U+2029", "a\x9bb": "U+009B", 3: "must be a string",
+    }
+    for name, problem in problems.items():
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            check_annotator_name(name)  # type: ignore[arg-type]
+    code = (
+        "import sys; from rewardlab.types import check_annotator_name; "
+        "check_annotator_name('ada'); "
+        "bad = [m for m in ('torch', 'sqlalchemy', 'pydantic') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

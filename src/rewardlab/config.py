@@ -45,7 +45,6 @@ from pydantic import (
 )
 
 from rewardlab.errors import ConfigError
-from rewardlab.types import NAME_LENGTH
 
 # ---------------------------------------------------------------------------- static limits
 #: Most environment steps any step count may be (``total_steps``, ``*_every``, buffer and log
@@ -529,6 +528,7 @@ class HumanConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> HumanConfig:
         from rewardlab.feedback.teachers import teacher_preset
+        from rewardlab.types import check_annotator_name
 
         if self.scripted.strip().lower() == HUMAN_TEACHER:
             raise ValueError("human.scripted: must be a scripted preset, e.g. oracle")
@@ -543,11 +543,10 @@ class HumanConfig(BaseModel):
             )
         names = [*self.annotators, scripted_id]
         for name in self.annotators:
-            if not name.strip() or name != name.strip() or len(name) > NAME_LENGTH:
-                raise ValueError(
-                    f"human.annotators: {name!r} is not a valid name (non-empty, no surrounding "
-                    f"spaces, at most {NAME_LENGTH} characters)"
-                )
+            try:
+                check_annotator_name(name)  # the same rule as `rewardlab annotators add`
+            except ValueError as err:
+                raise ValueError(f"human.annotators: {err}") from None
         if len(set(names)) < len(names):
             raise ValueError(
                 "human.annotators: names must differ from each other and from human.scripted "

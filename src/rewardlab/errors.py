@@ -23,7 +23,64 @@ class RecordError(RewardLabError, ValueError):
 
 
 class StoreError(RewardLabError):
-    """The feedback store cannot be opened, read or written."""
+    """The feedback store cannot be opened, read or written, or refuses a write.
+
+    The subclasses below tell the reasons of a refused read or write apart, so that a caller
+    (e.g. the web app) reacts by type, never by matching the message.
+    """
+
+
+class UnknownIdError(StoreError):
+    """An id names no stored row (ids beyond 64 bits or negative are never stored).
+
+    Attributes:
+        ids: the unknown ids, sorted.
+    """
+
+    def __init__(self, message: str, ids: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+
+class UnknownSegmentError(UnknownIdError):
+    """A segment id is not stored."""
+
+
+class UnknownQueryError(UnknownIdError):
+    """A query id is not stored."""
+
+
+class UnknownAnnotatorError(UnknownIdError):
+    """An annotator id is not stored."""
+
+
+class UnknownPreferenceError(UnknownIdError):
+    """A preference (answer) id is not stored."""
+
+
+class ConflictError(StoreError):
+    """A write conflicts with what is stored already; retrying the same write cannot help."""
+
+
+class AlreadyAnsweredError(ConflictError):
+    """The same teacher already answered the query."""
+
+
+class StaleRoundError(ConflictError):
+    """The query belongs to an older round than the current one."""
+
+
+class DuplicateAnnotatorError(ConflictError):
+    """An annotator of that name exists already."""
+
+
+class NothingToUndoError(ConflictError):
+    """There is no answer to undo."""
+
+
+class InvalidNameError(StoreError, ValueError):
+    """A name given to the store breaks its rules (e.g. an annotator name; see
+    :func:`rewardlab.types.check_annotator_name`)."""
 
 
 class RunDirError(RewardLabError):

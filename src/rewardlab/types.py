@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,14 @@ from rewardlab.errors import RecordError
 #: Maximum length of short names: env ids, teacher and annotator ids, query sources, store meta
 #: values (the store's string columns, and the config's annotator names).
 NAME_LENGTH = 255
+
+#: Largest id of a stored record (segments, queries, preferences, annotators): ids are signed
+#: 64-bit integers, so anything beyond names no record.
+MAX_ID = 2**63 - 1
+
+# Unicode categories refused in a name: control (Cc, incl. \x00-\x1f and \x7f), format (Cf,
+# e.g. zero-width and bidi marks) and line/paragraph separators (Zl, Zp).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class Label(enum.IntEnum):
@@ -214,3 +223,59 @@ class Preference:
     def target(self) -> float:
         """Soft Bradley-Terry target P[left preferred] (NaN for a skipped query)."""
         return float(LABEL_TARGETS[self.label])
+
+
+def scripted_teacher_ids() -> frozenset[str]:
+    """Names a scripted teacher answers under: the preset names and aliases (lower case).
+
+    From :data:`rewardlab.feedback.teachers.TEACHER_PRESETS` and ``TEACHER_ALIASES``, imported
+    here lazily (that module imports only NumPy).
+    """
+    from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS
+
+    names = {*TEACHER_PRESETS, *TEACHER_ALIASES, *(c.name for c in TEACHER_PRESETS.values())}
+    return frozenset(n.lower() for n in names)
+
+
+def check_annotator_name(name: object) -> None:
+    """Check the name of a person who labels in the web app (the one rule for every path).
+
+    An annotator's name is the ``teacher_id`` of their answers, and answers of people are told
+    apart from scripted ones by that id: so it must not be a scripted teacher's id (any case).
+    It is shown in the web app, logs and reports: so it must have no control or invisible
+    characters.
+
+    Args:
+        name: the proposed name.
+
+    Raises:
+        ValueError: naming the name and the problem, if it is not a string, is empty, has
+            surrounding whitespace, is longer than :data:`NAME_LENGTH` characters, contains
+            a character of Unicode category Cc/Cf/Zl/Zp (e.g. ``\\x00``-``\\x1f``, ``\\x7f``,
+            a zero-width space), or is a scripted teacher's id (``oracle``, ``stochastic``,
+            ``mistake``, ``skip``, ``equal``, ``myopic``, ``noisy``).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"annotator name must be a string, got {type(name).__name__}")
+    if not name.strip():
+        raise ValueError(f"annotator name {name!r} is empty")
+    if name != name.strip():
+        raise ValueError(f"annotator name {name!r} has leading or trailing whitespace")
+    if len(name) > NAME_LENGTH:
+        raise ValueError(
+            f"annotator name {name[:20]!r}... is {len(name)} characters long; "
+            f"at most {NAME_LENGTH}"
+        )
+    for ch in name:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise ValueError(
+                f"annotator name {name!r} contains the control or invisible character "
+                f"U+{ord(ch):04X}"
+            )
+    reserved = scripted_teacher_ids()
+    if name.lower() in reserved:
+        raise ValueError(
+            f"annotator name {name!r} is the id of a scripted teacher (reserved: "
+            f"{', '.join(sorted(reserved))}); people's answers are told apart from scripted "
+            "ones by name, so choose another"
+        )

@@ -77,7 +77,9 @@ class Person(threading.Thread):
                 time.sleep(0.05)
                 continue
             q = resp.json()
-            left, right = store.get_segments([q["left"]["segment_id"], q["right"]["segment_id"]])
+            left, right = store.records.get_segments(
+                [q["left"]["segment_id"], q["right"]["segment_id"]]
+            )
             better_left = left.true_rewards.sum() > right.true_rewards.sum()
             label = "left" if better_left != self.contrary else "right"
             resp = client.post("/api/preferences", json={"query_id": q["query_id"], "label": label})
@@ -87,7 +89,7 @@ class Person(threading.Thread):
 
 def _annotator(run_dir: Path, name: str = "ada") -> str:
     with FeedbackStore.open(run_dir) as store:
-        return store.add_annotator(name)[1]
+        return store.annotation.add_annotator(name)[1]
 
 
 def test_a_person_teaches_through_the_web_app(tmp_path, capsys):
@@ -100,8 +102,8 @@ def test_a_person_teaches_through_the_web_app(tmp_path, capsys):
     assert "annotator bob: http://127.0.0.1:" in err and "?token=" in err  # a new one's link
     assert "annotator ada:" not in err  # existing annotators keep their token
     with FeedbackStore.open(run) as store:
-        prefs = store.preferences()
-        assert store.counts()["pending"] == 0
+        prefs = store.records.preferences()
+        assert store.summary.counts()["pending"] == 0
     assert len(prefs) == 40 and {p.teacher_id for p in prefs} == {"ada"}
     assert {p.query_id: p.label.name.lower() for p in prefs} == person.answers
     rounds = [r for r in read_metrics(run) if "feedback/people_answered" in r]
@@ -120,8 +122,8 @@ def test_an_unanswered_round_times_out(tmp_path, policy):
                  "human.serve=false", "human.annotators=[]"]
     assert main(_argv(run, overrides)) == 0
     with FeedbackStore.open(run) as store:
-        counts = store.counts()
-        teachers = {p.teacher_id for p in store.preferences()}
+        counts = store.summary.counts()
+        teachers = {p.teacher_id for p in store.records.preferences()}
     rounds = [r for r in read_metrics(run) if "feedback/timed_out" in r]
     assert [r["feedback/timed_out"] for r in rounds] == [1, 1]
     summary = json.loads((run / "summary.json").read_text())
@@ -143,10 +145,10 @@ def test_mixed_mode_people_override_the_scripted_teacher(tmp_path):
     assert main(_argv(run, overrides)) == 0
     person.stop.set()
     with FeedbackStore.open(run) as store:
-        prefs = store.preferences()
-        data = store.training_arrays(fallback_teachers=["oracle"])
+        prefs = store.records.preferences()
+        data = store.records.training_arrays(fallback_teachers=["oracle"])
         qids = sorted(person.answers)
-        used = dict(store.used_answers(qids, fallback_teachers=["oracle"]))
+        used = dict(store.records.used_answers(qids, fallback_teachers=["oracle"]))
     assert {p.teacher_id for p in prefs} == {"ada", "oracle"} and len(prefs) == 80
     assert len(person.answers) == 40 and data["labels"].size == 40
     # the contrary person is what training uses, wherever they and the oracle disagree
@@ -159,7 +161,8 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
     token = _annotator(run)
     overrides = [*HUMAN, "human.annotators=[ada]", "checkpoint_every=500",
                  "feedback.first_round_at=900"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = Path(__file__).resolve().parents[2]  # this checkout's code, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -190,15 +193,15 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
         if proc.poll() is None:
             proc.kill()
     with FeedbackStore.open(run) as store:
-        assert store.counts() == {"segments": 40, "queries": 20, "preferences": 5,
+        assert store.summary.counts() == {"segments": 40, "queries": 20, "preferences": 5,
                                   "answered": 5, "skipped": 0, "pending": 15}
     person = Person(run, token)
     person.start()
     assert main(["train", "--resume", str(run), "--set", "human.port=0"]) == 0
     person.stop.set()
     with FeedbackStore.open(run) as store:
-        prefs = store.preferences()
-        rounds = sorted({q.round for q in store.get_queries()})
+        prefs = store.records.preferences()
+        rounds = sorted({q.round for q in store.records.get_queries()})
     # the 5 answers given before the kill are kept; the round was finished, not asked again
     assert rounds == [0, 1] and len(prefs) == 40 and {p.teacher_id for p in prefs} == {"ada"}
     assert all(p.label == Label.EQUAL for p in prefs if p.query_id in given)

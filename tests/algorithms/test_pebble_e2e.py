@@ -39,7 +39,7 @@ def test_run_directory_holds_every_artifact(trained_run):
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     load_file(str(trained_run / "checkpoints/latest/agent.safetensors"))
     with FeedbackStore.open(trained_run) as store:
-        counts = store.counts()
+        counts = store.summary.counts()
     assert counts["queries"] == 100 and counts["answered"] == 100
 
 
@@ -87,19 +87,22 @@ def test_same_seed_gives_same_result(tmp_path):
 
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
     with FeedbackStore.open(tmp_path / "a") as sa, FeedbackStore.open(tmp_path / "b") as sb:
-        np.testing.assert_array_equal(sa.labelled_pairs()[2], sb.labelled_pairs()[2])
+        np.testing.assert_array_equal(
+            sa.records.labelled_pairs()[2], sb.records.labelled_pairs()[2]
+        )
 
 
 def test_resume_continues_where_it_stopped(tmp_path):
     run = tmp_path / "r"
     assert _train(run, fast_overrides("pebble", 1500)) == 0
-    labels_before = FeedbackStore.open(run).counts()["answered"]
+    with FeedbackStore.open(run) as store:
+        labels_before = store.summary.counts()["answered"]
     code = main(["train", "--resume", str(run), "--set", "total_steps=2500"])
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2500
     with FeedbackStore.open(run) as store:
-        assert store.counts()["answered"] >= labels_before
+        assert store.summary.counts()["answered"] >= labels_before
     steps = [r["step"] for r in read_metrics(run) if "eval/gold_return" in r]
     assert steps == sorted(steps) and steps[-1] == 2500
 

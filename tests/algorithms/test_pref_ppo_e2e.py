@@ -29,7 +29,7 @@ def test_pref_ppo_trains_and_logs_gold_and_proxy(tmp_path):
     assert evals[0]["eval/do_nothing_return"] is not None
     assert evals[-1]["eval/proxy_return"] is not None
     with FeedbackStore.open(tmp_path / "ppo") as store:
-        assert store.counts()["answered"] == 100
+        assert store.summary.counts()["answered"] == 100
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
@@ -55,11 +55,11 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] and summary["steps"] >= 500
     with FeedbackStore.open(run) as store:
-        answered = store.counts()["answered"]
+        answered = store.summary.counts()["answered"]
     assert answered >= 20
     steps = summary["steps"]
     assert main(["train", "--resume", str(run), "--set", f"total_steps={steps + 600}"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == steps + 600 and not summary["interrupted"]
     with FeedbackStore.open(run) as store:
-        assert store.counts()["answered"] >= answered
+        assert store.summary.counts()["answered"] >= answered

@@ -22,7 +22,7 @@ def test_stored_states_reproduce_the_stored_observations(tmp_path):
         argv += ["--set", s]
     assert main(argv) == 0
     with FeedbackStore.open(run) as store:
-        segments = store.get_segments(list(range(1, 9)))
+        segments = store.records.get_segments(list(range(1, 9)))
     env = gym.make("Reacher-v5").unwrapped
     env.reset(seed=0)
     nq = env.model.nq

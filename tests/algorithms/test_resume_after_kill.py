@@ -59,14 +59,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupte
     before: dict[int, str] = {}
     if (run / "feedback.db").exists():
         with FeedbackStore.open(run) as store:
-            before = {p.query_id: p.label.name for p in store.preferences()}
+            before = {p.query_id: p.label.name for p in store.records.preferences()}
 
     assert main(["train", "--resume", str(run)]) == 0
 
     with FeedbackStore.open(run) as store:
-        prefs = store.preferences()
-        queries = store.get_queries()
-        counts = store.counts()
+        prefs = store.records.preferences()
+        queries = store.records.get_queries()
+        counts = store.summary.counts()
     after = {p.query_id: p.label.name for p in prefs}
     # every label given before the kill is kept, as it was; none is given twice
     assert all(after.get(q) == label for q, label in before.items())

@@ -79,7 +79,7 @@ def test_annotators_add_prints_a_login_link(tmp_path, capsys):
     assert out.startswith("http://127.0.0.1:8123/?token=")
     token = out.strip().split("token=", 1)[1]
     with FeedbackStore.open(tmp_path) as store:
-        assert store.annotator_for_token(token)[1] == "ada"
+        assert store.annotation.annotator_for_token(token)[1] == "ada"
     assert main(["annotators", "add", "ada", "--run", str(tmp_path)]) == 2  # name taken
     assert main(["annotate", str(tmp_path), "--overlap", "0"]) == 2
 
@@ -94,9 +94,9 @@ def test_report_shows_annotator_agreement(tmp_path, capsys):
 
     seg = Segment(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), "PointGoal-v0", 0, 0)
     with FeedbackStore.open(tmp_path) as store:
-        a, b = store.add_segments([seg, seg])
-        q1, q2 = store.add_queries([(a, b), (b, a)], round=0)
-        store.add_preferences([
+        a, b = store.records.add_segments([seg, seg])
+        q1, q2 = store.records.add_queries([(a, b), (b, a)], round=0)
+        store.records.add_preferences([
             Preference(q1, Label.LEFT, "ada"), Preference(q1, Label.LEFT, "bo"),
             Preference(q2, Label.LEFT, "ada"), Preference(q2, Label.RIGHT, "bo"),
         ])
@@ -111,8 +111,16 @@ def test_report_shows_annotator_agreement(tmp_path, capsys):
     (["teacher=hum"], "or human: people answer in the web app"),
     (["human.scripted=human"], "human.scripted: must be a scripted preset"),
     (["human.on_timeout=later"], "human.on_timeout"),
-    (["human.annotators=[' ada']"], "' ada' is not a valid name"),
-    (["human.annotators=[stochastic]", "human.scripted=noisy"], "must differ"),
+    (["human.annotators=[' ada']"], "human.annotators: annotator name ' ada' has leading"),
+    (["human.annotators=[ada, ada]"], "must differ"),
+    (["human.annotators=[stochastic]", "human.scripted=noisy"], "'stochastic' is the id of a "
+     "scripted teacher"),
+    (["human.annotators=[ada, Oracle]"], "human.annotators: annotator name 'Oracle' is the id"),
+    (["human.annotators=[noisy]"], "human.annotators: annotator name 'noisy' is the id"),
+    (['human.annotators=["a\\tb"]'], "human.annotators: annotator name 'a\\tb' contains"),
+    (['human.annotators=["a\\u200bb"]'], "U+200B"),
+    (['human.annotators=["a\\x7fb"]'], "U+007F"),
+    ([f"human.annotators=[{'x' * 256}]"], "at most 255"),
     (["human.port=70000"], "human.port"),
 ])
 def test_bad_human_settings_name_the_field(overrides, message):
@@ -124,3 +132,25 @@ def test_teacher_human_shorthand():
     config = load_config(None, ["teacher=human", "human.on_timeout=skip"])
     assert config.teacher.human and config.teacher.preset == "human"
     assert config.human.on_timeout == "skip" and not load_config(None, []).teacher.human
+
+
+@pytest.mark.parametrize("name", ["oracle", "Skip", "myopic", "a\x00b", "a\x1bb", "a\u2028b"])
+def test_annotators_add_refuses_reserved_and_control_names(tmp_path, capsys, name):
+    from rewardlab.store.store import FeedbackStore
+
+    FeedbackStore.open(tmp_path).close()
+    assert main(["annotators", "add", name, "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "annotator name" in err and repr(name) in err
+    with FeedbackStore.open(tmp_path) as store:
+        assert store.annotation.annotators() == []
+
+
+def test_train_refuses_an_annotator_named_like_a_teacher(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    code = main(["train", "--set", "teacher=human", "--set", "human.annotators=[ada, mistake]",
+                 "--run-dir", str(run_dir)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "human.annotators" in err and "'mistake'" in err
+    assert not run_dir.exists()

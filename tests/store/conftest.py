@@ -1,13 +1,17 @@
-"""Store fixtures: a throwaway PostgreSQL server and a ``store`` on both backends.
+"""Store fixtures: a PostgreSQL server and a ``store`` on both backends.
 
-``pg_server`` starts its own server from the Debian ``postgresql`` package binaries
-(``/usr/lib/postgresql/<version>/bin``) in a temporary directory, listening on a free TCP
-port of 127.0.0.1 only, with ``trust`` authentication for the ``rewardlab`` superuser. When
-the tests run as root (CI), the server runs as the ``postgres`` system user through
-``runuser``, since PostgreSQL refuses to run as root. It is started once per session, the
-first time a test needs it, and stopped (its directory removed) when the session ends.
+``pg_server`` is the server named by ``REWARDLAB_POSTGRES_URL`` when that is set (a SQLAlchemy
+URL such as ``postgresql+psycopg://rewardlab:secret@127.0.0.1:5432/rewardlab``, whose role may
+create databases; ``.ci/run`` starts one and sets it). Otherwise it starts its own throwaway
+server from the Debian ``postgresql`` package binaries (``/usr/lib/postgresql/<version>/bin``)
+in a temporary directory, listening on a free TCP port of 127.0.0.1 only, with ``trust``
+authentication for the ``rewardlab`` superuser. When the tests run as root, that server runs
+as the ``postgres`` system user through ``runuser``, since PostgreSQL refuses to run as root.
+It is started once per session, the first time a test needs it, and stopped (its directory
+removed) when the session ends.
 Every PostgreSQL test gets a fresh database. Without the server binaries (or the psycopg
-driver) the PostgreSQL tests are skipped.
+driver) the PostgreSQL tests are skipped, unless ``REWARDLAB_REQUIRE_POSTGRES`` is set (as in
+``.ci/run``): then they fail, so CI cannot pass without having run them.
 
 ``store`` (and ``store_url``) are parametrized over ``sqlite`` and ``postgresql``, so every
 test taking them runs on both backends.
@@ -26,10 +30,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from rewardlab.store import DB_FILENAME, FeedbackStore
 
@@ -38,29 +42,74 @@ if TYPE_CHECKING:
 
 PG_USER = "rewardlab"
 BACKENDS = ["sqlite", "postgresql"]
+#: A server to use instead of starting one (see the module docstring).
+URL_VARIABLE = "REWARDLAB_POSTGRES_URL"
+#: Set (to anything) to make a missing PostgreSQL fail the tests instead of skipping them.
+REQUIRE_VARIABLE = "REWARDLAB_REQUIRE_POSTGRES"
+REQUIRED = bool(os.environ.get(REQUIRE_VARIABLE))
 _db_numbers = itertools.count()
+
+
+def _skip(reason: str) -> NoReturn:
+    """Skip, or fail when ``REWARDLAB_REQUIRE_POSTGRES`` is set."""
+    if REQUIRED:
+        pytest.fail(f"{REQUIRE_VARIABLE} is set but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @dataclass(frozen=True)
 class PgServer:
-    """A running throwaway server: connect as ``rewardlab`` to 127.0.0.1:``port``."""
+    """A running server: connect as ``user`` to ``host``:``port`` (``admin_db`` to manage)."""
 
     port: int
+    host: str = "127.0.0.1"
+    user: str = PG_USER
+    password: str | None = None
+    admin_db: str = "postgres"
 
     def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
+        return URL.create(
+            "postgresql+psycopg",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=dbname,
+        ).render_as_string(hide_password=False)
 
-    def connect(self, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+    def connect(self, dbname: str | None = None, autocommit: bool = True) -> psycopg.Connection:
         import psycopg
 
         return psycopg.connect(
-            host="127.0.0.1",
+            host=self.host,
             port=self.port,
-            user=PG_USER,
-            dbname=dbname,
+            user=self.user,
+            password=self.password,
+            dbname=dbname or self.admin_db,
             autocommit=autocommit,
             connect_timeout=10,
         )
+
+
+def _external_server(url: str) -> PgServer:
+    """The server of ``REWARDLAB_POSTGRES_URL``, checked to be reachable."""
+    import psycopg
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql") or not parsed.username:
+        pytest.fail(f"{URL_VARIABLE}: expected postgresql+psycopg://USER[:PASSWORD]@HOST:PORT/DB")
+    server = PgServer(
+        port=parsed.port or 5432,
+        host=parsed.host or "127.0.0.1",
+        user=parsed.username,
+        password=parsed.password,
+        admin_db=parsed.database or "postgres",
+    )
+    try:
+        server.connect().close()
+    except psycopg.Error as err:
+        _skip(f"the PostgreSQL server of {URL_VARIABLE} is not reachable: {err}")
+    return server
 
 
 def _pg_bindir() -> Path | None:
@@ -85,12 +134,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    pytest.importorskip("psycopg", reason="the psycopg PostgreSQL driver is not installed")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _skip("the psycopg PostgreSQL driver is not installed (pip install -e '.[test]')")
+    if os.environ.get(URL_VARIABLE):
+        yield _external_server(os.environ[URL_VARIABLE])
+        return
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip(
+        _skip(
             "PostgreSQL server binaries (initdb, pg_ctl) not found under "
-            "/usr/lib/postgresql/*/bin; install the Debian 'postgresql' package"
+            "/usr/lib/postgresql/*/bin; install the Debian 'postgresql' package, or set "
+            f"{URL_VARIABLE}"
         )
     prefix: list[str] = []
     owner = None
@@ -98,7 +154,7 @@ def pg_server() -> Iterator[PgServer]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+            _skip("running as root and there is no 'postgres' user to run the server as")
         runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         if os.access(runuser, os.X_OK):
             prefix = [runuser, "-u", "postgres", "--"]

@@ -23,7 +23,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rewardlab.errors import RecordError, StoreError
+from rewardlab.errors import (
+    AlreadyAnsweredError,
+    ConflictError,
+    DuplicateAnnotatorError,
+    InvalidNameError,
+    NothingToUndoError,
+    RecordError,
+    StaleRoundError,
+    StoreError,
+    UnknownAnnotatorError,
+    UnknownIdError,
+    UnknownPreferenceError,
+    UnknownQueryError,
+    UnknownSegmentError,
+)
 from rewardlab.store import DB_FILENAME, FeedbackStore
 from rewardlab.types import Label, Preference, Query
 from tests.helpers import ACT_DIM, OBS_DIM, SEGMENT_LENGTH, random_segments
@@ -35,10 +49,10 @@ T = SEGMENT_LENGTH
 
 def test_segments_round_trip(store: FeedbackStore) -> None:
     segs = random_segments(5)
-    ids = store.add_segments(segs)
+    ids = store.records.add_segments(segs)
     assert ids == sorted(ids) and len(set(ids)) == 5
     order = [ids[3], ids[0], ids[4], ids[0]]
-    loaded = store.get_segments(order)
+    loaded = store.records.get_segments(order)
     for got, idx in zip(loaded, [3, 0, 4, 0], strict=True):
         want = segs[idx]
         assert got.segment_id == ids[idx]
@@ -55,117 +69,165 @@ def test_segments_round_trip(store: FeedbackStore) -> None:
             want.episode_id,
             want.start_step,
         )
-    assert [s.true_rewards is None for s in store.get_segments(ids)] == [
+    assert [s.true_rewards is None for s in store.records.get_segments(ids)] == [
         False,
         True,
         False,
         True,
         False,
     ]
-    assert store.add_segments([]) == []
+    assert store.records.add_segments([]) == []
     with pytest.raises(StoreError, match=r"unknown segment ids: 2000000000\b"):
-        store.get_segments([ids[0], 2_000_000_000])
+        store.records.get_segments([ids[0], 2_000_000_000])
 
 
 def test_get_segments_unknown_id(store: FeedbackStore) -> None:
-    ids = store.add_segments(random_segments(2))
+    ids = store.records.add_segments(random_segments(2))
     with pytest.raises(StoreError, match=r"unknown segment ids: 98, 99"):
-        store.get_segments([ids[0], 99, 98])
+        store.records.get_segments([ids[0], 99, 98])
+
+
+#: Ids no stored row can have: negative, or beyond signed 64 bits.
+OUT_OF_RANGE = [-1, -(2**63), 2**63, 2**64, 2**70, 10**100]
+
+
+def test_out_of_range_ids_are_unknown_with_typed_errors(store: FeedbackStore) -> None:
+    """Ids outside 0..2**63-1 are reported as unknown (typed), never sent to the database."""
+    records, annotation = store.records, store.annotation
+    a, b = records.add_segments(random_segments(2))
+    [q] = records.add_queries([(a, b)], round=0)
+    aid, _ = annotation.add_annotator("alice")
+    for bad in OUT_OF_RANGE:
+        with pytest.raises(UnknownSegmentError, match=rf"unknown segment ids: .*{bad}") as err:
+            records.get_segments([a, bad])
+        assert err.value.ids == (bad,)
+        with pytest.raises(UnknownQueryError) as qerr:
+            records.get_queries([q, bad, bad])
+        assert qerr.value.ids == (bad,)
+        with pytest.raises(UnknownAnnotatorError):
+            annotation.next_query_for(bad)
+        with pytest.raises(UnknownPreferenceError):
+            annotation.delete_preference(bad)
+        assert records.answers_of("alice", [q, bad]) == {}
+        assert records.used_answers([bad]) == []
+        if bad >= 0:  # a Preference or a Query refuses negative ids itself (RecordError)
+            with pytest.raises(UnknownQueryError):
+                records.add_preferences([Preference(bad, Label.LEFT, "o")])
+            with pytest.raises(UnknownQueryError):
+                annotation.add_answer(Preference(bad, Label.LEFT, "alice"))
+            with pytest.raises(UnknownSegmentError):
+                records.add_queries([(a, bad)], round=0)
+    with pytest.raises(UnknownAnnotatorError, match=r"unknown annotator id 999\b"):
+        annotation.next_query_for(999)
+    assert annotation.next_query_for(aid) == records.get_queries([q])[0]
+    assert store.summary.counts() == dict(
+        segments=2, queries=1, preferences=0, answered=0, skipped=0, pending=1
+    )
+
+
+def test_store_errors_are_one_family() -> None:
+    for err in (UnknownSegmentError, UnknownQueryError, UnknownAnnotatorError,
+                UnknownPreferenceError):
+        assert issubclass(err, UnknownIdError) and issubclass(err, StoreError)
+    for err in (AlreadyAnsweredError, StaleRoundError, DuplicateAnnotatorError,
+                NothingToUndoError):
+        assert issubclass(err, ConflictError) and issubclass(err, StoreError)
+    assert issubclass(InvalidNameError, StoreError) and issubclass(InvalidNameError, ValueError)
 
 
 def test_many_ids_span_several_in_chunks(store: FeedbackStore) -> None:
     segs = random_segments(1100, seed=3, length=2)
-    ids = store.add_segments(segs)
+    ids = store.records.add_segments(segs)
     assert len(set(ids)) == 1100
-    loaded = store.get_segments(ids[::-1])
+    loaded = store.records.get_segments(ids[::-1])
     assert [s.segment_id for s in loaded] == ids[::-1]
     np.testing.assert_array_equal(loaded[0].obs, segs[-1].obs)
     np.testing.assert_array_equal(loaded[-1].actions, segs[0].actions)
 
 
 def test_queries_round_trip_and_validation(store: FeedbackStore) -> None:
-    a, b, c = store.add_segments(random_segments(3))
-    qids = store.add_queries([(a, b), (c, a), (b, c)], round=2, source="disagreement")
+    a, b, c = store.records.add_segments(random_segments(3))
+    qids = store.records.add_queries([(a, b), (c, a), (b, c)], round=2, source="disagreement")
     assert qids == sorted(qids) and len(set(qids)) == 3
-    assert store.get_queries() == [
+    assert store.records.get_queries() == [
         Query(a, b, 2, qids[0]),
         Query(c, a, 2, qids[1]),
         Query(b, c, 2, qids[2]),
     ]
-    assert [q.query_id for q in store.get_queries([qids[2], qids[0], qids[2]])] == [
+    assert [q.query_id for q in store.records.get_queries([qids[2], qids[0], qids[2]])] == [
         qids[2],
         qids[0],
         qids[2],
     ]
     with pytest.raises(StoreError, match=r"unknown query ids: 1234\b"):
-        store.get_queries([1234])
+        store.records.get_queries([1234])
     with pytest.raises(RecordError):
-        store.add_queries([(a, a)], round=0)
+        store.records.add_queries([(a, a)], round=0)
     with pytest.raises(StoreError, match=r"unknown segment ids: 77\b"):
-        store.add_queries([(a, b), (a, 77)], round=3)
-    assert len(store.get_queries()) == 3  # nothing of the failed calls was written
-    assert store.counts()["queries"] == 3
+        store.records.add_queries([(a, b), (a, 77)], round=3)
+    assert len(store.records.get_queries()) == 3  # nothing of the failed calls was written
+    assert store.summary.counts()["queries"] == 3
 
 
 def test_pending_queries_limit_keeps_the_lowest_ids(store: FeedbackStore) -> None:
-    a, b, c = store.add_segments(random_segments(3))
-    q = store.add_queries([(a, b), (b, c), (a, c)], round=0)
-    store.add_preference(Preference(q[0], Label.LEFT, "alice"))
-    assert [x.query_id for x in store.pending_queries(round=0, limit=1)] == [q[1]]
-    assert [x.query_id for x in store.pending_queries(limit=5)] == q[1:]
+    a, b, c = store.records.add_segments(random_segments(3))
+    q = store.records.add_queries([(a, b), (b, c), (a, c)], round=0)
+    store.records.add_preference(Preference(q[0], Label.LEFT, "alice"))
+    assert [x.query_id for x in store.records.pending_queries(round=0, limit=1)] == [q[1]]
+    assert [x.query_id for x in store.records.pending_queries(limit=5)] == q[1:]
 
 
 def test_preferences_round_trip_and_pending(store: FeedbackStore) -> None:
-    a, b, c = store.add_segments(random_segments(3))
-    q0 = store.add_queries([(a, b), (b, c)], round=0)
-    q1 = store.add_queries([(a, c)], round=1)
+    a, b, c = store.records.add_segments(random_segments(3))
+    q0 = store.records.add_queries([(a, b), (b, c)], round=0)
+    q1 = store.records.add_queries([(a, c)], round=1)
     prefs = [
         Preference(q0[1], Label.RIGHT, "alice", timestamp=1_700_000_000.123456),
         Preference(q1[0], "equal", "bob", timestamp=101.0),
     ]
-    pids = store.add_preferences(prefs)
+    pids = store.records.add_preferences(prefs)
     assert pids == sorted(pids) and len(pids) == 2
-    assert store.preferences() == prefs  # float timestamps round-trip exactly
-    assert [q.query_id for q in store.pending_queries()] == [q0[0]]
-    assert [q.query_id for q in store.pending_queries(round=0)] == [q0[0]]
-    assert store.pending_queries(round=1) == []
-    store.add_preference(Preference(q0[0], Label.SKIP, "alice", timestamp=102.0))
-    assert store.pending_queries() == []
-    left, right, labels = store.labelled_pairs()
+    assert store.records.preferences() == prefs  # float timestamps round-trip exactly
+    assert [q.query_id for q in store.records.pending_queries()] == [q0[0]]
+    assert [q.query_id for q in store.records.pending_queries(round=0)] == [q0[0]]
+    assert store.records.pending_queries(round=1) == []
+    store.records.add_preference(Preference(q0[0], Label.SKIP, "alice", timestamp=102.0))
+    assert store.records.pending_queries() == []
+    left, right, labels = store.records.labelled_pairs()
     assert (left, right) == ([b, a], [c, c])
     assert labels.dtype == np.int8 and labels.tolist() == [Label.RIGHT, Label.EQUAL]
-    left, right, labels = store.labelled_pairs(include_skipped=True)
+    left, right, labels = store.records.labelled_pairs(include_skipped=True)
     assert (left, right) == ([a, b, a], [b, c, c])
     assert labels.tolist() == [Label.SKIP, Label.RIGHT, Label.EQUAL]
 
 
 def test_reopen_keeps_every_label(store_url: str) -> None:
     with FeedbackStore(store_url) as s:
-        a, b = s.add_segments(random_segments(2))
-        qids = s.add_queries([(a, b)] * 10, round=0)
+        a, b = s.records.add_segments(random_segments(2))
+        qids = s.records.add_queries([(a, b)] * 10, round=0)
         prefs = [Preference(q, Label(q % 4), "oracle", timestamp=float(q)) for q in qids]
         for p in prefs:
-            s.add_preference(p)
+            s.records.add_preference(p)
     with FeedbackStore(store_url) as s, FeedbackStore(store_url) as t:
-        assert s.preferences() == prefs
-        assert t.counts()["answered"] == 10
-        [extra] = s.add_queries([(b, a)], round=1)
-        s.add_preference(Preference(extra, Label.LEFT, "oracle"))
+        assert s.records.preferences() == prefs
+        assert t.summary.counts()["answered"] == 10
+        [extra] = s.records.add_queries([(b, a)], round=1)
+        s.records.add_preference(Preference(extra, Label.LEFT, "oracle"))
         # a second store on the same database sees the committed answer at once
         with pytest.raises(StoreError, match=rf"already answered: {extra}\b"):
-            t.add_preference(Preference(extra, Label.RIGHT, "oracle"))
+            t.records.add_preference(Preference(extra, Label.RIGHT, "oracle"))
     with FeedbackStore(store_url) as s:
-        assert s.counts() == dict(
+        assert s.summary.counts() == dict(
             segments=2, queries=11, preferences=11, answered=11, skipped=2, pending=0
         )
 
 
 def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
-    a, b = store.add_segments(random_segments(2))
-    q = store.add_queries([(a, b)] * 4, round=0)
-    store.add_preference(Preference(q[0], Label.LEFT, "oracle"))
+    a, b = store.records.add_segments(random_segments(2))
+    q = store.records.add_queries([(a, b)] * 4, round=0)
+    store.records.add_preference(Preference(q[0], Label.LEFT, "oracle"))
     with pytest.raises(StoreError, match=rf"already answered: {q[0]}\b"):
-        store.add_preferences(
+        store.records.add_preferences(
             [
                 Preference(q[1], Label.LEFT, "oracle"),
                 Preference(q[0], Label.RIGHT, "oracle"),
@@ -173,43 +235,45 @@ def test_double_answer_writes_nothing(store: FeedbackStore) -> None:
             ]
         )
     with pytest.raises(StoreError, match=rf"answered twice in one call: {q[3]}\b"):
-        store.add_preferences(
+        store.records.add_preferences(
             [Preference(q[3], Label.LEFT, "oracle"), Preference(q[3], Label.RIGHT, "oracle")]
         )
-    assert [p.query_id for p in store.preferences()] == [q[0]]
-    assert store.preferences()[0].label == Label.LEFT
-    assert store.counts() == dict(
+    assert [p.query_id for p in store.records.preferences()] == [q[0]]
+    assert store.records.preferences()[0].label == Label.LEFT
+    assert store.summary.counts() == dict(
         segments=2, queries=4, preferences=1, answered=1, skipped=0, pending=3
     )
     # the store is still usable after the failed transactions
-    store.add_preferences([Preference(q[1], Label.RIGHT, "oracle")])
-    assert store.counts()["answered"] == 2
+    store.records.add_preferences([Preference(q[1], Label.RIGHT, "oracle")])
+    assert store.summary.counts()["answered"] == 2
 
 
 def test_unknown_query_id_writes_nothing(store: FeedbackStore) -> None:
-    a, b = store.add_segments(random_segments(2))
-    [q] = store.add_queries([(a, b)], round=0)
+    a, b = store.records.add_segments(random_segments(2))
+    [q] = store.records.add_queries([(a, b)], round=0)
     with pytest.raises(StoreError, match=r"unknown query ids: 999\b"):
-        store.add_preferences(
+        store.records.add_preferences(
             [Preference(q, Label.LEFT, "oracle"), Preference(999, Label.LEFT, "oracle")]
         )
     with pytest.raises(StoreError, match=r"unknown query ids: 2000000000\b"):
-        store.add_preferences([Preference(2_000_000_000, Label.LEFT, "oracle")])
-    assert store.preferences() == []
+        store.records.add_preferences([Preference(2_000_000_000, Label.LEFT, "oracle")])
+    assert store.records.preferences() == []
 
 
 def test_training_arrays(store: FeedbackStore) -> None:
     segs = random_segments(4, seed=1)
-    s = store.add_segments(segs)
-    qids = store.add_queries([(s[0], s[1]), (s[2], s[3]), (s[3], s[0]), (s[1], s[2])], round=0)
-    store.add_preferences(
+    s = store.records.add_segments(segs)
+    qids = store.records.add_queries(
+        [(s[0], s[1]), (s[2], s[3]), (s[3], s[0]), (s[1], s[2])], round=0
+    )
+    store.records.add_preferences(
         [
             Preference(qids[0], Label.LEFT, "o"),
             Preference(qids[1], Label.SKIP, "o"),
             Preference(qids[2], Label.EQUAL, "o"),
         ]
     )
-    arrays = store.training_arrays()
+    arrays = store.records.training_arrays()
     assert arrays["obs"].shape == (2, 2, T, OBS_DIM) and arrays["obs"].dtype == np.float32
     assert arrays["actions"].shape == (2, 2, T, ACT_DIM) and arrays["actions"].dtype == np.float32
     assert arrays["labels"].dtype == np.int8 and arrays["labels"].tolist() == [1, 2]
@@ -219,46 +283,50 @@ def test_training_arrays(store: FeedbackStore) -> None:
     np.testing.assert_array_equal(arrays["obs"][0, 1], segs[1].obs)
     np.testing.assert_array_equal(arrays["obs"][1, 0], segs[3].obs)
     np.testing.assert_array_equal(arrays["actions"][1, 1], segs[0].actions)
-    with_skip = store.training_arrays(include_skipped=True)
+    with_skip = store.records.training_arrays(include_skipped=True)
     assert with_skip["obs"].shape == (3, 2, T, OBS_DIM)
     assert with_skip["labels"].tolist() == [1, 3, 2]
     np.testing.assert_array_equal(with_skip["actions"][1, 0], segs[2].actions)
 
 
 def test_training_arrays_empty_and_ragged(store: FeedbackStore) -> None:
-    empty = store.training_arrays()
+    empty = store.records.training_arrays()
     assert empty["obs"].shape == (0, 2, 0, 0) and empty["labels"].shape == (0,)
-    a, b = store.add_segments(random_segments(2))
-    [c] = store.add_segments(random_segments(1, seed=5, length=T + 1))
-    q = store.add_queries([(a, b), (a, c)], round=0)
-    store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.RIGHT, "o")])
+    a, b = store.records.add_segments(random_segments(2))
+    [c] = store.records.add_segments(random_segments(1, seed=5, length=T + 1))
+    q = store.records.add_queries([(a, b), (a, c)], round=0)
+    store.records.add_preferences(
+        [Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.RIGHT, "o")]
+    )
     with pytest.raises(StoreError, match="differing"):
-        store.training_arrays()
+        store.records.training_arrays()
 
 
 def test_counts(store: FeedbackStore) -> None:
-    assert store.counts() == dict(
+    assert store.summary.counts() == dict(
         segments=0, queries=0, preferences=0, answered=0, skipped=0, pending=0
     )
-    a, b, c = store.add_segments(random_segments(3))
-    q = store.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
-    store.add_preferences([Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")])
-    assert store.counts() == dict(
+    a, b, c = store.records.add_segments(random_segments(3))
+    q = store.records.add_queries([(a, b), (b, c), (a, c), (c, a)], round=0)
+    store.records.add_preferences(
+        [Preference(q[0], Label.LEFT, "o"), Preference(q[1], Label.SKIP, "o")]
+    )
+    assert store.summary.counts() == dict(
         segments=3, queries=4, preferences=2, answered=2, skipped=1, pending=2
     )
 
 
 def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
     segs = random_segments(3)
-    a, b, c = store.add_segments(segs)
-    q = store.add_queries([(a, b), (b, c), (c, a)], round=4)
-    store.add_preferences(
+    a, b, c = store.records.add_segments(segs)
+    q = store.records.add_queries([(a, b), (b, c), (c, a)], round=4)
+    store.records.add_preferences(
         [
             Preference(q[1], Label.RIGHT, "alice", timestamp=10.0),
             Preference(q[0], Label.SKIP, "bob", timestamp=11.0),
         ]
     )
-    n = store.export(tmp_path / "out" / "prefs.jsonl")
+    n = store.summary.export(tmp_path / "out" / "prefs.jsonl")
     text = (tmp_path / "out" / "prefs.jsonl").read_text()
     rows = [json.loads(line) for line in text.splitlines()]
     assert n == len(rows) == 2
@@ -271,7 +339,7 @@ def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
     assert rows[1]["label"] == "skip"
     assert rows[1]["left_true_return"] == pytest.approx(segs[0].true_return)
 
-    assert store.export(tmp_path / "prefs.parquet") == 2
+    assert store.summary.export(tmp_path / "prefs.parquet") == 2
     table = pq.read_table(tmp_path / "prefs.parquet").to_pylist()
     assert [r["query_id"] for r in table] == [q[1], q[0]]
     assert [r["label"] for r in table] == ["right", "skip"]
@@ -279,13 +347,13 @@ def test_export_jsonl_and_parquet(store: FeedbackStore, tmp_path: Path) -> None:
     assert table[0]["right_true_return"] == pytest.approx(segs[2].true_return)
 
     with pytest.raises(StoreError, match=r"\.jsonl, \.parquet"):
-        store.export(tmp_path / "prefs.csv")
+        store.summary.export(tmp_path / "prefs.csv")
 
 
 def test_export_empty(store: FeedbackStore, tmp_path: Path) -> None:
-    assert store.export(tmp_path / "e.parquet") == 0
+    assert store.summary.export(tmp_path / "e.parquet") == 0
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
-    assert store.export(tmp_path / "e.jsonl") == 0
+    assert store.summary.export(tmp_path / "e.jsonl") == 0
 
 
 # ---------------------------------------------------------------------- SQLite only
@@ -294,12 +362,12 @@ def test_export_empty(store: FeedbackStore, tmp_path: Path) -> None:
 def test_open_creates_the_database_in_the_run_directory(tmp_path: Path) -> None:
     run = tmp_path / "new" / "run"
     with FeedbackStore.open(run) as s:
-        ids = s.add_segments(random_segments(3))
+        ids = s.records.add_segments(random_segments(3))
         assert s.url == f"sqlite:///{run.resolve() / DB_FILENAME}"
     assert (run / DB_FILENAME).is_file()
     with FeedbackStore.open(run) as s:  # reopening finds the same database
-        assert [seg.segment_id for seg in s.get_segments(ids)] == ids
-        assert s.counts()["segments"] == 3
+        assert [seg.segment_id for seg in s.records.get_segments(ids)] == ids
+        assert s.summary.counts()["segments"] == 3
 
 
 def test_open_errors(tmp_path: Path) -> None:
@@ -329,15 +397,15 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
 
 def test_closed_store_and_in_memory_url() -> None:
     s = FeedbackStore("sqlite://")
-    assert s.add_segments(random_segments(2)) == [1, 2]
+    assert s.records.add_segments(random_segments(2)) == [1, 2]
     s.close()
     s.close()
     with pytest.raises(StoreError, match="closed"):
-        s.counts()
+        s.summary.counts()
 
 
 def test_sqlite_pragmas(sqlite_store: FeedbackStore) -> None:
-    engine = sqlite_store._engine
+    engine = sqlite_store.db.engine
     assert engine is not None
     with engine.connect() as con:
         assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -365,10 +433,10 @@ CHILD = textwrap.dedent(
         Segment(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), None, "Test-v0", i, 0)
         for i in range(2)
     ]
-    a, b = store.add_segments(segs)
-    qids = store.add_queries([(a, b)] * 2000, round=0)
+    a, b = store.records.add_segments(segs)
+    qids = store.records.add_queries([(a, b)] * 2000, round=0)
     for q in qids:
-        store.add_preference(Preference(q, Label(q % 3), "oracle"))
+        store.records.add_preference(Preference(q, Label(q % 3), "oracle"))
         print(q, flush=True)
     print("done", flush=True)
     sys.stdin.read()  # wait to be killed
@@ -418,8 +486,8 @@ def test_sigkill_loses_no_committed_label(tmp_path: Path) -> None:
     proc.stderr.close()  # type: ignore[union-attr]
 
     with FeedbackStore.open(run) as store:
-        stored = {p.query_id: p.label for p in store.preferences()}
-        assert store.counts()["queries"] == 2000
+        stored = {p.query_id: p.label for p in store.records.preferences()}
+        assert store.summary.counts()["queries"] == 2000
     missing = [q for q in printed if q not in stored]
     assert not missing, f"{len(missing)} committed labels lost, e.g. {missing[:5]}"
     assert all(stored[q] == Label(q % 3) for q in printed)

@@ -29,9 +29,9 @@ def test_audit_counts_lost_and_duplicated_answers(harness: ModuleType, tmp_path:
     tokens = harness.build_run(tmp_path, n_queries=4, n_annotators=2)
     assert len(tokens) == 2
     with FeedbackStore.open(tmp_path) as store:
-        q = [x.query_id for x in store.pending_queries()]
+        q = [x.query_id for x in store.records.pending_queries()]
         assert len(q) == 4
-        store.add_preferences(
+        store.records.add_preferences(
             [
                 Preference(q[0], Label.LEFT, "annotator-00"),
                 Preference(q[1], Label.SKIP, "annotator-00"),

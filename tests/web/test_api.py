@@ -35,9 +35,9 @@ def run(tmp_path: Path) -> Iterator[tuple[Path, list[int], dict[str, str]]]:
     """A run with 3 segments, 3 round-0 queries and annotators alice and bob."""
     run_dir = tmp_path / "run"
     with FeedbackStore.open(run_dir) as s:
-        a, b, c = s.add_segments(fake_segments(3, length=T, seed=1))
-        qids = s.add_queries([(a, b), (b, c), (c, a)], round=0)
-        tokens = {name: s.add_annotator(name)[1] for name in ("alice", "bob")}
+        a, b, c = s.records.add_segments(fake_segments(3, length=T, seed=1))
+        qids = s.records.add_queries([(a, b), (b, c), (c, a)], round=0)
+        tokens = {name: s.annotation.add_annotator(name)[1] for name in ("alice", "bob")}
     yield run_dir, qids, tokens
 
 
@@ -47,7 +47,7 @@ def auth(token: str) -> dict[str, str]:
 
 def counts(run_dir: Path) -> dict[str, int]:
     with FeedbackStore.open(run_dir) as s:
-        return s.counts()
+        return s.summary.counts()
 
 
 def client_for(run_dir: Path, **kwargs) -> TestClient:
@@ -105,7 +105,7 @@ def test_me_next_submit_recent_and_labels_in_store(run) -> None:
             (qids[0], "left"),
         ]
     with FeedbackStore.open(run_dir) as s:
-        prefs = s.preferences()
+        prefs = s.records.preferences()
     assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
         (qids[0], Label.LEFT, "alice"),
         (qids[1], Label.SKIP, "alice"),
@@ -165,7 +165,7 @@ def test_malformed_json_double_submit_and_large_body(run) -> None:
 def test_stale_round_is_refused(run) -> None:
     run_dir, qids, tokens = run
     with FeedbackStore.open(run_dir) as s:
-        [new] = s.add_queries([(1, 2)], round=1)
+        [new] = s.records.add_queries([(1, 2)], round=1)
     h = auth(tokens["alice"])
     with client_for(run_dir) as client:
         resp = client.post(
@@ -202,9 +202,9 @@ def test_two_annotators_overlap_one_and_two(run) -> None:
         assert client.get("/api/next", headers=b).json()["query_id"] == qids[1]
     run2 = run_dir.parent / "run2"
     with FeedbackStore.open(run2) as s:
-        x, y = s.add_segments(fake_segments(2, length=T, seed=1))
-        q = s.add_queries([(x, y), (y, x)], round=0)
-        ta, tb = s.add_annotator("alice")[1], s.add_annotator("bob")[1]
+        x, y = s.records.add_segments(fake_segments(2, length=T, seed=1))
+        q = s.records.add_queries([(x, y), (y, x)], round=0)
+        ta, tb = s.annotation.add_annotator("alice")[1], s.annotation.add_annotator("bob")[1]
     a, b = auth(ta), auth(tb)
     with client_for(run2, overlap=2) as client:
         for h, label in ((a, "left"), (b, "left")):
@@ -215,14 +215,14 @@ def test_two_annotators_overlap_one_and_two(run) -> None:
             client.post("/api/preferences", headers=h, json={"query_id": q[1], "label": label})
         assert client.get("/api/next", headers=a).status_code == 204
     with FeedbackStore.open(run2) as s:
-        assert s.agreement() == dict(overlapping=2, compared=2, agreeing=1, fraction=0.5)
-        assert s.counts()["preferences"] == 4
-        assert s.training_arrays()["query_ids"].tolist() == [q[0], q[0], q[1], q[1]]
+        assert s.summary.agreement() == dict(overlapping=2, compared=2, agreeing=1, fraction=0.5)
+        assert s.summary.counts()["preferences"] == 4
+        assert s.records.training_arrays()["query_ids"].tolist() == [q[0], q[0], q[1], q[1]]
 
 
 def test_nothing_pending_is_204(tmp_path: Path) -> None:
     with FeedbackStore.open(tmp_path) as s:
-        token = s.add_annotator("alice")[1]
+        token = s.annotation.add_annotator("alice")[1]
     with client_for(tmp_path) as client:
         resp = client.get("/api/next", headers=auth(token))
     assert resp.status_code == 204 and resp.content == b""
@@ -239,6 +239,112 @@ def test_restart_resumes_at_first_unanswered(run) -> None:
         assert client.get("/api/me", headers=h).json()["name"] == "alice"
 
 
+#: Ids no record can have, or that are no ids at all: beyond 64 bits, negative, huge digit
+#: strings (beyond Python's 4300-digit int parsing limit too), non-numeric, non-ASCII digits.
+BAD_IDS: list[object] = [
+    2**63, 2**64, 2**70, 2**200, -1, -(2**63), -(2**70), 10**100, "9" * 30, "9" * 5000, "abc",
+    "1e5", "0x10", "1.0", " 1", "", "%00", "\uff11", "\u0661", 1.5, 1e300, None, True, [1],
+    {"id": 1},
+]
+
+
+def _out_of_range_requests(rng: np.random.Generator) -> list[tuple[str, str, object]]:
+    """``(method, path, json body)`` requests putting one bad id in a path or a body field."""
+    ids = list(BAD_IDS)
+    for _ in range(10):  # random ints around and beyond the 64-bit bounds
+        bits = int(rng.integers(63, 300))
+        ids.append(int(rng.choice([-1, 1])) * (2**bits + int(rng.integers(-5, 5))))
+        ids.append("".join(rng.choice(list("0123456789"), size=int(rng.integers(20, 6000)))))
+    requests: list[tuple[str, str, object]] = []
+    for bad in ids:
+        text = str(bad)
+        requests += [
+            ("GET", f"/api/clips/{text}.mp4", None),
+            ("GET", f"/api/clips/{text}", None),
+            ("GET", f"/api/clips/{text}.mp4/extra", None),
+            ("GET", f"/api/{text}", None),
+            ("GET", f"/api/next?query_id={text[:100]}", None),
+            ("POST", "/api/preferences", {"query_id": bad, "label": "left"}),
+            ("POST", "/api/preferences", {"query_id": 1, "label": bad}),
+            ("POST", "/api/preferences", {"query_id": bad, "label": bad, "segment_id": bad}),
+            ("POST", "/api/undo", {"preference_id": bad}),
+        ]
+    return requests
+
+
+def test_out_of_range_ids_are_4xx_json_never_500(run) -> None:
+    """A small fuzz loop over every route: a bad id anywhere is a 4xx JSON error."""
+    run_dir, _, tokens = run
+    before = counts(run_dir)
+    rng = np.random.default_rng(0)
+    with TestClient(create_app(run_dir), raise_server_exceptions=False) as client:
+        for method, path, body in _out_of_range_requests(rng):
+            kwargs = {} if body is None else {"json": body}
+            resp = client.request(method, path, headers=auth(tokens["alice"]), **kwargs)
+            where = (method, path[:80], str(body)[:80], resp.status_code, resp.text[:200])
+            assert resp.status_code < 500, where
+            assert resp.headers["content-type"].startswith("application/json"), where
+            if "?" not in path:  # a query string is ignored; a bad path or body is refused
+                assert 400 <= resp.status_code < 500, where
+                assert isinstance(resp.json().get("error"), str), where
+        for token in ("x" * 3000, "\x7f", "a" * 43, "0" * 64, str(2**70)):
+            resp = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 401 and "error" in resp.json()
+    assert counts(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "query_id,status",
+    [(2**63 - 1, 404), (2**63, 422), (2**70, 422), (-1, 422), (10**30, 422)],
+)
+def test_preference_query_id_bounds(run, query_id: int, status: int) -> None:
+    run_dir, _, tokens = run
+    with client_for(run_dir) as client:
+        resp = client.post(
+            "/api/preferences",
+            headers=auth(tokens["alice"]),
+            json={"query_id": query_id, "label": "left"},
+        )
+    assert resp.status_code == status
+    expected = f"unknown query id {query_id}" if status == 404 else "query_id"
+    assert expected in resp.json()["error"]
+
+
+def test_store_errors_map_to_statuses_by_type(run, monkeypatch) -> None:
+    """Store errors no route catches get their status from their type, never their text."""
+    from rewardlab.errors import DuplicateAnnotatorError, StoreError, UnknownAnnotatorError
+
+    run_dir, _, tokens = run
+    app = create_app(run_dir)
+    raised: list[Exception] = []
+
+    def failing(*_args, **_kwargs):
+        raise raised[-1]
+
+    monkeypatch.setattr(app.state.store.annotation, "next_query_for", failing)
+    h = auth(tokens["alice"])
+    cases = [
+        (UnknownAnnotatorError("unknown segment ids: looks like a segment", (7,)), 404, "7"),
+        (DuplicateAnnotatorError("unknown query ids: 3"), 409, "DuplicateAnnotatorError"),
+        (StoreError("database is locked"), 500, "internal error (StoreError)"),
+    ]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for error, status, text in cases:
+            raised.append(error)
+            resp = client.get("/api/next", headers=h)
+            assert resp.status_code == status and text in resp.json()["error"], resp.text
+
+
+def test_parse_clip_name() -> None:
+    from rewardlab.web.schemas import parse_clip_name
+
+    assert parse_clip_name("7.mp4") == 7 and parse_clip_name("007.mp4") == 7
+    assert parse_clip_name(f"{2**63 - 1}.mp4") == 2**63 - 1
+    for name in (f"{2**63}.mp4", "9" * 5000 + ".mp4", "-1.mp4", "1", "a.mp4", "\uff11.mp4",
+                 "1.mp4.mp4", " 1.mp4", "1.MP4", ""):
+        assert parse_clip_name(name) is None, name
+
+
 def test_clip_errors(run) -> None:
     run_dir, _, tokens = run
     h = auth(tokens["alice"])
@@ -248,7 +354,11 @@ def test_clip_errors(run) -> None:
         resp = client.get("/api/clips/77.mp4", headers=h)
         assert resp.status_code == 404 and "unknown segment id 77" in resp.json()["error"]
         resp = client.get("/api/clips/abc.mp4", headers=h)
-        assert resp.status_code == 404 and "error" in resp.json()
+        assert resp.status_code == 404 and "no clip 'abc.mp4'" in resp.json()["error"]
+        resp = client.get(f"/api/clips/{2**64}.mp4", headers=h)
+        assert resp.status_code == 404 and "no clip" in resp.json()["error"]
+        resp = client.get(f"/api/clips/{2**63 - 1}.mp4", headers=h)
+        assert resp.status_code == 404 and f"unknown segment id {2**63 - 1}" in resp.text
 
 
 def _reacher_segment() -> Segment:
@@ -281,9 +391,9 @@ def _reacher_segment() -> Segment:
 def test_clip_of_a_reacher_segment(tmp_path: Path) -> None:
     seg = _reacher_segment()
     with FeedbackStore.open(tmp_path) as s:
-        a, b = s.add_segments([seg, seg])
-        s.add_queries([(a, b)], round=0)
-        token = s.add_annotator("alice")[1]
+        a, b = s.records.add_segments([seg, seg])
+        s.records.add_queries([(a, b)], round=0)
+        token = s.annotation.add_annotator("alice")[1]
     with client_for(tmp_path, clip_dir=tmp_path / "cache") as client:
         nxt = client.get("/api/next", headers=auth(token)).json()  # queues both clips
         resp = client.get(nxt["left"]["clip_url"], headers=auth(token))
@@ -299,7 +409,7 @@ def test_cli_functions(run) -> None:
     assert link.startswith("http://127.0.0.1:8123/?token=")
     token = link.split("token=", 1)[1]
     with FeedbackStore.open(run_dir) as s:
-        assert s.annotator_for_token(token)[1] == "carol"
+        assert s.annotation.annotator_for_token(token)[1] == "carol"
     assert login_link("::1", 80, "t") == "http://[::1]:80/?token=t"
     from rewardlab.errors import RewardLabError
 
@@ -342,7 +452,7 @@ def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
 
     run_dir, qids, tokens = run
     with FeedbackStore.open(run_dir) as s:
-        s.add_preferences([Preference(qids[0], Label.RIGHT, "oracle")])
+        s.records.add_preferences([Preference(qids[0], Label.RIGHT, "oracle")])
     h = auth(tokens["alice"])
     with client_for(run_dir) as client:
         assert client.get("/api/next", headers=h).json()["suggestion"] is None
@@ -355,7 +465,8 @@ def test_mixed_mode_shows_the_scripted_suggestion(run) -> None:
         assert resp.status_code == 201
         assert client.get("/api/next", headers=h).json()["suggestion"] is None  # q1: no pre-label
     with FeedbackStore.open(run_dir) as s:
-        assert s.used_answers([qids[0]], fallback_teachers=["oracle"]) == [(qids[0], Label.LEFT)]
+        used = s.records.used_answers([qids[0]], fallback_teachers=["oracle"])
+    assert used == [(qids[0], Label.LEFT)]
 
 
 def test_annotators_add_links_to_the_running_trainer(run, capsys) -> None:

@@ -104,8 +104,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run with 8 Reacher-v5 segments and one round (round 0) of 4 pending queries."""
     run = tmp_path_factory.mktemp("browser") / "run"
     with FeedbackStore.open(run) as store:
-        ids = store.add_segments(reacher_segments(8, length=25, seed=0))
-        store.add_queries([(ids[2 * i], ids[2 * i + 1]) for i in range(4)], round=0)
+        ids = store.records.add_segments(reacher_segments(8, length=25, seed=0))
+        store.records.add_queries([(ids[2 * i], ids[2 * i + 1]) for i in range(4)], round=0)
     return run
 
 
@@ -161,8 +161,9 @@ def _recent(page) -> list[str]:
 
 def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
     with FeedbackStore.open(run_dir) as store:
-        qids = [q.query_id for q in store.pending_queries(round=0)]
-        segment_ids = sorted({i for q in store.get_queries(qids) for i in (q.left_id, q.right_id)})
+        qids = [q.query_id for q in store.records.pending_queries(round=0)]
+        queries = store.records.get_queries(qids)
+        segment_ids = sorted({i for q in queries for i in (q.left_id, q.right_id)})
     problems: list[str] = []
     with _serve(create_app(run_dir)) as base:
         port = int(base.rsplit(":", 1)[1])
@@ -253,13 +254,13 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
 
             # training adds round 1 while the page waits: the page polls and shows it
             with FeedbackStore.open(run_dir) as store:
-                [late] = store.add_queries([(segment_ids[0], segment_ids[3])], round=1)
+                [late] = store.records.add_queries([(segment_ids[0], segment_ids[3])], round=1)
             _progress(page, 0, 0, round=1, size=1)
             _wait_until_playing(page)
             # round 2 arrives while round 1's query is on screen: its answer is refused as
             # stale, the page says so and moves on to round 2
             with FeedbackStore.open(run_dir) as store:
-                [newest] = store.add_queries([(segment_ids[5], segment_ids[6])], round=2)
+                [newest] = store.records.add_queries([(segment_ids[5], segment_ids[6])], round=2)
             page.keyboard.press("=")
             page.wait_for_function(
                 "() => document.getElementById('status').textContent.includes('stale round')",
@@ -277,8 +278,8 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
     assert [p for p in problems if "status of 409" not in p] == []
     assert len(problems) == 1
     with FeedbackStore.open(run_dir) as store:
-        prefs = store.preferences()
-        assert store.counts()["preferences"] == 5
+        prefs = store.records.preferences()
+        assert store.summary.counts()["preferences"] == 5
     assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
         (qids[0], Label.LEFT, "ada"),
         (qids[1], Label.RIGHT, "ada"),
@@ -291,7 +292,7 @@ def test_label_a_round_by_keyboard_in_chromium(run_dir: Path, browser) -> None:
 
 def test_missing_or_wrong_token_is_explained(tmp_path: Path, browser) -> None:
     with FeedbackStore.open(tmp_path) as store:
-        store.add_annotator("ada")
+        store.annotation.add_annotator("ada")
     with _serve(create_app(tmp_path)) as base:
         for url, message in (
             (base + "/", "No token: open the login link you were given"),

@@ -224,7 +224,7 @@ def train_pebble(
                 if done:
                     break
                 signals.check()
-                asked = store.counts()["queries"]
+                asked = store.summary.counts()["queries"]
                 ui.update(step, t.progress_status(asked, schedule.total_budget, last_eval))
                 if human is not None:
                     human.training(step, next_round_step(schedule, state.rounds))
@@ -269,7 +269,7 @@ def train_pebble(
                 fresh = t.fresh_metrics(reward_model, result)
                 t0 = time.perf_counter()
                 fit = fit_reward_model(
-                    reward_model, store.training_arrays(fallback_teachers=(
+                    reward_model, store.records.training_arrays(fallback_teachers=(
                         (teacher.teacher_id,) if human and config.human.mixed else ())),
                     config.reward_model.holdout_fraction, *log.recent_flat(NORMALIZATION_ROWS),
                 )

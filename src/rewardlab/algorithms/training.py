@@ -211,7 +211,7 @@ def round_metrics(
 ) -> dict[str, float]:
     """Namespaced metrics of a finished round: ``feedback/`` counts from the store, the fresh
     and held-out ``reward_model/`` checks and cumulative ``time/`` seconds."""
-    counts = store.counts()
+    counts = store.summary.counts()
     metrics = {
         "feedback/round": float(result.round + 1),
         "feedback/queries_asked": float(counts["queries"]),
@@ -449,8 +449,8 @@ def summarize(
         "final_eval": last_eval,
         "feedback": {"rounds": state.rounds, "seconds": state.seconds,
                      "answers_by_teacher": dict(Counter(
-                         p.teacher_id for p in store.preferences()))},
-        "store": store.counts(),
+                         p.teacher_id for p in store.records.preferences()))},
+        "store": store.summary.counts(),
         "plot": plot.name,
         "overoptimization": {
             "mitigation": config.mitigation.model_dump(mode="json"),

@@ -189,10 +189,10 @@ def _print_report(run_dir: Path, console: Console) -> None:
             from rewardlab.store.store import FeedbackStore
 
             with FeedbackStore.open(run_dir) as store:
-                counts = store.counts()
-                agree = store.agreement()
-                by_teacher = Counter(p.teacher_id for p in store.preferences())
-                people = {a.name for a in store.annotators()}
+                counts = store.summary.counts()
+                agree = store.summary.agreement()
+                by_teacher = Counter(p.teacher_id for p in store.records.preferences())
+                people = {a.name for a in store.annotation.annotators()}
             console.print(
                 f"feedback: {counts['queries']} queries asked, {counts['answered']} answered "
                 f"({counts['skipped']} skipped), {counts['pending']} pending"
@@ -238,7 +238,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     if not (run_dir / "feedback.db").exists():
         raise RewardLabError(f"{run_dir}: no feedback.db (is this a run directory?)")
     with FeedbackStore.open(run_dir) as store:
-        n = store.export(args.out)
+        n = store.summary.export(args.out)
     console.print(f"wrote {n} preferences to {args.out}")
     return 0
 

@@ -5,7 +5,7 @@ query has answers from ``min(human.overlap, annotators)`` people, or until ``hum
 passes and ``human.on_timeout`` acts (wait on; skip the unanswered queries; or let the scripted
 teacher answer them). In mixed mode the scripted teacher pre-labels the round first and people
 audit it: their answers, "can't tell" included, override the scripted ones when the reward
-model is trained (:meth:`rewardlab.store.FeedbackStore.training_arrays`).
+model is trained (:meth:`rewardlab.store.records.Records.training_arrays`).
 
 This is the human-in-the-loop protocol of Christiano et al. 2017 ("Deep Reinforcement Learning
 from Human Preferences", Sec. 2.2 and App. B: people compare short clips of two trajectory
@@ -123,10 +123,10 @@ class HumanTeacher:
         self.app_url = f"http://{host}:{port}/" if server else None
 
         # tokens are stored hashed, so a link is shown once: when its annotator is made
-        existing = {a.name for a in store.annotators()}
+        existing = {a.name for a in store.annotation.annotators()}
         for name in config.annotators:
             if name not in existing:
-                _, token = store.add_annotator(name)
+                _, token = store.annotation.add_annotator(name)
                 self.message(f"annotator [bold]{name}[/]: {login_link(host, port, token)}")
         if server is not None:
             self.message(
@@ -144,7 +144,7 @@ class HumanTeacher:
             on_timeout=self.config.on_timeout,
             budget=self.budget,
             total_steps=self.total_steps,
-            asked=self.store.counts()["queries"],
+            asked=self.store.summary.counts()["queries"],
             prelabel_teacher=self.prelabel_teacher,
             app_url=self.app_url,
             **fields,
@@ -157,7 +157,7 @@ class HumanTeacher:
 
     def required_answers(self) -> int:
         """People needed per query: ``min(overlap, annotators)``, at least 1."""
-        return max(1, min(self.config.overlap, len(self.store.annotators())))
+        return max(1, min(self.config.overlap, len(self.store.annotation.annotators())))
 
     # ------------------------------------------------------------------ rounds
     def collect(
@@ -194,7 +194,7 @@ class HumanTeacher:
         deadline = None if h.on_timeout == "wait" else start + h.timeout_s
         last_reminder = 0.0
         while True:
-            ids, people = self.store.round_answers(round)
+            ids, people = self.store.annotation.round_answers(round)
             need = self.required_answers()
             done = people >= need
             self.write(

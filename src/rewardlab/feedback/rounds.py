@@ -229,7 +229,7 @@ def feedback_round(
     n = round_size(schedule, round)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    stored = [q for q in store.get_queries() if q.round == round]
+    stored = [q for q in store.records.get_queries() if q.round == round]
     if stored:
         result = _stored_round(round, stored, store, judge)
         gold = result.pop("gold")
@@ -259,9 +259,9 @@ def feedback_round(
                     render_states=None if states is None else states[w])
             for w in used
         ]
-        unique_ids = np.asarray(store.add_segments(segments), dtype=np.int64)
+        unique_ids = np.asarray(store.records.add_segments(segments), dtype=np.int64)
         seg_ids = unique_ids[inverse].tolist()  # 2n ids, left/right per query
-        query_ids = store.add_queries(
+        query_ids = store.records.add_queries(
             [(seg_ids[2 * i], seg_ids[2 * i + 1]) for i in range(len(pick))],
             round=round, source=method,
         )
@@ -299,7 +299,7 @@ def _stored_round(
     """Arrays of a round already in the store: ``obs``, ``actions``, ``gold`` ``(n, 2, T,
     ...)`` and the ``2n`` ``seg_ids``."""
     seg_ids = [i for q in queries for i in (q.left_id, q.right_id)]
-    segments = store.get_segments(seg_ids)
+    segments = store.records.get_segments(seg_ids)
 
     def pairs(name: str) -> np.ndarray:
         stacked = np.stack([getattr(s, name) for s in segments])
@@ -321,14 +321,14 @@ def _answer_scripted(
     Returns:
         The number of answers stored now.
     """
-    before = store.answers_of(teacher.teacher_id, query_ids)
+    before = store.records.answers_of(teacher.teacher_id, query_ids)
     todo = np.array([qid not in before for qid in query_ids], dtype=bool)
     if not todo.any():
         return 0
     labels = teacher.label(gold[todo])  # (k,) int8
     now = time.time()
     asked = [qid for qid, t in zip(query_ids, todo, strict=True) if t]
-    store.add_preferences([
+    store.records.add_preferences([
         Preference(qid, Label(int(lab)), teacher.teacher_id, now)
         for qid, lab in zip(asked, labels, strict=True)
     ])
@@ -340,7 +340,7 @@ def round_labels(
 ) -> np.ndarray:
     """``(n,)`` int8 labels of ``query_ids`` as training uses them (the first used answer per
     query, people's before ``fallback_teachers``'; ``SKIP`` where none)."""
-    rows = store.used_answers(query_ids, fallback_teachers)
+    rows = store.records.used_answers(query_ids, fallback_teachers)
     labels = np.full(len(query_ids), int(Label.SKIP), dtype=np.int8)
     position = {qid: i for i, qid in enumerate(query_ids)}
     for qid, label in reversed(rows):

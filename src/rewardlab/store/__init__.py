@@ -1,15 +1,16 @@
 """Feedback store: segments, queries and preference labels of a run, in a SQL database.
 
 The default backend is a SQLite file ``feedback.db`` in the run directory (WAL journal,
-``synchronous=FULL``): a label is durable once :meth:`FeedbackStore.add_preferences` returns.
-Any SQLAlchemy URL (e.g. PostgreSQL) works with the same schema. This package never imports
-torch.
+``synchronous=FULL``): a label is durable once the write method storing it returns. Any
+SQLAlchemy URL (e.g. PostgreSQL) works with the same schema. :class:`FeedbackStore` composes
+a database (``store.db``) and its parts ``store.records``, ``store.annotation`` and
+``store.summary``. This package never imports torch.
 
 Example:
     >>> with FeedbackStore.open("runs/demo") as store:  # doctest: +SKIP
-    ...     seg_ids = store.add_segments(segments)
-    ...     [qid] = store.add_queries([(seg_ids[0], seg_ids[1])], round=0)
-    ...     store.add_preference(Preference(qid, Label.LEFT, "oracle"))
+    ...     seg_ids = store.records.add_segments(segments)
+    ...     [qid] = store.records.add_queries([(seg_ids[0], seg_ids[1])], round=0)
+    ...     store.records.add_preference(Preference(qid, Label.LEFT, "oracle"))
 """
 
 from rewardlab.store.schema import SCHEMA_VERSION

@@ -1,43 +1,54 @@
-"""People in the web app: annotators, their next query, progress, undo.
+"""People in the web app: annotators, their next query, progress, answers and undo.
 
-:class:`AnnotationStore` adds the annotation app's records and queries (login tokens, query
-assignment with overlap, per-round progress, per-person answers and undo) to
-:class:`~rewardlab.store.records.RecordStore`. This module never imports torch.
+:class:`Annotation` (``FeedbackStore.annotation``) holds the annotation app's records and
+queries: login tokens, query assignment with overlap, per-round progress, per-person answers
+and undo. It shares the store's :class:`~rewardlab.store.engine.Database` with
+:class:`~rewardlab.store.records.Records`. This module never imports torch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from rewardlab.errors import StoreError
-from rewardlab.store.annotators import (
-    Annotator,
-    Answer,
+from rewardlab.errors import (
+    DuplicateAnnotatorError,
+    InvalidNameError,
     NothingToUndoError,
-    hash_token,
-    new_token,
+    StoreError,
+    UnknownAnnotatorError,
+    UnknownPreferenceError,
 )
-from rewardlab.store.base import _check_ids, _check_name, _chunks
-from rewardlab.store.records import RecordStore, _to_answer
-from rewardlab.store.schema import (
-    AnnotatorRow,
-    AssignmentRow,
-    PreferenceRow,
-    QueryRow,
+from rewardlab.store.annotators import Annotator, Answer, hash_token, new_token
+from rewardlab.store.codec import check_ids, storable
+from rewardlab.store.engine import Database
+from rewardlab.store.records import (
+    current_round_in,
+    insert_preferences,
+    preference_rows,
+    to_answer,
+    to_query,
 )
-from rewardlab.types import Label, Query
+from rewardlab.store.schema import AnnotatorRow, AssignmentRow, PreferenceRow, QueryRow
+from rewardlab.types import Preference, Query, check_annotator_name
+
+__all__ = ["Annotation"]
 
 
-class AnnotationStore(RecordStore):
-    """Annotators and the annotation app's reads and writes.
+class Annotation:
+    """Annotators and the annotation app's reads and writes: ``FeedbackStore(...).annotation``.
 
-    See :class:`~rewardlab.store.FeedbackStore` for the transaction and durability guarantees.
+    Every write method is one transaction of :attr:`db` (all or nothing, durable on return).
+
+    Args:
+        db: the store's database.
     """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def add_annotator(self, name: str) -> tuple[int, str]:
         """Add a person who labels in the web app and make their login token.
@@ -45,36 +56,34 @@ class AnnotationStore(RecordStore):
         Only the SHA-256 of the token is stored: the token itself is returned once, here.
 
         Args:
-            name: unique, non-empty name (at most 255 characters, no surrounding whitespace);
-                it becomes the ``teacher_id`` of the annotator's preferences.
+            name: unique name following :func:`rewardlab.types.check_annotator_name`
+                (non-empty, at most 255 characters, no surrounding whitespace, no control
+                characters, not a scripted teacher's id); it becomes the ``teacher_id`` of the
+                annotator's preferences.
 
         Returns:
             ``(annotator_id, token)``; ``token`` is ``secrets.token_urlsafe(32)``.
 
         Raises:
-            StoreError: if the name is empty, too long, has surrounding whitespace or is taken,
-                or the write fails.
+            InvalidNameError: if the name breaks the rules (the message says which).
+            DuplicateAnnotatorError: if an annotator of that name exists.
+            StoreError: if the write fails.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise StoreError("feedback store: an annotator name must be a non-empty string")
-        if name != name.strip():
-            raise StoreError(
-                f"feedback store: annotator name {name!r} has leading or trailing whitespace"
-            )
-        _check_name("annotator name", name)
+        try:
+            check_annotator_name(name)
+        except ValueError as exc:
+            raise InvalidNameError(f"feedback store: {exc}") from None
         token = new_token()
         row = AnnotatorRow(name=name, token_sha256=hash_token(token), created_at=time.time())
-        with self._write("add an annotator") as session:
-            taken = session.scalar(select(AnnotatorRow.id).where(AnnotatorRow.name == name))
-            if taken is not None:
-                raise StoreError(f"feedback store: annotator name {name!r} already exists")
+        taken = DuplicateAnnotatorError(f"feedback store: annotator name {name!r} already exists")
+        with self.db.transaction("add an annotator", write=True) as session:
+            if session.scalar(select(AnnotatorRow.id).where(AnnotatorRow.name == name)):
+                raise taken
             session.add(row)
             try:
                 session.flush()
             except IntegrityError:
-                raise StoreError(
-                    f"feedback store: annotator name {name!r} already exists"
-                ) from None
+                raise taken from None
             return row.id, token
 
     def annotator_for_token(self, token: str) -> tuple[int, str] | None:
@@ -92,7 +101,7 @@ class AnnotationStore(RecordStore):
         if not isinstance(token, str) or not token:
             return None
         digest = hash_token(token)
-        with self._read("look up a token") as session:
+        with self.db.transaction("look up a token") as session:
             row = session.execute(
                 select(AnnotatorRow.id, AnnotatorRow.name).where(
                     AnnotatorRow.token_sha256 == digest
@@ -106,18 +115,9 @@ class AnnotationStore(RecordStore):
         Raises:
             StoreError: if the database read fails.
         """
-        with self._read("read annotators") as session:
+        with self.db.transaction("read annotators") as session:
             rows = session.scalars(select(AnnotatorRow).order_by(AnnotatorRow.id)).all()
         return [Annotator(r.id, r.name, r.created_at) for r in rows]
-
-    def current_round(self) -> int | None:
-        """The current feedback round: the largest ``round`` of any query (``None``: none).
-
-        Raises:
-            StoreError: if the database read fails.
-        """
-        with self._read("read the current round") as session:
-            return session.scalar(select(func.max(QueryRow.round)))
 
     def next_query_for(self, annotator_id: int, overlap: int = 1) -> Query | None:
         """The query an annotator should label next, assigned to them in the same transaction.
@@ -137,17 +137,22 @@ class AnnotationStore(RecordStore):
             The query (``query_id`` set), or ``None`` when nothing is pending for them.
 
         Raises:
-            StoreError: if ``overlap`` is not an integer >= 1, the annotator is unknown, or the
-                database write fails.
+            UnknownAnnotatorError: if no annotator has that id.
+            StoreError: if ``overlap`` is not an integer >= 1, or the database write fails.
         """
         if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 1:
             raise StoreError(f"feedback store: overlap must be an integer >= 1, got {overlap!r}")
-        [annotator_id] = _check_ids("annotator ids", [annotator_id])
-        with self._write("assign a query") as session:
+        [annotator_id] = check_ids("annotator ids", [annotator_id])
+        unknown = UnknownAnnotatorError(
+            f"feedback store: unknown annotator id {annotator_id}", (annotator_id,)
+        )
+        if not storable([annotator_id]):
+            raise unknown
+        with self.db.transaction("assign a query", write=True) as session:
             name = session.scalar(select(AnnotatorRow.name).where(AnnotatorRow.id == annotator_id))
             if name is None:
-                raise StoreError(f"feedback store: unknown annotator id {annotator_id}")
-            current = session.scalar(select(func.max(QueryRow.round)))
+                raise unknown
+            current = current_round_in(session)
             if current is None:
                 return None
             mine = select(AssignmentRow.query_id).where(AssignmentRow.annotator_id == annotator_id)
@@ -160,7 +165,7 @@ class AnnotationStore(RecordStore):
                 .limit(1)
             ).first()
             if row is not None:
-                return self._to_query(row)
+                return to_query(row)
             n_assigned = (
                 select(func.count(AssignmentRow.annotator_id.distinct()))
                 .where(AssignmentRow.query_id == QueryRow.id)
@@ -185,7 +190,7 @@ class AnnotationStore(RecordStore):
                         select(AssignmentRow.annotator_id).where(AssignmentRow.query_id == qid)
                     ).all()
                     if annotator_id in taken:
-                        return self._to_query(locked)
+                        return to_query(locked)
                     if len(set(taken)) < overlap:
                         session.add(
                             AssignmentRow(
@@ -193,7 +198,7 @@ class AnnotationStore(RecordStore):
                             )
                         )
                         session.flush()
-                        return self._to_query(locked)
+                        return to_query(locked)
             raise StoreError("feedback store: cannot assign a query: too much contention")
 
     def progress(self, teacher_id: str) -> dict[str, int | None]:
@@ -218,8 +223,8 @@ class AnnotationStore(RecordStore):
             .distinct()
             .subquery()
         )
-        with self._read("read progress") as session:
-            current = session.scalar(select(func.max(QueryRow.round)))
+        with self.db.transaction("read progress") as session:
+            current = current_round_in(session)
             total = session.scalar(select(func.count()).select_from(QueryRow)) or 0
             answered_total = session.scalar(select(func.count()).select_from(answered_q)) or 0
             mine_total = (
@@ -285,29 +290,11 @@ class AnnotationStore(RecordStore):
             .scalar_subquery()
         )
         stmt = select(QueryRow.id, people).where(QueryRow.round == int(round)).order_by(QueryRow.id)
-        with self._read("read a round's answers") as session:
+        with self.db.transaction("read a round's answers") as session:
             rows = session.execute(stmt).all()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         counts = np.array([r[1] for r in rows], dtype=np.int64)
         return ids, counts
-
-    def answers_of(self, teacher_id: str, query_ids: Sequence[int]) -> dict[int, Label]:
-        """One teacher's answers to the given queries (queries it did not answer are absent).
-
-        Raises:
-            StoreError: if the database read fails.
-        """
-        wanted = _check_ids("query ids", query_ids)
-        found: dict[int, Label] = {}
-        with self._read("read a teacher's answers") as session:
-            for chunk in _chunks(wanted):
-                for qid, label in session.execute(
-                    select(PreferenceRow.query_id, PreferenceRow.label).where(
-                        PreferenceRow.teacher_id == teacher_id, PreferenceRow.query_id.in_(chunk)
-                    )
-                ):
-                    found[qid] = Label(label)
-        return found
 
     def preferences_by(
         self, teacher_id: str, round: int | None = None, limit: int | None = None
@@ -332,33 +319,39 @@ class AnnotationStore(RecordStore):
             stmt = stmt.where(QueryRow.round == int(round))
         if limit is not None:
             stmt = stmt.limit(int(limit))
-        with self._read("read a teacher's preferences") as session:
+        with self.db.transaction("read a teacher's preferences") as session:
             rows = session.execute(stmt).all()
-        return [_to_answer(pref, rnd) for pref, rnd in rows]
+        return [to_answer(pref, rnd) for pref, rnd in rows]
 
     def delete_preference(self, preference_id: int) -> Answer:
         """Delete one stored answer (undo); its query becomes unanswered by that teacher.
 
         Args:
             preference_id: the answer's id (:attr:`Answer.preference_id`, or the id
-                :meth:`add_preferences` returned).
+                :meth:`~rewardlab.store.records.Records.add_preferences` returned).
 
         Returns:
             The deleted answer.
 
         Raises:
-            StoreError: if no answer has that id, or the write fails.
+            UnknownPreferenceError: if no answer has that id.
+            StoreError: if the id is not an integer, or the write fails.
         """
-        [preference_id] = _check_ids("preference ids", [preference_id])
-        with self._write("delete a preference") as session:
+        [preference_id] = check_ids("preference ids", [preference_id])
+        unknown = UnknownPreferenceError(
+            f"feedback store: unknown preference id {preference_id}", (preference_id,)
+        )
+        if not storable([preference_id]):
+            raise unknown
+        with self.db.transaction("delete a preference", write=True) as session:
             found = session.execute(
                 select(PreferenceRow, QueryRow.round)
                 .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
                 .where(PreferenceRow.id == preference_id)
             ).first()
             if found is None:
-                raise StoreError(f"feedback store: unknown preference id {preference_id}")
-            answer = _to_answer(*found)
+                raise unknown
+            answer = to_answer(*found)
             session.execute(delete(PreferenceRow).where(PreferenceRow.id == preference_id))
             return answer
 
@@ -372,8 +365,8 @@ class AnnotationStore(RecordStore):
             NothingToUndoError: if the teacher has no answer in the current round.
             StoreError: if the write fails.
         """
-        with self._write("undo an answer") as session:
-            current = session.scalar(select(func.max(QueryRow.round)))
+        with self.db.transaction("undo an answer", write=True) as session:
+            current = current_round_in(session)
             found = session.execute(
                 select(PreferenceRow, QueryRow.round)
                 .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
@@ -386,6 +379,27 @@ class AnnotationStore(RecordStore):
                     f"feedback store: nothing to undo: {teacher_id!r} has no answer in the "
                     f"current round ({current})"
                 )
-            answer = _to_answer(*found)
+            answer = to_answer(*found)
             session.execute(delete(PreferenceRow).where(PreferenceRow.id == answer.preference_id))
             return answer
+
+    def add_answer(self, pref: Preference) -> int:
+        """Store one person's answer to a query of the current round (as the web app does).
+
+        Like :meth:`Records.add_preference <rewardlab.store.records.Records.add_preference>`,
+        and in the same transaction checks that the query belongs to the current round (the
+        largest ``round`` of any query).
+
+        Returns:
+            The new preference id.
+
+        Raises:
+            UnknownQueryError: if the query is not stored.
+            StaleRoundError: if the query is from an older round than the current one.
+            AlreadyAnsweredError: if ``pref.teacher_id`` already answered the query.
+            StoreError: if ``pref`` is not a :class:`Preference`, or the write fails (nothing
+                is stored on any error).
+        """
+        rows = preference_rows([pref])
+        with self.db.transaction("add an answer", write=True) as session:
+            return insert_preferences(session, rows, current_round_only=True)[0]

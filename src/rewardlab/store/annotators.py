@@ -1,9 +1,8 @@
-"""Records and errors of human annotation: annotators, their answers, and why a write failed.
+"""Records of human annotation (annotators, their answers) and login token hashing.
 
-The :class:`~rewardlab.store.FeedbackStore` methods that use them (``add_annotator``,
-``next_query_for``, ``preferences_by``, ...) live on the store; this module only holds the
-plain records, the token hashing and the :class:`~rewardlab.errors.StoreError` subclasses that let
-a caller (e.g. the web app) tell the reasons of a refused answer apart. It never imports torch.
+The :class:`~rewardlab.store.annotation.Annotation` methods that use them (``add_annotator``,
+``next_query_for``, ``preferences_by``, ...) are reached as ``FeedbackStore(...).annotation``;
+the errors they raise are in :mod:`rewardlab.errors`. This module never imports torch.
 """
 
 from __future__ import annotations
@@ -15,35 +14,10 @@ from dataclasses import dataclass
 from rewardlab.errors import StoreError
 from rewardlab.types import Label
 
-__all__ = [
-    "AlreadyAnsweredError",
-    "Annotator",
-    "Answer",
-    "NothingToUndoError",
-    "StaleRoundError",
-    "UnknownQueryError",
-    "hash_token",
-    "new_token",
-]
+__all__ = ["Annotator", "Answer", "hash_token", "new_token"]
 
 #: Bytes of randomness of a login token (``secrets.token_urlsafe(32)``: 43 characters).
 TOKEN_BYTES = 32
-
-
-class UnknownQueryError(StoreError):
-    """A preference names a query id that is not stored."""
-
-
-class AlreadyAnsweredError(StoreError):
-    """The same teacher already answered the query."""
-
-
-class StaleRoundError(StoreError):
-    """The query belongs to an older round than the current one."""
-
-
-class NothingToUndoError(StoreError):
-    """There is no answer to undo."""
 
 
 def new_token() -> str:
@@ -82,7 +56,8 @@ class Answer:
     """A stored preference with its database id and the round of its query.
 
     Attributes:
-        preference_id: database id of the preference (what :meth:`delete_preference` takes).
+        preference_id: database id of the preference (what
+            :meth:`~rewardlab.store.annotation.Annotation.delete_preference` takes).
         query_id: the query answered.
         round: the query's feedback round.
         label: the answer.

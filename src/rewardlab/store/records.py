@@ -1,8 +1,10 @@
-"""Segments, queries and preference labels: what the training loop reads and writes.
+"""Segments, queries and answers: what the training loop reads and writes.
 
-:class:`RecordStore` adds, on top of :class:`~rewardlab.store.base.StoreBase`'s transactions,
-the segment, query and preference records and the arrays a reward model trains on. This module
-never imports torch.
+:class:`Records` (``FeedbackStore.records``) stores segments, queries over pairs of them and
+teachers' answers, and reads back the arrays a reward model trains on. The module-level
+helpers (:func:`insert_preferences`, :func:`current_round_in`, ...) work inside a transaction
+of the caller, so :class:`~rewardlab.store.annotation.Annotation` reuses them. This module never
+imports torch.
 """
 
 from __future__ import annotations
@@ -15,36 +17,37 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rewardlab.errors import StoreError
-from rewardlab.store.annotators import (
+from rewardlab.errors import (
     AlreadyAnsweredError,
-    Answer,
     StaleRoundError,
+    StoreError,
     UnknownQueryError,
+    UnknownSegmentError,
 )
-from rewardlab.store.base import (
-    StoreBase,
-    _check_ids,
-    _check_name,
-    _chunks,
-    _decode_array,
-    _encode_array,
-    _format_ids,
+from rewardlab.store.annotators import Answer
+from rewardlab.store.codec import (
+    check_ids,
+    check_length,
+    chunks,
+    decode_array,
+    encode_array,
+    format_ids,
+    storable,
 )
-from rewardlab.store.schema import (
-    PreferenceRow,
-    QueryRow,
-    SegmentRow,
-)
+from rewardlab.store.engine import Database
+from rewardlab.store.schema import PreferenceRow, QueryRow, SegmentRow
 from rewardlab.types import Label, Preference, Query, Segment
 
-
-def _already_answered(by_teacher: dict[str, set[int]]) -> str:
-    parts = [f"{_format_ids(ids)} by {t!r}" for t, ids in sorted(by_teacher.items())]
-    return f"feedback store: query ids already answered: {'; '.join(parts)}"
+__all__ = ["Records"]
 
 
-def _to_answer(row: PreferenceRow, round: int) -> Answer:
+def to_query(row: QueryRow) -> Query:
+    """The :class:`Query` of a row."""
+    return Query(left_id=row.left_id, right_id=row.right_id, round=row.round, query_id=row.id)
+
+
+def to_answer(row: PreferenceRow, round: int) -> Answer:
+    """The :class:`Answer` of a preference row and its query's round."""
     return Answer(
         preference_id=row.id,
         query_id=row.query_id,
@@ -55,9 +58,168 @@ def _to_answer(row: PreferenceRow, round: int) -> Answer:
     )
 
 
+def current_round_in(session: Session) -> int | None:
+    """The largest ``round`` of any query (``None``: no query), read in ``session``."""
+    return session.scalar(select(func.max(QueryRow.round)))
 
-class RecordStore(StoreBase):
-    """Segments, queries and answers of one run (see :class:`~rewardlab.store.FeedbackStore`)."""
+
+def segment_rows(session: Session, ids: Sequence[int]) -> dict[int, SegmentRow]:
+    """The rows of these segment ids, by id.
+
+    Raises:
+        UnknownSegmentError: naming the ids that are not stored.
+    """
+    unique = sorted(set(ids))
+    rows: dict[int, SegmentRow] = {}
+    for chunk in chunks(storable(unique)):
+        for row in session.scalars(select(SegmentRow).where(SegmentRow.id.in_(chunk))):
+            rows[row.id] = row
+    missing = [i for i in unique if i not in rows]
+    if missing:
+        raise UnknownSegmentError(
+            f"feedback store: unknown segment ids: {format_ids(missing)}", tuple(missing)
+        )
+    return rows
+
+
+def to_segment(row: SegmentRow) -> Segment:
+    """The :class:`Segment` of a row (arrays decoded)."""
+    what = f"segment {row.id}"
+    return Segment(
+        obs=decode_array(row.obs, f"{what} obs"),
+        actions=decode_array(row.actions, f"{what} actions"),
+        true_rewards=(
+            None
+            if row.true_rewards is None
+            else decode_array(row.true_rewards, f"{what} true_rewards")
+        ),
+        env_id=row.env_id,
+        episode_id=row.episode_id,
+        start_step=row.start_step,
+        segment_id=row.id,
+        render_states=(
+            None
+            if row.render_states is None
+            else decode_array(row.render_states, f"{what} render_states")
+        ),
+    )
+
+
+def preference_rows(prefs: Sequence[Preference]) -> list[PreferenceRow]:
+    """Rows for these answers, checked before any transaction.
+
+    Raises:
+        StoreError: if an item is not a :class:`Preference`, a teacher id is too long, or a
+            ``(query_id, teacher_id)`` pair occurs twice.
+    """
+    rows = []
+    for pref in prefs:
+        if not isinstance(pref, Preference):
+            raise StoreError(f"feedback store: expected a Preference, got {type(pref).__name__}")
+        check_length("Preference.teacher_id", pref.teacher_id)
+        rows.append(
+            PreferenceRow(
+                query_id=pref.query_id,
+                label=int(pref.label),
+                teacher_id=pref.teacher_id,
+                timestamp=pref.timestamp,
+            )
+        )
+    pairs: set[tuple[int, str]] = set()
+    repeated: set[int] = set()
+    for row in rows:
+        key = (row.query_id, row.teacher_id)
+        if key in pairs:
+            repeated.add(row.query_id)
+        pairs.add(key)
+    if repeated:
+        raise StoreError(
+            f"feedback store: query ids answered twice in one call: {format_ids(repeated)} "
+            "(by the same teacher)"
+        )
+    return rows
+
+
+def insert_preferences(
+    session: Session, rows: Sequence[PreferenceRow], current_round_only: bool
+) -> list[int]:
+    """Insert answer rows (from :func:`preference_rows`) in the caller's write transaction.
+
+    Args:
+        session: a write transaction (:meth:`Database.transaction` with ``write=True``).
+        rows: the rows.
+        current_round_only: refuse answers to queries of older rounds than the current one.
+
+    Returns:
+        The new preference ids, in order.
+
+    Raises:
+        UnknownQueryError: naming the query ids that are not stored.
+        AlreadyAnsweredError: naming the query ids already answered by the same teacher
+            (also when a concurrent writer answered first).
+        StaleRoundError: with ``current_round_only``, naming queries of older rounds.
+    """
+    if not rows:
+        return []
+    pairs = {(row.query_id, row.teacher_id) for row in rows}
+    seen = {q for q, _ in pairs}
+    found: dict[int, int] = {}
+    answered: dict[str, set[int]] = {}
+    for chunk in chunks(storable(seen)):
+        for qid, rnd in session.execute(
+            select(QueryRow.id, QueryRow.round).where(QueryRow.id.in_(chunk))
+        ):
+            found[qid] = rnd
+        for qid, teacher in session.execute(
+            select(PreferenceRow.query_id, PreferenceRow.teacher_id).where(
+                PreferenceRow.query_id.in_(chunk)
+            )
+        ):
+            if (qid, teacher) in pairs:
+                answered.setdefault(teacher, set()).add(qid)
+    unknown = seen - set(found)
+    if unknown:
+        raise UnknownQueryError(
+            f"feedback store: unknown query ids: {format_ids(unknown)}", tuple(sorted(unknown))
+        )
+    if answered:
+        parts = [f"{format_ids(ids)} by {t!r}" for t, ids in sorted(answered.items())]
+        raise AlreadyAnsweredError(
+            f"feedback store: query ids already answered: {'; '.join(parts)}"
+        )
+    if current_round_only:
+        current = current_round_in(session)
+        stale = {q for q in seen if found[q] != current}
+        if stale:
+            rounds = sorted({found[q] for q in stale})
+            raise StaleRoundError(
+                f"feedback store: stale round: query ids {format_ids(stale)} belong to "
+                f"round {', '.join(map(str, rounds))}, the current round is {current}"
+            )
+    session.add_all(rows)
+    try:
+        session.flush()
+    except IntegrityError:
+        # another writer answered one of these queries since the check above
+        raise AlreadyAnsweredError(
+            "feedback store: query ids already answered (by a concurrent writer): "
+            f"{format_ids(seen)}"
+        ) from None
+    return [row.id for row in rows]
+
+
+class Records:
+    """Segments, queries and answers of one run: ``FeedbackStore(...).records``.
+
+    Every write method is one transaction of :attr:`db`: it stores everything it was given
+    or, on any error, nothing, and once it returns its rows are committed durably.
+
+    Args:
+        db: the store's database.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def add_segments(self, segments: Sequence[Segment]) -> list[int]:
         """Store segments in one transaction.
@@ -78,7 +240,7 @@ class RecordStore(StoreBase):
         for seg in segments:
             if not isinstance(seg, Segment):
                 raise StoreError(f"feedback store: expected a Segment, got {type(seg).__name__}")
-            _check_name("Segment.env_id", seg.env_id)
+            check_length("Segment.env_id", seg.env_id)
             rows.append(
                 SegmentRow(
                     env_id=seg.env_id,
@@ -87,20 +249,20 @@ class RecordStore(StoreBase):
                     length=seg.length,
                     obs_dim=int(seg.obs.shape[1]),
                     act_dim=int(seg.actions.shape[1]),
-                    obs=_encode_array(seg.obs),
-                    actions=_encode_array(seg.actions),
+                    obs=encode_array(seg.obs),
+                    actions=encode_array(seg.actions),
                     true_rewards=(
-                        None if seg.true_rewards is None else _encode_array(seg.true_rewards)
+                        None if seg.true_rewards is None else encode_array(seg.true_rewards)
                     ),
                     render_states=(
-                        None if seg.render_states is None else _encode_array(seg.render_states)
+                        None if seg.render_states is None else encode_array(seg.render_states)
                     ),
                     created_at=time.time(),
                 )
             )
         if not rows:
             return []
-        with self._write("add segments") as session:
+        with self.db.transaction("add segments", write=True) as session:
             session.add_all(rows)
             session.flush()
             return [row.id for row in rows]
@@ -115,46 +277,13 @@ class RecordStore(StoreBase):
             The segments in the order asked, with ``segment_id`` set and float32 arrays.
 
         Raises:
-            StoreError: naming the ids that are not stored, or if the database read fails.
+            UnknownSegmentError: naming the ids that are not stored.
+            StoreError: if an id is not an integer, or the database read fails.
         """
-        wanted = _check_ids("segment ids", ids)
-        with self._read("read segments") as session:
-            rows = self._segment_rows(session, wanted)
-        return [self._to_segment(rows[i]) for i in wanted]
-
-    @staticmethod
-    def _segment_rows(session: Session, ids: Sequence[int]) -> dict[int, SegmentRow]:
-        unique = sorted(set(ids))
-        rows: dict[int, SegmentRow] = {}
-        for chunk in _chunks(unique):
-            for row in session.scalars(select(SegmentRow).where(SegmentRow.id.in_(chunk))):
-                rows[row.id] = row
-        missing = [i for i in unique if i not in rows]
-        if missing:
-            raise StoreError(f"feedback store: unknown segment ids: {_format_ids(missing)}")
-        return rows
-
-    @staticmethod
-    def _to_segment(row: SegmentRow) -> Segment:
-        what = f"segment {row.id}"
-        return Segment(
-            obs=_decode_array(row.obs, f"{what} obs"),
-            actions=_decode_array(row.actions, f"{what} actions"),
-            true_rewards=(
-                None
-                if row.true_rewards is None
-                else _decode_array(row.true_rewards, f"{what} true_rewards")
-            ),
-            env_id=row.env_id,
-            episode_id=row.episode_id,
-            start_step=row.start_step,
-            segment_id=row.id,
-            render_states=(
-                None
-                if row.render_states is None
-                else _decode_array(row.render_states, f"{what} render_states")
-            ),
-        )
+        wanted = check_ids("segment ids", ids)
+        with self.db.transaction("read segments") as session:
+            rows = segment_rows(session, wanted)
+        return [to_segment(rows[i]) for i in wanted]
 
     # ------------------------------------------------------------------ queries
 
@@ -173,12 +302,13 @@ class RecordStore(StoreBase):
 
         Raises:
             RecordError: if a pair is not a valid :class:`Query` (negative or equal ids).
-            StoreError: naming the segment ids that are not stored, or if the write fails
-                (then nothing is stored).
+            UnknownSegmentError: naming the segment ids that are not stored.
+            StoreError: if the source is empty or too long, or the write fails (nothing is
+                stored on any error).
         """
         if not isinstance(source, str) or not source:
             raise StoreError("feedback store: query source must be a non-empty string")
-        _check_name("query source", source)
+        check_length("query source", source)
         queries = [Query(left_id=left, right_id=right, round=round) for left, right in pairs]
         if not queries:
             return []
@@ -190,21 +320,11 @@ class RecordStore(StoreBase):
             for q in queries
         ]
         segment_ids = [i for q in queries for i in (q.left_id, q.right_id)]
-        with self._write("add queries") as session:
-            self._check_segments_exist(session, segment_ids)
+        with self.db.transaction("add queries", write=True) as session:
+            segment_rows(session, segment_ids)
             session.add_all(rows)
             session.flush()
             return [row.id for row in rows]
-
-    @staticmethod
-    def _check_segments_exist(session: Session, ids: Sequence[int]) -> None:
-        unique = sorted(set(ids))
-        found: set[int] = set()
-        for chunk in _chunks(unique):
-            found.update(session.scalars(select(SegmentRow.id).where(SegmentRow.id.in_(chunk))))
-        missing = [i for i in unique if i not in found]
-        if missing:
-            raise StoreError(f"feedback store: unknown segment ids: {_format_ids(missing)}")
 
     def get_queries(self, ids: Sequence[int] | None = None) -> list[Query]:
         """Load queries.
@@ -216,21 +336,24 @@ class RecordStore(StoreBase):
             The queries with ``query_id`` set: in the order asked, or in id order for ``None``.
 
         Raises:
-            StoreError: naming the ids that are not stored, or if the database read fails.
+            UnknownQueryError: naming the ids that are not stored.
+            StoreError: if an id is not an integer, or the database read fails.
         """
-        with self._read("read queries") as session:
+        with self.db.transaction("read queries") as session:
             if ids is None:
                 rows = list(session.scalars(select(QueryRow).order_by(QueryRow.id)))
-                return [self._to_query(row) for row in rows]
-            wanted = _check_ids("query ids", ids)
+                return [to_query(row) for row in rows]
+            wanted = check_ids("query ids", ids)
             by_id: dict[int, QueryRow] = {}
-            for chunk in _chunks(sorted(set(wanted))):
+            for chunk in chunks(storable(wanted)):
                 for row in session.scalars(select(QueryRow).where(QueryRow.id.in_(chunk))):
                     by_id[row.id] = row
-        missing = [i for i in wanted if i not in by_id]
+        missing = sorted({i for i in wanted if i not in by_id})
         if missing:
-            raise StoreError(f"feedback store: unknown query ids: {_format_ids(missing)}")
-        return [self._to_query(by_id[i]) for i in wanted]
+            raise UnknownQueryError(
+                f"feedback store: unknown query ids: {format_ids(missing)}", tuple(missing)
+            )
+        return [to_query(by_id[i]) for i in wanted]
 
     def pending_queries(self, round: int | None = None, limit: int | None = None) -> list[Query]:
         """Queries that have no preference yet, in id order.
@@ -252,12 +375,17 @@ class RecordStore(StoreBase):
             stmt = stmt.where(QueryRow.round == int(round))
         if limit is not None:
             stmt = stmt.limit(int(limit))
-        with self._read("read pending queries") as session:
-            return [self._to_query(row) for row in session.scalars(stmt)]
+        with self.db.transaction("read pending queries") as session:
+            return [to_query(row) for row in session.scalars(stmt)]
 
-    @staticmethod
-    def _to_query(row: QueryRow) -> Query:
-        return Query(left_id=row.left_id, right_id=row.right_id, round=row.round, query_id=row.id)
+    def current_round(self) -> int | None:
+        """The current feedback round: the largest ``round`` of any query (``None``: none).
+
+        Raises:
+            StoreError: if the database read fails.
+        """
+        with self.db.transaction("read the current round") as session:
+            return current_round_in(session)
 
     # ------------------------------------------------------------------ preferences
 
@@ -281,97 +409,11 @@ class RecordStore(StoreBase):
             StoreError: naming the query ids repeated (same teacher) in the call, or if the
                 write fails.
         """
-        return self._add_preferences(prefs, current_round_only=False)
-
-    def add_answer(self, pref: Preference) -> int:
-        """Store one answer to a query of the current round (as the web app does).
-
-        Like :meth:`add_preference`, and in the same transaction checks that the query belongs
-        to the current round (the largest ``round`` of any query).
-
-        Returns:
-            The new preference id.
-
-        Raises:
-            UnknownQueryError: if the query is not stored.
-            StaleRoundError: if the query is from an older round than the current one.
-            AlreadyAnsweredError: if ``pref.teacher_id`` already answered the query.
-            StoreError: if the write fails (nothing is stored on any error).
-        """
-        return self._add_preferences([pref], current_round_only=True)[0]
-
-    def _add_preferences(self, prefs: Sequence[Preference], current_round_only: bool) -> list[int]:
-        rows = []
-        for pref in prefs:
-            if not isinstance(pref, Preference):
-                raise StoreError(
-                    f"feedback store: expected a Preference, got {type(pref).__name__}"
-                )
-            _check_name("Preference.teacher_id", pref.teacher_id)
-            rows.append(
-                PreferenceRow(
-                    query_id=pref.query_id,
-                    label=int(pref.label),
-                    teacher_id=pref.teacher_id,
-                    timestamp=pref.timestamp,
-                )
-            )
+        rows = preference_rows(prefs)
         if not rows:
             return []
-        pairs: set[tuple[int, str]] = set()
-        repeated: set[int] = set()
-        for row in rows:
-            key = (row.query_id, row.teacher_id)
-            if key in pairs:
-                repeated.add(row.query_id)
-            pairs.add(key)
-        if repeated:
-            raise StoreError(
-                f"feedback store: query ids answered twice in one call: {_format_ids(repeated)} "
-                "(by the same teacher)"
-            )
-        seen = {q for q, _ in pairs}
-        with self._write("add preferences") as session:
-            found: dict[int, int] = {}
-            answered: dict[str, set[int]] = {}
-            for chunk in _chunks(sorted(seen)):
-                for qid, rnd in session.execute(
-                    select(QueryRow.id, QueryRow.round).where(QueryRow.id.in_(chunk))
-                ):
-                    found[qid] = rnd
-                for qid, teacher in session.execute(
-                    select(PreferenceRow.query_id, PreferenceRow.teacher_id).where(
-                        PreferenceRow.query_id.in_(chunk)
-                    )
-                ):
-                    if (qid, teacher) in pairs:
-                        answered.setdefault(teacher, set()).add(qid)
-            unknown = seen - set(found)
-            if unknown:
-                raise UnknownQueryError(
-                    f"feedback store: unknown query ids: {_format_ids(unknown)}"
-                )
-            if answered:
-                raise AlreadyAnsweredError(_already_answered(answered))
-            if current_round_only:
-                current = session.scalar(select(func.max(QueryRow.round)))
-                stale = {q for q in seen if found[q] != current}
-                if stale:
-                    rounds = sorted({found[q] for q in stale})
-                    raise StaleRoundError(
-                        f"feedback store: stale round: query ids {_format_ids(stale)} belong to "
-                        f"round {', '.join(map(str, rounds))}, the current round is {current}"
-                    )
-            session.add_all(rows)
-            try:
-                session.flush()
-            except IntegrityError:
-                # another writer answered one of these queries since the check above
-                raise AlreadyAnsweredError(
-                    "feedback store: query ids already answered (by a concurrent writer): "
-                    f"{_format_ids(seen)}"
-                ) from None
-            return [row.id for row in rows]
+        with self.db.transaction("add preferences", write=True) as session:
+            return insert_preferences(session, rows, current_round_only=False)
 
     def add_preference(self, pref: Preference) -> int:
         """Store one answer; see :meth:`add_preferences`.
@@ -392,7 +434,7 @@ class RecordStore(StoreBase):
         Raises:
             StoreError: if the database read fails.
         """
-        with self._read("read preferences") as session:
+        with self.db.transaction("read preferences") as session:
             rows = session.scalars(select(PreferenceRow).order_by(PreferenceRow.id)).all()
         return [
             Preference(
@@ -447,11 +489,11 @@ class RecordStore(StoreBase):
             .order_by(QueryRow.id, PreferenceRow.id)
         )
         if query_ids is not None:
-            stmt = stmt.where(QueryRow.id.in_(_check_ids("query ids", query_ids)))
+            stmt = stmt.where(QueryRow.id.in_(storable(check_ids("query ids", query_ids))))
         fallback = set(fallback_teachers)
         if not fallback and not include_skipped:
             stmt = stmt.where(PreferenceRow.label != int(Label.SKIP))
-        with self._read("read labelled pairs") as session:
+        with self.db.transaction("read labelled pairs") as session:
             rows = session.execute(stmt).all()
         if fallback:
             overridden = {r[0] for r in rows if r[4] not in fallback}
@@ -512,8 +554,8 @@ class RecordStore(StoreBase):
             return {"obs": empty, "actions": empty.copy(), "labels": labels, "query_ids": query_ids}
         pair_ids = np.array([(r[1], r[2]) for r in rows], dtype=np.int64)  # (N, 2)
         seg_ids, inverse = np.unique(pair_ids, return_inverse=True)
-        with self._read("read training arrays") as session:
-            seg_rows = self._segment_rows(session, seg_ids.tolist())
+        with self.db.transaction("read training arrays") as session:
+            seg_rows = segment_rows(session, seg_ids.tolist())
         ordered = [seg_rows[int(i)] for i in seg_ids]
         shapes = {(r.length, r.obs_dim, r.act_dim) for r in ordered}
         if len(shapes) != 1:
@@ -521,8 +563,8 @@ class RecordStore(StoreBase):
                 "feedback store: cannot stack segments of differing (length, obs_dim, act_dim): "
                 f"{sorted(shapes)}"
             )
-        obs = np.stack([_decode_array(r.obs, f"segment {r.id} obs") for r in ordered])
-        actions = np.stack([_decode_array(r.actions, f"segment {r.id} actions") for r in ordered])
+        obs = np.stack([decode_array(r.obs, f"segment {r.id} obs") for r in ordered])
+        actions = np.stack([decode_array(r.actions, f"segment {r.id} actions") for r in ordered])
         index = inverse.reshape(pair_ids.shape)  # (N, 2) rows of the (S, ...) arrays
         return {
             "obs": obs.astype(np.float32, copy=False)[index],
@@ -530,3 +572,21 @@ class RecordStore(StoreBase):
             "labels": labels,
             "query_ids": query_ids,
         }
+
+    def answers_of(self, teacher_id: str, query_ids: Sequence[int]) -> dict[int, Label]:
+        """One teacher's answers to the given queries (queries it did not answer are absent).
+
+        Raises:
+            StoreError: if an id is not an integer, or the database read fails.
+        """
+        wanted = storable(check_ids("query ids", query_ids))
+        found: dict[int, Label] = {}
+        with self.db.transaction("read a teacher's answers") as session:
+            for chunk in chunks(wanted):
+                for qid, label in session.execute(
+                    select(PreferenceRow.query_id, PreferenceRow.label).where(
+                        PreferenceRow.teacher_id == teacher_id, PreferenceRow.query_id.in_(chunk)
+                    )
+                ):
+                    found[qid] = Label(label)
+        return found

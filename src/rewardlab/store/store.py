@@ -5,48 +5,54 @@ with ``synchronous=FULL``: every write method runs in one transaction, and once 
 data is committed durably, so a run killed at any moment loses no returned label. Any other
 SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) works with the same schema.
 
-The store is built in layers, one module each: ``base`` (connection, schema, transactions),
-``records`` (segments, queries, answers, training arrays), ``annotation`` (people in the web
-app); this module adds the summaries and the export. This package never imports torch: it
-speaks NumPy only.
+:class:`FeedbackStore` composes one :class:`~rewardlab.store.engine.Database` (engine, schema,
+transactions) and three parts over it, each in its own module:
+
+* ``store.records`` (:class:`~rewardlab.store.records.Records`): segments, queries, answers
+  and the arrays a reward model trains on (what the training loop uses);
+* ``store.annotation`` (:class:`~rewardlab.store.annotation.Annotation`): people in the web
+  app: annotators, assignments, their answers and undo;
+* ``store.summary`` (:class:`~rewardlab.store.summary.Summaries`): counts, agreement, export.
+
+This package never imports torch: it speaks NumPy only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Self
 
-import numpy as np
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import URL
 
 from rewardlab.errors import StoreError
-from rewardlab.store.annotation import AnnotationStore
-from rewardlab.store.base import DB_FILENAME, _chunks, _decode_array
-from rewardlab.store.schema import (
-    PreferenceRow,
-    QueryRow,
-    SegmentRow,
-)
-from rewardlab.types import Label
+from rewardlab.store.annotation import Annotation
+from rewardlab.store.engine import Database
+from rewardlab.store.records import Records
+from rewardlab.store.summary import EXPORT_SUFFIXES, Summaries
 
 __all__ = ["DB_FILENAME", "EXPORT_SUFFIXES", "FeedbackStore"]
 
-#: Suffixes :meth:`FeedbackStore.export` accepts.
-EXPORT_SUFFIXES = (".jsonl", ".parquet")
+#: File name of the SQLite database inside a run directory.
+DB_FILENAME = "feedback.db"
 
 
-class FeedbackStore(AnnotationStore):
+class FeedbackStore:
     """Segments, queries and preference labels of one run, in a SQL database.
 
-    Every write method is one transaction: it either stores everything it was given or, on
-    any error, nothing. Once a write method returns, its rows are committed durably (SQLite:
-    WAL journal with ``synchronous=FULL``).
+    Every write method of its parts is one transaction: it either stores everything it was
+    given or, on any error, nothing. Once a write method returns, its rows are committed
+    durably (SQLite: WAL journal with ``synchronous=FULL``).
 
     Use :meth:`open` for the default SQLite file in a run directory, or pass any SQLAlchemy
     URL. The store is a context manager; :meth:`close` releases its connections.
+
+    Attributes:
+        db: the database (engine, schema, :meth:`~rewardlab.store.engine.Database.transaction`).
+        records: segments, queries, answers, training arrays.
+        annotation: annotators, assignments, people's answers and undo.
+        summary: counts, agreement, export to JSONL/Parquet.
 
     Args:
         url: SQLAlchemy database URL, e.g. ``"sqlite:////abs/run/feedback.db"`` or
@@ -57,195 +63,59 @@ class FeedbackStore(AnnotationStore):
             be opened or created, or it holds a different schema version.
     """
 
-    def agreement(self) -> dict[str, float | int | None]:
-        """Agreement between teachers on queries several of them answered.
+    def __init__(self, url: str | URL) -> None:
+        self.db = Database(url)
+        self.records = Records(self.db)
+        self.annotation = Annotation(self.db)
+        self.summary = Summaries(self.db)
 
-        Returns:
-            ``overlapping``: queries answered by at least two distinct teachers;
-            ``compared``: those of them with at least two non-SKIP answers (a SKIP neither
-            agrees nor disagrees, so a query with fewer non-SKIP answers is not compared);
-            ``agreeing``: compared queries whose non-SKIP answers are all the same label;
-            ``fraction``: ``agreeing / compared``, or ``None`` when nothing was compared.
-
-        Raises:
-            StoreError: if the database read fails.
-        """
-        stmt = (
-            select(PreferenceRow.query_id, PreferenceRow.teacher_id, PreferenceRow.label)
-            .where(
-                PreferenceRow.query_id.in_(
-                    select(PreferenceRow.query_id)
-                    .group_by(PreferenceRow.query_id)
-                    .having(func.count(PreferenceRow.teacher_id.distinct()) >= 2)
-                )
-            )
-            .order_by(PreferenceRow.query_id)
-        )
-        with self._read("read agreement") as session:
-            rows = session.execute(stmt).all()
-        labels: dict[int, list[int]] = {}
-        for qid, _teacher, label in rows:
-            labels.setdefault(qid, []).append(label)
-        compared = agreeing = 0
-        for answers in labels.values():
-            real = [a for a in answers if a != int(Label.SKIP)]
-            if len(real) >= 2:
-                compared += 1
-                agreeing += len(set(real)) == 1
-        return {
-            "overlapping": len(labels),
-            "compared": compared,
-            "agreeing": agreeing,
-            "fraction": agreeing / compared if compared else None,
-        }
-
-    # ------------------------------------------------------------------ summaries
-
-    def counts(self) -> dict[str, int]:
-        """Row counts.
-
-        Returns:
-            ``segments`` and ``queries`` stored; ``preferences``: answers stored (a query may
-            have several, one per teacher); ``answered``: queries with at least one answer
-            (SKIP included); ``skipped``: answered queries whose every answer is
-            ``Label.SKIP`` (so none of their answers is used for training); ``pending``:
-            queries with no answer (``queries - answered``).
-
-        Raises:
-            StoreError: if the database read fails.
-        """
-        per_query = (
-            select(
-                PreferenceRow.query_id,
-                func.min(case((PreferenceRow.label == int(Label.SKIP), 1), else_=0)).label(
-                    "all_skip"
-                ),
-            )
-            .group_by(PreferenceRow.query_id)
-            .subquery()
-        )
-        with self._read("count rows") as session:
-            n_segments = session.scalar(select(func.count()).select_from(SegmentRow)) or 0
-            n_queries = session.scalar(select(func.count()).select_from(QueryRow)) or 0
-            n_prefs = session.scalar(select(func.count()).select_from(PreferenceRow)) or 0
-            n_answered = session.scalar(select(func.count()).select_from(per_query)) or 0
-            n_skipped = (
-                session.scalar(
-                    select(func.count()).select_from(per_query).where(per_query.c.all_skip == 1)
-                )
-                or 0
-            )
-        return {
-            "segments": n_segments,
-            "queries": n_queries,
-            "preferences": n_prefs,
-            "answered": n_answered,
-            "skipped": n_skipped,
-            "pending": n_queries - n_answered,
-        }
-
-    def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every stored answer, joined with its query, to a JSONL or Parquet file.
-
-        One row per preference, in the order stored, with the fields ``query_id``, ``round``,
-        ``left_id``, ``right_id``, ``source``, ``label`` (lower-case name), ``teacher_id``,
-        ``timestamp`` (epoch seconds) and ``left_true_return`` / ``right_true_return`` (sum
-        of the segment's true rewards, or null when unknown).
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str]) -> Self:
+        """Open (creating if needed) the SQLite store ``feedback.db`` in a run directory.
 
         Args:
-            path: output file; ``.jsonl`` writes JSON lines, ``.parquet`` a Parquet table.
-                Parent directories are created.
+            run_dir: the run directory; created with its parents if missing.
 
         Returns:
-            The number of rows written.
+            The open store.
 
         Raises:
-            StoreError: on any other suffix (naming the allowed ones), or if the database read
-                or the file write fails.
+            StoreError: if the directory cannot be created or written, or the database cannot
+                be opened.
         """
-        out = Path(path)
-        suffix = out.suffix.lower()
-        if suffix not in EXPORT_SUFFIXES:
-            raise StoreError(
-                f"feedback store: cannot export to {out.name!r}: the suffix must be one of "
-                f"{', '.join(EXPORT_SUFFIXES)}"
-            )
-        stmt = (
-            select(
-                PreferenceRow.query_id,
-                QueryRow.round,
-                QueryRow.left_id,
-                QueryRow.right_id,
-                QueryRow.source,
-                PreferenceRow.label,
-                PreferenceRow.teacher_id,
-                PreferenceRow.timestamp,
-            )
-            .join(QueryRow, PreferenceRow.query_id == QueryRow.id)
-            .order_by(PreferenceRow.id)
-        )
-        with self._read("export preferences") as session:
-            joined = session.execute(stmt).all()
-            returns = self._true_returns(session, {i for r in joined for i in (r[2], r[3])})
-        records = [
-            {
-                "query_id": r[0],
-                "round": r[1],
-                "left_id": r[2],
-                "right_id": r[3],
-                "source": r[4],
-                "label": Label(r[5]).name.lower(),
-                "teacher_id": r[6],
-                "timestamp": r[7],
-                "left_true_return": returns.get(r[2]),
-                "right_true_return": returns.get(r[3]),
-            }
-            for r in joined
-        ]
+        path = Path(run_dir)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if suffix == ".jsonl":
-                with out.open("w", encoding="utf-8") as fh:
-                    for rec in records:
-                        fh.write(json.dumps(rec) + "\n")
-            else:
-                self._write_parquet(out, records)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"feedback store: cannot write {out}: {exc}") from exc
-        return len(records)
+            raise StoreError(f"feedback store: cannot create run directory {path}: {exc}") from exc
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(f"feedback store: run directory {path} is not writable")
+        return cls(URL.create("sqlite", database=str(path.resolve() / DB_FILENAME)))
 
-    @staticmethod
-    def _true_returns(session: Session, ids: set[int]) -> dict[int, float]:
-        returns: dict[int, float] = {}
-        for chunk in _chunks(sorted(ids)):
-            stmt = select(SegmentRow.id, SegmentRow.true_rewards).where(SegmentRow.id.in_(chunk))
-            for seg_id, blob in session.execute(stmt):
-                if blob is not None:
-                    rewards = _decode_array(blob, f"segment {seg_id} true_rewards")
-                    returns[seg_id] = float(rewards.sum(dtype=np.float32))
-        return returns
+    @property
+    def url(self) -> str:
+        """The database URL (password hidden)."""
+        return self.db.url
 
-    @staticmethod
-    def _write_parquet(out: Path, records: list[dict[str, Any]]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self.db.closed
 
-        schema = pa.schema(
-            [
-                ("query_id", pa.int64()),
-                ("round", pa.int64()),
-                ("left_id", pa.int64()),
-                ("right_id", pa.int64()),
-                ("source", pa.string()),
-                ("label", pa.string()),
-                ("teacher_id", pa.string()),
-                ("timestamp", pa.float64()),
-                ("left_true_return", pa.float64()),
-                ("right_true_return", pa.float64()),
-            ]
-        )
-        table = pa.Table.from_pylist(records, schema=schema)
-        try:
-            pq.write_table(table, out)
-        except pa.ArrowException as exc:
-            raise StoreError(f"feedback store: cannot write {out}: {exc}") from exc
+    def close(self) -> None:
+        """Release every connection. Idempotent; the store cannot be used afterwards."""
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.url!r}{', closed' if self.closed else ''})"

@@ -1,8 +1,8 @@
 """The annotation web app of one run: a labelling page and its JSON API.
 
 Routes (every ``/api/*`` route needs ``Authorization: Bearer <token>``, a token made by
-:meth:`rewardlab.store.FeedbackStore.add_annotator`; the page takes it once as ``?token=`` and
-sends it as that header)::
+:meth:`rewardlab.store.annotation.Annotation.add_annotator`; the page takes it once as
+``?token=`` and sends it as that header)::
 
     GET  /                          the labelling page (self-contained HTML)
     GET  /api/me                    {annotator_id, name}
@@ -14,7 +14,10 @@ sends it as that header)::
     GET  /api/status                what training is doing (waiting for this round, ...)
 
 Every error is a JSON ``{"error": "..."}`` naming the problem, and a refused request writes
-nothing. Each label is committed (durably, see :mod:`rewardlab.store`) before its ``201``.
+nothing. Ids out of range (negative, beyond 64 bits, not numbers) in a path or body get a 4xx
+(404 for a path naming no record, 422 for a body), never a 500. Store errors are told apart
+by type (:mod:`rewardlab.errors`), never by their message. Each label is committed (durably,
+see :mod:`rewardlab.store`) before its ``201``.
 
 There is one database per run, so a token only ever sees its own run. This module never
 imports torch nor :mod:`rewardlab.algorithms`.
@@ -35,16 +38,20 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardlab.errors import RecordError, RewardLabError, StoreError
+from rewardlab.errors import (
+    AlreadyAnsweredError,
+    ConflictError,
+    NothingToUndoError,
+    RecordError,
+    RewardLabError,
+    StaleRoundError,
+    UnknownIdError,
+    UnknownQueryError,
+    UnknownSegmentError,
+)
 from rewardlab.feedback.clips import ClipCache
 from rewardlab.feedback.run_status import read_status
 from rewardlab.store import FeedbackStore
-from rewardlab.store.annotators import (
-    AlreadyAnsweredError,
-    NothingToUndoError,
-    StaleRoundError,
-    UnknownQueryError,
-)
 from rewardlab.types import Label, Preference, Segment
 from rewardlab.web.page import PAGE_HTML
 from rewardlab.web.schemas import (
@@ -58,6 +65,7 @@ from rewardlab.web.schemas import (
     RecentAnswer,
     TrainingStatus,
     Undone,
+    parse_clip_name,
 )
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "create_app"]
@@ -152,7 +160,7 @@ def _annotator(request: Request) -> tuple[int, str]:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "Authorization header must be 'Bearer <token>'", challenge)
     store: FeedbackStore = request.app.state.store
-    found = store.annotator_for_token(token.strip())
+    found = store.annotation.annotator_for_token(token.strip())
     if found is None:
         raise ApiError(401, "invalid token", challenge)
     return found
@@ -241,10 +249,24 @@ def create_app(
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_message(exc))
 
+    @app.exception_handler(UnknownIdError)
+    async def _unknown(_request: Request, exc: UnknownIdError) -> JSONResponse:
+        # a route that names the record catches its own error first; this is the safety net
+        return _error(404, f"unknown id: {', '.join(map(str, exc.ids)) or '?'}")
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_request: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, f"refused: {type(exc).__name__}")
+
     @app.exception_handler(RewardLabError)
     async def _internal(_request: Request, exc: RewardLabError) -> JSONResponse:
         log.error("annotation app: %s", exc)
-        return _error(500, str(exc))
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("annotation app: unexpected error", exc_info=exc)
+        return _error(500, "internal error; see the server log")
 
     # ------------------------------------------------------------------ helpers
 
@@ -254,18 +276,18 @@ def create_app(
         if not wanted:
             return
         try:
-            segments = [s for s in store.get_segments(wanted) if s.render_states is not None]
+            segments = [
+                s for s in store.records.get_segments(wanted) if s.render_states is not None
+            ]
             clips.prefetch(segments)
         except (RewardLabError, RuntimeError) as exc:
             log.warning("annotation app: cannot prefetch clips %s: %s", wanted, exc)
 
     def load_segment(segment_id: int) -> Segment:
         try:
-            [segment] = store.get_segments([segment_id])
-        except StoreError as exc:
-            if "unknown segment ids" in str(exc):
-                raise ApiError(404, f"unknown segment id {segment_id}") from None
-            raise
+            [segment] = store.records.get_segments([segment_id])
+        except UnknownSegmentError:
+            raise ApiError(404, f"unknown segment id {segment_id}") from None
         if segment.render_states is None:
             raise ApiError(
                 404,
@@ -286,20 +308,20 @@ def create_app(
 
     @app.get("/api/next", response_model=NextQuery, responses={204: {"description": "none"}})
     def next_query(who: Who) -> Any:
-        query = store.next_query_for(who[0], overlap=overlap)
+        query = store.annotation.next_query_for(who[0], overlap=overlap)
         if query is None:
             return Response(status_code=204)
         assert query.query_id is not None
         ahead = [
             i
-            for q in store.pending_queries(round=query.round, limit=PREFETCH_QUERIES + 1)
+            for q in store.records.pending_queries(round=query.round, limit=PREFETCH_QUERIES + 1)
             for i in (q.left_id, q.right_id)
         ]
         prefetch([query.left_id, query.right_id, *ahead])
         status = read_status(run_dir) or {}
         suggestion = None
         if isinstance(status.get("prelabel_teacher"), str):
-            found = store.answers_of(status["prelabel_teacher"], [query.query_id])
+            found = store.records.answers_of(status["prelabel_teacher"], [query.query_id])
             if query.query_id in found:
                 suggestion = found[query.query_id].name.lower()
         return NextQuery(
@@ -310,11 +332,17 @@ def create_app(
             right=ClipRef(
                 segment_id=query.right_id, clip_url=f"/api/clips/{query.right_id}.mp4"
             ),
-            progress=Progress(**store.progress(who[1])),
+            progress=Progress(**store.annotation.progress(who[1])),
         )
 
-    @app.get("/api/clips/{segment_id:int}.mp4", response_class=FileResponse)
-    def clip(segment_id: int, who: Who) -> FileResponse:
+    @app.get("/api/clips/{name}", response_class=FileResponse)
+    def clip(name: str, who: Who) -> FileResponse:
+        segment_id = parse_clip_name(name)
+        if segment_id is None:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise ApiError(
+                404, f"no clip {shown!r}: clips are /api/clips/<segment id>.mp4 (a known id)"
+            )
         segment = load_segment(segment_id)
         try:
             path = clips.get_or_render(segment, timeout=CLIP_TIMEOUT)
@@ -330,7 +358,7 @@ def create_app(
     def add_preference(body: PreferenceIn, who: Who) -> PreferenceOut:
         pref = Preference(query_id=body.query_id, label=Label.parse(body.label), teacher_id=who[1])
         try:
-            pid = store.add_answer(pref)
+            pid = store.annotation.add_answer(pref)
         except UnknownQueryError:
             raise ApiError(404, f"unknown query id {body.query_id}") from None
         except AlreadyAnsweredError:
@@ -338,7 +366,7 @@ def create_app(
                 409, f"query {body.query_id} already answered by {who[1]!r}"
             ) from None
         except StaleRoundError:
-            current = store.current_round()
+            current = store.records.current_round()
             raise ApiError(
                 409,
                 f"stale round: query {body.query_id} is from an older round than the current "
@@ -349,7 +377,7 @@ def create_app(
     @app.post("/api/undo", response_model=Undone)
     def undo(who: Who) -> Undone:
         try:
-            answer = store.undo_last(who[1])
+            answer = store.annotation.undo_last(who[1])
         except NothingToUndoError:
             raise ApiError(
                 409, "nothing to undo: no answer of yours in the current round"
@@ -358,9 +386,9 @@ def create_app(
 
     @app.get("/api/recent", response_model=Recent)
     def recent(who: Who) -> Recent:
-        answers = store.preferences_by(who[1], limit=RECENT_LIMIT)
+        answers = store.annotation.preferences_by(who[1], limit=RECENT_LIMIT)
         return Recent(
-            current_round=store.current_round(),
+            current_round=store.records.current_round(),
             answers=[
                 RecentAnswer(
                     preference_id=a.preference_id,

@@ -27,7 +27,8 @@ def add_annotator_command(run_dir: Path, name: str, host: str, port: int) -> str
 
     Args:
         run_dir: the run directory (must hold ``feedback.db``).
-        name: the annotator's unique name (their ``teacher_id``).
+        name: the annotator's unique name (their ``teacher_id``); see
+            :func:`rewardlab.types.check_annotator_name` for the rules.
         host: host the app will be served on, for the link.
         port: port the app will be served on, for the link.
 
@@ -36,11 +37,14 @@ def add_annotator_command(run_dir: Path, name: str, host: str, port: int) -> str
 
     Raises:
         RunDirError: if ``run_dir`` is not a run directory with a feedback store.
-        StoreError: if the name is invalid or taken, or the store cannot be written.
+        InvalidNameError: if the name breaks the rules (e.g. a scripted teacher's id, or a
+            control character).
+        DuplicateAnnotatorError: if the name is taken.
+        StoreError: if the store cannot be written.
     """
     run_dir = _check_run_dir(run_dir)
     with FeedbackStore.open(run_dir) as store:
-        _, token = store.add_annotator(name)
+        _, token = store.annotation.add_annotator(name)
     return login_link(host, port, token)
 
 

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from rewardlab.types import MAX_ID
+
+#: A clip's file name in ``/api/clips/<name>``: ``<segment id>.mp4``, the id in ASCII digits
+#: (at most 19 of them: a 64-bit id).
+_CLIP_NAME = re.compile(r"([0-9]{1,19})\.mp4")
+
+
+def parse_clip_name(name: str) -> int | None:
+    """The segment id a clip file name ``<id>.mp4`` names.
+
+    Args:
+        name: the last path segment of ``/api/clips/<name>``.
+
+    Returns:
+        The id, or ``None`` when ``name`` is not ``<digits>.mp4`` or the id is beyond
+        :data:`~rewardlab.types.MAX_ID` (such a segment cannot exist). Never raises.
+    """
+    found = _CLIP_NAME.fullmatch(name) if isinstance(name, str) else None
+    if found is None:
+        return None
+    value = int(found.group(1))
+    return value if value <= MAX_ID else None
+
 
 #: Label names the API accepts, mapped to :class:`rewardlab.types.Label` names.
 LabelName = Literal["left", "right", "equal", "skip"]
@@ -15,7 +40,7 @@ class PreferenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query_id: StrictInt = Field(ge=0, description="id of the query answered")
+    query_id: StrictInt = Field(ge=0, le=MAX_ID, description="id of the query answered")
     label: LabelName = Field(description="which clip is better: left, right, equal or skip")
 
 

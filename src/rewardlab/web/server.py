@@ -86,7 +86,8 @@ class BackgroundServer:
             StoreError: if the segments cannot be read.
             RuntimeError: if the clip cache is closed.
         """
-        segments = [s for s in store.get_segments(segment_ids) if s.render_states is not None]
+        found = store.records.get_segments(segment_ids)
+        segments = [s for s in found if s.render_states is not None]
         if segments:
             self.app.state.clips.prefetch(segments)
 
