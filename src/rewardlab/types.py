@@ -228,10 +228,10 @@ class Preference:
 def scripted_teacher_ids() -> frozenset[str]:
     """Names a scripted teacher answers under: the preset names and aliases (lower case).
 
-    From :data:`rewardlab.feedback.teachers.TEACHER_PRESETS` and ``TEACHER_ALIASES``, imported
-    here lazily (that module imports only NumPy).
+    From :data:`rewardlab.config.TEACHER_PRESETS` and ``TEACHER_ALIASES``, imported
+    here lazily (the config layer imports neither torch nor SQLAlchemy).
     """
-    from rewardlab.feedback.teachers import TEACHER_ALIASES, TEACHER_PRESETS
+    from rewardlab.config import TEACHER_ALIASES, TEACHER_PRESETS
 
     names = {*TEACHER_PRESETS, *TEACHER_ALIASES, *(c.name for c in TEACHER_PRESETS.values())}
     return frozenset(n.lower() for n in names)

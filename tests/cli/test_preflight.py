@@ -72,11 +72,11 @@ def test_schedule_fit_matches_the_training_loops():
     # PEBBLE: rounds due at 2000, 3500, ..., 15500 < total_steps
     assert pf.schedule_fit(build_config({}, ["total_steps=15501"])).rounds == 10
     assert pf.schedule_fit(build_config({}, ["total_steps=15500"])).rounds == 9
-    # PPO: rounds on rollout boundaries (2048 steps): 2048, 4096, ...; the 10th is due at
-    # 18432 + 1500 and happens on the rollout that ends the run
+    # PPO: rounds due at 2000 + 1500 r happen at the next rollout boundary (2048 steps);
+    # the 10th, due at 15500, at 16384
     fit = pf.schedule_fit(build_config({}, ["algorithm=pref_ppo"]))
     assert (fit.first, fit.spacing, fit.rounds) == (2048, 2048, 10)
-    assert fit.total_steps_needed == 18432 + 1500 + 1
+    assert fit.total_steps_needed == 16384 + 1
     pf.check_schedule(build_config({}, ["algorithm=pref_ppo"]))
 
 

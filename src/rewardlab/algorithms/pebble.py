@@ -234,9 +234,11 @@ def train_pebble(
                           step + CHUNK_STEPS, next_round_step(schedule, state.rounds),
                           state.next_intrinsic]
                 target = min(e for e in events if e is not None and e > step)
-                model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
-                step = state.step = model.num_timesteps
-                signals.check()
+                due = next_round_step(schedule, state.rounds)
+                if due is None or due > step:  # else a round is still due here: ask it first
+                    model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
+                    step = state.step = model.num_timesteps
+                    signals.check()
 
                 # -- unsupervised pre-training: relabel with the state-entropy reward
                 if state.next_intrinsic is not None and step >= state.next_intrinsic:

@@ -170,9 +170,12 @@ def train_pref_ppo(
 
                 # -- one PPO rollout and update on the current reward (rounds and
                 # evaluations fall on rollout boundaries)
-                model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
-                step = state.step = model.num_timesteps
-                signals.check()
+                # (several rounds due at one boundary are asked one after the other first)
+                due = next_round_step(schedule, state.rounds)
+                if due is None or due > step:
+                    model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
+                    step = state.step = model.num_timesteps
+                    signals.check()
 
                 # -- the regulariser's discriminator follows the latest experience
                 disc = t.fit_discriminator(regularizer, log, config.ppo.n_steps,

@@ -32,11 +32,13 @@ CONNECT_TIMEOUT_S = 10
 _GIB = 2**30
 
 
-def preflight(config: TrainConfig) -> EnvDims:
+def preflight(config: TrainConfig, check_budget: bool = True) -> EnvDims:
     """Check ``config`` against its environment and this machine; create nothing.
 
     Args:
         config: a validated run config.
+        check_budget: refuse a query budget the schedule cannot spend before ``total_steps``
+            (off when resuming a run with a changed ``total_steps``).
 
     Returns:
         The environment's :class:`~rewardlab.envs.make.EnvDims`.
@@ -52,7 +54,8 @@ def preflight(config: TrainConfig) -> EnvDims:
     """
     dims = env_dims(config.env)
     check_segments(config, dims)
-    check_schedule(config)
+    if check_budget:
+        check_schedule(config)
     check_memory(config, dims)
     if config.store_url is not None:
         check_store_url(config.store_url)

@@ -114,7 +114,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             )
     from rewardlab.algorithms.preflight import preflight
 
-    preflight(config)  # the env, the schedule, memory and the store; creates nothing
+    # the env, the schedule, memory and the store; creates nothing. A resumed run may end
+    # before its budget is spent (e.g. stopped early with a lower total_steps): not an error.
+    preflight(config, check_budget=not args.resume)
     from rewardlab.algorithms import train
 
     console.print(
