@@ -63,3 +63,34 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     assert summary["steps"] == steps + 600 and not summary["interrupted"]
     with FeedbackStore.open(run) as store:
         assert store.summary.counts()["answered"] >= answered
+
+
+@pytest.mark.parametrize("how", ["ctrl_c_after_the_pipe_closed", "sigterm"])
+def test_piped_run_stopped_by_a_signal_saves_a_checkpoint(tmp_path, how):
+    """``rewardlab train 2>&1 | tee log``: Ctrl-C in the terminal ends ``tee`` as well, so the
+    run's output pipe is closed when its own SIGINT arrives. SIGTERM stops like Ctrl-C."""
+    run = tmp_path / "r"
+    args = [sys.executable, "-m", "rewardlab.cli.main", "train", "--run-dir", str(run)]
+    for o in fast_overrides("pebble", 200_000):
+        args += ["--set", o]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "120"})
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if "round 1" in proc.stdout.readline():
+            break
+    else:
+        proc.kill()
+        pytest.fail("no feedback round within 300 s")
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        proc.stdout.close()  # tee is gone: every later write hits a broken pipe
+        proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["steps"] >= 500
+    assert (run / "checkpoints/latest/state.json").exists()
+    steps = summary["steps"]
+    assert main(["train", "--resume", str(run), "--set", f"total_steps={steps + 500}"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == steps + 500

@@ -20,7 +20,7 @@ from tests.helpers import fast_overrides
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 2500  # rounds at 500, 1000, ..., 2500; evaluations at 0, 1000, 2000, 2500
+STEPS = 2600  # rounds at 500, 1000, ..., 2500; evaluations at 0, 1000, 2000, 2600
 
 
 def _argv(run: Path) -> list[str]:

@@ -13,6 +13,10 @@ is stored in formats that only hold data:
 * replay buffers as ``.npz`` written by :func:`numpy.savez` and read back with
   ``allow_pickle=False``.
 
+``model._get_torch_save_params()``, ``model._n_updates`` and ``model._episode_num`` are private
+to Stable-Baselines3: ``pyproject.toml`` pins SB3 to the minor release (2.9) this module was
+tested with, and ``tests/algorithms/test_checkpoint.py`` checks the round trip.
+
 Loading never builds objects from the files: it fills an already-constructed model (or buffer)
 of the same architecture, so a tampered file can at worst hold wrong numbers.
 

@@ -301,7 +301,8 @@ class Evaluator:
 
     Args:
         env: the ``env`` section (a separate env instance is made for evaluation).
-        episodes: deterministic-policy episodes per evaluation (``eval.episodes``).
+        episodes: deterministic-policy episodes per evaluation (``eval.episodes``; the
+            over-optimisation alarm needs at least 2).
         seed: reset seed of the first episode (episode ``i`` uses ``seed + i``).
         message: prints a line in the terminal.
     """
@@ -312,7 +313,8 @@ class Evaluator:
         self.episodes = episodes
         self.seed = seed
         self.message = message
-        self.divergence = DivergenceMonitor(episodes)
+        # the alarm's Welch test needs two episodes per evaluation; with one it stays off
+        self.divergence = DivergenceMonitor(episodes) if episodes >= 2 else None
 
     def run(self, model: BaseAlgorithm, reward_model: RewardModel,
             reference: BasePolicy | None, step: int) -> dict[str, float]:
@@ -326,6 +328,8 @@ class Evaluator:
     def alarm(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         """Feed an evaluation to the over-optimisation alarm; when it fires, print it and
         return the ``diagnostics/`` keys to log with the evaluation (else ``{}``)."""
+        if self.divergence is None:
+            return {}
         event = self.divergence.update(step, metrics["eval/gold_return"],
                                        metrics["eval/proxy_return"],
                                        metrics["eval/gold_return_std"])
@@ -337,6 +341,8 @@ class Evaluator:
 
     def replay(self, run: RunDir) -> None:
         """Feed a resumed run's earlier evaluations (as logged) back into the alarm."""
+        if self.divergence is None:
+            return
         for row in read_metrics(run.path):
             if row.get("eval/gold_return") is not None:
                 self.divergence.update(int(row["step"]), row["eval/gold_return"],
