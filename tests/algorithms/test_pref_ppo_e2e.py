@@ -32,22 +32,24 @@ def test_pref_ppo_trains_and_logs_gold_and_proxy(tmp_path):
         assert store.summary.counts()["answered"] == 100
 
 
-def test_ctrl_c_saves_and_resume_finishes(tmp_path):
-    run = tmp_path / "r"
+def _train_until_the_first_round(run) -> subprocess.Popen:
+    """Start a long PEBBLE run in a subprocess; return once its first round is stored."""
     args = [sys.executable, "-m", "rewardlab.cli.main", "train", "--run-dir", str(run)]
     for o in fast_overrides("pebble", 200_000):
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "120"})
     deadline = time.time() + 300
-    # wait until the first feedback round has been stored, then press Ctrl-C
     while time.time() < deadline:
-        line = proc.stdout.readline()
-        if "round 1" in line:
-            break
-    else:
-        proc.kill()
-        pytest.fail("no feedback round within 300 s")
+        if "round 1" in proc.stdout.readline():
+            return proc
+    proc.kill()
+    pytest.fail("no feedback round within 300 s")
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    run = tmp_path / "r"
+    proc = _train_until_the_first_round(run)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
@@ -70,18 +72,7 @@ def test_piped_run_stopped_by_a_signal_saves_a_checkpoint(tmp_path, how):
     """``rewardlab train 2>&1 | tee log``: Ctrl-C in the terminal ends ``tee`` as well, so the
     run's output pipe is closed when its own SIGINT arrives. SIGTERM stops like Ctrl-C."""
     run = tmp_path / "r"
-    args = [sys.executable, "-m", "rewardlab.cli.main", "train", "--run-dir", str(run)]
-    for o in fast_overrides("pebble", 200_000):
-        args += ["--set", o]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "120"})
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if "round 1" in proc.stdout.readline():
-            break
-    else:
-        proc.kill()
-        pytest.fail("no feedback round within 300 s")
+    proc = _train_until_the_first_round(run)
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
     else:

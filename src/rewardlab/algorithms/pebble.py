@@ -44,13 +44,10 @@ from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.feedback.human import AnnotationServer
 from rewardlab.feedback.rounds import effective_schedule, feedback_round, next_round_step
-from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.state_entropy import state_entropy_reward
 from rewardlab.seeding import child_seeds
 
-#: Steps of recent experience the proxy reward's normalisation is measured on.
-NORMALIZATION_ROWS = 50_000
 #: Longest stretch of SAC training between two looks at the clock, the signals and the bar.
 CHUNK_STEPS = 1000
 
@@ -197,22 +194,9 @@ def train_pebble(
                 # -- evaluation (first at step 0: every curve starts at the untrained policy)
                 final = step >= config.total_steps and state.last_eval_step != step
                 if step >= state.next_eval or stop or final:
-                    if stop and trusted is not None:  # early stop: back to the trusted policy
-                        model.policy.load_state_dict(trusted)
-                    last_eval = evaluator.run(model, reward_model, reference, step)
-                    verdict = "skip" if stop else early_stop.check_disagreement(
-                        step, last_eval["reward_model/disagreement_on_policy"])
-                    if verdict == "trust":
-                        trusted = t.policy_weights(model.policy)
-                    elif verdict == "stop":
-                        stop = True  # roll back, then evaluate the trusted policy instead
-                        continue
+                    last_eval, trusted, stop = evaluator.evaluate(
+                        step, model, reward_model, reference, early_stop, trusted, stop)
                     last_eval["time/elapsed_s"] = clock.elapsed()
-                    last_eval.update(evaluator.alarm(step, last_eval))
-                    if stop:
-                        last_eval.update(t.early_stop_keys(step, early_stop))
-                        ui.message(f"[yellow]early stop[/] at step {step} ({early_stop.reason});"
-                                   f" policy rolled back to step {early_stop.trusted_step}")
                     state.last_eval_step = step  # before the row: a kill never repeats it
                     state.next_eval = (step // config.eval.every + 1) * config.eval.every
                     run.log(step, last_eval)
@@ -268,15 +252,9 @@ def train_pebble(
                     judge=judge, human=human,
                 )
                 state.add_seconds(result.seconds)
-                fresh = t.fresh_metrics(reward_model, result)
-                t0 = time.perf_counter()
-                fit = fit_reward_model(
-                    reward_model, store.records.training_arrays(fallback_teachers=(
-                        (teacher.teacher_id,) if human and config.human.mixed else ())),
-                    config.reward_model.holdout_fraction, *log.recent_flat(NORMALIZATION_ROWS),
-                )
-                state.add_seconds({"reward_training": time.perf_counter() - t0})
-                metrics = t.round_metrics(result, store, fresh, fit, state.seconds)
+                metrics = t.refit_after_round(
+                    reward_model, store, result, config.reward_model.holdout_fraction,
+                    (teacher.teacher_id,) if human and config.human.mixed else (), log, state)
                 if reward_model.updates == 0:  # no usable label yet: keep pre-training
                     state.rounds += 1
                     run.log(step, metrics)
@@ -290,7 +268,7 @@ def train_pebble(
                                                       seeds["mitigation"])
                 early_stop.reward_updated()
                 if early_stop.check_calibration(
-                    step, fresh.get("reward_model/fresh_ece", float("nan"))
+                    step, metrics.get("reward_model/fresh_ece", float("nan"))
                 ) == "trust":
                     trusted = t.policy_weights(model.policy)
                 stop = early_stop.stopped_at is not None

@@ -8,6 +8,7 @@ takes the config section it reads, not the whole run config.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn, mujoco_
 from rewardlab.feedback.human import AnnotationServer, HumanTeacher
 from rewardlab.feedback.rounds import RoundResult
 from rewardlab.feedback.teachers import ScriptedTeacher
+from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.regularizers import (
     OccupancyDiscriminator,
@@ -58,6 +60,9 @@ from rewardlab.rewards.regularizers import (
 )
 from rewardlab.store.store import FeedbackStore
 from rewardlab.types import Label
+
+#: Steps of recent experience the proxy reward's normalisation is measured on.
+NORMALIZATION_ROWS = 50_000
 
 
 # ------------------------------------------------------------------------ loop state
@@ -241,6 +246,23 @@ def fresh_metrics(reward_model: RewardModel, result: RoundResult) -> dict[str, f
                          "reward_model/fresh")
 
 
+def refit_after_round(
+    reward_model: RewardModel, store: FeedbackStore, result: RoundResult,
+    holdout_fraction: float, fallback_teachers: tuple[str, ...], log: TransitionLog,
+    state: LoopState,
+) -> dict[str, float]:
+    """The reward fit after a round: check the ensemble on the fresh queries, refit it on every
+    label in the store (:func:`rewardlab.rewards.fit.fit_reward_model`, standardised on the
+    last ``NORMALIZATION_ROWS`` steps), and return the round's metrics."""
+    fresh = fresh_metrics(reward_model, result)
+    t0 = time.perf_counter()
+    data = store.records.training_arrays(fallback_teachers=fallback_teachers)
+    fit = fit_reward_model(reward_model, data, holdout_fraction,
+                           *log.recent_flat(NORMALIZATION_ROWS))
+    state.add_seconds({"reward_training": time.perf_counter() - t0})
+    return round_metrics(result, store, fresh, fit, state.seconds)
+
+
 def describe_round(step: int, metrics: dict[str, float]) -> str:
     """One terminal line about a finished round."""
     acc = metrics.get("reward_model/heldout_accuracy", float("nan"))
@@ -324,6 +346,39 @@ class Evaluator:
         if step == 0:
             metrics.update(reference_returns(self.env, self.episodes, self.seed))
         return metrics
+
+    def evaluate(
+        self, step: int, model: BaseAlgorithm, reward_model: RewardModel,
+        reference: BasePolicy | None, early_stop: EarlyStopping,
+        trusted: dict[str, torch.Tensor] | None, stopping: bool,
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor] | None, bool]:
+        """One evaluation with early stopping and the over-optimisation alarm.
+
+        Evaluates the policy and applies ``mitigation.early_stop=disagreement``: a trusted
+        policy's weights are kept; when the rule stops training (or ``stopping`` is already
+        set, by the calibration rule after a round), the policy is rolled back to the last
+        trusted one and that policy's evaluation is the one returned, with the
+        ``diagnostics/early_stop_*`` keys. Then the alarm is fed.
+
+        Returns:
+            ``(metrics, trusted weights, stopping)``.
+        """
+        if not stopping:
+            metrics = self.run(model, reward_model, reference, step)
+            verdict = early_stop.check_disagreement(
+                step, metrics["reward_model/disagreement_on_policy"])
+            if verdict == "trust":
+                trusted = policy_weights(model.policy)
+            stopping = verdict == "stop"
+        if stopping:
+            if trusted is not None:
+                model.policy.load_state_dict(trusted)
+            metrics = self.run(model, reward_model, reference, step)
+            metrics.update(early_stop_keys(step, early_stop))
+            self.message(f"[yellow]early stop[/] at step {step} ({early_stop.reason}); policy "
+                         f"rolled back to step {early_stop.trusted_step}")
+        metrics.update(self.alarm(step, metrics))
+        return metrics, trusted, stopping
 
     def alarm(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         """Feed an evaluation to the over-optimisation alarm; when it fires, print it and
