@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = 2600  # rounds at 500, 1000, ..., 2500; evaluations at 0, 1000, 2000, 2600
 
 
-def _argv(run: Path) -> list[str]:
+def _argv(run: Path, steps: int = STEPS) -> list[str]:
     argv = ["train", "--run-dir", str(run)]
-    for o in fast_overrides("pebble", STEPS):
+    for o in fast_overrides("pebble", steps):
         argv += ["--set", o]
     return argv
 
@@ -83,3 +83,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupte
     assert [sk for sk, n in seen.items() if n > 1] == []
     steps = [r["step"] for r in rows]
     assert steps == sorted(steps)
+
+
+def test_checkpoint_of_another_format_is_refused_by_name(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_argv(run, 600)) == 0
+    state = run / "checkpoints/latest/state.json"
+    state.write_text(state.read_text().replace('"format_version": 2', '"format_version": 1'))
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "checkpoint format 1" in capsys.readouterr().err

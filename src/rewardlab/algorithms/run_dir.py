@@ -131,6 +131,12 @@ class RunDir:
                 state = json.loads((found / STATE_FILE).read_text())
             except (OSError, json.JSONDecodeError) as err:
                 raise RunDirError(f"{found / STATE_FILE}: unreadable checkpoint ({err})") from None
+            if state.get("format_version") != STATE_VERSION:
+                raise RunDirError(
+                    f"{found / STATE_FILE}: checkpoint format {state.get('format_version')!r} "
+                    f"was written by another RewardLab version (this one reads "
+                    f"{STATE_VERSION}); start a new run"
+                )
         return cls(path, state)
 
     # ------------------------------------------------------------------ checkpoints
