@@ -50,6 +50,9 @@ def test_metrics_are_namespaced_and_hold_gold_and_proxy(trained_run):
     assert all(r["eval/proxy_return"] is not None for r in evals[1:])
     assert all("/" in k for r in rows for k in r if k != "step")
     assert any("reward_model/heldout_accuracy" in r for r in rows)
+    rand = [r["reward_model/random_pair_accuracy"] for r in rows
+            if r.get("reward_model/random_pair_accuracy") is not None]
+    assert len(rand) == 5 and all(0.0 <= a <= 1.0 for a in rand)  # one per round
     assert any("reward_model/disagreement_on_policy" in r for r in evals)
     # SB3's own train/ and rollout/ values reach metrics.jsonl; Monitor returns are gold
     assert any("train/actor_loss" in r for r in rows)

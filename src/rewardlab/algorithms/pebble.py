@@ -254,7 +254,8 @@ def train_pebble(
                 state.add_seconds(result.seconds)
                 metrics = t.refit_after_round(
                     reward_model, store, result, config.reward_model.holdout_fraction,
-                    (teacher.teacher_id,) if human and config.human.mixed else (), log, state)
+                    (teacher.teacher_id,) if human and config.human.mixed else (), log, state,
+                    schedule.segment_len, seeds["diagnostics"])
                 if reward_model.updates == 0:  # no usable label yet: keep pre-training
                     state.rounds += 1
                     run.log(step, metrics)

@@ -43,7 +43,7 @@ from rewardlab.diagnostics.overoptimization import (
     DivergenceMonitor,
     describe_overoptimization,
 )
-from rewardlab.diagnostics.reward_checks import label_metrics
+from rewardlab.diagnostics.reward_checks import label_metrics, random_pair_accuracy
 from rewardlab.diagnostics.reward_eval import rank_correlation
 from rewardlab.envs.make import EnvDims, make_env
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn, mujoco_state_fn
@@ -63,6 +63,8 @@ from rewardlab.types import Label
 
 #: Steps of recent experience the proxy reward's normalisation is measured on.
 NORMALIZATION_ROWS = 50_000
+#: Segment pairs of the run's experience the reward model is checked on after each round.
+RANDOM_PAIRS = 500
 
 
 # ------------------------------------------------------------------------ loop state
@@ -249,27 +251,35 @@ def fresh_metrics(reward_model: RewardModel, result: RoundResult) -> dict[str, f
 def refit_after_round(
     reward_model: RewardModel, store: FeedbackStore, result: RoundResult,
     holdout_fraction: float, fallback_teachers: tuple[str, ...], log: TransitionLog,
-    state: LoopState,
+    state: LoopState, segment_len: int, seed: int,
 ) -> dict[str, float]:
     """The reward fit after a round: check the ensemble on the fresh queries, refit it on every
     label in the store (:func:`rewardlab.rewards.fit.fit_reward_model`, standardised on the
-    last ``NORMALIZATION_ROWS`` steps), and return the round's metrics."""
+    last ``NORMALIZATION_ROWS`` steps), measure it on random pairs of the run's experience
+    against gold (:func:`rewardlab.diagnostics.reward_checks.random_pair_accuracy`, with a
+    generator of its own seeded by ``seed`` and the round), and return the round's metrics."""
     fresh = fresh_metrics(reward_model, result)
     t0 = time.perf_counter()
     data = store.records.training_arrays(fallback_teachers=fallback_teachers)
     fit = fit_reward_model(reward_model, data, holdout_fraction,
                            *log.recent_flat(NORMALIZATION_ROWS))
     state.add_seconds({"reward_training": time.perf_counter() - t0})
+    if reward_model.updates > 0:
+        rng = np.random.default_rng([seed, result.round])
+        fit["reward_model/random_pair_accuracy"] = random_pair_accuracy(
+            reward_model, log, RANDOM_PAIRS, segment_len, rng)
     return round_metrics(result, store, fresh, fit, state.seconds)
 
 
 def describe_round(step: int, metrics: dict[str, float]) -> str:
     """One terminal line about a finished round."""
     acc = metrics.get("reward_model/heldout_accuracy", float("nan"))
+    rand = metrics.get("reward_model/random_pair_accuracy")
     return (f"step {step}: round {int(metrics['feedback/round'])}, "
             f"{int(metrics['feedback/queries_asked'])} queries, reward model held-out "
-            f"accuracy {acc:.2f}" + (" (resumed round)" if metrics["feedback/reused_round"]
-                                      else ""))
+            f"accuracy {acc:.2f}"
+            + ("" if rand is None else f", on random pairs {rand:.2f}")
+            + (" (resumed round)" if metrics["feedback/reused_round"] else ""))
 
 
 # ------------------------------------------------------------------------ evaluation

@@ -3,6 +3,12 @@
 Used after every feedback round on two sets of labels:
 
 * the held-out split of all labels so far (``reward_model/heldout_*``), after retraining;
+* uniformly drawn pairs of segments of the run's own experience, judged by their gold (true)
+  returns (``reward_model/random_pair_accuracy``): what the ensemble has learned about the task
+  as a whole. Active selection asks the pairs the ensemble is least sure of, so accuracy on the
+  fresh queries is low by design (below 0.5 is common) and says little about the reward model
+  itself; this check does. It reads the true rewards the transition log keeps for evaluation;
+  nothing of it reaches the learner.
 * the round's *fresh* queries, measured with the model as it was *before* it is retrained on
   them (``reward_model/fresh_*``): an honest out-of-sample check, and the signal the
   ``calibration`` early-stopping mitigation watches. The queries are cut from the transition log
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rewardlab.data.transitions import TransitionLog
 from rewardlab.diagnostics.reward_eval import expected_calibration_error
 from rewardlab.rewards.model import RewardModel
 from rewardlab.types import LABEL_TARGETS
@@ -57,3 +64,34 @@ def label_metrics(
             np.clip(probs.mean(axis=0).astype(np.float64), 0.0, 1.0), targets
         ),
     }
+
+
+def random_pair_accuracy(
+    reward_model: RewardModel, log: TransitionLog, pairs: int, length: int,
+    rng: np.random.Generator,
+) -> float:
+    """Accuracy of the ensemble's preference on uniformly drawn segment pairs, against gold.
+
+    Args:
+        reward_model: the ensemble.
+        log: the run's experience (its ``true_rewards`` are the gold reward).
+        pairs: pairs to draw (windows with replacement, uniformly over valid starts).
+        length: steps per segment (``feedback.segment_len``).
+        rng: a generator of its own (the training streams are not touched).
+
+    Returns:
+        The fraction of pairs with different gold returns whose larger-return segment the
+        ensemble-mean probability prefers; NaN when the log has no gold reward or no window.
+    """
+    try:
+        w = log.sample_windows(2 * pairs, length, rng)
+    except ValueError:
+        return float("nan")
+    gold = w["true_rewards"].reshape(pairs, 2, length).sum(axis=-1)  # (pairs, 2)
+    decided = np.isfinite(gold).all(axis=1) & (gold[:, 0] != gold[:, 1])
+    if not decided.any():
+        return float("nan")
+    obs = w["obs"].reshape(pairs, 2, length, -1)[decided]
+    actions = w["actions"].reshape(pairs, 2, length, -1)[decided]
+    p_left = reward_model.preference_probs(obs, actions).mean(axis=0)  # (n,)
+    return float(((p_left > 0.5) == (gold[decided, 0] > gold[decided, 1])).mean())
