@@ -37,3 +37,9 @@ def peer() -> ModuleType:
 def overhead() -> ModuleType:
     """benchmarks/overhead.py."""
     return _load("overhead")
+
+
+@pytest.fixture(scope="module")
+def probe() -> ModuleType:
+    """benchmarks/reward_probe.py."""
+    return _load("reward_probe")
