@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from rewardlab.errors import ConfigError
+from rewardlab.types import NAME_LENGTH
 
 # ---------------------------------------------------------------------------- static limits
 #: Most environment steps any step count may be (``total_steps``, ``*_every``, buffer and log
@@ -995,3 +996,58 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def dump_config(config: TrainConfig) -> str:
     """The config as YAML (the record saved beside each run)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- sweeps
+class SweepConfig(BaseModel):
+    """A sweep: a grid of config overrides times seeds, each trial an ordinary run.
+
+    Written as a YAML file for ``rewardlab sweep SWEEP.yaml``, e.g.::
+
+        name: budgets
+        base: {env: {id: Pendulum-v1}, total_steps: 15000}
+        grid:
+          feedback.total_budget: [100, 500]
+          teacher.preset: [oracle, mistake]
+        seeds: [0, 1, 2]
+    """
+
+    model_config = _SECTION
+    name: str = Field("sweep", min_length=1, max_length=NAME_LENGTH,
+                      description="Name of the sweep (its Ray Tune experiment).")
+    base: dict[str, Any] = Field(
+        default_factory=dict, description="Settings every trial shares (a TrainConfig mapping, "
+        "as in a config file)."
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Dotted config key -> the values it takes; the "
+        "trials are every combination, times every seed."
+    )
+    seeds: tuple[Int, ...] = Field((0,), min_length=1, description="Run seeds of each point.")
+    max_concurrent: Int = Field(
+        2, ge=1, le=MAX_ENVS, description="Trials running at once (each pinned to one thread)."
+    )
+    cpus_per_trial: Float = Field(1.0, gt=0, le=256, description="Ray CPUs one trial takes.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: empty; give at least one value")
+            if key == "seed":
+                raise ValueError("grid.seed: list the seeds under `seeds` instead")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds: {list(self.seeds)} repeats a seed")
+        return self
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep file (see :class:`SweepConfig`).
+
+    Raises:
+        ConfigError: naming the file, and the field, for anything malformed.
+    """
+    try:
+        return SweepConfig.model_validate(read_config_file(path))
+    except ValidationError as err:
+        raise ConfigError(f"sweep file {path}: " + _format_validation_error(err)) from None

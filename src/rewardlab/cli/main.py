@@ -9,6 +9,7 @@ Commands::
     rewardlab export RUN_DIR OUT.jsonl|OUT.parquet
     rewardlab annotators add NAME --run RUN_DIR [--host H --port P]
     rewardlab annotate RUN_DIR [--host 127.0.0.1] [--port 8000] [--overlap 1]
+    rewardlab sweep SWEEP.yaml [--out DIR] [--address RAY_ADDRESS]
     rewardlab config [CONFIG.yaml] [--set key=value ...]
 
 Bad input (unknown key, bad value, missing or malformed file, an env that cannot be made, a
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--port", type=int, default=8000)
     w.add_argument("--overlap", type=int, default=1,
                    help="annotators handed each query (1: never the same query)")
+    sw = sub.add_parser("sweep", help="run a grid of config overrides x seeds on Ray Tune")
+    sw.add_argument("sweep_file", metavar="SWEEP.yaml")
+    sw.add_argument("--out", help="where the trials' runs and records.jsonl go "
+                    "(default: runs/sweeps/<name>)")
+    sw.add_argument("--address", help="an existing Ray cluster (default: a local Ray)")
     c = sub.add_parser("config", help="print the resolved config as YAML")
     c.add_argument("config", nargs="?")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -269,6 +275,25 @@ def cmd_annotate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from rewardlab.algorithms.sweep import run_sweep
+    from rewardlab.config import load_sweep
+
+    sweep = load_sweep(args.sweep_file)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / sweep.name
+    records = run_sweep(sweep, out, args.address, lambda text: console.print(text))
+    table = Table(title=f"sweep {sweep.name}")
+    for header in ("trial", "steps", "final gold return", "wall s"):
+        table.add_column(header, justify="right" if header != "trial" else "left")
+    for r in records:
+        gold = r["final_gold_return"]
+        table.add_row(r["trial"], str(r["steps"]), "-" if gold is None else f"{gold:.1f}",
+                      f"{r['wall_time_s']:.0f}")
+    console.print(table)
+    console.print(f"records: {out / 'records.jsonl'}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from rewardlab.config import dump_config, load_config
 
@@ -282,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = safe_console()
     commands = {
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
-        "compare": cmd_compare,
+        "compare": cmd_compare, "sweep": cmd_sweep,
         "annotators": cmd_annotators, "annotate": cmd_annotate,
     }
     try:
