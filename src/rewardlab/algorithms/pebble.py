@@ -43,7 +43,12 @@ from rewardlab.envs.make import env_dims
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.feedback.human import AnnotationServer
-from rewardlab.feedback.rounds import effective_schedule, feedback_round, next_round_step
+from rewardlab.feedback.rounds import (
+    effective_schedule,
+    feedback_round,
+    next_round_step,
+    queries_asked,
+)
 from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.state_entropy import state_entropy_reward
 from rewardlab.seeding import child_seeds
@@ -208,8 +213,8 @@ def train_pebble(
                 if done:
                     break
                 signals.check()
-                asked = store.summary.counts()["queries"]
-                ui.update(step, t.progress_status(asked, schedule.total_budget, last_eval))
+                ui.update(step, t.progress_status(queries_asked(schedule, state.rounds),
+                                                  schedule.total_budget, last_eval))
                 if human is not None:
                     human.training(step, next_round_step(schedule, state.rounds))
 

@@ -373,6 +373,7 @@ class Evaluator:
         Returns:
             ``(metrics, trusted weights, stopping)``.
         """
+        metrics: dict[str, float] | None = None
         if not stopping:
             metrics = self.run(model, reward_model, reference, step)
             verdict = early_stop.check_disagreement(
@@ -381,9 +382,11 @@ class Evaluator:
                 trusted = policy_weights(model.policy)
             stopping = verdict == "stop"
         if stopping:
-            if trusted is not None:
+            if trusted is not None:  # back to the trusted policy: evaluate that one instead
                 model.policy.load_state_dict(trusted)
-            metrics = self.run(model, reward_model, reference, step)
+                metrics = None
+            if metrics is None:
+                metrics = self.run(model, reward_model, reference, step)
             metrics.update(early_stop_keys(step, early_stop))
             self.message(f"[yellow]early stop[/] at step {step} ({early_stop.reason}); policy "
                          f"rolled back to step {early_stop.trusted_step}")

@@ -86,6 +86,11 @@ def round_size(schedule: FeedbackSchedule, round: int) -> int:
     return max(0, min(schedule.queries_per_round, schedule.total_budget - asked_before))
 
 
+def queries_asked(schedule: FeedbackSchedule, rounds_done: int) -> int:
+    """Queries asked by the first ``rounds_done`` rounds (the sum of their sizes)."""
+    return min(rounds_done * schedule.queries_per_round, schedule.total_budget)
+
+
 def next_round_step(schedule: FeedbackSchedule, rounds_done: int) -> int | None:
     """Env step of the next round after ``rounds_done`` rounds (``None``: budget spent)."""
     return round_step(schedule, rounds_done) if rounds_done < total_rounds(schedule) else None
@@ -229,7 +234,9 @@ def feedback_round(
     n = round_size(schedule, round)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    stored = [q for q in store.records.get_queries() if q.round == round]
+    current = store.records.current_round()  # one cheap query; the scan only after a kill
+    stored = ([q for q in store.records.get_queries() if q.round == round]
+              if current is not None and current >= round else [])
     if stored:
         result = _stored_round(round, stored, store, judge)
         gold = result.pop("gold")
