@@ -51,6 +51,12 @@ def test_bad_sweeps_are_refused_before_anything_starts(tmp_path, capsys, bad, fi
     assert not (tmp_path / "out").exists()
 
 
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "out").write_text("not a directory")
+    assert main(["sweep", str(_sweep_file(tmp_path)), "--out", str(tmp_path / "out")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
 def test_sweep_without_anything_to_vary_is_one_trial_per_seed():
     assert len(trial_specs(SweepConfig(seeds=(3, 4)))) == 2
 

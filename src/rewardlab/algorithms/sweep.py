@@ -119,13 +119,16 @@ def run_sweep(
         One record per finished trial (also written to ``OUT/records.jsonl``).
 
     Raises:
-        ConfigError: if a trial's config is invalid, before anything starts.
+        ConfigError: if a trial's config is invalid or ``out`` is a file (before anything
+            starts), or the cluster at ``address`` cannot be reached.
         RewardLabError: if Ray is not installed (``pip install rewardlab[sweep]``) or a trial
             failed.
     """
     from rewardlab.errors import RewardLabError
 
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
     specs = trial_specs(sweep)
     for spec in specs:
         trial_config(sweep, spec)  # every trial is valid before anything starts
@@ -142,11 +145,18 @@ def run_sweep(
         out.mkdir(parents=True, exist_ok=True)
         started = not ray.is_initialized()
         if started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     num_cpus=None if address else max(
-                         1, int(sweep.max_concurrent * sweep.cpus_per_trial)),
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1",
-                                               "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}})
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         num_cpus=None if address else max(
+                             1, int(sweep.max_concurrent * sweep.cpus_per_trial)),
+                         runtime_env={"env_vars": {
+                             "OMP_NUM_THREADS": "1",
+                             "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}})
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise ConfigError(
+                    f"--address: cannot connect to the Ray cluster {address!r} ({err}); "
+                    "give a running cluster's address, or none for a local Ray"
+                ) from None
         try:
             params = [{"spec": s, "run_dir": str(trial_dir(out, s)),
                        "sweep": sweep.model_dump(mode="json")} for s in todo]
