@@ -615,8 +615,10 @@ class EvalConfig(BaseModel):
 
 
 class MitigationConfig(BaseModel):
-    """Over-optimisation mitigations (each off by default); see
-    :mod:`rewardlab.algorithms.mitigations`. The conservative ensemble reward is
+    """Over-optimisation mitigations (each off by default): early stopping
+    (:mod:`rewardlab.diagnostics.early_stopping`), regularisation towards the reference policy
+    (:mod:`rewardlab.rewards.regularizers`) and targeted feedback
+    (:func:`rewardlab.feedback.rounds.effective_schedule`). The conservative ensemble reward is
     ``reward_model.reduction`` (``mean_minus_std``, ``mean_minus_var``, ``min``)."""
 
     model_config = _SECTION
