@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -85,3 +86,24 @@ def test_piped_run_stopped_by_a_signal_saves_a_checkpoint(tmp_path, how):
     steps = summary["steps"]
     assert main(["train", "--resume", str(run), "--set", f"total_steps={steps + 500}"]) == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == steps + 500
+
+
+def test_rounds_due_together_are_asked_in_turn_and_log_each_step_once(tmp_path):
+    """round_every (512) shorter than a rollout (1024 steps): two rounds fall due at each
+    boundary; both are asked before PPO trains on, and no (step, key) is logged twice (rounds,
+    the chi-squared regulariser's discriminator rows)."""
+    run = tmp_path / "ppo"
+    argv = ["train", "--run-dir", str(run)]
+    for o in [*fast_overrides("pref_ppo", 4096), "feedback.first_round_at=512",
+              "feedback.round_every=512", "feedback.total_budget=100",
+              "mitigation.regularizer=chi2_occupancy", "mitigation.reference_samples=200",
+              "mitigation.discriminator_steps=5"]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    rows = read_metrics(run)
+    rounds = [(r["step"], r["feedback/round"]) for r in rows if "feedback/round" in r]
+    assert rounds == [(1024, 2), (2048, 4), (3072, 5)]  # the last round of each step logged
+    with FeedbackStore.open(run) as store:
+        assert store.summary.counts()["queries"] == 100
+    seen = Counter((r["step"], k) for r in rows for k in r if k != "step")
+    assert [sk for sk, n in seen.items() if n > 1] == []

@@ -218,34 +218,31 @@ def train_pebble(
                 if human is not None:
                     human.training(step, next_round_step(schedule, state.rounds))
 
-                # -- SAC on the current reward up to the next event
-                events = [config.total_steps, state.next_eval, state.next_checkpoint,
-                          step + CHUNK_STEPS, next_round_step(schedule, state.rounds),
-                          state.next_intrinsic]
-                target = min(e for e in events if e is not None and e > step)
+                # -- SAC on the current reward up to the next event (unless a round is still
+                # due at this step: then it is asked first), and what follows new experience
                 due = next_round_step(schedule, state.rounds)
-                if due is None or due > step:  # else a round is still due here: ask it first
+                if due is None or due > step:
+                    events = [config.total_steps, state.next_eval, state.next_checkpoint,
+                              step + CHUNK_STEPS, due, state.next_intrinsic]
+                    target = min(e for e in events if e is not None and e > step)
                     model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
                     step = state.step = model.num_timesteps
                     signals.check()
-
-                # -- unsupervised pre-training: relabel with the state-entropy reward
-                if state.next_intrinsic is not None and step >= state.next_intrinsic:
-                    t0 = time.perf_counter()
-                    relabel_intrinsic(model, pcfg.knn_k)
-                    state.add_seconds({"relabel": time.perf_counter() - t0})
-                    following = step + pcfg.intrinsic_relabel_every
-                    state.next_intrinsic = (following if following < pcfg.unsupervised_steps
-                                            else None)
-
-                # -- the regulariser's discriminator follows the latest experience
-                disc = t.fit_discriminator(regularizer, log, CHUNK_STEPS,
-                                           mcfg.discriminator_steps)
-                if disc:
-                    run.log(step, disc)
+                    # unsupervised pre-training: relabel with the state-entropy reward
+                    if state.next_intrinsic is not None and step >= state.next_intrinsic:
+                        t0 = time.perf_counter()
+                        relabel_intrinsic(model, pcfg.knn_k)
+                        state.add_seconds({"relabel": time.perf_counter() - t0})
+                        following = step + pcfg.intrinsic_relabel_every
+                        state.next_intrinsic = (following if following < pcfg.unsupervised_steps
+                                                else None)
+                    # the regulariser's discriminator follows the latest experience
+                    disc = t.fit_discriminator(regularizer, log, CHUNK_STEPS,
+                                               mcfg.discriminator_steps)
+                    if disc:
+                        run.log(step, disc)
 
                 # -- feedback round, reward fit, relabel
-                due = next_round_step(schedule, state.rounds)
                 if due is None or step < due:
                     continue
                 result = feedback_round(
@@ -263,8 +260,7 @@ def train_pebble(
                     schedule.segment_len, seeds["diagnostics"])
                 if reward_model.updates == 0:  # no usable label yet: keep pre-training
                     state.rounds += 1
-                    run.log(step, metrics)
-                    ui.message(t.describe_round(step, metrics))
+                    t.log_round(run, ui, schedule, state.rounds, step, metrics)
                     continue
                 first_fit = reference is None
                 if first_fit:  # the reference policy: the one at the first update
@@ -286,8 +282,7 @@ def train_pebble(
                 if first_fit and pcfg.reset_critic and pcfg.unsupervised_steps > 0:
                     reset_critic(model, seeds["agent"])
                 state.rounds += 1  # only now: a round cut short by a kill is asked again
-                run.log(step, metrics)
-                ui.message(t.describe_round(step, metrics))
+                t.log_round(run, ui, schedule, state.rounds, step, metrics)
         except KeyboardInterrupt:
             interrupted = True
             state.step = model.num_timesteps

@@ -155,23 +155,20 @@ def train_pref_ppo(
                 if human is not None:
                     human.training(step, next_round_step(schedule, state.rounds))
 
-                # -- one PPO rollout and update on the current reward (rounds and
-                # evaluations fall on rollout boundaries)
-                # (several rounds due at one boundary are asked one after the other first)
+                # -- one PPO rollout and update on the current reward (unless a round is still
+                # due at this step: several due at one rollout boundary are asked in turn),
+                # then the regulariser's discriminator follows the latest experience
                 due = next_round_step(schedule, state.rounds)
                 if due is None or due > step:
                     model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
                     step = state.step = model.num_timesteps
                     signals.check()
-
-                # -- the regulariser's discriminator follows the latest experience
-                disc = t.fit_discriminator(regularizer, log, config.ppo.n_steps,
-                                           mcfg.discriminator_steps)
-                if disc:
-                    run.log(step, disc)
+                    disc = t.fit_discriminator(regularizer, log, config.ppo.n_steps,
+                                               mcfg.discriminator_steps)
+                    if disc:
+                        run.log(step, disc)
 
                 # -- feedback round, reward fit, the agent's new reward
-                due = next_round_step(schedule, state.rounds)
                 if due is None or step < due:
                     continue
                 result = feedback_round(
@@ -189,8 +186,7 @@ def train_pref_ppo(
                     schedule.segment_len, seeds["diagnostics"])
                 if reward_model.updates == 0:  # no usable label yet: reward stays 0
                     state.rounds += 1
-                    run.log(step, metrics)
-                    ui.message(t.describe_round(step, metrics))
+                    t.log_round(run, ui, schedule, state.rounds, step, metrics)
                     continue
                 if reference is None:  # the reference policy: the one at the first update
                     reference = frozen_copy(model.policy)
@@ -205,8 +201,7 @@ def train_pref_ppo(
                 stop = early_stop.stopped_at is not None
                 env.reward_fn = t.agent_reward(reward_model, regularizer)
                 state.rounds += 1  # only now: a round cut short by a kill is asked again
-                run.log(step, metrics)
-                ui.message(t.describe_round(step, metrics))
+                t.log_round(run, ui, schedule, state.rounds, step, metrics)
         except KeyboardInterrupt:
             interrupted = True
             state.step = model.num_timesteps

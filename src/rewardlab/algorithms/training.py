@@ -33,7 +33,7 @@ from rewardlab.algorithms.checkpoint import (
 from rewardlab.algorithms.policies import frozen_copy, policy_distance, rollout_pairs, state_kl
 from rewardlab.algorithms.progress import TrainingProgress
 from rewardlab.algorithms.run_dir import RunDir
-from rewardlab.config import EnvConfig, MitigationConfig, TrainConfig
+from rewardlab.config import EnvConfig, FeedbackSchedule, MitigationConfig, TrainConfig
 from rewardlab.data.transitions import TransitionLog, load_log, save_log
 from rewardlab.diagnostics.early_stopping import EarlyStopping
 from rewardlab.diagnostics.evaluation import evaluate, rollout_episodes
@@ -48,7 +48,7 @@ from rewardlab.diagnostics.reward_eval import rank_correlation
 from rewardlab.envs.make import EnvDims, make_env
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn, mujoco_state_fn
 from rewardlab.feedback.human import AnnotationServer, HumanTeacher
-from rewardlab.feedback.rounds import RoundResult
+from rewardlab.feedback.rounds import RoundResult, next_round_step
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
@@ -269,6 +269,20 @@ def refit_after_round(
         fit["reward_model/random_pair_accuracy"] = random_pair_accuracy(
             reward_model, log, RANDOM_PAIRS, segment_len, rng)
     return round_metrics(result, store, fresh, fit, state.seconds)
+
+
+def log_round(
+    run: RunDir, ui: TrainingProgress, schedule: FeedbackSchedule, rounds_done: int, step: int,
+    metrics: dict[str, float],
+) -> None:
+    """Print a finished round's line and log its metrics at ``step``, unless another round is
+    due at the same step (preference PPO asks every round due at a rollout boundary in turn):
+    then only the last round of the step is logged, so each ``(step, key)`` appears once (its
+    ``feedback/`` counts are cumulative; the earlier round's fresh-query check is dropped)."""
+    ui.message(describe_round(step, metrics))
+    following = next_round_step(schedule, rounds_done)
+    if following is None or following > step:
+        run.log(step, metrics)
 
 
 def describe_round(step: int, metrics: dict[str, float]) -> str:
