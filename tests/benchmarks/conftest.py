@@ -43,3 +43,9 @@ def overhead() -> ModuleType:
 def probe() -> ModuleType:
     """benchmarks/reward_probe.py."""
     return _load("reward_probe")
+
+
+@pytest.fixture(scope="module")
+def engine() -> ModuleType:
+    """benchmarks/engine_speed.py."""
+    return _load("engine_speed")
