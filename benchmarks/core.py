@@ -219,7 +219,8 @@ def _prefixed(fn: Any, prefix: str) -> Any:
 
 
 def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
-    """SB3 SAC on the true reward, configured exactly like PEBBLE's SAC (see ``build_sac``)."""
+    """SB3 SAC on the true reward, configured exactly like PEBBLE's SAC (``pebble.backbone=sac``,
+    see :func:`rewardlab.algorithms.backbones.build_agent`)."""
     import numpy as np
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env

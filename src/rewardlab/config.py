@@ -175,6 +175,12 @@ class PebbleConfig(BaseModel):
     reset_critic: Bool = Field(
         True, description="Re-initialise the critic after pre-training (PEBBLE Alg. 1)."
     )
+    backbone: Literal["sac", "sbx_sac", "crossq"] = Field(
+        "sac", description="Off-policy agent: sac (Stable-Baselines3 SAC, the PEBBLE paper's), "
+        "sbx_sac (SBX's JAX SAC, same settings) or crossq (SBX's CrossQ, Bhatt et al. 2024: SBX "
+        "defaults, widths from sac.net_arch; sac.learning_rate and sac.tau unused). sbx_sac and "
+        "crossq need the engine extra (pip install rewardlab[engine])."
+    )
     sac: SACConfig = Field(default_factory=SACConfig)
 
     @model_validator(mode="after")

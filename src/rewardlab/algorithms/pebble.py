@@ -9,7 +9,8 @@ Learning via Relabeling Experience and Unsupervised Pre-training", Algorithm 1:
 2. At each feedback round (Sec. 4.2), query the teacher, train the Bradley-Terry ensemble and
    relabel the *whole* replay buffer with the new proxy reward (one batched pass); after the
    first round the critic is re-initialised.
-3. Between rounds, SAC (Stable-Baselines3) trains on the proxy reward. The true reward stays
+3. Between rounds, SAC trains on the proxy reward (``pebble.backbone``: Stable-Baselines3
+   SAC, SBX SAC or SBX CrossQ; see :mod:`rewardlab.algorithms.backbones`). The true reward stays
    in ``info["true_reward"]`` and in the transition log, for the teacher and for evaluation;
    the learner never sees it.
 
@@ -25,22 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
-from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rewardlab.algorithms import training as t
+from rewardlab.algorithms.backbones import build_agent, frozen_policy, reset_critic
 from rewardlab.algorithms.checkpoint import load_replay_buffer, save_replay_buffer
 from rewardlab.algorithms.interrupt import StopSignals
-from rewardlab.algorithms.policies import frozen_copy
 from rewardlab.algorithms.progress import TrainingProgress, safe_console
 from rewardlab.algorithms.run_dir import RunDir, Stopwatch
-from rewardlab.config import SACConfig, TrainConfig
+from rewardlab.config import TrainConfig
 from rewardlab.diagnostics.early_stopping import EarlyStopping
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.envs.make import env_dims
-from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn
+from rewardlab.envs.reward_wrapper import RewardFn
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.feedback.human import AnnotationServer
 from rewardlab.feedback.rounds import (
@@ -62,7 +62,7 @@ def buffer_size_used(buffer: ReplayBuffer) -> int:
     return buffer.buffer_size if buffer.full else buffer.pos
 
 
-def relabel_replay_buffer(model: SAC, reward_fn: RewardFn) -> int:
+def relabel_replay_buffer(model: OffPolicyAlgorithm, reward_fn: RewardFn) -> int:
     """Overwrite every stored reward with ``reward_fn(obs, action)`` in one batched call.
 
     Actions are stored in the policy's [-1, 1] scale; they are mapped back to the env's
@@ -81,7 +81,7 @@ def relabel_replay_buffer(model: SAC, reward_fn: RewardFn) -> int:
     return size * buf.n_envs
 
 
-def relabel_intrinsic(model: SAC, k: int) -> None:
+def relabel_intrinsic(model: OffPolicyAlgorithm, k: int) -> None:
     """Relabel the buffer with PEBBLE's state-entropy reward (Eq. 5) of each next state."""
     buf = model.replay_buffer
     size = buffer_size_used(buf)
@@ -90,31 +90,6 @@ def relabel_intrinsic(model: SAC, k: int) -> None:
     next_obs = buf.next_observations[:size].reshape(size * buf.n_envs, -1)
     reference = buf.observations[:size].reshape(size * buf.n_envs, -1)
     buf.rewards[:size] = state_entropy_reward(next_obs, reference, k).reshape(size, buf.n_envs)
-
-
-def reset_critic(model: SAC, seed: int) -> None:
-    """Re-initialise the critic and its target and reset the critic optimiser (PEBBLE Alg. 1)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in model.critic.modules():
-            if module is not model.critic and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    model.critic_target.load_state_dict(model.critic.state_dict())
-    model.critic.optimizer = model.policy.optimizer_class(
-        model.critic.parameters(), lr=model.lr_schedule(1.0), **model.policy.optimizer_kwargs
-    )
-
-
-def build_sac(sac: SACConfig, env: LearnedRewardVecEnv, seed: int) -> SAC:
-    """SB3 SAC with the ``pebble.sac`` settings on the proxy-reward env."""
-    return SAC(
-        "MlpPolicy", env,
-        learning_rate=sac.learning_rate, buffer_size=sac.buffer_size,
-        batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma,
-        learning_starts=sac.learning_starts, train_freq=sac.train_freq,
-        gradient_steps=sac.gradient_steps, policy_kwargs={"net_arch": list(sac.net_arch)},
-        seed=seed, device="cpu", verbose=0,
-    )
 
 
 def train_pebble(
@@ -157,7 +132,7 @@ def train_pebble(
     rngs = {"queries": np.random.default_rng(seeds["queries"]), "teacher": teacher.rng}
     env, log = t.make_proxy_env(config.env, dims, 1, config.log_capacity, seeds["env"],
                                 config.record_render_states)
-    model = build_sac(config.pebble.sac, env, seeds["agent"])
+    model = build_agent(config.pebble.backbone, config.pebble.sac, env, seeds["agent"])
     model.set_logger(run.sb3_logger())
     evaluator = t.Evaluator(config.env, config.eval.episodes, seeds["eval_env"], ui.message)
     pcfg, mcfg = config.pebble, config.mitigation
@@ -264,7 +239,7 @@ def train_pebble(
                     continue
                 first_fit = reference is None
                 if first_fit:  # the reference policy: the one at the first update
-                    reference = frozen_copy(model.policy)
+                    reference = frozen_policy(model.policy)
                     state.reference_step = step
                     regularizer = t.build_regularizer(mcfg, model, reference, config.env,
                                                       seeds["mitigation"])

@@ -47,6 +47,8 @@ def gaussian_params(policy: BasePolicy, obs: np.ndarray) -> tuple[np.ndarray, np
     Raises:
         TypeError: for a policy whose action distribution is not a diagonal Gaussian.
     """
+    if hasattr(policy, "actor_state"):  # SBX policy or snapshot (JAX)
+        return _jax_gaussian_params(policy.actor_state, obs)
     obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32))
     with torch.no_grad():
         if isinstance(policy, SACPolicy):
@@ -61,6 +63,20 @@ def gaussian_params(policy: BasePolicy, obs: np.ndarray) -> tuple[np.ndarray, np
             mean, std = dist.mean, dist.stddev
     mean_np = mean.double().numpy()
     return mean_np, np.broadcast_to(std.double().numpy(), mean_np.shape)
+
+
+def _jax_gaussian_params(actor_state, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-tanh Gaussian of an SBX actor (SAC: variables in ``params``; CrossQ: batch renorm
+    statistics apart, evaluated in inference mode)."""
+    batch = np.asarray(obs, dtype=np.float32)
+    if hasattr(actor_state, "batch_stats"):
+        dist = actor_state.apply_fn({"params": actor_state.params,
+                                     "batch_stats": actor_state.batch_stats}, batch, train=False)
+    else:
+        dist = actor_state.apply_fn(actor_state.params, batch)
+    base = dist.distribution  # TanhTransformedDistribution over a diagonal Gaussian
+    mean = np.asarray(base.mean(), dtype=np.float64)
+    return mean, np.broadcast_to(np.asarray(base.stddev(), dtype=np.float64), mean.shape)
 
 
 def state_kl(policy: BasePolicy, reference: BasePolicy, obs: np.ndarray) -> np.ndarray:

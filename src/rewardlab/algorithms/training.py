@@ -24,13 +24,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
 
-from rewardlab.algorithms.checkpoint import (
-    load_sb3,
-    rng_from_json,
-    rng_state_to_json,
-    save_sb3,
-)
-from rewardlab.algorithms.policies import frozen_copy, policy_distance, rollout_pairs, state_kl
+from rewardlab.algorithms import backbones
+from rewardlab.algorithms.checkpoint import rng_from_json, rng_state_to_json
+from rewardlab.algorithms.policies import policy_distance, rollout_pairs, state_kl
 from rewardlab.algorithms.progress import TrainingProgress
 from rewardlab.algorithms.run_dir import RunDir
 from rewardlab.config import EnvConfig, FeedbackSchedule, MitigationConfig, TrainConfig
@@ -397,7 +393,7 @@ class Evaluator:
             stopping = verdict == "stop"
         if stopping:
             if trusted is not None:  # back to the trusted policy: evaluate that one instead
-                model.policy.load_state_dict(trusted)
+                backbones.load_policy_weights(model.policy, trusted)
                 metrics = None
             if metrics is None:
                 metrics = self.run(model, reward_model, reference, step)
@@ -461,7 +457,7 @@ def progress_status(asked: int, budget: int, last_eval: dict[str, float]) -> str
 # ------------------------------------------------------------------------ checkpoints
 def policy_weights(policy: BasePolicy) -> dict[str, torch.Tensor]:
     """A detached copy of a policy's weights (the early-stopping rollback target)."""
-    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    return backbones.policy_weights(policy)
 
 
 def save_training(
@@ -476,7 +472,7 @@ def save_training(
     method's own files (PEBBLE: the replay buffer)."""
 
     def write(folder: Path) -> None:
-        save_sb3(model, folder)
+        backbones.save_agent(model, folder)
         save_log(log, str(folder / "transition_log.npz"))
         reward_model.save(folder)
         for name, weights in (("reference_policy", reference and reference.state_dict()),
@@ -505,14 +501,14 @@ def restore_training(
         RunDirError: if a checkpoint file is missing or does not fit the run's config.
     """
     folder, record = run.checkpoint, dict(run.checkpoint_state or {})
-    load_sb3(model, folder)
+    backbones.load_agent(model, folder)
     load_log(log, str(folder / "transition_log.npz"))
     reward_model.load_into(folder)
     for name, saved in record.pop("rngs").items():
         rngs[name].bit_generator.state = rng_from_json(saved).bit_generator.state
     reference = trusted = None
     if (folder / "reference_policy.safetensors").exists():
-        reference = frozen_copy(model.policy)
+        reference = backbones.frozen_policy(model.policy)
         reference.load_state_dict(load_file(str(folder / "reference_policy.safetensors")))
     if (folder / "trusted_policy.safetensors").exists():
         trusted = load_file(str(folder / "trusted_policy.safetensors"))
