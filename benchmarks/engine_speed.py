@@ -7,8 +7,9 @@ Usage::
         [--workers 2] [--no-write]
 
 Every (agent, seed) run trains one off-policy agent on the environment's TRUE reward in its own
-process (``--workers`` at a time, side by side, each pinned to one thread: one torch thread,
-one XLA/Eigen thread, one BLAS/OpenMP thread) and reports:
+process (``--workers`` at a time, side by side, each pinned to a core of its own with the CPU
+affinity, and to one torch thread, one BLAS/OpenMP thread, XLA's single-thread flags) and
+reports:
 
 * ``steps_per_cpu_s``: env steps per CPU-second of ``learn`` alone (evaluations excluded),
   after subtracting the JIT compilation; each process has one thread, so this is env steps/s
@@ -117,6 +118,21 @@ def compile_excess(durations: list[float], learning_starts: int) -> float:
     return float(total)
 
 
+def pin_worker(counter: Any) -> None:
+    """Pool initializer: pin this worker (all its threads) to one core of its own.
+
+    XLA's CPU client keeps an Eigen thread pool however ``XLA_FLAGS`` are set (seen as
+    ``tf_XLAEigen`` threads taking ~0.3 core each beside the main thread), so one thread per
+    process is enforced with the CPU affinity instead: worker ``i`` runs on core ``i mod n``.
+    """
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[index % len(cores)]})
+
+
 def run_one(agent: str, seed: int, env_id: str, steps: int, eval_every: int,
             eval_episodes: int) -> dict[str, Any]:
     """Train one agent in this (worker) process; returns its row."""
@@ -174,6 +190,8 @@ def run_one(agent: str, seed: int, env_id: str, steps: int, eval_every: int,
     train_phase = timer.durations[model.learning_starts:]
     train_s = sum(train_phase) - compile_excess(train_phase, 0)
     threads = {"torch": torch.get_num_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+               "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else None,
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     return {"agent": agent, "seed": seed, "env": env_id, "steps": int(model.num_timesteps),
             "learn_s": learn_s, "compile_s": compile_s,
@@ -295,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+    counter = ctx.Value("i", 0)
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=pin_worker,
+                             initargs=(counter,)) as pool:
         futures = {pool.submit(run_one, a, s, args.env, args.steps, args.eval_every,
                                args.eval_episodes): (a, s) for a, s in jobs}
         for fut in as_completed(futures):
