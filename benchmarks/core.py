@@ -44,9 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# One BLAS/OpenMP thread per process (inherited by the spawned workers).
+# One BLAS/OpenMP/XLA thread per process (inherited by the spawned workers; before any jax import).
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_JSON = REPO / "benchmarks" / "results" / "core.json"
@@ -83,7 +86,9 @@ class Job:
     """One benchmark run."""
 
     part: str
-    method: str  # "pebble" (rewardlab.train) or "sac_true_reward" (SB3 SAC on the gold reward)
+    #: "pebble" (rewardlab.train), "true_reward" (the same agent on the gold reward) or
+    #: "sac_true_reward" (SB3 SAC on the gold reward)
+    method: str
     seed: int
     overrides: tuple[str, ...]
     run_dir: str
@@ -103,7 +108,8 @@ def make_jobs(parts: list[str], seeds: list[int], out_dir: Path, smoke: bool) ->
     """Longest runs first (HalfCheetah), so two workers finish at about the same time."""
     jobs = []
     for part in sorted(parts, key=lambda p: p != "halfcheetah"):
-        methods = ["pebble", "sac_true_reward"] if part == "halfcheetah" else ["pebble"]
+        methods = (["pebble", "sac_true_reward"] if part == "halfcheetah"
+                   else ["pebble", "true_reward"])
         for seed in seeds:
             for method in methods:
                 run_dir = out_dir / part / f"{method}-s{seed}"
@@ -156,10 +162,22 @@ def utc_now() -> str:
 
 # ----------------------------------------------------------------------------- workers
 
-def _init_worker() -> None:
+def pin_worker(counter: Any) -> None:
+    """Pool initializer: one thread per worker, and the worker pinned to a core of its own.
+
+    XLA's CPU client keeps an Eigen thread pool however ``XLA_FLAGS`` are set (seen as
+    ``tf_XLAEigen`` threads taking ~0.3 core each beside the main thread), so one core per
+    process is enforced with the CPU affinity: worker ``i`` runs on core ``i mod n``.
+    """
     import torch
 
     torch.set_num_threads(1)
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[index % len(cores)]})
 
 
 def _done_file(job: Job) -> Path:
@@ -189,7 +207,7 @@ def run_job(job: Job) -> dict[str, Any]:
     if job.method == "pebble":
         _run_pebble(job, run_dir)
     else:
-        _run_sac_true_reward(job, run_dir)
+        _run_true_reward(job, run_dir)
     meta = {"job": job.name, "overrides": list(job.overrides), "started_utc": started,
             "finished_utc": utc_now(), "machine": machine_info(), "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(), "git": git_state()}
@@ -218,62 +236,22 @@ def _prefixed(fn: Any, prefix: str) -> Any:
     return wrapper
 
 
-def _run_sac_true_reward(job: Job, run_dir: Path) -> None:
-    """SB3 SAC on the true reward, configured exactly like PEBBLE's SAC (``pebble.backbone=sac``,
-    see :func:`rewardlab.algorithms.backbones.build_agent`)."""
-    import numpy as np
-    from stable_baselines3 import SAC
-    from stable_baselines3.common.env_util import make_vec_env
+def _run_true_reward(job: Job, run_dir: Path) -> None:
+    """The same agent on the true reward (:func:`rewardlab.algorithms.reference.train_true_reward`):
+    ``true_reward`` is ``pebble.backbone`` as configured, ``sac_true_reward`` SB3 SAC."""
+    from rewardlab.algorithms.reference import train_true_reward
+    from rewardlab.config import load_config
 
-    from rewardlab.config import dump_config, load_config
-    from rewardlab.diagnostics.evaluation import evaluate
-    from rewardlab.envs.make import make_env
-    from rewardlab.seeding import child_seeds
+    overrides = list(job.overrides)
+    if job.method == "sac_true_reward":
+        overrides.append("pebble.backbone=sac")
+    config = load_config(None, overrides)
+    run_dir.rmdir()  # train_true_reward makes it
 
-    config = load_config(None, list(job.overrides))
-    (run_dir / "config.yaml").write_text(dump_config(config))
-    seeds = child_seeds(config.seed)  # the same derived streams a PEBBLE run uses
-    s = config.pebble.sac
-    t0 = time.perf_counter()
-    # Monitor-wrapped
-    venv = make_vec_env(lambda: make_env(config.env), n_envs=1, seed=seeds["env"])
-    model = SAC(
-        "MlpPolicy", venv,
-        learning_rate=s.learning_rate, buffer_size=min(s.buffer_size, config.total_steps),
-        batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, learning_starts=s.learning_starts,
-        train_freq=s.train_freq, gradient_steps=s.gradient_steps,
-        policy_kwargs={"net_arch": list(s.net_arch)}, seed=seeds["agent"], device="cpu",
-        verbose=0,
-    )
-    eval_env = make_env(config.env)
+    def report(row: dict[str, Any]) -> None:
+        print(f"[{job.name}] step {row['step']}: gold {row['eval/gold_return']:.1f}", flush=True)
 
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return model.predict(obs, deterministic=True)[0]
-
-    evals = []
-    with (run_dir / "metrics.jsonl").open("w") as metrics_file:
-        step = 0
-        while step < config.total_steps:
-            chunk = min(config.eval.every, config.total_steps - step)
-            model.learn(chunk, reset_num_timesteps=False, progress_bar=False)
-            step = model.num_timesteps
-            res = evaluate(eval_env, policy, None, config.eval.episodes, seed=seeds["eval_env"])
-            row = {"step": step, "eval/gold_return": float(res.gold_returns.mean()),
-                   "eval/gold_return_std": float(res.gold_returns.std()),
-                   "eval/gold_returns": [float(g) for g in res.gold_returns],
-                   "eval/episode_length": float(res.lengths.mean()),
-                   "time/elapsed_s": time.perf_counter() - t0}
-            evals.append(row)
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
-            print(f"[{job.name}] step {step}: gold {row['eval/gold_return']:.1f}", flush=True)
-    wall = time.perf_counter() - t0
-    venv.close()
-    eval_env.close()
-    result = {"method": job.method, "env": config.env.id, "seed": config.seed, "steps": step,
-              "total_steps": config.total_steps, "wall_time_s": wall,
-              "final_eval": evals[-1], "evals": evals, "seeds": seeds}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    train_true_reward(config, run_dir, on_eval=report)
 
 
 # ----------------------------------------------------------------------------- collect
@@ -339,19 +317,53 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def random_policy_reference(env_id: str) -> dict[str, Any]:
     """Gold return of a uniformly random policy (seeded resets and action sampling)."""
+    return policy_reference(env_id, "random")
+
+
+def policy_reference(env_id: str, kind: str) -> dict[str, Any]:
+    """Gold return of a ``random`` (uniform, seeded) or ``do_nothing`` (zero action) policy
+    over :data:`RANDOM_EPISODES` evaluation episodes with seeded resets."""
     import gymnasium as gym
+    import numpy as np
 
     from rewardlab.diagnostics.evaluation import evaluate
 
     env = gym.make(env_id)
     env.action_space.seed(RANDOM_SEED)
-    res = evaluate(env, lambda _obs: env.action_space.sample(), None, RANDOM_EPISODES,
-                   seed=RANDOM_SEED)
+    zero = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
+    policy = ((lambda _obs: env.action_space.sample()) if kind == "random"
+              else (lambda _obs: zero))
+    res = evaluate(env, policy, None, RANDOM_EPISODES, seed=RANDOM_SEED)
     env.close()
     g = res.gold_returns
-    return {"env": env_id, "episodes": RANDOM_EPISODES, "seed": RANDOM_SEED,
+    return {"env": env_id, "policy": kind, "episodes": RANDOM_EPISODES, "seed": RANDOM_SEED,
             "gold_return_mean": float(g.mean()), "gold_return_std": float(g.std()),
             "gold_returns": [float(x) for x in g]}
+
+
+def headline(rec: dict[str, Any]) -> dict[str, Any]:
+    """The default job against its references (issue 11, item 3): ``final_gold_mean`` (PEBBLE,
+    mean over seeds), ``true_reward_return`` (the same agent on the true reward, same steps),
+    ``random_return``, ``do_nothing_return``, ``normalized_score`` = (G - R) / (S - R),
+    ``wall_time_median_s`` (PEBBLE) and ``above_do_nothing``."""
+    agg = rec["aggregates"]
+    out: dict[str, Any] = {
+        "random_return": rec["random_policy"]["gold_return_mean"],
+        "do_nothing_return": rec["do_nothing_policy"]["gold_return_mean"],
+    }
+    pebble, true = agg.get("pebble", {}), agg.get("true_reward", {})
+    if "final_gold_return" in pebble:
+        out["final_gold_mean"] = pebble["final_gold_return"]["mean"]
+        out["above_do_nothing"] = out["final_gold_mean"] > out["do_nothing_return"]
+        walls = [w for w in pebble["wall_time_s"]["per_seed"].values() if w is not None]
+        out["wall_time_median_s"] = statistics.median(walls)
+    if "final_gold_return" in true:
+        out["true_reward_return"] = true["final_gold_return"]["mean"]
+    if "final_gold_mean" in out and "true_reward_return" in out:
+        gap = out["true_reward_return"] - out["random_return"]
+        out["normalized_score"] = ((out["final_gold_mean"] - out["random_return"]) / gap
+                                   if gap > 0 else None)
+    return out
 
 
 # ----------------------------------------------------------------------------- aggregate
@@ -461,9 +473,24 @@ def render_part(part: str, rec: dict[str, Any]) -> str:
         lines += ["", f"Reference: a uniformly random policy on {ref['env']} scores a gold return "
                   f"of {ref['gold_return_mean']:.1f} ± {ref['gold_return_std']:.1f} (mean ± std "
                   f"over {ref['episodes']} episodes, seed {ref['seed']})."]
+    still = rec.get("do_nothing_policy")
+    if still:
+        lines[-1] += (f" A do-nothing (zero-action) policy scores {still['gold_return_mean']:.1f} "
+                      f"± {still['gold_return_std']:.1f}.")
+    if "normalized_score" in rec:
+        lines += ["", f"**Headline:** PEBBLE's final gold return {rec['final_gold_mean']:.1f} "
+                  f"(mean over seeds) against {rec['true_reward_return']:.1f} for the same agent "
+                  f"on the true reward at the same step: normalised score (G - R) / (S - R) = "
+                  f"**{_f(rec['normalized_score'], 3)}** (R = random policy); "
+                  f"{'above' if rec['above_do_nothing'] else 'not above'} the do-nothing "
+                  f"policy; median wall time {rec['wall_time_median_s']:.0f} s per run."]
     note = ("Gold return = true environment return of the deterministic policy, mean over the "
             "eval episodes (`eval.episodes`); proxy return = the same episodes under the learned, "
             "normalised reward (PEBBLE only).")
+    if "true_reward" in rec["aggregates"]:
+        note += (" `true_reward` is the same agent (`pebble.backbone`, `pebble.sac` settings) "
+                 "trained on the true reward from step 0, with the same seeds and eval protocol "
+                 "(`rewardlab.algorithms.reference.train_true_reward`).")
     if "sac_true_reward" in rec["aggregates"]:
         note += (" `sac_true_reward` is SB3 SAC trained on the true reward with PEBBLE's SAC "
                  "hyperparameters, seeds and eval protocol.")
@@ -564,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx,
-                                 initializer=_init_worker) as pool:
+                                 initializer=pin_worker,
+                                 initargs=(ctx.Value("i", 0),)) as pool:
             futures: dict[Future, Job] = {}
             for job in todo:
                 futures[pool.submit(run_job, job)] = job
@@ -616,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if part == "default":
             rec["random_policy"] = random_policy_reference(rows[0]["env"])
+            rec["do_nothing_policy"] = policy_reference(rows[0]["env"], "do_nothing")
+            rec.update(headline(rec))
         elif part == "halfcheetah":
             rec["random_policy"] = random_policy_reference("HalfCheetah-v5")
         results["parts"][part] = rec

@@ -56,15 +56,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-# One thread per process (inherited by the spawned workers; must precede any jax import).
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import core  # noqa: E402  (benchmarks/core.py)
+import core  # noqa: E402  (benchmarks/core.py; sets one BLAS/XLA thread per process)
 
 RESULTS_JSON = core.REPO / "benchmarks" / "results" / "engine_speed.json"
 BEGIN, END = core.section_markers("engine_speed")
@@ -116,21 +109,6 @@ def compile_excess(durations: list[float], learning_starts: int) -> float:
             med = statistics.median(phase)
             total += sum(d - med for d in phase if d > COMPILE_OUTLIER * med)
     return float(total)
-
-
-def pin_worker(counter: Any) -> None:
-    """Pool initializer: pin this worker (all its threads) to one core of its own.
-
-    XLA's CPU client keeps an Eigen thread pool however ``XLA_FLAGS`` are set (seen as
-    ``tf_XLAEigen`` threads taking ~0.3 core each beside the main thread), so one thread per
-    process is enforced with the CPU affinity instead: worker ``i`` runs on core ``i mod n``.
-    """
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    if hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[index % len(cores)]})
 
 
 def run_one(agent: str, seed: int, env_id: str, steps: int, eval_every: int,
@@ -314,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
-    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=pin_worker,
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=core.pin_worker,
                              initargs=(counter,)) as pool:
         futures = {pool.submit(run_one, a, s, args.env, args.steps, args.eval_every,
                                args.eval_episodes): (a, s) for a, s in jobs}

@@ -44,6 +44,10 @@ def train(
     import torch
 
     torch.set_num_threads(config.torch_threads)  # process-wide: set here, never at import
+    if config.algorithm == "pebble" and config.pebble.backbone != "sac":
+        from rewardlab.algorithms.backbones import limit_jax_threads
+
+        limit_jax_threads(config.torch_threads)  # JAX's too, before it starts
     if config.algorithm == "pebble":
         from rewardlab.algorithms.pebble import train_pebble
 

@@ -33,6 +33,7 @@ when a JAX backbone is used.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,20 @@ JAX_FORMAT_VERSION = 1
 #: The pytrees of an SBX agent a checkpoint holds (attribute paths on the model).
 JAX_STATES = ("policy.actor_state", "policy.qf_state", "ent_coef_state", "key", "policy.key",
               "policy.noise_key")
+
+
+def limit_jax_threads(threads: int) -> None:
+    """Ask XLA's CPU client for ``threads`` compute threads (1: no Eigen multi-threading).
+
+    XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend, so this must run before the
+    first JAX computation; a ``XLA_FLAGS`` the user set is left alone. XLA still keeps a small
+    pool of helper threads; to hold a process to one core (two runs side by side), pin it
+    (``taskset -c 0 rewardlab train ...``), as the benchmark workers do.
+    """
+    if threads == 1:
+        os.environ.setdefault(
+            "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def _sbx() -> Any:

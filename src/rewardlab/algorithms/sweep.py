@@ -102,6 +102,58 @@ def record_of(spec: dict[str, Any], run_dir: Path, summary: dict[str, Any]) -> d
     }
 
 
+def run_on_ray(
+    trainable: Callable[[dict[str, Any]], None], params: list[dict[str, Any]], name: str,
+    storage: Path, max_concurrent: int, cpus_per_trial: float, address: str | None = None,
+    env_vars: dict[str, str] | None = None,
+) -> None:
+    """Run ``trainable({"params": p})`` for every ``p`` in ``params`` as Ray Tune trials.
+
+    A local Ray instance with ``max_concurrent * cpus_per_trial`` CPUs is started (and shut
+    down) unless Ray is already initialised or ``address`` names a cluster. Trials get one
+    BLAS/OpenMP thread, the caller's ``MUJOCO_GL`` and ``env_vars``.
+
+    Raises:
+        ConfigError: if the cluster at ``address`` cannot be reached.
+        RewardLabError: if Ray is not installed (``pip install rewardlab[sweep]``) or a trial
+            failed.
+    """
+    from rewardlab.errors import RewardLabError
+
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise RewardLabError(
+            "rewardlab sweep needs Ray Tune: pip install 'rewardlab[sweep]'") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     num_cpus=None if address else max(1, int(max_concurrent * cpus_per_trial)),
+                     runtime_env={"env_vars": {
+                         "OMP_NUM_THREADS": "1",
+                         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), **(env_vars or {})}})
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError(
+                f"--address: cannot connect to the Ray cluster {address!r} ({err}); "
+                "give a running cluster's address, or none for a local Ray"
+            ) from None
+    try:
+        results = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+            param_space={"params": tune.grid_search(params)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+        ).fit()
+    finally:
+        if started:
+            ray.shutdown()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise RewardLabError(f"{len(failed)} trial(s) failed; first: {failed[0].error}")
+
+
 def run_sweep(
     sweep: SweepConfig, out: str | Path, address: str | None = None,
     message: Callable[[str], None] = print,
@@ -124,8 +176,6 @@ def run_sweep(
         RewardLabError: if Ray is not installed (``pip install rewardlab[sweep]``) or a trial
             failed.
     """
-    from rewardlab.errors import RewardLabError
-
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
@@ -136,43 +186,11 @@ def run_sweep(
     message(f"sweep {sweep.name}: {len(specs)} trials, {len(specs) - len(todo)} already "
             f"finished -> {out}")
     if todo:
-        try:
-            import ray
-            from ray import tune
-        except ImportError:
-            raise RewardLabError(
-                "rewardlab sweep needs Ray Tune: pip install 'rewardlab[sweep]'") from None
         out.mkdir(parents=True, exist_ok=True)
-        started = not ray.is_initialized()
-        if started:
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         num_cpus=None if address else max(
-                             1, int(sweep.max_concurrent * sweep.cpus_per_trial)),
-                         runtime_env={"env_vars": {
-                             "OMP_NUM_THREADS": "1",
-                             "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}})
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                raise ConfigError(
-                    f"--address: cannot connect to the Ray cluster {address!r} ({err}); "
-                    "give a running cluster's address, or none for a local Ray"
-                ) from None
-        try:
-            params = [{"spec": s, "run_dir": str(trial_dir(out, s)),
-                       "sweep": sweep.model_dump(mode="json")} for s in todo]
-            results = tune.Tuner(
-                tune.with_resources(_run_trial, {"cpu": sweep.cpus_per_trial}),
-                param_space={"params": tune.grid_search(params)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent),
-                run_config=tune.RunConfig(name=sweep.name, storage_path=str(out / "ray"),
-                                          verbose=0),
-            ).fit()
-        finally:
-            if started:
-                ray.shutdown()
-        failed = [r for r in results if r.error is not None]
-        if failed:
-            raise RewardLabError(f"{len(failed)} sweep trial(s) failed; first: {failed[0].error}")
+        params = [{"spec": s, "run_dir": str(trial_dir(out, s)),
+                   "sweep": sweep.model_dump(mode="json")} for s in todo]
+        run_on_ray(_run_trial, params, sweep.name, out / "ray", sweep.max_concurrent,
+                   sweep.cpus_per_trial, address)
     records = []
     for spec in specs:
         run_dir = trial_dir(out, spec)
