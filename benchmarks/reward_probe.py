@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "target_accuracy=0.8": {"target_accuracy": 0.8},
     "weight_decay=0.01": {"weight_decay": 0.01},
     "hidden_sizes=[64, 64]": {"hidden_sizes": (64, 64)},
+    "hidden_sizes=[128, 128]": {"hidden_sizes": (128, 128)},
     "members=1": {"members": 1},
 }
 

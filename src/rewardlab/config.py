@@ -122,7 +122,7 @@ class EnvConfig(BaseModel):
 
     model_config = _SECTION
     id: str = Field(
-        "Reacher-v5", min_length=1, description="Gymnasium id, e.g. HalfCheetah-v5, or "
+        "HalfCheetah-v5", min_length=1, description="Gymnasium id, e.g. Reacher-v5, or "
         "module:Env-v0 to import the module that registers it."
     )
     max_episode_steps: Int | None = _steps(
@@ -176,10 +176,11 @@ class PebbleConfig(BaseModel):
         True, description="Re-initialise the critic after pre-training (PEBBLE Alg. 1)."
     )
     backbone: Literal["sac", "sbx_sac", "crossq"] = Field(
-        "sac", description="Off-policy agent: sac (Stable-Baselines3 SAC, the PEBBLE paper's), "
-        "sbx_sac (SBX's JAX SAC, same settings) or crossq (SBX's CrossQ, Bhatt et al. 2024: SBX "
-        "defaults, widths from sac.net_arch; sac.learning_rate and sac.tau unused). sbx_sac and "
-        "crossq need the engine extra (pip install rewardlab[engine])."
+        "crossq", description="Off-policy agent: crossq (SBX's CrossQ, Bhatt et al. 2024: SBX "
+        "defaults, widths from sac.net_arch; sac.learning_rate and sac.tau unused; the fastest "
+        "and most sample-efficient here, see BENCHMARKS.md engine_speed), sac "
+        "(Stable-Baselines3 SAC, the PEBBLE paper's agent) or sbx_sac (SBX's JAX SAC, same "
+        "settings as sac)."
     )
     sac: SACConfig = Field(default_factory=SACConfig)
 
@@ -675,7 +676,7 @@ class TrainConfig(BaseModel):
     seed: Int = Field(
         0, ge=0, le=2**63 - 1, description="Run seed; every component derives its own."
     )
-    total_steps: Int = _steps(20_000, description="Environment steps to train for.")
+    total_steps: Int = _steps(30_000, description="Environment steps to train for.")
     env: EnvConfig = Field(default_factory=EnvConfig)
     feedback: FeedbackSchedule = Field(default_factory=FeedbackSchedule)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
@@ -685,7 +686,10 @@ class TrainConfig(BaseModel):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint_every: Int = _steps(10_000, description="Env steps between checkpoints.")
-    torch_threads: Int = Field(1, ge=1, le=256, description="torch intra-op threads.")
+    torch_threads: Int = Field(
+        1, ge=1, le=256, description="torch intra-op threads (and, for the SBX backbones, 1 "
+        "turns XLA's multi-threaded CPU kernels off)."
+    )
     log_capacity: Int = Field(
         200_000, ge=100, le=MAX_STEPS, description="Steps per env kept for cutting query "
         "segments; must fit in memory (checked before a run starts)."

@@ -26,8 +26,8 @@ how each backbone does them:
   the NumPy/torch RNG states go through :func:`rewardlab.algorithms.checkpoint.save_sb3` as for
   SB3 agents.
 
-SBX and JAX are an optional extra (``pip install rewardlab[engine]``); they are imported only
-when a JAX backbone is used.
+SBX and JAX are dependencies of RewardLab (CrossQ is the default backbone); they are imported
+only when a JAX backbone is used, so the ``sac`` backbone never starts JAX.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _sbx() -> Any:
         import sbx
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ConfigError("pebble.backbone sbx_sac/crossq needs SBX: "
-                          "pip install 'rewardlab[engine]'") from e
+                          "pip install sbx-rl==0.28.0 'jax>=0.10,<0.12'") from e
     return sbx
 
 

@@ -61,8 +61,12 @@ class BackgroundServer:
         self.sock = sock
         self.host, self.port = host, int(sock.getsockname()[1])
         self.app = create_app(Path(run_dir), overlap=overlap, store_url=store_url)
+        # log_config=None: an embedded server must not reconfigure the process's logging
+        # (uvicorn's dictConfig closes every existing handler, e.g. absl's, which JAX installs,
+        # closes the stream it was given when that is no longer sys.stderr).
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False)
+            uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False,
+                           log_config=None)
         )
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, name="rewardlab-annotate",
