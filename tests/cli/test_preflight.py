@@ -31,7 +31,7 @@ def _train(tmp_path, capsys, *overrides: str, resume=None) -> tuple[int, str]:
 
 def test_defaults_pass_the_preflight():
     dims = pf.preflight(build_config())
-    assert dims.obs_dim > 0 and dims.act_dim > 0 and dims.episode_limit == 50
+    assert dims.obs_dim > 0 and dims.act_dim > 0 and dims.episode_limit == 1000  # HalfCheetah
     pf.preflight(build_config({}, ["algorithm=pref_ppo"]))
 
 
@@ -48,10 +48,12 @@ def test_env_kwargs_the_env_rejects_are_named(tmp_path, capsys):
 
 
 def test_segment_longer_than_an_episode_names_both_fields(tmp_path, capsys):
-    code, err = _train(tmp_path, capsys, "feedback.segment_len=60")  # Reacher: 50 steps
+    code, err = _train(tmp_path, capsys, "env.id=Reacher-v5",  # 50-step episodes
+                       "feedback.segment_len=60")
     assert code == 2
     assert "feedback.segment_len" in err and "env.max_episode_steps" in err
-    pf.preflight(build_config({}, ["feedback.segment_len=60", "env.max_episode_steps=100"]))
+    pf.preflight(build_config({}, ["env.id=Reacher-v5", "feedback.segment_len=60",
+                                   "env.max_episode_steps=100"]))
 
 
 @pytest.mark.parametrize(("overrides", "asked"), [
