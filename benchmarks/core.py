@@ -44,12 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# One BLAS/OpenMP/XLA thread per process (inherited by the spawned workers; before any jax import).
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+#: One BLAS/OpenMP/XLA thread per process, JAX on the CPU: set (unless already set) at import,
+#: so inherited by spawned workers, and before any jax import; Ray workers get them as env_vars.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "JAX_PLATFORMS": "cpu",
+}
+for _var, _value in THREAD_ENV.items():
+    os.environ.setdefault(_var, _value)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_JSON = REPO / "benchmarks" / "results" / "core.json"
@@ -178,6 +181,59 @@ def pin_worker(counter: Any) -> None:
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cores[index % len(cores)]})
+
+
+#: Where :func:`claim_core` keeps its lock files, ``rewardlab-core-<i>.lock``.
+CORE_LOCK_DIR = Path("/tmp")
+_claimed: tuple[int, Any] | None = None  # (core, open lock file) of this process
+
+
+def claim_core(lock_dir: Path | None = None) -> int | None:
+    """Pin this process to a CPU core no other claimant holds; return it (None: not pinned).
+
+    Tries the cores of ``os.sched_getaffinity(0)`` in order and takes the first whose lock
+    file ``<lock_dir>/rewardlab-core-<i>.lock`` it can lock (exclusive, non-blocking
+    ``fcntl.flock``); the file stays open, so the lock holds for the life of the process and
+    is released by the kernel when it ends, however it ends. Every thread of the process is
+    pinned to that core (threads started later inherit it). A second call in the same process
+    returns the core of the first. If every core is taken, or the platform has no CPU
+    affinity, nothing is pinned and None is returned.
+    """
+    global _claimed
+    if _claimed is not None:
+        return _claimed[0]
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    import fcntl
+
+    lock_dir = CORE_LOCK_DIR if lock_dir is None else Path(lock_dir)
+    for index in sorted(os.sched_getaffinity(0)):
+        try:
+            lock = (lock_dir / f"rewardlab-core-{index}.lock").open("a")
+        except OSError:  # e.g. another user's lock file: not ours to take
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process
+            lock.close()
+            continue
+        _claimed = (index, lock)
+        _pin_all_threads(index)
+        return index
+    return None
+
+
+def _pin_all_threads(index: int) -> None:
+    """Set the CPU affinity of every thread of this process to ``{index}``."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]  # the calling thread
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, {index})
+        except OSError:  # a thread that ended meanwhile
+            pass
 
 
 def _done_file(job: Job) -> Path:

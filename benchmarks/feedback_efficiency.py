@@ -1,43 +1,71 @@
-"""Feedback efficiency: return per label, normalised by SAC on the true reward (issue 4).
+"""Feedback efficiency: PEBBLE's return per label against the same agent on the true reward.
 
 Usage::
 
-    python benchmarks/feedback_efficiency.py [--envs HalfCheetah-v5 ...] [--methods pebble sac_true]
-        [--teachers oracle mistake noisy] [--queries 500 ...] [--seeds 0 1 2] [--steps 300000]
-        [--out-dir benchmarks/runs/feedback_efficiency] [--aggregate-only] [--no-write]
+    python benchmarks/feedback_efficiency.py [--envs HalfCheetah-v5 Hopper-v5 Walker2d-v5]
+        [--methods true_reward pebble] [--teachers oracle mistake] [--queries 500]
+        [--seeds 0 1 2 3 4] [--steps 100000] [--workers 2] [--address RAY_ADDRESS]
+        [--out-dir benchmarks/runs/feedback_efficiency] [--records FILE]
+        [--dry-run] [--aggregate-only] [--aggregate-all] [--no-ray] [--no-write]
 
-Runs every combination env x method x teacher x query budget x seed selected by the flags, one
-at a time (one torch thread), then aggregates.
+The defaults are the headline grid of issue 11 (item 4): HalfCheetah-v5, Hopper-v5 and
+Walker2d-v5, 100k env steps, 5 seeds, PEBBLE with 500 queries from the ``oracle`` and from the
+``mistake`` teacher, and the same agent on the true reward (``true_reward``) as the reference.
+The secondary grid (HalfCheetah-v5, 3 seeds; budgets 100 and 1000 with the oracle, 500 with the
+noisy teacher; ``sac_true`` as an outside reference) is a selection of the same script, see
+``benchmarks/README.md``.
+
+Every combination env x method x teacher x query budget x seed selected by the flags is one run
+(its key: ``env/method/teacher/qQUERIES/tSTEPS/sSEED``). Methods:
 
 * ``pebble``: :func:`rewardlab.algorithms.train` with the teacher preset (``oracle``,
-  ``mistake``, ``noisy``; :data:`rewardlab.config.TEACHER_PRESETS`) and the budget
-  spread over :data:`ROUNDS` feedback rounds (:func:`run_overrides`).
-* ``sac_true``: Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters,
-  derived seeds and evaluation protocol (``benchmarks/core.py``'s runner); it takes no teacher
-  or budget, so it runs once per env, step budget and seed.
+  ``mistake``, ``noisy``; :data:`rewardlab.config.TEACHER_PRESETS`) and the budget spread over
+  :data:`ROUNDS` feedback rounds (:func:`run_overrides`). Ablations: ``pebble_uniform``,
+  ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training).
+* ``true_reward``: the same agent PEBBLE uses (the configured ``pebble.backbone`` with the
+  ``pebble.sac`` settings) trained on the true reward from step 0, with the same derived seeds
+  and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
+  ``benchmarks/core.py``'s runner). It is the normaliser S of the scores.
+* ``sac_true``: Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters, an
+  outside reference (scored against ``true_reward`` like every other method).
+
+The reference methods take no teacher or budget, so they run once per env, step budget and seed.
+
+Execution: the unfinished runs are Ray Tune trials (:func:`rewardlab.algorithms.sweep.run_on_ray`;
+issue 11, item 7), ``--workers`` at a time (default 2) with one CPU each, on a local Ray or on
+the cluster at ``--address``. A trial (:func:`run_trial`) pins its process to a core no other
+trial holds (``core.claim_core``), uses one torch/BLAS/XLA thread, trains the run in
+``<out-dir>/runs/<key>/`` from scratch and appends its records to the record file itself; a
+failed run is reported and does not stop the others. ``--no-ray`` runs them one after another in
+this process instead; ``--dry-run`` lists the selected runs and their config overrides.
 
 Each finished run appends its evaluations (``kind: "eval"``: env step, gold return) and then
-one ``kind: "done"`` record to the section's record file
-``benchmarks/results/<section>_runs.jsonl`` (``--records`` to choose another), all stamped with a
-per-attempt id. The record file is small and kept in git, so the grid can be run in pieces on
-different machines and sessions; the run directories (``<out-dir>/runs/``, large) are not.
-The harness is resumable: a run with a ``done`` record is skipped; an unfinished one is started
-again from scratch (its run directory is deleted; records of an attempt without ``done`` are
-ignored by the aggregation).
+one ``kind: "done"`` record (with the run's ``backbone``) to the section's record file
+``benchmarks/results/<section>_runs.jsonl`` (``--records`` to choose another) in one append, all
+stamped with a per-attempt id. The record file is small and kept in git, so the grid can be run
+in pieces on different machines and sessions; the run directories (``<out-dir>/runs/``, large)
+are not. The harness is resumable: a run with a ``done`` record is skipped; an unfinished one is
+started again from scratch (its run directory is deleted; records of an attempt without ``done``
+are ignored by the aggregation). Run keys do not name the backbone, so a selection whose finished
+runs were made with another backbone than the one configured now is refused (use another record
+file). ``feedback_efficiency_runs_sb3_sac.jsonl`` holds the earlier runs, made with the SB3 SAC
+backbone (20k steps, normalised by ``sac_true``).
 
-Normalised score of a run (the issue's) = its gold (true) return G at the final evaluation / the
-mean gold return S of the ``sac_true`` runs of the same env at the same env step (both measured
-by this harness); undefined while S <= 0 (HalfCheetah before SAC runs forward). So the harness
-also reports (G - R) / (S - R), R being a uniformly random policy's return on the same env
-(recorded once per env in the JSONL as a ``kind: "reference"`` record): 0 = random, 1 = SAC.
-Per (env, method, teacher, budget, steps) the scores over seeds are aggregated with
+Normalised score of a run (the issue's) = (G - R) / (S - R): G its gold (true) return at the
+final evaluation, S the mean gold return of the ``true_reward`` runs of the same env and step
+budget at the same env step, R a uniformly random policy's return on the same env (recorded once
+per env in the JSONL as a ``kind: "reference"`` record); 0 = random, 1 = the same agent on the
+true reward. Per (env, method, teacher, budget, steps) the scores over seeds are aggregated with
 ``rliable``: interquartile mean and a 95% stratified-bootstrap confidence interval (Agarwal et
-al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice").
+al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice"). Also reported:
+the plain ratio G / S (undefined while S <= 0) and a learning-curve score (normalised area under
+the curve, :func:`curve_scores`).
 
-Hopper-v5 and Walker2d-v5 are run with ``terminate_when_unhealthy=False`` for both methods:
+Hopper-v5 and Walker2d-v5 are run with ``terminate_when_unhealthy=False`` for every method:
 episodes then always last the time limit, so episode ends carry no reward information the
 preference learner could exploit (variable horizons leak the true reward, see imitation's
-refusal of them), and SAC is evaluated on the same env, so the ratio compares like with like.
+refusal of them), and the references are evaluated on the same env, so the scores compare like
+with like.
 
 Results go to ``benchmarks/results/feedback_efficiency.json`` and to the
 ``feedback_efficiency`` section of ``BENCHMARKS.md`` unless ``--no-write``.
@@ -46,24 +74,25 @@ Results go to ``benchmarks/results/feedback_efficiency.json`` and to the
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib
 import json
 import math
 import os
 import shlex
 import sys
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import core  # noqa: E402  (benchmarks/core.py: runners, machine info, markdown sections)
+import core  # noqa: E402  (benchmarks/core.py: runners, thread env, machine info, markdown)
 
 REPO = core.REPO
+BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 DEFAULT_OUT = REPO / "benchmarks" / "runs" / "feedback_efficiency"
 
@@ -76,7 +105,11 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     "pebble_entropy": ("feedback.method=entropy",),
     "pebble_no_pretrain": ("pebble.unsupervised_steps=0",),
 }
-METHODS = (*PEBBLE_VARIANTS, "sac_true")
+#: The normaliser: the same agent as PEBBLE's on the true reward.
+REFERENCE = "true_reward"
+#: Methods without teacher or budget, and the ``core.Job`` method that runs each.
+REFERENCE_METHODS = {"true_reward": "true_reward", "sac_true": "sac_true_reward"}
+METHODS = (*PEBBLE_VARIANTS, *REFERENCE_METHODS)
 #: Where a selection's table goes: ``--section`` -> (BENCHMARKS.md title, results JSON).
 SECTIONS = {
     "feedback_efficiency": ("Feedback efficiency", "feedback_efficiency.json"),
@@ -88,8 +121,12 @@ UNHEALTHY_TERMINATION = ("Hopper-v5", "Walker2d-v5")
 #: Feedback rounds the query budget is spread over.
 ROUNDS = 10
 EVAL_POINTS = 4
-#: The issue's grid (the CLI defaults).
-FULL_STEPS, FULL_QUERIES, FULL_SEEDS = 300_000, (100, 500, 1000), (0, 1, 2, 3, 4)
+#: The issue's headline grid (the CLI defaults).
+FULL_METHODS, FULL_TEACHERS = ("true_reward", "pebble"), ("oracle", "mistake")
+FULL_STEPS, FULL_QUERIES, FULL_SEEDS = 100_000, (500,), (0, 1, 2, 3, 4)
+#: The issue's targets: normalised IQM of PEBBLE at 500 queries, per teacher, on each task.
+TARGETS = {("pebble", "oracle", 500): 0.90, ("pebble", "mistake", 500): 0.75}
+DEFAULT_WORKERS = 2
 BOOTSTRAP_REPS = 20_000
 BOOTSTRAP_SEED = 0
 RANDOM_EPISODES, RANDOM_SEED = 10, 0
@@ -99,8 +136,9 @@ RANDOM_EPISODES, RANDOM_SEED = 10, 0
 
 def run_key(env: str, method: str, teacher: str | None, queries: int, steps: int,
             seed: int) -> str:
-    """The run's id: ``env/method/teacher/qQUERIES/tSTEPS/sSEED`` (teacher ``-``, q0 for SAC)."""
-    if method == "sac_true":
+    """The run's id: ``env/method/teacher/qQUERIES/tSTEPS/sSEED`` (teacher ``-`` and q0 for the
+    reference methods, :data:`REFERENCE_METHODS`)."""
+    if method in REFERENCE_METHODS:
         teacher, queries = None, 0
     return f"{env}/{method}/{teacher or '-'}/q{queries}/t{steps}/s{seed}"
 
@@ -119,7 +157,9 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
     Schedule (PEBBLE's ratios, Lee et al. 2021, App. B, scaled to ``steps``): unsupervised
     pre-training for 5% of the steps (at least 1000), the first feedback round when it ends, then
     :data:`ROUNDS` rounds of ``ceil(queries / ROUNDS)`` queries evenly spaced over the rest;
-    :data:`EVAL_POINTS` evaluations of 5 episodes; one checkpoint, at the end.
+    :data:`EVAL_POINTS` evaluations of 5 episodes; one checkpoint, at the end. The reference
+    methods use the env, steps, seed and evaluation settings only (``sac_true`` also gets
+    ``pebble.backbone=sac`` from ``core``'s runner).
 
     Raises:
         ValueError: if the steps cannot hold the schedule or the budget is below one query.
@@ -146,6 +186,29 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
     return out
 
 
+def key_overrides(key: str) -> list[str]:
+    """:func:`run_overrides` of a run key."""
+    k = parse_key(key)
+    return run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"],
+                         k["seed"])
+
+
+def planned_backbone(key: str) -> str:
+    """The agent the run of ``key`` would train now: ``sac`` (SB3 SAC) for ``sac_true``, else
+    the configured ``pebble.backbone``."""
+    from rewardlab.config import load_config
+
+    if parse_key(key)["method"] == "sac_true":
+        return "sac"
+    return load_config(None, key_overrides(key)).pebble.backbone
+
+
+def recorded_backbone(done: dict[str, Any]) -> str:
+    """The backbone of a ``done`` record; records written before the field existed were all
+    made with the SB3 SAC backbone."""
+    return done.get("backbone") or "sac"
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every complete JSON line of ``path`` (a line cut short by a crash is skipped)."""
     return core._read_jsonl(path)
@@ -168,25 +231,32 @@ def completed_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def append_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append ``records`` as JSON lines in one write, flushed and synced."""
+    """Append ``records`` as JSON lines with one ``write`` to a file opened ``O_APPEND``, then
+    ``fsync``: two processes appending at once never interleave their lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (e.g. a signal); O_APPEND appends the rest
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     """Train one run in ``out_dir/runs/<key>`` (from scratch) and return its records."""
     import torch
 
+    from rewardlab.config import load_config
+
     torch.set_num_threads(1)
     k = parse_key(key)
-    overrides = run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"],
-                              k["seed"])
+    overrides = key_overrides(key)
     run_dir = out_dir / "runs" / key.replace("/", "_")
-    method = "pebble" if k["method"] in PEBBLE_VARIANTS else "sac_true_reward"
-    job = core.Job("feedback_efficiency", method, k["seed"], tuple(overrides), str(run_dir))
+    method = "pebble" if k["method"] in PEBBLE_VARIANTS else REFERENCE_METHODS[k["method"]]
+    job = core.Job(key, method, k["seed"], tuple(overrides), str(run_dir))
     core.run_job(job)  # deletes an unfinished earlier attempt first
     row = core.collect(job)
     attempt = uuid.uuid4().hex
@@ -194,6 +264,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     records = [{"kind": "eval", **base, "step": int(step), "gold_return": gold}
                for step, gold in row["gold_curve"]]
     done = {"kind": "done", **base, "final_step": row["steps"],
+            "backbone": load_config(run_dir / "config.yaml").pebble.backbone,
             "wall_time_s": row["wall_time_s"], "queries_asked": row["queries"],
             "overrides": overrides, "run_dir": row["run_dir"],
             "finished_utc": row["finished_utc"], "machine": row["machine"]}
@@ -203,95 +274,167 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     return [*records, done]
 
 
+# ----------------------------------------------------------------------------- trials
+
+def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
+    """One run as a trial: ``params`` = ``{"key", "out_dir", "records"}`` (strings).
+
+    Pins the process to a free core (``core.claim_core``), one torch thread, works in
+    ``out_dir`` (MuJoCo writes ``MUJOCO_LOG.TXT`` to the working directory), runs
+    :func:`execute` and appends the records to ``records`` itself. A failure is printed, not
+    raised, so it never stops the other trials.
+
+    Returns:
+        The run's ``done`` record, or None if it failed.
+    """
+    key, out_dir, jsonl = params["key"], Path(params["out_dir"]), Path(params["records"])
+    cpu = core.claim_core()
+    cwd = os.getcwd()
+    t0 = time.perf_counter()
+    print(f"{core.utc_now()}: start {key} (pid {os.getpid()}, "
+          f"{'core ' + str(cpu) if cpu is not None else 'not pinned'})", flush=True)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        os.chdir(out_dir)
+        records = execute(key, out_dir)
+        append_records(jsonl, records)
+    except Exception:
+        print(f"{core.utc_now()}: FAILED {key}:\n{traceback.format_exc()}", flush=True)
+        return None
+    finally:
+        os.chdir(cwd)
+    golds = [r["gold_return"] for r in records if r["kind"] == "eval"]
+    print(f"{core.utc_now()}: done {key} in {time.perf_counter() - t0:.0f} s, final gold "
+          f"{_f(golds[-1] if golds else None, 1)}", flush=True)
+    return records[-1]
+
+
+def ray_trial(config: dict[str, Any]) -> None:
+    """The Ray Tune trainable: :func:`run_trial` of ``config["params"]``."""
+    run_trial(config["params"])
+
+
+def trial_env_vars() -> dict[str, str]:
+    """Environment of the Ray workers: this directory on ``PYTHONPATH`` before the caller's (so
+    they can ``import feedback_efficiency`` and ``core``; a local Ray also hands them the
+    driver's ``sys.path``), one BLAS/OpenMP/XLA thread and JAX on the CPU (``core.THREAD_ENV``).
+    """
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**core.THREAD_ENV, "PYTHONPATH": path}
+
+
+def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, address: str | None,
+               name: str) -> None:
+    """Every run of ``todo`` as a Ray Tune trial of :func:`ray_trial`, ``workers`` at a time.
+
+    Raises:
+        RewardLabError: if a trial crashed outside :func:`run_trial`'s own error handling (e.g.
+            its worker died), or Ray is missing; ConfigError if ``address`` is unreachable.
+    """
+    from rewardlab.algorithms.sweep import run_on_ray as ray_run
+
+    # The trainable is pickled by reference (module and name), so the workers import it.
+    module = importlib.import_module("feedback_efficiency")
+    params = [{"key": k, "out_dir": str(out_dir), "records": str(jsonl)} for k in todo]
+    ray_run(module.ray_trial, params, name, out_dir / "ray", max_concurrent=workers,
+            cpus_per_trial=1, address=address, env_vars=trial_env_vars(), log_to_driver=True)
+
+
 # ----------------------------------------------------------------------------- aggregate
 
-def sac_reference(runs: dict[str, dict[str, Any]]) -> dict[tuple[str, int, int], float]:
-    """Mean gold return of the ``sac_true`` runs per ``(env, steps budget, eval step)``."""
+def reference_returns_by_step(
+    runs: dict[str, dict[str, Any]]
+) -> dict[tuple[str, int, int], float]:
+    """S: mean gold return of the ``true_reward`` runs per ``(env, steps budget, eval step)``."""
     acc: dict[tuple[str, int, int], list[float]] = defaultdict(list)
     for key, run in runs.items():
         k = parse_key(key)
-        if k["method"] == "sac_true":
+        if k["method"] == REFERENCE:
             for e in run["evals"]:
                 acc[(k["env"], k["steps"], int(e["step"]))].append(float(e["gold_return"]))
     return {ref: sum(v) / len(v) for ref, v in acc.items()}
 
 
-def reference_returns(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Random-policy gold return per env from the ``kind: "reference"`` records (last wins)."""
+def random_returns(records: list[dict[str, Any]]) -> dict[str, float]:
+    """R: random-policy gold return per env from the ``kind: "reference"`` records (last wins)."""
     return {r["env"]: float(r["gold_return"]) for r in records if r.get("kind") == "reference"}
 
 
+def _group(k: dict[str, Any]) -> tuple:
+    return (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
+
+
 def normalized_scores(
-    runs: dict[str, dict[str, Any]], random_returns: dict[str, float] | None = None
+    runs: dict[str, dict[str, Any]], random: dict[str, float] | None = None
 ) -> dict[str, dict[tuple, dict[int, float]]]:
-    """Final-evaluation normalised scores per group and seed, two ways.
+    """Final-evaluation scores per group and seed, two ways.
 
     Args:
         runs: :func:`completed_runs`.
-        random_returns: random-policy gold return per env (:func:`reference_returns`).
+        random: random-policy gold return R per env (:func:`random_returns`).
 
     Returns:
-        ``{"ratio": {...}, "random": {...}}``, each ``{(env, method, teacher, queries, steps):
-        {seed: score}}`` with G the run's gold return at its final evaluation step and S the
-        mean gold return of the ``sac_true`` runs at that step:
+        ``{"normalized": {...}, "ratio": {...}}``, each ``{(env, method, teacher, queries,
+        steps): {seed: score}}`` with G the run's gold return at its final evaluation step and S
+        the mean gold return of the ``true_reward`` runs (same env and step budget) at that step:
 
-        * ``ratio`` (the issue's definition): ``G / S``; left out where ``S <= 0`` (a ratio to a
-          non-positive return has no meaning; e.g. HalfCheetah before SAC learns to run);
-        * ``random``: ``(G - R) / (S - R)`` with R the env's random-policy return (0 = random,
-          1 = SAC on the true reward); left out where ``S <= R`` or R is unknown.
+        * ``normalized`` (the issue's score): ``(G - R) / (S - R)``, 0 = random, 1 = the same
+          agent on the true reward; left out where R is unknown or ``S <= R``;
+        * ``ratio``: ``G / S``; left out where ``S <= 0`` (a ratio to a non-positive return has
+          no meaning; e.g. HalfCheetah before the agent learns to run).
 
-        Groups without a SAC reference at that step are left out of both.
+        Groups without a ``true_reward`` reference at that step are left out of both.
     """
-    ref = sac_reference(runs)
-    random_returns = random_returns or {}
-    out: dict[str, dict[tuple, dict[int, float]]] = {"ratio": defaultdict(dict),
-                                                      "random": defaultdict(dict)}
+    ref = reference_returns_by_step(runs)
+    random = random or {}
+    out: dict[str, dict[tuple, dict[int, float]]] = {"normalized": defaultdict(dict),
+                                                      "ratio": defaultdict(dict)}
     for key, run in runs.items():
         if not run["evals"]:
             continue
         k = parse_key(key)
         last = run["evals"][-1]
-        sac = ref.get((k["env"], k["steps"], int(last["step"])))
-        if sac is None:
+        s = ref.get((k["env"], k["steps"], int(last["step"])))
+        if s is None:
             continue
         gold = float(last["gold_return"])
-        group = (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
-        if sac > 0:
-            out["ratio"][group][k["seed"]] = gold / sac
-        rnd = random_returns.get(k["env"])
-        if rnd is not None and sac > rnd:
-            out["random"][group][k["seed"]] = (gold - rnd) / (sac - rnd)
+        rnd = random.get(k["env"])
+        if rnd is not None and s > rnd:
+            out["normalized"][_group(k)][k["seed"]] = (gold - rnd) / (s - rnd)
+        if s > 0:
+            out["ratio"][_group(k)][k["seed"]] = gold / s
     return {name: dict(groups) for name, groups in out.items()}
 
 
 def curve_scores(
-    runs: dict[str, dict[str, Any]], random_returns: dict[str, float]
+    runs: dict[str, dict[str, Any]], random: dict[str, float]
 ) -> dict[tuple, dict[int, float]]:
     """Learning-curve (sample-efficiency) scores per group and seed.
 
     The score of a run is ``(mean_t G_t - R) / (mean_t S_t - R)`` over its evaluation steps t:
-    its gold return G_t and the mean ``sac_true`` gold return S_t at each step, R the env's
-    random-policy return; the normalised area under the learning curve (1 = SAC on the true
-    reward all along, 0 = random). It tells apart variants that end at the same return but
-    get there at different speeds. Left out where a step has no SAC reference, R is unknown or
+    its gold return G_t and the mean ``true_reward`` gold return S_t at each step, R the env's
+    random-policy return; the normalised area under the learning curve (1 = the same agent on
+    the true reward all along, 0 = random). It tells apart variants that end at the same return
+    but get there at different speeds. Left out where a step has no reference, R is unknown or
     ``mean_t S_t <= R``.
 
     Returns:
         ``{(env, method, teacher, queries, steps): {seed: score}}``.
     """
-    ref = sac_reference(runs)
+    ref = reference_returns_by_step(runs)
     out: dict[tuple, dict[int, float]] = defaultdict(dict)
     for key, run in runs.items():
         k = parse_key(key)
-        rnd = random_returns.get(k["env"])
-        sac = [ref.get((k["env"], k["steps"], int(e["step"]))) for e in run["evals"]]
-        if not run["evals"] or rnd is None or any(v is None for v in sac):
+        rnd = random.get(k["env"])
+        s = [ref.get((k["env"], k["steps"], int(e["step"]))) for e in run["evals"]]
+        if not run["evals"] or rnd is None or any(v is None for v in s):
             continue
         gold = sum(float(e["gold_return"]) for e in run["evals"]) / len(run["evals"])
-        sac_mean = sum(sac) / len(sac)
-        if sac_mean > rnd:
-            group = (k["env"], k["method"], k["teacher"], k["queries"], k["steps"])
-            out[group][k["seed"]] = (gold - rnd) / (sac_mean - rnd)
+        s_mean = sum(s) / len(s)
+        if s_mean > rnd:
+            out[_group(k)][k["seed"]] = (gold - rnd) / (s_mean - rnd)
     return dict(out)
 
 
@@ -317,63 +460,73 @@ def iqm_ci(scores: list[float], reps: int = BOOTSTRAP_REPS,
 
 
 def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list[dict[str, Any]]:
-    """The result rows: one per (env, method, teacher, queries, steps) with a SAC reference.
+    """The result rows: one per (env, method, teacher, queries, steps) with finished runs and a
+    ``true_reward`` reference at their final evaluation step.
 
-    ``normalized_iqm``/``ci_low``/``ci_high`` use the issue's ratio (None where undefined);
-    ``random_normalized_*`` the random-to-SAC normalisation (see :func:`normalized_scores`);
-    ``curve_normalized_*`` the learning-curve score (:func:`curve_scores`).
+    Each row has the group (``env``, ``method``, ``teacher``, ``queries``, ``steps``), ``seeds``,
+    the ``backbone`` of its runs, ``eval_step``, ``gold_return_per_seed``, ``reference_return``
+    (S) and ``random_reference_return`` (R), and three IQMs with 95% CIs (None where a seed has
+    no score): ``normalized_iqm``/``ci_low``/``ci_high`` the issue's (G - R) / (S - R);
+    ``ratio_iqm``/``ratio_ci_low``/``ratio_ci_high`` the ratio G / S (:func:`normalized_scores`);
+    ``curve_normalized_iqm``/``curve_ci_low``/``curve_ci_high`` the learning-curve score
+    (:func:`curve_scores`). ``target``/``meets_target``: the issue's target where one applies
+    (:data:`TARGETS`), else None.
     """
     runs = completed_runs(records)
-    scores = normalized_scores(runs, reference_returns(records))
-    scores["curve"] = curve_scores(runs, reference_returns(records))
-    ref = sac_reference(runs)
+    random = random_returns(records)
+    scores = normalized_scores(runs, random)
+    scores["curve"] = curve_scores(runs, random)
+    ref = reference_returns_by_step(runs)
+    seeds_of: dict[tuple, list[int]] = defaultdict(list)
+    for key, run in runs.items():  # finished runs with a reference at their final step
+        k = parse_key(key)
+        if run["evals"] and (k["env"], k["steps"], int(run["evals"][-1]["step"])) in ref:
+            seeds_of[_group(k)].append(k["seed"])
     rows = []
-    groups = sorted(set(scores["ratio"]) | set(scores["random"]),
-                    key=lambda g: tuple(map(str, g)))
-    for group in groups:
+    for group in sorted(seeds_of, key=lambda g: tuple(map(str, g))):
         env, method, teacher, queries, steps = group
-        seeds = sorted({seed for kind in scores.values() for seed in kind.get(group, {})})
-        finals = [runs[run_key(env, method, teacher, queries, steps, s)]["evals"][-1]
-                  for s in seeds]
+        seeds = sorted(seeds_of[group])
+        finished = [runs[run_key(env, method, teacher, queries, steps, s)] for s in seeds]
+        finals = [run["evals"][-1] for run in finished]
+        backbones = sorted({recorded_backbone(run["done"]) for run in finished})
         row: dict[str, Any] = {
             "env": env, "method": method, "teacher": teacher, "queries": queries,
-            "steps": steps, "seeds": seeds, "eval_step": int(finals[0]["step"]),
+            "steps": steps, "seeds": seeds,
+            "backbone": backbones[0] if len(backbones) == 1 else backbones,
+            "eval_step": int(finals[0]["step"]),
             "gold_return_per_seed": [float(f["gold_return"]) for f in finals],
-            "sac_reference_return": ref[(env, steps, int(finals[0]["step"]))],
-            "random_reference_return": reference_returns(records).get(env)}
-        for kind, prefix in (("ratio", ""), ("random", "random_"), ("curve", "curve_")):
+            "reference_return": ref[(env, steps, int(finals[0]["step"]))],
+            "random_reference_return": random.get(env)}
+        for kind, names in (
+                ("normalized", ("normalized_iqm", "ci_low", "ci_high", "normalized_per_seed")),
+                ("ratio", ("ratio_iqm", "ratio_ci_low", "ratio_ci_high", "ratio_per_seed")),
+                ("curve", ("curve_normalized_iqm", "curve_ci_low", "curve_ci_high",
+                           "curve_normalized_per_seed"))):
             by_seed = scores[kind].get(group)
             if by_seed and sorted(by_seed) == seeds:
-                iqm, lo, hi = iqm_ci([by_seed[s] for s in seeds], reps=reps)
                 per_seed: list[float] | None = [by_seed[s] for s in seeds]
+                iqm, lo, hi = iqm_ci(per_seed, reps=reps)
             else:
                 iqm = lo = hi = per_seed = None
-            row.update({f"{prefix}normalized_iqm": iqm, f"{prefix}ci_low": lo,
-                        f"{prefix}ci_high": hi, f"{prefix}normalized_per_seed": per_seed})
+            row.update(dict(zip(names, (iqm, lo, hi, per_seed), strict=True)))
+        target = TARGETS.get((method, teacher, queries))
+        row["target"] = target
+        row["meets_target"] = (None if target is None or row["normalized_iqm"] is None
+                               else row["normalized_iqm"] >= target)
         rows.append(row)
     return rows
 
 
-def random_reference(env: str, episodes: int = RANDOM_EPISODES,
-                     seed: int = RANDOM_SEED) -> dict[str, Any]:
-    """A ``kind: "reference"`` record: the gold return of a uniformly random policy.
-
-    Uses the env exactly as the runs do (:func:`run_overrides`, e.g. no unhealthy termination
-    for Hopper/Walker2d) and the harness's evaluation function, with seeded resets and actions.
-    """
-    from rewardlab.config import load_config
-    from rewardlab.diagnostics.evaluation import evaluate
-    from rewardlab.envs.make import make_env
-
-    config = load_config(None, run_overrides(env, "sac_true", None, 0, 20_000, seed))
-    gym_env = make_env(config.env)
-    gym_env.action_space.seed(seed)
-    res = evaluate(gym_env, lambda _obs: gym_env.action_space.sample(), None, episodes, seed=seed)
-    gym_env.close()
-    return {"kind": "reference", "env": env, "policy": "uniform_random",
-            "gold_return": float(res.gold_returns.mean()),
-            "gold_return_std": float(res.gold_returns.std()), "episodes": episodes,
-            "seed": seed, "env_kwargs": dict(config.env.kwargs)}
+def headline_complete(rows: list[dict[str, Any]]) -> bool:
+    """Whether ``rows`` fill every cell of the issue's headline grid: on each of :data:`ENVS`,
+    ``true_reward`` and ``pebble`` with each of :data:`FULL_TEACHERS` at each of
+    :data:`FULL_QUERIES`, :data:`FULL_STEPS` steps, every seed of :data:`FULL_SEEDS` scored."""
+    have = {(r["env"], r["method"], r["teacher"], r["queries"]) for r in rows
+            if r["steps"] == FULL_STEPS and r["normalized_per_seed"] is not None
+            and set(r["seeds"]) >= set(FULL_SEEDS)}
+    cells = [(env, REFERENCE, None, 0) for env in ENVS] + [
+        (env, "pebble", t, q) for env in ENVS for t in FULL_TEACHERS for q in FULL_QUERIES]
+    return all(c in have for c in cells)
 
 
 # ----------------------------------------------------------------------------- report
@@ -382,53 +535,70 @@ def render_section(rec: dict[str, Any]) -> str:
     sel = rec["selection"]
     section = rec.get("section", "feedback_efficiency")
     begin, end = markers(section)
-    full = section != "feedback_efficiency" or (
-            set(sel["envs"]) >= set(ENVS) and {"pebble", "sac_true"} <= set(sel["methods"])
-            and set(sel["teachers"]) >= set(TEACHERS) and set(sel["queries"]) >= set(FULL_QUERIES)
-            and len(sel["seeds"]) >= len(FULL_SEEDS) and rec["steps"] >= FULL_STEPS)
+    rows = rec["rows"]
+    full = section != "feedback_efficiency" or headline_complete(rows)
+    aggregated = (f"every finished run ({rec['runs_completed']}) of `{rec['jsonl']}`"
+                  if rec.get("aggregate_all") else
+                  f"{rec['runs_completed']} of the {rec['runs_selected']} selected runs, "
+                  f"finished, from `{rec['jsonl']}`")
     lines = [begin, f"## {SECTIONS[section][0]} (`benchmarks/feedback_efficiency.py`)", "",
              f"- Command: `{rec['command']}`",
              f"- Date (UTC): {rec['written_utc']}",
              f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
-             f"torch {rec['machine']['torch']}; runs one at a time, 1 torch thread",
-             f"- Runs aggregated: {rec['runs_completed']} of the {rec['runs_selected']} selected "
-             f"runs, finished, from `{rec['jsonl']}`",
+             f"torch {rec['machine']['torch']}; "
+             + (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
+                if rec.get("runner", "ray") == "ray" else "runs one at a time in one process")
+             + ", each pinned to a core of its own, 1 thread",
+             f"- Runs aggregated: {aggregated}",
              f"- Selection: envs {', '.join(sel['envs'])}; methods {', '.join(sel['methods'])}; "
              f"teachers {', '.join(sel['teachers'])}; query budgets "
              f"{', '.join(map(str, sel['queries']))}; seeds {', '.join(map(str, sel['seeds']))}; "
              f"{rec['steps']} env steps per run"]
     if not full:
         lines.append(
-            f"- **Not the issue's full grid** ({', '.join(ENVS)} x {FULL_STEPS} steps x "
-            f"{len(FULL_SEEDS)} seeds x budgets {', '.join(map(str, FULL_QUERIES))} x teachers "
-            f"{', '.join(TEACHERS)}, hundreds of CPU-hours): only the selection above was run, "
-            "on one core of a shared 2-core machine. Read these numbers as a small-budget "
-            "measurement, not as the issue's answer.")
+            f"- **Not the issue's full headline grid yet** ({', '.join(ENVS)} x {FULL_STEPS} "
+            f"steps x {len(FULL_SEEDS)} seeds; `pebble` with {', '.join(map(str, FULL_QUERIES))} "
+            f"queries from each of the teachers {', '.join(FULL_TEACHERS)}, and `{REFERENCE}`): "
+            "the grid is run in pieces; read these rows as the cells filled so far.")
     lines += ["",
-              "| env | method | teacher | queries | env steps | seeds | normalised IQM "
-              "(G/S) | 95% CI | random-normalised IQM ((G-R)/(S-R)) | 95% CI | "
-              "learning-curve score IQM | 95% CI | gold return G per seed |",
-              "|---|---|---|---:|---:|---|---:|---|---:|---|---:|---|---|"]
-    for r in rec["rows"]:
+              "| env | method | backbone | teacher | queries | env steps | seeds | normalised "
+              "IQM ((G-R)/(S-R)) | 95% CI | G/S IQM | 95% CI | learning-curve score IQM | "
+              "95% CI | gold return G per seed |",
+              "|---|---|---|---|---:|---:|---|---:|---|---:|---|---:|---|---|"]
+    for r in rows:
+        backbone = r.get("backbone")
         lines.append(
-            f"| {r['env']} | {r['method']} | {r['teacher'] or '—'} | "
-            f"{r['queries'] if r['method'] != 'sac_true' else '—'} | {r['eval_step']} | "
-            f"{', '.join(map(str, r['seeds']))} | {_f(r['normalized_iqm'])} | "
-            f"{_ci(r['ci_low'], r['ci_high'])} | {_f(r['random_normalized_iqm'])} | "
-            f"{_ci(r['random_ci_low'], r['random_ci_high'])} | "
-            f"{_f(r.get('curve_normalized_iqm'))} | "
-            f"{_ci(r.get('curve_ci_low'), r.get('curve_ci_high'))} | "
+            f"| {r['env']} | {r['method']} | "
+            f"{', '.join(backbone) if isinstance(backbone, list) else backbone or '—'} | "
+            f"{r['teacher'] or '—'} | "
+            f"{r['queries'] if r['method'] not in REFERENCE_METHODS else '—'} | "
+            f"{r['eval_step']} | {', '.join(map(str, r['seeds']))} | "
+            f"{_f(r['normalized_iqm'])} | {_ci(r['ci_low'], r['ci_high'])} | "
+            f"{_f(r['ratio_iqm'])} | {_ci(r['ratio_ci_low'], r['ratio_ci_high'])} | "
+            f"{_f(r['curve_normalized_iqm'])} | {_ci(r['curve_ci_low'], r['curve_ci_high'])} | "
             f"{', '.join(f'{g:.0f}' for g in r['gold_return_per_seed'])} |")
-    refs = sorted({(r["env"], r["eval_step"], r["sac_reference_return"],
-                    r["random_reference_return"]) for r in rec["rows"]}, key=str)
-    for env, step, sac, rnd in refs:
-        lines += ["", f"{env}: S = mean SAC-true gold return at step {step} = {sac:.1f}; R = "
-                  f"random-policy gold return = {_f(rnd, 1)} ({RANDOM_EPISODES} episodes, seed "
-                  f"{RANDOM_SEED})."
-                  + (" S <= 0, so the issue's ratio G/S is undefined here (—)." if sac <= 0
-                     else "")]
-    if not rec["rows"]:
-        lines.append("| — | no finished run with a SAC reference yet | | | | | | | | | |")
+    if not rows:
+        lines.append(f"| — | no finished run with a `{REFERENCE}` reference yet "
+                     "| | | | | | | | | | | | |")
+    refs = sorted({(r["env"], r["steps"], r["eval_step"], r["reference_return"],
+                    r["random_reference_return"]) for r in rows}, key=str)
+    for env, steps, step, s, rnd in refs:
+        lines += ["", f"{env} ({steps} steps): S = mean `{REFERENCE}` gold return at step {step} "
+                  f"= {s:.1f}; R = random-policy gold return = {_f(rnd, 1)} ({RANDOM_EPISODES} "
+                  f"episodes, seed {RANDOM_SEED})."
+                  + (" S <= R, so the normalised score is undefined here (—)."
+                     if rnd is not None and s <= rnd else "")
+                  + (" S <= 0, so the ratio G/S is undefined here (—)." if s <= 0 else "")]
+    verdicts = [r for r in rows if r.get("meets_target") is not None]
+    if verdicts:
+        lines += ["", "Targets (issue 11): normalised IQM >= "
+                  + " and >= ".join(f"{t:.2f} with {q} `{te}` queries"
+                                    for (_, te, q), t in TARGETS.items())
+                  + ", on each task: "
+                  + "; ".join(f"{r['env']} {r['teacher']} {r['normalized_iqm']:.2f} "
+                              f"({'meets' if r['meets_target'] else 'misses'} "
+                              f"{r['target']:.2f}, {r['steps']} steps, {len(r['seeds'])} seeds)"
+                              for r in verdicts) + "."]
     for note in rec["notes"]:
         lines += ["", note]
     lines += ["", end]
@@ -454,27 +624,30 @@ def _ci(lo: float | None, hi: float | None) -> str:
 
 
 NOTES = [
-    "Normalised score (the issue's) = G / S: the run's true (gold) return G at its final "
-    "evaluation over the mean true return S of SAC trained on the true reward (`sac_true`, same "
-    "SAC hyperparameters, derived seeds and evaluation protocol) at the same env step, both "
-    "measured by this harness; undefined when S <= 0. Random-normalised score = (G - R) / "
-    "(S - R) with R a uniformly random policy's return on the same env (0 = random, 1 = SAC on "
-    "the true reward). Learning-curve score = (mean over the run's evaluations of G - R) / "
-    "(mean over the same steps of S - R): the normalised area under the learning curve, which "
-    "separates runs that end alike but learn at different speeds. "
-    "IQM and 95% stratified-bootstrap CI over seeds with `rliable` (with 2-3 "
-    "seeds the interval is wide and the IQM is the mean). Returns are the mean over 5 "
-    "deterministic-policy episodes.",
+    "Normalised score (the issue's) = (G - R) / (S - R): G the run's true (gold) return at its "
+    "final evaluation, S the mean true return of `true_reward` at the same env step (the same "
+    "agent PEBBLE uses, `pebble.backbone` with the `pebble.sac` settings, trained on the true "
+    "reward from step 0 with the same derived seeds and evaluation protocol), R a uniformly "
+    "random policy's return on the same env: 0 = random, 1 = the same agent on the true reward. "
+    "G/S is the plain ratio (undefined when S <= 0). Learning-curve score = (mean over the run's "
+    "evaluations of G - R) / (mean over the same steps of S - R): the normalised area under the "
+    "learning curve, which separates runs that end alike but learn at different speeds. "
+    "`sac_true` is Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters: "
+    "an outside reference, scored against `true_reward` like the other rows. IQM and 95% "
+    "stratified-bootstrap CI over seeds with `rliable` (with 2-3 seeds the interval is wide and "
+    "the IQM is the mean). Returns are the mean over 5 deterministic-policy episodes.",
     "PEBBLE schedule: unsupervised pre-training for 5% of the steps (at least 1000), then the "
     "budget in 10 equal rounds evenly spaced over the remaining steps, 50-step segments, "
     "disagreement-based query selection, RewardLab's default reward ensemble. Ablations "
     "(`--methods`): `pebble_uniform` / `pebble_entropy` select queries uniformly / by the "
     "entropy of the ensemble's preference probability instead of by ensemble disagreement; "
     "`pebble_no_pretrain` skips the unsupervised state-entropy pre-training (its first steps "
-    "are SAC's uniform-random warm-up, the first queries come at the same step).",
+    "are the agent's uniform-random warm-up, the first queries come at the same step).",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "
     "`terminate_when_unhealthy=False` for every method, so episodes have a fixed length and "
     "episode ends leak no reward information to the learner.",
+    "Earlier runs of this harness, made with the SB3 SAC backbone (20k steps, scored against "
+    "`sac_true`), are kept in `benchmarks/results/feedback_efficiency_runs_sb3_sac.jsonl`.",
 ]
 
 
@@ -483,15 +656,26 @@ NOTES = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--envs", nargs="+", default=list(ENVS), help="Gymnasium ids")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=TEACHERS)
+    p.add_argument("--methods", nargs="+", default=list(FULL_METHODS), choices=METHODS)
+    p.add_argument("--teachers", nargs="+", default=list(FULL_TEACHERS), choices=TEACHERS)
     p.add_argument("--queries", nargs="+", type=int, default=list(FULL_QUERIES),
                    help="query budgets (pebble)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(FULL_SEEDS))
     p.add_argument("--steps", type=int, default=FULL_STEPS, help="env steps per run")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help="runs at once (Ray Tune trials, 1 CPU each)")
+    p.add_argument("--address", default=None,
+                   help="an existing Ray cluster (ray.init address); default: a local Ray")
+    p.add_argument("--no-ray", action="store_true",
+                   help="run the runs one after another in this process instead of on Ray")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the selected runs and their config overrides; run nothing")
     p.add_argument("--aggregate-only", action="store_true",
                    help="run nothing; aggregate the finished runs of the selection")
+    p.add_argument("--aggregate-all", action="store_true",
+                   help="aggregate every finished run of the record file, not only the "
+                   "selection (e.g. the headline and the secondary grid in one table)")
     p.add_argument("--no-write", action="store_true",
                    help="leave benchmarks/results and BENCHMARKS.md alone")
     p.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS)
@@ -499,20 +683,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="BENCHMARKS.md section and benchmarks/results/*.json to write")
     p.add_argument("--records", type=Path, default=None,
                    help="JSONL record file (default: benchmarks/results/<section>_runs.jsonl)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers: at least 1")
+    return args
 
 
 def selected_keys(args: argparse.Namespace) -> list[str]:
-    """Run keys of the selection, seed by seed (SAC first), so that a selection cut short
-    still holds whole seeds: each with its SAC reference and every method."""
+    """Run keys of the selection, seed by seed (references first), so that a selection cut
+    short still holds whole seeds: each with its ``true_reward`` reference and every method."""
     keys: list[str] = []
     for seed in args.seeds:
         for env in args.envs:
-            if "sac_true" in args.methods:
-                keys.append(run_key(env, "sac_true", None, 0, args.steps, seed))
+            keys += [run_key(env, m, None, 0, args.steps, seed) for m in REFERENCE_METHODS
+                     if m in args.methods]
             keys += [run_key(env, m, t, q, args.steps, seed) for m in args.methods
                      if m in PEBBLE_VARIANTS for t in args.teachers for q in args.queries]
     return list(dict.fromkeys(keys))
+
+
+def random_reference(env: str, episodes: int = RANDOM_EPISODES,
+                     seed: int = RANDOM_SEED) -> dict[str, Any]:
+    """A ``kind: "reference"`` record: the gold return of a uniformly random policy.
+
+    Uses the env exactly as the runs do (:func:`run_overrides`, e.g. no unhealthy termination
+    for Hopper/Walker2d) and the harness's evaluation function, with seeded resets and actions.
+    """
+    from rewardlab.config import load_config
+    from rewardlab.diagnostics.evaluation import evaluate
+    from rewardlab.envs.make import make_env
+
+    config = load_config(None, run_overrides(env, REFERENCE, None, 0, 20_000, seed))
+    gym_env = make_env(config.env)
+    gym_env.action_space.seed(seed)
+    res = evaluate(gym_env, lambda _obs: gym_env.action_space.sample(), None, episodes, seed=seed)
+    gym_env.close()
+    return {"kind": "reference", "env": env, "policy": "uniform_random",
+            "gold_return": float(res.gold_returns.mean()),
+            "gold_return_std": float(res.gold_returns.std()), "episodes": episodes,
+            "seed": seed, "env_kwargs": dict(config.env.kwargs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,58 +729,77 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", *(sys.argv if argv is None else
                                       ["benchmarks/feedback_efficiency.py", *argv])])
     out_dir = args.out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = (args.records or default_records(args.section)).resolve()
     keys = selected_keys(args)
-    for key in keys:  # refuse bad selections before anything runs
-        k = parse_key(key)
-        run_overrides(k["env"], k["method"], k["teacher"], k["queries"], k["steps"], k["seed"])
+    overrides = {key: key_overrides(key) for key in keys}  # refuse bad selections first
     done = completed_runs(read_records(jsonl))
+    planned = {key: planned_backbone(key) for key in keys}
+    other = {key: recorded_backbone(done[key]["done"]) for key in keys
+             if key in done and recorded_backbone(done[key]["done"]) != planned[key]}
     todo = [] if args.aggregate_only else [k for k in keys if k not in done]
+    if args.dry_run:
+        for key in keys:
+            state = ("done" if key not in other else
+                     f"DONE WITH BACKBONE {other[key]} (refused)") if key in done else "to run"
+            print(f"{key} [{state}; backbone {planned[key]}]: {shlex.join(overrides[key])}")
+        print(f"{len(keys)} runs selected, {len(keys) - len(todo)} done, {len(todo)} to run; "
+              f"records in {jsonl}; nothing run (--dry-run)")
+        return 2 if other else 0
+    if other:
+        for key, backbone in other.items():
+            print(f"ERROR {key}: finished in {jsonl} with backbone {backbone}, but "
+                  f"pebble.backbone is {planned[key]} now", flush=True)
+        print("Run keys do not name the backbone: move the record file away or choose another "
+              "with --records.", flush=True)
+        return 2
     print(f"{core.utc_now()}: {len(keys)} runs selected, {len(keys) - len(todo)} done, "
-          f"{len(todo)} to run; records in {jsonl}", flush=True)
-    cwd = os.getcwd()
-    os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory
-    failed = []
-    try:
-        for i, key in enumerate(todo, 1):
-            t0 = time.perf_counter()
-            print(f"{core.utc_now()}: [{i}/{len(todo)}] run {key}", flush=True)
-            try:
-                records = execute(key, out_dir)
-            except Exception as err:  # report it and go on with the other runs
-                failed.append(key)
-                print(f"FAILED {key}: {err!r}", flush=True)
-                continue
-            append_records(jsonl, records)
-            print(f"{core.utc_now()}: done {key} in {time.perf_counter() - t0:.0f} s, final gold "
-                  f"{records[-2]['gold_return']:.1f}", flush=True)
-    finally:
-        os.chdir(cwd)
+          f"{len(todo)} to run ({'in this process' if args.no_ray else 'on Ray Tune'}, "
+          f"{1 if args.no_ray else args.workers} at a time); records in {jsonl}", flush=True)
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.no_ray:
+            for key in todo:
+                run_trial({"key": key, "out_dir": str(out_dir), "records": str(jsonl)})
+        else:
+            from rewardlab.errors import RewardLabError
 
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            try:
+                run_on_ray(todo, out_dir, jsonl, args.workers, args.address,
+                           f"{args.section}-{stamp}")
+            except RewardLabError as err:  # e.g. a worker died; the finished runs still count
+                print(f"Ray: {err}", flush=True)
     records = read_records(jsonl)
-    have = reference_returns(records)
     finished = completed_runs(records)
+    failed = [k for k in todo if k not in finished]
+    have = random_returns(records)
     for env in args.envs:  # the random-policy reference, once per env with a finished run
         if env not in have and any(parse_key(k)["env"] == env for k in finished):
             append_records(jsonl, [random_reference(env)])
     records = read_records(jsonl)
     selection = set(keys)
-    chosen = [r for r in records if r.get("run") in selection or (
-        r.get("kind") == "reference" and r["env"] in args.envs)]
+    chosen = records if args.aggregate_all else [
+        r for r in records if r.get("run") in selection or (
+            r.get("kind") == "reference" and r["env"] in args.envs)]
     rows = aggregate(chosen, reps=args.bootstrap_reps)
+    notes = NOTES if args.section == "feedback_efficiency" else NOTES[:-1]
     rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),
-           "machine": core.machine_info(),
+           "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
+           "runner": "in_process" if args.no_ray else "ray",
            "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
            "selection": {"envs": args.envs, "methods": args.methods, "teachers": args.teachers,
                          "queries": args.queries, "seeds": args.seeds},
+           "aggregate_all": args.aggregate_all,
            "runs_selected": len(keys), "runs_completed": len(completed_runs(chosen)),
-           "rows": rows, "notes": NOTES, "format_version": 1}
+           "reference_method": REFERENCE, "headline_complete": headline_complete(rows),
+           "rows": rows, "notes": notes, "format_version": 2}
     for r in rows:
         print(f"{r['env']} {r['method']} {r['teacher']} q{r['queries']} t{r['steps']}: "
-              f"IQM G/S {_f(r['normalized_iqm'])} {_ci(r['ci_low'], r['ci_high'])}, "
-              f"(G-R)/(S-R) {_f(r['random_normalized_iqm'])} "
-              f"{_ci(r['random_ci_low'], r['random_ci_high'])}, seeds {r['seeds']}", flush=True)
+              f"IQM (G-R)/(S-R) {_f(r['normalized_iqm'])} {_ci(r['ci_low'], r['ci_high'])}, "
+              f"G/S {_f(r['ratio_iqm'])} {_ci(r['ratio_ci_low'], r['ratio_ci_high'])}, "
+              f"seeds {r['seeds']}", flush=True)
+    if failed:
+        print(f"{len(failed)} run(s) failed (see above): {', '.join(failed)}", flush=True)
     if args.no_write:
         print(render_section(rec))
     else:

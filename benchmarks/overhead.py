@@ -1,25 +1,26 @@
-"""Overhead of preference learning: PEBBLE's feedback machinery against plain SAC (issue 4).
+"""Overhead of preference learning: PEBBLE's feedback machinery against its plain agent (issue 4).
 
 Usage::
 
     python benchmarks/overhead.py [--env HalfCheetah-v5] [--steps 20000] [--queries 100]
         [--seed 0] [--out-dir benchmarks/runs/feedback_efficiency] [--no-write]
 
-Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher and one SB3 SAC
-run on the true reward with identical settings, through the feedback-efficiency harness
-(``benchmarks/feedback_efficiency.py``, which runs them with ``benchmarks/core.py``'s runners;
-same SAC hyperparameters, derived seeds, evaluation protocol, one torch thread), then reports:
+Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher and one run of the
+same agent on the true reward (the harness's ``true_reward``: ``pebble.backbone`` with the same
+settings), through the feedback-efficiency harness (``benchmarks/feedback_efficiency.py``, which
+runs them with ``benchmarks/core.py``'s runners as Ray Tune trials, each pinned to a core; same
+agent hyperparameters, derived seeds, evaluation protocol, one thread), then reports:
 
 * ``fraction``: wall time PEBBLE spends in query selection, the teacher, reward-model training
   (fit, held-out accuracy, normalisation) and replay-buffer relabelling (the run's
   ``feedback.seconds``), divided by the run's total wall time;
-* the difference in total wall time between the PEBBLE run and the SAC run.
+* the difference in total wall time between the PEBBLE run and the reference run.
 
 The default budget (100 queries in 20k steps) has the labels-per-step density of the core
-HalfCheetah benchmark (500 queries in 100k steps), itself denser than the issue's grid (at most
-1000 queries in 300k steps). Every other finished oracle PEBBLE run of the harness at the same
-env, step budget and seed is listed too (e.g. the 500-query runs of the feedback-efficiency
-table), to show how the fraction grows with the density of labels.
+HalfCheetah benchmark and of the issue's headline grid (500 queries in 100k steps). Every other
+finished oracle PEBBLE run of the harness at the same env, step budget and seed is listed too
+(e.g. the 500-query runs of the feedback-efficiency table), to show how the fraction grows with
+the density of labels.
 
 Results go to ``benchmarks/results/overhead.json`` and to the ``overhead`` section of
 ``BENCHMARKS.md`` unless ``--no-write``.
@@ -45,25 +46,27 @@ PARTS = ("queries", "teacher", "reward_training", "relabel")
 TARGET_FRACTION = 0.10
 
 
-def breakdown(pebble_done: dict[str, Any], sac_done: dict[str, Any]) -> dict[str, Any]:
-    """The overhead figures of one PEBBLE run against one SAC run (harness ``done`` records).
+def breakdown(pebble_done: dict[str, Any], reference_done: dict[str, Any]) -> dict[str, Any]:
+    """The overhead figures of one PEBBLE run against one run of the same agent on the true
+    reward (harness ``done`` records).
 
     Returns:
         ``fraction`` (feedback seconds / PEBBLE wall seconds), ``breakdown`` (seconds and
-        fraction per part), wall times in seconds and the PEBBLE - SAC difference.
+        fraction per part), wall times in seconds and the PEBBLE - reference difference.
     """
     seconds = pebble_done["feedback_seconds"]
     wall = float(pebble_done["wall_time_s"])
     total = sum(float(seconds[p]) for p in PARTS)
-    sac_wall = float(sac_done["wall_time_s"])
+    ref_wall = float(reference_done["wall_time_s"])
     return {
         "queries": pebble_done["queries"], "queries_asked": pebble_done.get("queries_asked"),
         "fraction": total / wall, "feedback_seconds": total,
         "breakdown": {p: {"seconds": float(seconds[p]), "fraction": float(seconds[p]) / wall}
                       for p in PARTS},
-        "pebble_wall_s": wall, "sac_wall_s": sac_wall, "wall_difference_s": wall - sac_wall,
-        "wall_ratio": wall / sac_wall,
-        "pebble_run": pebble_done["run"], "sac_run": sac_done["run"],
+        "pebble_wall_s": wall, "reference_wall_s": ref_wall,
+        "wall_difference_s": wall - ref_wall, "wall_ratio": wall / ref_wall,
+        "pebble_run": pebble_done["run"], "reference_run": reference_done["run"],
+        "backbone": pebble_done.get("backbone"),
     }
 
 
@@ -72,16 +75,16 @@ def render_section(rec: dict[str, Any]) -> str:
              f"- Command: `{rec['command']}`",
              f"- Date (UTC): {rec['written_utc']}",
              f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
-             f"torch {rec['machine']['torch']}; one run at a time, 1 torch thread (machine "
-             "shared with other work)",
+             f"torch {rec['machine']['torch']}; each run pinned to a core of its own, 1 thread "
+             "(machine shared with other work)",
              f"- Runs: {rec['env']}, {rec['steps']} env steps, seed {rec['seed']}, oracle "
-             "teacher; PEBBLE and SB3 SAC on the true reward with identical SAC settings "
-             "(`benchmarks/feedback_efficiency.py` schedule)",
+             f"teacher; PEBBLE and the same agent (backbone {rec.get('backbone') or '—'}) on the "
+             "true reward with identical settings (`benchmarks/feedback_efficiency.py` schedule)",
              "",
              "| queries | env steps per label | query selection (s) | teacher (s) | "
              "reward training (s) | relabel (s) | "
-             "feedback total (s) | PEBBLE wall (s) | fraction | SAC wall (s) | "
-             "PEBBLE − SAC wall (s) |",
+             "feedback total (s) | PEBBLE wall (s) | fraction | true-reward wall (s) | "
+             "PEBBLE − true-reward wall (s) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rec["rows"]:
         b = r["breakdown"]
@@ -90,14 +93,14 @@ def render_section(rec: dict[str, Any]) -> str:
             f"{b['queries']['seconds']:.1f} | {b['teacher']['seconds']:.2f} | "
             f"{b['reward_training']['seconds']:.1f} | {b['relabel']['seconds']:.1f} | "
             f"{r['feedback_seconds']:.1f} | {r['pebble_wall_s']:.0f} | "
-            f"{100 * r['fraction']:.1f}% | {r['sac_wall_s']:.0f} | "
+            f"{100 * r['fraction']:.1f}% | {r['reference_wall_s']:.0f} | "
             f"{r['wall_difference_s']:+.0f} ({100 * (r['wall_ratio'] - 1):+.0f}%) |")
     head = rec["rows"][0] if rec["rows"] else None
     if head:
         verdict = "meets" if rec["fraction"] <= TARGET_FRACTION else "misses"
         lines += ["", f"Headline ({head['queries']} queries in {rec['steps']} steps, one label "
                   f"per {rec['steps'] / head['queries']:.0f} env steps; the core HalfCheetah "
-                  "benchmark has one per 200, the issue's grid one per 300 at its densest): "
+                  "benchmark and the issue's headline grid have one per 200): "
                   "fraction "
                   f"{100 * rec['fraction']:.1f}%, which {verdict} the issue's target of at most "
                   f"{100 * TARGET_FRACTION:.0f}%."]
@@ -110,7 +113,8 @@ def render_section(rec: dict[str, Any]) -> str:
               "relabelling) / PEBBLE's total wall time, from the run's `feedback.seconds`. "
               "Reward training includes the fit, the held-out accuracy and the re-measured "
               "normalisation; relabelling includes the intrinsic-reward relabels of the "
-              "pre-training phase. The wall difference against SAC also holds what the fraction "
+              "pre-training phase. The wall difference against the same agent on the true reward "
+              "also holds what the fraction "
               "leaves out: the per-step proxy reward, transition logging, the feedback store, "
               "proxy returns in evaluations and run-to-run noise on a shared machine.",
               "", END]
@@ -135,30 +139,32 @@ def main(argv: list[str] | None = None) -> int:
                                       ["benchmarks/overhead.py", *argv])])
     out_dir = args.out_dir.resolve()
     jsonl = fe.default_records("feedback_efficiency")
-    sac_key = fe.run_key(args.env, "sac_true", None, 0, args.steps, args.seed)
+    ref_key = fe.run_key(args.env, fe.REFERENCE, None, 0, args.steps, args.seed)
     pebble_key = fe.run_key(args.env, "pebble", "oracle", args.queries, args.steps, args.seed)
-    fe_argv = ["--envs", args.env, "--methods", "sac_true", "pebble", "--teachers", "oracle",
+    fe_argv = ["--envs", args.env, "--methods", fe.REFERENCE, "pebble", "--teachers", "oracle",
                "--queries", str(args.queries), "--seeds", str(args.seed), "--steps",
                str(args.steps), "--out-dir", str(out_dir), "--no-write"]
     if fe.main(fe_argv) != 0:  # runs whichever of the two is not finished yet
         print("a run failed; see above", flush=True)
         return 1
     runs = fe.completed_runs(fe.read_records(jsonl))
-    sac = runs[sac_key]["done"]
+    reference = runs[ref_key]["done"]
     others = sorted(
         (k for k in runs if k != pebble_key and fe.parse_key(k) | {"queries": 0}
          == fe.parse_key(pebble_key) | {"queries": 0}), key=lambda k: fe.parse_key(k)["queries"])
-    rows = [breakdown(runs[k]["done"], sac) for k in [pebble_key, *others]]
+    rows = [breakdown(runs[k]["done"], reference) for k in [pebble_key, *others]]
     rec = {"fraction": rows[0]["fraction"], "env": args.env, "steps": args.steps,
            "seed": args.seed, "queries": args.queries, "breakdown": rows[0]["breakdown"],
+           "backbone": rows[0]["backbone"],
            "wall_difference_s": rows[0]["wall_difference_s"],
            "target_fraction": TARGET_FRACTION, "target_met": rows[0]["fraction"] <= TARGET_FRACTION,
            "rows": rows, "command": command, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "jsonl": os.path.relpath(jsonl, core.REPO)}
     for r in rows:
         print(f"{r['queries']} queries: fraction {100 * r['fraction']:.1f}% "
-              f"({r['feedback_seconds']:.1f} of {r['pebble_wall_s']:.0f} s); SAC "
-              f"{r['sac_wall_s']:.0f} s; difference {r['wall_difference_s']:+.0f} s", flush=True)
+              f"({r['feedback_seconds']:.1f} of {r['pebble_wall_s']:.0f} s); true reward "
+              f"{r['reference_wall_s']:.0f} s; difference {r['wall_difference_s']:+.0f} s",
+              flush=True)
     if args.no_write:
         print(render_section(rec))
         return 0

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +21,41 @@ def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = Tr
     return out
 
 
-def test_run_key_round_trip_and_sac_has_no_teacher(fe):
+def test_run_key_round_trip_and_references_have_no_teacher(fe):
     key = fe.run_key("Hopper-v5", "pebble", "noisy", 500, 20000, 3)
+    assert key == "Hopper-v5/pebble/noisy/q500/t20000/s3"
     assert fe.parse_key(key) == {"env": "Hopper-v5", "method": "pebble", "teacher": "noisy",
                                  "queries": 500, "steps": 20000, "seed": 3}
-    sac = fe.run_key("Hopper-v5", "sac_true", "noisy", 500, 20000, 3)
-    assert fe.parse_key(sac)["teacher"] is None and fe.parse_key(sac)["queries"] == 0
+    for method in ("true_reward", "sac_true"):
+        ref = fe.run_key("Hopper-v5", method, "noisy", 500, 20000, 3)
+        assert ref == f"Hopper-v5/{method}/-/q0/t20000/s3"
+        assert fe.parse_key(ref)["teacher"] is None and fe.parse_key(ref)["queries"] == 0
+
+
+def test_defaults_are_the_headline_grid(fe):
+    args = fe.parse_args([])
+    assert args.envs == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
+    assert args.methods == ["true_reward", "pebble"]
+    assert args.teachers == ["oracle", "mistake"]
+    assert (args.queries, args.seeds, args.steps) == ([500], [0, 1, 2, 3, 4], 100_000)
+    assert args.workers == 2 and args.address is None
+    keys = fe.selected_keys(args)
+    assert len(keys) == 3 * 5 * (1 + 2)
+    # seed by seed, the reference first
+    assert keys[:3] == ["HalfCheetah-v5/true_reward/-/q0/t100000/s0",
+                        "HalfCheetah-v5/pebble/oracle/q500/t100000/s0",
+                        "HalfCheetah-v5/pebble/mistake/q500/t100000/s0"]
+
+
+def test_dry_run_lists_runs_and_runs_nothing(fe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fe, "run_trial", lambda params: pytest.fail("ran a trial"))
+    monkeypatch.setattr(fe, "run_on_ray", lambda *a, **k: pytest.fail("started Ray"))
+    assert fe.main(["--dry-run", "--records", str(tmp_path / "r.jsonl"),
+                    "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "HalfCheetah-v5/pebble/mistake/q500/t100000/s4 [to run" in out
+    assert "teacher.preset=mistake" in out and "45 runs selected" in out
+    assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "out").exists()
 
 
 def test_overrides_spread_budget_and_disable_unhealthy_termination(fe):
@@ -36,8 +69,9 @@ def test_overrides_spread_budget_and_disable_unhealthy_termination(fe):
     # every query is asked before the end of the run
     last_round = fb.first_round_at + (fe.ROUNDS - 1) * fb.round_every
     assert fb.queries_per_round * fe.ROUNDS >= 500 and last_round < cfg.total_steps
-    cheetah = load_config(None, fe.run_overrides("HalfCheetah-v5", "sac_true", None, 0, 20000, 0))
-    assert cheetah.env.kwargs == {}
+    cheetah = load_config(None, fe.run_overrides("HalfCheetah-v5", "true_reward", None, 0, 20000,
+                                                 0))
+    assert cheetah.env.kwargs == {} and cheetah.teacher.preset != "mistake"
     with pytest.raises(ValueError, match="--steps"):
         fe.run_overrides("HalfCheetah-v5", "pebble", "oracle", 500, 1500, 0)
 
@@ -53,7 +87,7 @@ def test_only_the_finished_attempt_counts(fe):
 
 
 def test_truncated_last_line_is_skipped(fe, tmp_path):
-    key = fe.run_key("HalfCheetah-v5", "sac_true", None, 0, 1000, 0)
+    key = fe.run_key("HalfCheetah-v5", "true_reward", None, 0, 1000, 0)
     path = tmp_path / "evals.jsonl"
     fe.append_records(path, records(fe, key, {1000: 5.0}, "a"))
     with path.open("a") as f:
@@ -61,42 +95,62 @@ def test_truncated_last_line_is_skipped(fe, tmp_path):
     assert list(fe.completed_runs(fe.read_records(path))) == [key]
 
 
-def test_normalised_by_mean_sac_return_at_the_same_step(fe):
+def test_normalised_by_the_same_agent_on_the_true_reward_at_the_same_step(fe):
     env, t = "HalfCheetah-v5", 1000
-    recs = (records(fe, fe.run_key(env, "sac_true", None, 0, t, 0), {1000: 100.0}, "s0")
-            + records(fe, fe.run_key(env, "sac_true", None, 0, t, 1), {1000: 300.0}, "s1")
+    recs = (records(fe, fe.run_key(env, "true_reward", None, 0, t, 0), {1000: 100.0}, "s0")
+            + records(fe, fe.run_key(env, "true_reward", None, 0, t, 1), {1000: 300.0}, "s1")
+            # SB3 SAC is an outside reference, not the normaliser
+            + records(fe, fe.run_key(env, "sac_true", None, 0, t, 0), {1000: 0.0}, "o0")
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 0), {1000: 100.0}, "p0")
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 1), {1000: 250.0}, "p1")
-            # no SAC reference at this step budget: left out
+            # no true_reward reference at this step budget: left out
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, 2000, 0), {2000: 1.0}, "p2"))
-    scores = fe.normalized_scores(fe.completed_runs(recs), {env: -200.0})
-    ratio, rnd = scores["ratio"], scores["random"]
-    assert ratio[(env, "pebble", "oracle", 50, t)] == {0: 0.5, 1: 1.25}
-    assert ratio[(env, "sac_true", None, 0, t)] == {0: 0.5, 1: 1.5}
+    runs = fe.completed_runs(recs)
+    assert fe.reference_returns_by_step(runs) == {(env, t, 1000): 200.0}
+    scores = fe.normalized_scores(runs, {env: -200.0})
+    norm, ratio = scores["normalized"], scores["ratio"]
     # (G - R) / (S - R) with S = 200, R = -200
-    assert rnd[(env, "pebble", "oracle", 50, t)] == {0: 0.75, 1: 450.0 / 400.0}
-    assert (env, "pebble", "oracle", 50, 2000) not in ratio
-    assert (env, "pebble", "oracle", 50, 2000) not in rnd
+    assert norm[(env, "pebble", "oracle", 50, t)] == {0: 0.75, 1: 450.0 / 400.0}
+    assert norm[(env, "sac_true", None, 0, t)] == {0: 0.5}
+    assert norm[(env, "true_reward", None, 0, t)] == {0: 0.75, 1: 1.25}
+    assert ratio[(env, "pebble", "oracle", 50, t)] == {0: 0.5, 1: 1.25}
+    assert ratio[(env, "sac_true", None, 0, t)] == {0: 0.0}
+    for kind in (norm, ratio):
+        assert (env, "pebble", "oracle", 50, 2000) not in kind
+    # without R there is no normalised score, only the ratio
+    assert fe.normalized_scores(runs)["normalized"] == {}
 
 
-def test_ratio_undefined_when_sac_return_is_not_positive(fe, monkeypatch):
+def test_ratio_undefined_when_reference_return_is_not_positive(fe, monkeypatch):
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
     env, t = "HalfCheetah-v5", 1000
-    recs = (records(fe, fe.run_key(env, "sac_true", None, 0, t, 0), {1000: -90.0}, "s0")
+    recs = (records(fe, fe.run_key(env, "true_reward", None, 0, t, 0), {1000: -90.0}, "s0")
             + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 0), {1000: -190.0}, "p0")
             + [{"kind": "reference", "env": env, "gold_return": -290.0}])
     rows = fe.aggregate(recs, reps=200)
     pebble = next(r for r in rows if r["method"] == "pebble")
-    assert pebble["normalized_iqm"] is None and pebble["ci_low"] is None
-    assert pebble["random_normalized_iqm"] == pytest.approx(0.5)
-    assert pebble["sac_reference_return"] == -90.0
+    assert pebble["ratio_iqm"] is None and pebble["ratio_ci_low"] is None
+    assert pebble["ratio_ci_high"] is None
+    assert pebble["normalized_iqm"] == pytest.approx(0.5)
+    assert (pebble["ci_low"], pebble["ci_high"]) == (pytest.approx(0.5), pytest.approx(0.5))
+    assert pebble["reference_return"] == -90.0
     assert pebble["random_reference_return"] == -290.0
+    assert pebble["backbone"] == "sac"  # a done record without the field: the old SB3 backbone
     assert "undefined" in fe.render_section({
         "command": "c", "written_utc": "now", "jsonl": "x", "steps": t, "rows": rows,
         "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "t"}, "runs_selected": 2,
         "runs_completed": 2, "notes": fe.NOTES,
         "selection": {"envs": [env], "methods": ["pebble"], "teachers": ["oracle"],
                       "queries": [50], "seeds": [0]}})
+
+
+def test_rows_with_a_reference_not_above_random_have_no_normalised_score(fe):
+    env, t = "Pendulum-v1", 2000
+    recs = (records(fe, fe.run_key(env, "true_reward", None, 0, t, 0), {2000: -1500.0}, "s0")
+            + [{"kind": "reference", "env": env, "gold_return": -1200.0}])
+    (row,) = fe.aggregate(recs, reps=10)
+    assert row["normalized_iqm"] is None and row["ratio_iqm"] is None
+    assert row["gold_return_per_seed"] == [-1500.0]
 
 
 def test_iqm_and_ci_with_rliable(fe):
@@ -110,7 +164,7 @@ def test_iqm_and_ci_with_rliable(fe):
 
 def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatch):
     env, t = "HalfCheetah-v5", 2000
-    done_key = fe.run_key(env, "sac_true", None, 0, t, 0)
+    done_key = fe.run_key(env, "true_reward", None, 0, t, 0)
     crashed_key = fe.run_key(env, "pebble", "oracle", 50, t, 0)
     jsonl = tmp_path / "evals.jsonl"
     fe.append_records(jsonl, records(fe, done_key, {2000: 200.0}, "old")
@@ -122,12 +176,13 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
         return records(fe, key, {2000: 150.0}, "new")
 
     monkeypatch.setattr(fe, "execute", fake_execute)
+    monkeypatch.setattr(fe.core, "claim_core", lambda: None)  # leave pytest's affinity alone
     monkeypatch.setattr(fe, "random_reference", lambda env: {
         "kind": "reference", "env": env, "gold_return": -100.0})
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
-    argv = ["--envs", env, "--methods", "sac_true", "pebble", "--teachers", "oracle",
+    argv = ["--envs", env, "--methods", "true_reward", "pebble", "--teachers", "oracle",
             "--queries", "50", "--seeds", "0", "--steps", str(t), "--out-dir", str(tmp_path),
-            "--records", str(jsonl), "--no-write"]
+            "--records", str(jsonl), "--no-write", "--no-ray"]
     assert fe.main(argv) == 0
     assert executed == [crashed_key]
     assert fe.main(argv) == 0  # everything finished now: nothing runs again
@@ -135,26 +190,50 @@ def test_main_skips_finished_runs_and_reruns_unfinished(fe, tmp_path, monkeypatc
     runs = fe.completed_runs(fe.read_records(jsonl))
     assert set(runs) == {done_key, crashed_key}
     rows = {r["method"]: r for r in fe.aggregate(fe.read_records(jsonl), reps=10)}
-    assert rows["pebble"]["normalized_iqm"] == pytest.approx(150.0 / 200.0)
-    assert rows["pebble"]["random_normalized_iqm"] == pytest.approx(250.0 / 300.0)
-    assert rows["sac_true"]["normalized_iqm"] == pytest.approx(1.0)
+    assert rows["pebble"]["ratio_iqm"] == pytest.approx(150.0 / 200.0)
+    assert rows["pebble"]["normalized_iqm"] == pytest.approx(250.0 / 300.0)
+    assert rows["true_reward"]["normalized_iqm"] == pytest.approx(1.0)
     # the random-policy reference was recorded once, not again on the second call
     kinds = [json.loads(line)["kind"] for line in jsonl.read_text().splitlines()]
     assert kinds.count("reference") == 1
 
 
-def test_table_says_when_the_full_grid_was_not_run(fe):
-    rec = {"command": "c", "written_utc": "now", "jsonl": "x.jsonl", "steps": 20000,
+def _row(fe, env, method, teacher, queries, seeds, iqm=0.95):
+    return {"env": env, "method": method, "teacher": teacher, "queries": queries,
+            "steps": fe.FULL_STEPS, "seeds": list(seeds), "backbone": "crossq",
+            "eval_step": fe.FULL_STEPS, "gold_return_per_seed": [1.0] * len(seeds),
+            "reference_return": 100.0, "random_reference_return": 0.0,
+            "normalized_iqm": iqm, "ci_low": iqm, "ci_high": iqm,
+            "normalized_per_seed": [iqm] * len(seeds), "ratio_iqm": iqm, "ratio_ci_low": iqm,
+            "ratio_ci_high": iqm, "curve_normalized_iqm": iqm, "curve_ci_low": iqm,
+            "curve_ci_high": iqm, "target": fe.TARGETS.get((method, teacher, queries)),
+            "meets_target": None if (method, teacher, queries) not in fe.TARGETS
+            else iqm >= fe.TARGETS[(method, teacher, queries)]}
+
+
+def test_table_says_when_the_headline_grid_is_not_filled(fe):
+    rec = {"command": "c", "written_utc": "now", "jsonl": "x.jsonl", "steps": fe.FULL_STEPS,
            "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "t"}, "rows": [],
-           "runs_selected": 2, "runs_completed": 2, "notes": fe.NOTES,
-           "selection": {"envs": ["HalfCheetah-v5"], "methods": ["pebble", "sac_true"],
-                         "teachers": ["oracle"], "queries": [500], "seeds": [0, 1]}}
-    assert "Not the issue's full grid" in fe.render_section(rec)
-    rec["steps"] = fe.FULL_STEPS
-    rec["selection"] = {"envs": list(fe.ENVS), "methods": list(fe.METHODS),
-                        "teachers": list(fe.TEACHERS), "queries": list(fe.FULL_QUERIES),
-                        "seeds": list(fe.FULL_SEEDS)}
-    assert "Not the issue's full grid" not in fe.render_section(rec)
+           "runs_selected": 45, "runs_completed": 0, "notes": fe.NOTES,
+           "selection": {"envs": list(fe.ENVS), "methods": list(fe.FULL_METHODS),
+                         "teachers": list(fe.FULL_TEACHERS), "queries": list(fe.FULL_QUERIES),
+                         "seeds": list(fe.FULL_SEEDS)}}
+    assert "Not the issue's full headline grid" in fe.render_section(rec)
+    rows = [_row(fe, env, "true_reward", None, 0, fe.FULL_SEEDS) for env in fe.ENVS] + [
+        _row(fe, env, "pebble", t, 500, fe.FULL_SEEDS, iqm=0.8)
+        for env in fe.ENVS for t in fe.FULL_TEACHERS]
+    rec["rows"] = rows[:-1] + [_row(fe, "Walker2d-v5", "pebble", "mistake", 500, (0, 1, 2))]
+    assert not fe.headline_complete(rec["rows"])  # a cell with 3 of the 5 seeds
+    assert "Not the issue's full headline grid" in fe.render_section(rec)
+    rec["rows"] = rows
+    assert fe.headline_complete(rows)
+    text = fe.render_section(rec)
+    assert "Not the issue's full headline grid" not in text
+    # 0.8 misses the oracle target (0.90) and meets the mistake target (0.75)
+    assert "HalfCheetah-v5 oracle 0.80 (misses 0.90" in text
+    assert "HalfCheetah-v5 mistake 0.80 (meets 0.75" in text
+    assert "same agent on the true reward" in text and "`sac_true` is Stable-Baselines3" in text
+    assert "feedback_efficiency_runs_sb3_sac.jsonl" in text
 
 
 def test_ablation_variants_override_pebble(fe):
@@ -186,17 +265,168 @@ def test_ablation_section_has_its_own_markers(fe):
 
 def test_learning_curve_score_is_normalised_area_under_the_curve(fe):
     env, t = "Pendulum-v1", 2000
-    sac = fe.run_key(env, "sac_true", None, 0, t, 0)
+    ref = fe.run_key(env, "true_reward", None, 0, t, 0)
     fast = fe.run_key(env, "pebble", "oracle", 20, t, 0)
     slow = fe.run_key(env, "pebble_uniform", "oracle", 20, t, 0)
-    recs = (records(fe, sac, {1000: -200.0, 2000: -200.0}, "a")
+    recs = (records(fe, ref, {1000: -200.0, 2000: -200.0}, "a")
             + records(fe, fast, {1000: -200.0, 2000: -200.0}, "b")
             + records(fe, slow, {1000: -1000.0, 2000: -200.0}, "c")
             + [{"kind": "reference", "env": env, "gold_return": -1200.0}])
     rows = {r["method"]: r for r in fe.aggregate(recs, reps=10)}
-    # both end at SAC's return; the slow one has half SAC's area above random
-    assert rows["pebble"]["random_normalized_iqm"] == pytest.approx(1.0)
-    assert rows["pebble_uniform"]["random_normalized_iqm"] == pytest.approx(1.0)
+    # both end at the reference's return; the slow one has half its area above random
+    assert rows["pebble"]["normalized_iqm"] == pytest.approx(1.0)
+    assert rows["pebble_uniform"]["normalized_iqm"] == pytest.approx(1.0)
     assert rows["pebble"]["curve_normalized_iqm"] == pytest.approx(1.0)
     assert rows["pebble_uniform"]["curve_normalized_iqm"] == pytest.approx(
         ((-600.0) - (-1200.0)) / ((-200.0) - (-1200.0)))
+
+
+def test_done_record_names_the_backbone_of_the_run(fe, tmp_path, monkeypatch):
+    from rewardlab.config import dump_config, load_config
+
+    jobs = []
+
+    def fake_run_job(job):
+        jobs.append(job)
+        extra = ["pebble.backbone=sac"] if job.method == "sac_true_reward" else []
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(
+            dump_config(load_config(None, [*job.overrides, *extra])))
+
+    monkeypatch.setattr(fe.core, "run_job", fake_run_job)
+    monkeypatch.setattr(fe.core, "collect", lambda job: {
+        "gold_curve": [[0, -1.0], [2000, 5.0]], "steps": 2000, "wall_time_s": 3.0,
+        "queries": None, "run_dir": job.run_dir, "finished_utc": "now", "machine": {}})
+    for method, core_method in (("true_reward", "true_reward"), ("sac_true", "sac_true_reward")):
+        key = fe.run_key("Pendulum-v1", method, None, 0, 2000, 0)
+        records = fe.execute(key, tmp_path)
+        done = records[-1]
+        assert jobs[-1].method == core_method
+        assert [r["kind"] for r in records] == ["eval", "eval", "done"]
+        assert done["backbone"] == fe.planned_backbone(key)
+        assert done["backbone"] == ("sac" if method == "sac_true" else
+                                    load_config(None, []).pebble.backbone)
+
+
+def test_finished_runs_of_another_backbone_are_refused(fe, tmp_path, monkeypatch, capsys):
+    key = fe.run_key("Pendulum-v1", "true_reward", None, 0, 2000, 0)
+    jsonl = tmp_path / "runs.jsonl"
+    fe.append_records(jsonl, records(fe, key, {2000: 1.0}, "old"))  # no backbone: SB3 SAC
+    monkeypatch.setattr(fe, "planned_backbone", lambda k: "crossq")
+    monkeypatch.setattr(fe, "run_trial", lambda params: pytest.fail("ran a trial"))
+    argv = ["--envs", "Pendulum-v1", "--methods", "true_reward", "--seeds", "0", "--steps",
+            "2000", "--records", str(jsonl), "--out-dir", str(tmp_path), "--no-write",
+            "--no-ray"]
+    assert fe.main(argv) == 2
+    assert "backbone sac" in capsys.readouterr().out
+
+
+def test_trial_appends_its_records_and_survives_a_failure(fe, tmp_path, monkeypatch, capsys):
+    out_dir, jsonl = tmp_path / "out", tmp_path / "runs.jsonl"
+    out_dir.mkdir()
+    key = fe.run_key("Pendulum-v1", "pebble", "oracle", 20, 2000, 0)
+    cwd = os.getcwd()
+    seen = []
+
+    def fake_execute(k, out):
+        seen.append((k, out, os.getcwd()))
+        return records(fe, k, {1000: 1.0, 2000: 2.0}, "t")
+
+    monkeypatch.setattr(fe.core, "claim_core", lambda: None)
+    monkeypatch.setattr(fe, "execute", fake_execute)
+    params = {"key": key, "out_dir": str(out_dir), "records": str(jsonl)}
+    fe.ray_trial({"params": params})
+    assert seen == [(key, out_dir, str(out_dir))]  # worked in out_dir (MUJOCO_LOG.TXT)
+    assert os.getcwd() == cwd
+    assert list(fe.completed_runs(fe.read_records(jsonl))) == [key]
+
+    def broken(k, out):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fe, "execute", broken)
+    other = fe.run_key("Pendulum-v1", "pebble", "oracle", 20, 2000, 1)
+    assert fe.run_trial({**params, "key": other}) is None  # printed, not raised
+    assert f"FAILED {other}" in capsys.readouterr().out and os.getcwd() == cwd
+    assert list(fe.completed_runs(fe.read_records(jsonl))) == [key]
+
+
+def test_main_runs_the_unfinished_runs_on_ray(fe, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fe, "run_on_ray", lambda *a: calls.append(a))
+    jsonl = tmp_path / "runs.jsonl"
+    argv = ["--envs", "Pendulum-v1", "--methods", "true_reward", "pebble", "--teachers",
+            "oracle", "--queries", "20", "--seeds", "0", "1", "--steps", "2000", "--records",
+            str(jsonl), "--out-dir", str(tmp_path), "--no-write", "--workers", "2",
+            "--address", "ray://head:10001"]
+    assert fe.main(argv) == 1  # nothing was run (the fake ran nothing): every run failed
+    (todo, out_dir, records_path, workers, address, name), = calls
+    assert todo == [f"Pendulum-v1/{m}/t2000/s{s}" for s in (0, 1)
+                    for m in ("true_reward/-/q0", "pebble/oracle/q20")]
+    assert (out_dir, records_path, workers, address) == (tmp_path, jsonl, 2, "ray://head:10001")
+    assert name.startswith("feedback_efficiency-")
+
+
+def test_ray_trials_get_an_importable_trainable_and_one_thread(fe, tmp_path, monkeypatch):
+    import rewardlab.algorithms.sweep as sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_on_ray", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/src")
+    fe.run_on_ray(["k1", "k2"], tmp_path, tmp_path / "r.jsonl", 2, None, "name")
+    (trainable, params, name, storage), kwargs = calls[0]
+    # pickled by reference (module feedback_efficiency, on the workers' PYTHONPATH)
+    assert (trainable.__module__, trainable.__name__) == ("feedback_efficiency", "ray_trial")
+    assert [p["key"] for p in params] == ["k1", "k2"]
+    assert params[0] == {"key": "k1", "out_dir": str(tmp_path),
+                         "records": str(tmp_path / "r.jsonl")}
+    assert kwargs["max_concurrent"] == 2 and kwargs["cpus_per_trial"] == 1
+    env = kwargs["env_vars"]
+    assert env["PYTHONPATH"] == f"{fe.BENCH_DIR}{os.pathsep}/somewhere/src"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["XLA_FLAGS"] == ("--xla_cpu_multi_thread_eigen=false "
+                                "intra_op_parallelism_threads=1")
+    assert env["JAX_PLATFORMS"] == "cpu"
+
+
+CLAIM = """
+import json, os, sys, threading
+sys.path.insert(0, sys.argv[1])
+import core
+stop = threading.Event()
+worker = threading.Thread(target=stop.wait)
+worker.start()  # a thread started before the claim is pinned too
+got = core.claim_core(sys.argv[2])
+again = core.claim_core(sys.argv[2])
+print(json.dumps({"core": got, "again": again, "main": sorted(os.sched_getaffinity(0)),
+                  "thread": sorted(os.sched_getaffinity(worker.native_id))}))
+stop.set()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity")
+def test_claim_core_takes_a_free_core_and_pins_every_thread(fe, tmp_path):
+    import fcntl
+
+    cores = sorted(os.sched_getaffinity(0))
+
+    def claim():
+        out = subprocess.run([sys.executable, "-c", CLAIM, str(fe.BENCH_DIR), str(tmp_path)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    held = []
+    for index in cores[:-1]:  # another process holds every core but the last
+        f = (tmp_path / f"rewardlab-core-{index}.lock").open("a")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(f)
+    got = claim()
+    assert got == {"core": cores[-1], "again": cores[-1], "main": [cores[-1]],
+                   "thread": [cores[-1]]}
+    # the claimant's lock ended with it; now every core is held: no pinning
+    f = (tmp_path / f"rewardlab-core-{cores[-1]}.lock").open("a")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held.append(f)
+    assert claim() == {"core": None, "again": None, "main": cores, "thread": cores}
+    for f in held:
+        f.close()

@@ -105,13 +105,14 @@ def record_of(spec: dict[str, Any], run_dir: Path, summary: dict[str, Any]) -> d
 def run_on_ray(
     trainable: Callable[[dict[str, Any]], None], params: list[dict[str, Any]], name: str,
     storage: Path, max_concurrent: int, cpus_per_trial: float, address: str | None = None,
-    env_vars: dict[str, str] | None = None,
+    env_vars: dict[str, str] | None = None, log_to_driver: bool = False,
 ) -> None:
     """Run ``trainable({"params": p})`` for every ``p`` in ``params`` as Ray Tune trials.
 
     A local Ray instance with ``max_concurrent * cpus_per_trial`` CPUs is started (and shut
     down) unless Ray is already initialised or ``address`` names a cluster. Trials get one
-    BLAS/OpenMP thread, the caller's ``MUJOCO_GL`` and ``env_vars``.
+    BLAS/OpenMP thread, the caller's ``MUJOCO_GL`` and ``env_vars``; their output reaches this
+    process's console only with ``log_to_driver`` (of a Ray this call starts).
 
     Raises:
         ConfigError: if the cluster at ``address`` cannot be reached.
@@ -129,7 +130,7 @@ def run_on_ray(
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver,
                      num_cpus=None if address else max(1, int(max_concurrent * cpus_per_trial)),
                      runtime_env={"env_vars": {
                          "OMP_NUM_THREADS": "1",
