@@ -332,8 +332,8 @@ def collect(job: Job) -> dict[str, Any]:
         evals = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "eval/gold_return" in r]
         row.update(
             env=summary["env"], steps=summary["steps"], wall_time_s=summary["wall_time_s"],
-            queries=summary["feedback"]["asked"],
-            queries_answered=summary["feedback"]["answered"],
+            queries=summary["store"]["queries"],
+            queries_answered=summary["store"]["answered"],
             first_eval_step=evals[0]["step"] if evals else None,
             first_gold_return=_num(evals[0]["eval/gold_return"]) if evals else None,
             final_eval_step=evals[-1]["step"] if evals else None,

@@ -251,7 +251,7 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
     ev = evaluate_policy(lambda o: model.predict(o, deterministic=True)[0], env_id, seed,
                          episodes)
     return {**ev, "wall_s": wall, "steps": int(summary["steps"]),
-            "comparisons": int(summary["feedback"]["asked"]),
+            "comparisons": int(summary["store"]["queries"]),
             "feedback_seconds": summary["feedback"]["seconds"],
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
