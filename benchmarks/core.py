@@ -165,22 +165,18 @@ def utc_now() -> str:
 
 # ----------------------------------------------------------------------------- workers
 
-def pin_worker(counter: Any) -> None:
-    """Pool initializer: one thread per worker, and the worker pinned to a core of its own.
+def pin_worker() -> None:
+    """Pool initializer: one torch thread per worker, and the worker pinned to a core no other
+    benchmark process holds (:func:`claim_core`).
 
     XLA's CPU client keeps an Eigen thread pool however ``XLA_FLAGS`` are set (seen as
     ``tf_XLAEigen`` threads taking ~0.3 core each beside the main thread), so one core per
-    process is enforced with the CPU affinity: worker ``i`` runs on core ``i mod n``.
+    process is enforced with the CPU affinity.
     """
     import torch
 
     torch.set_num_threads(1)
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    if hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[index % len(cores)]})
+    claim_core()
 
 
 #: Where :func:`claim_core` keeps its lock files, ``rewardlab-core-<i>.lock``.
@@ -647,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx,
-                                 initializer=pin_worker,
-                                 initargs=(ctx.Value("i", 0),)) as pool:
+                                 initializer=pin_worker) as pool:
             futures: dict[Future, Job] = {}
             for job in todo:
                 futures[pool.submit(run_job, job)] = job

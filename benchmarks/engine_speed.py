@@ -291,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
-    counter = ctx.Value("i", 0)
-    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=core.pin_worker,
-                             initargs=(counter,)) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=core.pin_worker) as pool:
         futures = {pool.submit(run_one, a, s, args.env, args.steps, args.eval_every,
                                args.eval_episodes): (a, s) for a, s in jobs}
         for fut in as_completed(futures):

@@ -21,7 +21,9 @@ Every combination env x method x teacher x query budget x seed selected by the f
 * ``pebble``: :func:`rewardlab.algorithms.train` with the teacher preset (``oracle``,
   ``mistake``, ``noisy``; :data:`rewardlab.config.TEACHER_PRESETS`) and the budget spread over
   :data:`ROUNDS` feedback rounds (:func:`run_overrides`). Ablations: ``pebble_uniform``,
-  ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training).
+  ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
+  ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_3x256`` (PEBBLE's
+  3 x 256 reward model instead of RewardLab's 2 x 64).
 * ``true_reward``: the same agent PEBBLE uses (the configured ``pebble.backbone`` with the
   ``pebble.sac`` settings) trained on the true reward from step 0, with the same derived seeds
   and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
@@ -104,6 +106,9 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     "pebble_uniform": ("feedback.method=uniform",),
     "pebble_entropy": ("feedback.method=entropy",),
     "pebble_no_pretrain": ("pebble.unsupervised_steps=0",),
+    "pebble_no_reset": ("pebble.reset_critic=false",),
+    # PEBBLE's own reward model (3 x 256) instead of RewardLab's default 2 x 64
+    "pebble_rm_3x256": ("reward_model.hidden_sizes=[256, 256, 256]",),
 }
 #: The normaliser: the same agent as PEBBLE's on the true reward.
 REFERENCE = "true_reward"
@@ -113,7 +118,8 @@ METHODS = (*PEBBLE_VARIANTS, *REFERENCE_METHODS)
 #: Where a selection's table goes: ``--section`` -> (BENCHMARKS.md title, results JSON).
 SECTIONS = {
     "feedback_efficiency": ("Feedback efficiency", "feedback_efficiency.json"),
-    "ablations": ("PEBBLE ablations: query selection and pre-training", "ablations.json"),
+    "ablations": ("PEBBLE ablations: query selection, pre-training, critic reset, reward model",
+                  "ablations.json"),
 }
 TEACHERS = ("oracle", "mistake", "noisy")
 #: Envs whose episodes end early when unhealthy; run without that termination (see module doc).
@@ -642,7 +648,12 @@ NOTES = [
     "(`--methods`): `pebble_uniform` / `pebble_entropy` select queries uniformly / by the "
     "entropy of the ensemble's preference probability instead of by ensemble disagreement; "
     "`pebble_no_pretrain` skips the unsupervised state-entropy pre-training (its first steps "
-    "are the agent's uniform-random warm-up, the first queries come at the same step).",
+    "are the agent's uniform-random warm-up, the first queries come at the same step); "
+    "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
+    "update (PEBBLE Alg. 1 resets it); `pebble_rm_3x256` uses PEBBLE's reward model (3 hidden "
+    "layers of 256) instead of RewardLab's default 2 x 64.",
+    "Earlier ablation runs (Pendulum-v1, SB3 SAC backbone, scored against `sac_true`) are kept "
+    "in `benchmarks/results/ablations_runs_sb3_sac_pendulum.jsonl`.",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "
     "`terminate_when_unhealthy=False` for every method, so episodes have a fixed length and "
     "episode ends leak no reward information to the learner.",

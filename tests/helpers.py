@@ -36,7 +36,8 @@ def fast_overrides(algorithm: str = "pebble", total_steps: int = 3000) -> list[s
         # SB3 SAC: no JIT compilation per process (CrossQ, the default backbone, has its own
         # tests in tests/algorithms/test_backbones.py and the default-job test)
         return common + [
-            "pebble.backbone=sac", "pebble.unsupervised_steps=500", "pebble.sac.learning_starts=500",
+            "pebble.backbone=sac", "pebble.unsupervised_steps=500",
+            "pebble.sac.learning_starts=500",
             "pebble.sac.net_arch=[64, 64]", "feedback.first_round_at=500",
             "feedback.round_every=500", "eval.every=1000", "checkpoint_every=1000",
         ]

@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 
-def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = True) -> list[dict]:
+def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = True,
+            backbone: str | None = "crossq") -> list[dict]:
+    """Records of one run; the done record names ``backbone`` (SB3 SAC for ``sac_true``;
+    ``None``: no field, as the records written before the field existed)."""
     k = fe.parse_key(key)
     base = {"run": key, "attempt": attempt, **k}
     out = [{"kind": "eval", **base, "step": s, "gold_return": g} for s, g in golds.items()]
     if done:
         out.append({"kind": "done", **base, "final_step": max(golds)})
+        if backbone is not None:
+            out[-1]["backbone"] = "sac" if k["method"] == "sac_true" else backbone
     return out
 
 
@@ -125,7 +130,8 @@ def test_ratio_undefined_when_reference_return_is_not_positive(fe, monkeypatch):
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
     env, t = "HalfCheetah-v5", 1000
     recs = (records(fe, fe.run_key(env, "true_reward", None, 0, t, 0), {1000: -90.0}, "s0")
-            + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 0), {1000: -190.0}, "p0")
+            + records(fe, fe.run_key(env, "pebble", "oracle", 50, t, 0), {1000: -190.0}, "p0",
+                      backbone=None)
             + [{"kind": "reference", "env": env, "gold_return": -290.0}])
     rows = fe.aggregate(recs, reps=200)
     pebble = next(r for r in rows if r["method"] == "pebble")
@@ -312,7 +318,7 @@ def test_done_record_names_the_backbone_of_the_run(fe, tmp_path, monkeypatch):
 def test_finished_runs_of_another_backbone_are_refused(fe, tmp_path, monkeypatch, capsys):
     key = fe.run_key("Pendulum-v1", "true_reward", None, 0, 2000, 0)
     jsonl = tmp_path / "runs.jsonl"
-    fe.append_records(jsonl, records(fe, key, {2000: 1.0}, "old"))  # no backbone: SB3 SAC
+    fe.append_records(jsonl, records(fe, key, {2000: 1.0}, "old", backbone=None))  # SB3 SAC
     monkeypatch.setattr(fe, "planned_backbone", lambda k: "crossq")
     monkeypatch.setattr(fe, "run_trial", lambda params: pytest.fail("ran a trial"))
     argv = ["--envs", "Pendulum-v1", "--methods", "true_reward", "--seeds", "0", "--steps",
