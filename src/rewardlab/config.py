@@ -570,10 +570,10 @@ class RewardModelConfig(BaseModel):
 
     members: Int = Field(3, ge=1, le=64, description="Ensemble size K.")
     hidden_sizes: Widths = Field(
-        (64, 64), min_length=1, max_length=MAX_LAYERS,
-        description="Hidden layer widths of each member's MLP. PEBBLE used 3 x 256; 2 x 64 "
-        "matched its accuracy on random pairs of the default runs' experience at a quarter of "
-        "the fit time (BENCHMARKS.md, reward_probe).",
+        (256, 256, 256), min_length=1, max_length=MAX_LAYERS,
+        description="Hidden layer widths of each member's MLP (PEBBLE's 3 x 256; 2 x 64 fits "
+        "as well offline but trained a worse policy in the default run: BENCHMARKS.md "
+        "ablations).",
     )
     activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
         "leaky_relu", description="Hidden activation."
