@@ -102,6 +102,8 @@ SIDES = ("rewardlab", "imitation")
 EVAL_SEED = 100_000
 #: RewardLab asks its queries in this many equal rounds, after each of the first rollouts.
 QUERY_ROUNDS = 20
+#: PEBBLE's schedule (``--rewardlab-method pebble``): the feedback-efficiency harness's.
+PEBBLE_ROUNDS, PEBBLE_PRETRAIN_FRACTION, PEBBLE_MIN_PRETRAIN = 10, 0.05, 1000
 
 #: PPO hyperparameters per env; both sides use them unchanged.
 PPO_SETTINGS: dict[str, dict[str, Any]] = {
@@ -198,9 +200,10 @@ def evaluate_policy(predict: Any, env_id: str, seed: int, episodes: int) -> dict
 
 # ----------------------------------------------------------------------------- sides
 
-def section_name(env_id: str, reward_model: str) -> str:
+def section_name(env_id: str, reward_model: str, method: str = "pref_ppo") -> str:
     """Results-file stem and BENCHMARKS.md section of a comparison."""
-    return SECTIONS[env_id] + ("" if reward_model == "default" else f"_{reward_model}")
+    return (SECTIONS[env_id] + ("" if method == "pref_ppo" else f"_{method}")
+            + ("" if reward_model == "default" else f"_{reward_model}"))
 
 
 def rewardlab_overrides(env_id: str, seed: int, steps: int, comparisons: int,
@@ -227,9 +230,47 @@ def rewardlab_overrides(env_id: str, seed: int, steps: int, comparisons: int,
     ]
 
 
+def pebble_overrides(env_id: str, seed: int, steps: int, comparisons: int, segment_len: int,
+                     reward_model: str = "default") -> list[str]:
+    """``--set`` overrides of a RewardLab PEBBLE run: its defaults (the CrossQ backbone, the
+    reward ensemble, disagreement-based queries), with the feedback-efficiency harness's
+    schedule scaled to ``steps`` (:data:`PEBBLE_PRETRAIN_FRACTION` of the steps, at least
+    :data:`PEBBLE_MIN_PRETRAIN`, of unsupervised pre-training, then :data:`PEBBLE_ROUNDS`
+    equal query rounds evenly spaced over the rest).
+
+    Raises:
+        ValueError: if ``steps`` cannot hold the schedule or ``comparisons`` does not split
+            into equal rounds.
+    """
+    unsup = max(PEBBLE_MIN_PRETRAIN, int(steps * PEBBLE_PRETRAIN_FRACTION))
+    if steps < 2 * unsup:
+        raise ValueError(f"--rewardlab-steps {steps}: too few for PEBBLE's schedule; use at "
+                         f"least {2 * unsup}")
+    if comparisons % PEBBLE_ROUNDS:
+        raise ValueError(f"--comparisons ({comparisons}) must split into {PEBBLE_ROUNDS} equal "
+                         "rounds")
+    return [
+        "algorithm=pebble", f"env.id={env_id}", f"seed={seed}", f"total_steps={steps}",
+        "torch_threads=1", "progress_bar=false", "teacher=oracle",
+        f"feedback.total_budget={comparisons}",
+        f"feedback.queries_per_round={comparisons // PEBBLE_ROUNDS}",
+        f"feedback.round_every={(steps - unsup) // PEBBLE_ROUNDS}",
+        f"feedback.first_round_at={unsup}", f"pebble.unsupervised_steps={unsup}",
+        f"feedback.segment_len={segment_len}",
+        f"eval.every={steps}", "eval.episodes=1", f"checkpoint_every={steps}",
+        *REWARD_MODELS[reward_model],
+    ]
+
+
 def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment_len: int,
-                   episodes: int, run_dir: Path, reward_model: str = "default") -> dict[str, Any]:
-    """One RewardLab preference-PPO run; the timed call is :func:`rewardlab.algorithms.train`."""
+                   episodes: int, run_dir: Path, reward_model: str = "default",
+                   method: str = "pref_ppo", rewardlab_steps: int | None = None
+                   ) -> dict[str, Any]:
+    """One RewardLab run (``method``: preference PPO, or PEBBLE for ``rewardlab_steps``); the
+    timed call is :func:`rewardlab.algorithms.train`."""
+    if method == "pebble":
+        return pebble_side(env_id, seed, rewardlab_steps or steps, comparisons, segment_len,
+                           episodes, run_dir, reward_model)
     import torch
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -253,6 +294,36 @@ def rewardlab_side(env_id: str, seed: int, steps: int, comparisons: int, segment
     return {**ev, "wall_s": wall, "steps": int(summary["steps"]),
             "comparisons": int(summary["store"]["queries"]),
             "feedback_seconds": summary["feedback"]["seconds"],
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def pebble_side(env_id: str, seed: int, steps: int, comparisons: int, segment_len: int,
+                episodes: int, run_dir: Path, reward_model: str = "default") -> dict[str, Any]:
+    """One RewardLab PEBBLE run (:func:`pebble_overrides`), its final policy restored from
+    the run's last checkpoint and evaluated outside the timed call."""
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rewardlab.algorithms import train
+    from rewardlab.algorithms.backbones import build_agent, load_agent
+    from rewardlab.config import build_config
+
+    torch.set_num_threads(1)
+    config = build_config({}, pebble_overrides(env_id, seed, steps, comparisons, segment_len,
+                                               reward_model))
+    t0 = time.perf_counter()
+    summary = train(config, run_dir)
+    wall = time.perf_counter() - t0
+    sac = config.pebble.sac.model_copy(update={"buffer_size": 1000})
+    model = build_agent(config.pebble.backbone, sac, make_vec_env(env_id, n_envs=1, seed=seed),
+                        seed)
+    load_agent(model, run_dir / "checkpoints/latest")
+    ev = evaluate_policy(lambda o: model.predict(o, deterministic=True)[0], env_id, seed,
+                         episodes)
+    return {**ev, "wall_s": wall, "steps": int(summary["steps"]),
+            "comparisons": int(summary["store"]["queries"]),
+            "feedback_seconds": summary["feedback"]["seconds"],
+            "backbone": config.pebble.backbone,
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -320,7 +391,8 @@ def run_key(rec: dict[str, Any]) -> tuple:
     """What makes two run records the same run (for resuming). Each comparison
     (``reward_model``) runs both sides, so that they share a run of the script."""
     return (rec["side"], rec["env"], rec["seed"], rec["budget_steps"], rec["budget_comparisons"],
-            rec["segment_len"], rec["eval_episodes"], rec.get("reward_model", "default"))
+            rec["segment_len"], rec["eval_episodes"], rec.get("reward_model", "default"),
+            rec.get("rewardlab_method", "pref_ppo"), rec.get("rewardlab_steps"))
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
@@ -377,6 +449,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def rewardlab_steps(args: argparse.Namespace) -> int:
+    """RewardLab's env steps: ``--rewardlab-steps`` (PEBBLE), else ``--steps``."""
+    return args.rewardlab_steps or args.steps
+
+
 def side_config(args: argparse.Namespace) -> dict[str, Any]:
     """Both sides' settings, for the results file."""
     common = {"env": args.env, "total_timesteps": args.steps, "comparisons": args.comparisons,
@@ -386,12 +463,18 @@ def side_config(args: argparse.Namespace) -> dict[str, Any]:
               "torch_threads": 1}
     from rewardlab.config import RewardModelConfig, build_config
 
-    overrides = rewardlab_overrides(args.env, 0, args.steps, args.comparisons, args.segment_len,
-                                    args.reward_model)
-    rm: RewardModelConfig = build_config({}, overrides).reward_model
-    rounds = query_rounds(args.env, args.steps, args.comparisons)
+    pebble = args.rewardlab_method == "pebble"
+    overrides = (pebble_overrides(args.env, 0, rewardlab_steps(args), args.comparisons,
+                                  args.segment_len, args.reward_model) if pebble else
+                 rewardlab_overrides(args.env, 0, args.steps, args.comparisons, args.segment_len,
+                                     args.reward_model))
+    config = build_config({}, overrides)
+    rm: RewardModelConfig = config.reward_model
+    rounds = PEBBLE_ROUNDS if pebble else query_rounds(args.env, args.steps, args.comparisons)
+    extra = ({"total_timesteps": rewardlab_steps(args), "backbone": config.pebble.backbone,
+              "unsupervised_steps": config.pebble.unsupervised_steps} if pebble else {})
     return {
-        "rewardlab": {**common, "algorithm": "pref_ppo",
+        "rewardlab": {**common, **extra, "algorithm": args.rewardlab_method,
                       "reward_model": {"members": rm.members,
                                        "hidden_sizes": list(rm.hidden_sizes),
                                        "target_accuracy": rm.target_accuracy,
@@ -421,34 +504,19 @@ def side_torch(rec: dict[str, Any], side: str) -> str:
     return "/".join(versions) or "-"
 
 
-def markers(env_id: str, reward_model: str = "default") -> tuple[str, str]:
+def markers(env_id: str, reward_model: str = "default",
+            method: str = "pref_ppo") -> tuple[str, str]:
     """The BENCHMARKS.md begin/end markers of a comparison's section."""
-    return section_markers(section_name(env_id, reward_model))
+    return section_markers(section_name(env_id, reward_model, method))
 
 
-def render_section(rec: dict[str, Any]) -> str:
-    """The BENCHMARKS.md section (between the markers), every figure from ``rec``."""
+def task_lines(rec: dict[str, Any]) -> list[str]:
+    """The task and settings lines of a preference-PPO comparison."""
     cfg = rec["config"]["rewardlab"]
-    m = rec["machine"]
     hp = cfg["ppo"]
     rm = cfg["reward_model"]
     choice = rm.get("choice", "default")
-    begin, end = markers(cfg["env"], choice)
-    title = "" if choice == "default" else ", reward learning matched to imitation's"
-    lines = [
-        begin,
-        f"## RewardLab against imitation 1.0.1 on {cfg['env']}{title} "
-        "(`benchmarks/peer_imitation.py`)",
-        "",
-        f"- Command: `{rec['command']}`",
-        f"- Date (UTC): {rec['date_utc']} (runs finished {run_dates(rec)}, kept in "
-        "`benchmarks/results/peer_imitation_runs.jsonl`); seeds "
-        f"{', '.join(map(str, rec['seeds']))}",
-        f"- Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, Python {m['python']}; torch "
-        f"{side_torch(rec, 'rewardlab')} (RewardLab) and {side_torch(rec, 'imitation')} "
-        "(imitation); one run at a time, alternating sides per seed, 1 torch "
-        "and 1 BLAS thread each (machine shared with other work: 1-min load average "
-        f"{rec['load_average_at_start'][0]:.2f} at start)",
+    return [
         f"- Task: {cfg['env']}, {cfg['total_timesteps']} env steps, {cfg['comparisons']} oracle "
         f"comparisons of {cfg['segment_len']}-step segments. Same SB3 PPO on both sides, "
         f"{hp['source']}: {hp['n_envs']} envs x {hp['n_steps']} steps, batch "
@@ -469,6 +537,57 @@ def render_section(rec: dict[str, Any]) -> str:
         f"{rec['config']['imitation']['num_iterations']} + 1 agent trainings of one PPO "
         "rollout each), "
         "in its own virtualenv.",
+    ]
+
+
+def pebble_task_lines(rec: dict[str, Any]) -> list[str]:
+    """The task and settings lines of a comparison with RewardLab's PEBBLE."""
+    cfg, im = rec["config"]["rewardlab"], rec["config"]["imitation"]
+    hp, rm = cfg["ppo"], cfg["reward_model"]
+    return [
+        f"- Task: {cfg['env']}, {cfg['comparisons']} oracle comparisons of "
+        f"{cfg['segment_len']}-step segments. imitation {im['version']} as in its Pendulum "
+        "tutorial (`BasicRewardNet` + `RunningNorm`, `RandomFragmenter`, `SyntheticGatherer`, "
+        f"`BasicRewardTrainer`, hyperbolic query schedule, {im['num_iterations']} + 1 agent "
+        f"trainings of one PPO rollout each, {im['total_timesteps']} env steps; SB3 PPO with "
+        f"{hp['source']}: {hp['n_envs']} envs x {hp['n_steps']} steps, 64 x 64 MLP), in its "
+        "own virtualenv.",
+        f"- RewardLab `pebble` at its defaults for {cfg['total_timesteps']} env steps: the "
+        f"{cfg['backbone']} backbone, {cfg['unsupervised_steps']} steps of unsupervised "
+        f"pre-training, then {cfg['query_rounds']} equal query rounds evenly spaced over the "
+        f"rest (the feedback-efficiency harness's schedule), a reward ensemble of "
+        f"{rm['members']} MLPs of {' x '.join(map(str, rm['hidden_sizes']))} units refit each "
+        f"round until {rm['target_accuracy']:.0%} training accuracy or {rm['max_epochs']} "
+        "epochs, disagreement-based queries.",
+    ]
+
+
+def render_section(rec: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section (between the markers), every figure from ``rec``."""
+    cfg = rec["config"]["rewardlab"]
+    m = rec["machine"]
+    rm = cfg["reward_model"]
+    choice = rm.get("choice", "default")
+    method = cfg.get("algorithm", "pref_ppo")
+    begin, end = markers(cfg["env"], choice, method)
+    title = "" if choice == "default" else ", reward learning matched to imitation's"
+    if method == "pebble":
+        title += ", RewardLab's PEBBLE at its defaults"
+    lines = [
+        begin,
+        f"## RewardLab against imitation 1.0.1 on {cfg['env']}{title} "
+        "(`benchmarks/peer_imitation.py`)",
+        "",
+        f"- Command: `{rec['command']}`",
+        f"- Date (UTC): {rec['date_utc']} (runs finished {run_dates(rec)}, kept in "
+        "`benchmarks/results/peer_imitation_runs.jsonl`); seeds "
+        f"{', '.join(map(str, rec['seeds']))}",
+        f"- Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, Python {m['python']}; torch "
+        f"{side_torch(rec, 'rewardlab')} (RewardLab) and {side_torch(rec, 'imitation')} "
+        "(imitation); one run at a time, alternating sides per seed, 1 torch "
+        "and 1 BLAS thread each (machine shared with other work: 1-min load average "
+        f"{rec['load_average_at_start'][0]:.2f} at start)",
+        *(task_lines(rec) if method == "pref_ppo" else pebble_task_lines(rec)),
         f"- Return: true return of the final policy, mean of {rec['eval_episodes']} "
         "deterministic episodes (same evaluation code and reset seeds on both sides). Wall: "
         "the training call (setup + training; imports and evaluation excluded).",
@@ -506,7 +625,9 @@ def explain(rec: dict[str, Any]) -> str:
         text += (" RewardLab's feedback loop inside that time (median over runs, s): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + ".")
     rm = rec["config"]["rewardlab"]["reward_model"]
-    if rl["median_wall_s"] >= im["median_wall_s"] and rm.get("choice", "default") == "default":
+    same_ppo = rec["config"]["rewardlab"].get("algorithm", "pref_ppo") == "pref_ppo"
+    if (rl["median_wall_s"] >= im["median_wall_s"] and rm.get("choice", "default") == "default"
+            and same_ppo):
         cfg_im = rec["config"]["imitation"]
         text += (
             " Both sides run the same PPO for the same steps, so the difference is the reward "
@@ -547,6 +668,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reward-model", choices=list(REWARD_MODELS), default="default",
                    help="RewardLab's reward model: its default, or matched to imitation's "
                    "reward-network width and epochs per round")
+    p.add_argument("--rewardlab-method", choices=["pref_ppo", "pebble"], default="pref_ppo",
+                   help="RewardLab's side: preference PPO with imitation's PPO settings, or "
+                   "PEBBLE at its defaults (CrossQ) for --rewardlab-steps")
+    p.add_argument("--rewardlab-steps", type=int, default=None,
+                   help="PEBBLE's env steps (at most --steps; default --steps)")
     p.add_argument("--runs-file", type=Path, default=RUNS_FILE,
                    help="JSONL of finished runs (appended; finished runs are skipped)")
     p.add_argument("--no-write", action="store_true",
@@ -558,8 +684,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "comparisons", "segment_len", "eval_episodes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.rewardlab_steps is not None and not 1 <= args.rewardlab_steps <= args.steps:
+        p.error("--rewardlab-steps must be between 1 and --steps")
+    if args.rewardlab_steps is not None and args.rewardlab_method != "pebble":
+        p.error("--rewardlab-steps is for --rewardlab-method pebble")
     try:
         query_rounds(args.env, args.steps, args.comparisons)
+        if args.rewardlab_method == "pebble":
+            pebble_overrides(args.env, 0, rewardlab_steps(args), args.comparisons,
+                             args.segment_len)
     except ValueError as err:
         p.error(f"{err}; pick a multiple")
     return args
@@ -569,16 +702,22 @@ def side_args(args: argparse.Namespace, side: str, seed: int, run_dir: Path) -> 
     return ["--side", side, "--seed", str(seed), "--run-dir", str(run_dir), "--env", args.env,
             "--steps", str(args.steps), "--comparisons", str(args.comparisons),
             "--segment-len", str(args.segment_len), "--eval-episodes", str(args.eval_episodes),
-            "--reward-model", args.reward_model]
+            "--reward-model", args.reward_model, "--rewardlab-method", args.rewardlab_method,
+            *(["--rewardlab-steps", str(args.rewardlab_steps)] if args.rewardlab_steps else [])]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.side is not None:  # one run, in a child process
-        fn = rewardlab_side if args.side == "rewardlab" else imitation_side
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        res = fn(args.env, args.seed, args.steps, args.comparisons, args.segment_len,
-                 args.eval_episodes, args.run_dir, args.reward_model)
+        if args.side == "rewardlab":
+            res = rewardlab_side(args.env, args.seed, args.steps, args.comparisons,
+                                 args.segment_len, args.eval_episodes, args.run_dir,
+                                 args.reward_model, args.rewardlab_method, args.rewardlab_steps)
+        else:
+            res = imitation_side(args.env, args.seed, args.steps, args.comparisons,
+                                 args.segment_len, args.eval_episodes, args.run_dir,
+                                 args.reward_model)
         print(json.dumps(res))
         return 0
     command = shlex.join(["python", *(sys.argv if argv is None else
@@ -591,7 +730,10 @@ def main(argv: list[str] | None = None) -> int:
     for side, seed in schedule(args.seeds):
         rec = {"side": side, "env": args.env, "seed": seed, "budget_steps": args.steps,
                "budget_comparisons": args.comparisons, "segment_len": args.segment_len,
-               "eval_episodes": args.eval_episodes, "reward_model": args.reward_model}
+               "eval_episodes": args.eval_episodes, "reward_model": args.reward_model,
+               "rewardlab_method": args.rewardlab_method,
+               "rewardlab_steps": (rewardlab_steps(args) if args.rewardlab_method == "pebble"
+                                   else None)}
         if run_key(rec) in done:
             print(f"{side} seed {seed}: already in {args.runs_file}, skipped", flush=True)
             continue
@@ -611,7 +753,10 @@ def main(argv: list[str] | None = None) -> int:
             and r["budget_steps"] == args.steps and r["budget_comparisons"] == args.comparisons
             and r["segment_len"] == args.segment_len
             and r["eval_episodes"] == args.eval_episodes
-            and r.get("reward_model", "default") == args.reward_model]
+            and r.get("reward_model", "default") == args.reward_model
+            and r.get("rewardlab_method", "pref_ppo") == args.rewardlab_method
+            and r.get("rewardlab_steps") == (rewardlab_steps(args)
+                                             if args.rewardlab_method == "pebble" else None)]
     rec = {**aggregate(runs), "command": command, "date_utc": utc_now(),
            "machine": machine_info(), "git": git_state(), "seeds": args.seeds,
            "eval_episodes": args.eval_episodes, "config": side_config(args),
@@ -621,10 +766,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(section)
         return 0
-    results = RESULTS_DIR / f"{section_name(args.env, args.reward_model)}.json"
+    name = section_name(args.env, args.reward_model, args.rewardlab_method)
+    results = RESULTS_DIR / f"{name}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(rec, indent=2) + "\n")
-    write_markdown_section(BENCHMARKS_MD, *markers(args.env, args.reward_model), section)
+    write_markdown_section(BENCHMARKS_MD, *markers(args.env, args.reward_model,
+                                                   args.rewardlab_method), section)
     print(f"wrote {results.relative_to(REPO)} and BENCHMARKS.md", flush=True)
     return 0
 

@@ -108,3 +108,32 @@ def test_read_runs_skips_blank_lines_and_keeps_the_latest_duplicate(peer, tmp_pa
     path.write_text(json.dumps(first) + "\n\n" + json.dumps(again) + "\n")
     assert peer.read_runs(path) == [again]
     assert peer.read_runs(tmp_path / "missing.jsonl") == []
+
+
+def test_pebble_side_uses_its_defaults_with_the_harness_schedule(peer):
+    overrides = peer.pebble_overrides("Pendulum-v1", 2, 10_000, 200, 100)
+    # 5% (at least 1000 steps) of pre-training, then 10 equal rounds over the rest
+    assert "algorithm=pebble" in overrides and "total_steps=10000" in overrides
+    assert "pebble.unsupervised_steps=1000" in overrides
+    assert "feedback.first_round_at=1000" in overrides and "feedback.round_every=900" in overrides
+    assert "feedback.queries_per_round=20" in overrides and "feedback.total_budget=200" in overrides
+    assert not any(o.startswith(("ppo.", "pebble.backbone", "reward_model.")) for o in overrides)
+    with pytest.raises(ValueError, match="equal"):
+        peer.pebble_overrides("Pendulum-v1", 0, 10_000, 205, 100)
+    with pytest.raises(ValueError, match="too few"):
+        peer.pebble_overrides("Pendulum-v1", 0, 1500, 200, 100)
+    assert peer.markers("Pendulum-v1", "default", "pebble")[0] == (
+        "<!-- peer_imitation_pebble:begin -->")
+
+
+def test_a_pebble_comparison_reruns_both_sides(peer):
+    # the method and PEBBLE's steps are part of every run's key, imitation's too: the two sides
+    # of one comparison always come from one run of the script
+    ppo = _run("imitation", 0, -1.0, 1.0)
+    pebble = dict(ppo, rewardlab_method="pebble", rewardlab_steps=10_000)
+    assert peer.run_key(ppo) != peer.run_key(pebble)
+    assert peer.run_key(dict(ppo, rewardlab_method="pref_ppo")) == peer.run_key(ppo)
+    args = peer.parse_args(["--rewardlab-method", "pebble", "--rewardlab-steps", "10000"])
+    assert "--rewardlab-steps" in peer.side_args(args, "rewardlab", 0, peer.REPO)
+    with pytest.raises(SystemExit):
+        peer.parse_args(["--rewardlab-steps", "10000"])  # PEBBLE only
