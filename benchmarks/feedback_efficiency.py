@@ -23,7 +23,8 @@ Every combination env x method x teacher x query budget x seed selected by the f
   :data:`ROUNDS` feedback rounds (:func:`run_overrides`). Ablations: ``pebble_uniform``,
   ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
   ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_2x64`` (a 2 x 64
-  reward model instead of PEBBLE's 3 x 256).
+  reward model instead of PEBBLE's 3 x 256), ``pebble_tanh`` (PEBBLE's tanh on the reward
+  model's output).
 * ``true_reward``: the same agent PEBBLE uses (the configured ``pebble.backbone`` with the
   ``pebble.sac`` settings) trained on the true reward from step 0, with the same derived seeds
   and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
@@ -109,6 +110,8 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     "pebble_no_reset": ("pebble.reset_critic=false",),
     # a smaller reward model (2 x 64) than PEBBLE's 3 x 256, a quarter of the fit time
     "pebble_rm_2x64": ("reward_model.hidden_sizes=[64, 64]",),
+    # PEBBLE's tanh on the reward model's output (RewardLab's default has none)
+    "pebble_tanh": ("reward_model.output_activation=tanh",),
 }
 #: The normaliser: the same agent as PEBBLE's on the true reward.
 REFERENCE = "true_reward"
@@ -651,7 +654,8 @@ NOTES = [
     "are the agent's uniform-random warm-up, the first queries come at the same step); "
     "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
     "update (PEBBLE Alg. 1 resets it); `pebble_rm_2x64` uses a reward model of 2 hidden "
-    "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256.",
+    "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256; `pebble_tanh` puts "
+    "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none).",
     "Earlier ablation runs (Pendulum-v1, SB3 SAC backbone, scored against `sac_true`) are kept "
     "in `benchmarks/results/ablations_runs_sb3_sac_pendulum.jsonl`.",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "

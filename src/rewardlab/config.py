@@ -579,7 +579,10 @@ class RewardModelConfig(BaseModel):
         "leaky_relu", description="Hidden activation."
     )
     output_activation: Literal["tanh", "none"] = Field(
-        "tanh", description="Output activation of each member (PEBBLE: tanh)."
+        "none", description="Output activation of each member. PEBBLE uses tanh, which caps "
+        "the per-step reward: on HalfCheetah-v5 the agent then stopped improving once the "
+        "learned reward saturated (default run, seeds 0-2: gold 3166 with tanh, 4179 without; "
+        "BENCHMARKS.md core and ablations)."
     )
     lr: Float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
     weight_decay: Float = Field(0.0, ge=0, description="Adam L2 weight decay.")
