@@ -127,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--queries", type=int, default=500, help="oracle queries of the headline run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="runs side by side (Ray trials)")
     p.add_argument("--out-dir", type=Path, default=fe.DEFAULT_OUT)
     p.add_argument("--no-write", action="store_true",
                    help="leave benchmarks/results and BENCHMARKS.md alone")
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     pebble_key = fe.run_key(args.env, "pebble", "oracle", args.queries, args.steps, args.seed)
     fe_argv = ["--envs", args.env, "--methods", fe.REFERENCE, "pebble", "--teachers", "oracle",
                "--queries", str(args.queries), "--seeds", str(args.seed), "--steps",
-               str(args.steps), "--out-dir", str(out_dir), "--no-write"]
+               str(args.steps), "--out-dir", str(out_dir), "--no-write",
+               "--workers", str(args.workers)]
     if fe.main(fe_argv) != 0:  # runs whichever of the two is not finished yet
         print("a run failed; see above", flush=True)
         return 1

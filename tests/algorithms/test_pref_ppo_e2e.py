@@ -76,6 +76,7 @@ def test_piped_run_stopped_by_a_signal_saves_a_checkpoint(tmp_path, how):
     proc = _train_until_the_first_round(run)
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)  # keep reading: a full pipe would block the run's writes
     else:
         proc.stdout.close()  # tee is gone: every later write hits a broken pipe
         proc.send_signal(signal.SIGINT)
