@@ -52,7 +52,15 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     run = tmp_path / "r"
     proc = _train_until_the_first_round(run)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        diag = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)],
+                              capture_output=True, text=True)
+        ps = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--ppid", str(proc.pid),
+                             "-p", str(proc.pid)], capture_output=True, text=True).stdout
+        proc.kill()
+        pytest.fail(f"no exit 120 s after SIGINT; stack:\n{diag.stdout}\n{diag.stderr}\n{ps}")
     assert proc.returncode == 130, out
     assert "interrupted" in out
     summary = json.loads((run / "summary.json").read_text())
@@ -76,11 +84,19 @@ def test_piped_run_stopped_by_a_signal_saves_a_checkpoint(tmp_path, how):
     proc = _train_until_the_first_round(run)
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)  # keep reading: a full pipe would block the run's writes
     else:
         proc.stdout.close()  # tee is gone: every later write hits a broken pipe
         proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    try:  # keep reading (SIGTERM): a full pipe would block the run's writes
+        if how == "sigterm":
+            proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        stack = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)],
+                               capture_output=True, text=True).stdout
+        proc.kill()
+        pytest.fail(f"no exit 120 s after the signal; stack:\n{stack}")
+    assert proc.returncode == 130
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] and summary["steps"] >= 500
     assert (run / "checkpoints/latest/state.json").exists()

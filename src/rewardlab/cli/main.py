@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -320,5 +321,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``rewardlab`` command: :func:`main`, then exit with its code.
+
+    A run stopped by Ctrl-C or SIGTERM (exit code 130) has saved its checkpoint, summary and
+    report and closed its store and logs by the time :func:`main` returns; it then leaves with
+    ``os._exit`` after flushing its output. Interpreter finalisation is skipped on purpose:
+    after an interrupt it was seen spinning in C code (no Python frame, 100% CPU) for minutes
+    when the run was started from a process that had itself run training in-process.
+    """
+    code = main()
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing left to flush into
+                pass
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
