@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
 NAMESPACES = ("eval", "reward_model", "feedback", "train", "time", "rollout", "diagnostics")
 
+
+#: Seconds :meth:`MetricLogger.close` waits for TensorBoard's writer to close.
+TB_CLOSE_TIMEOUT_S = 10.0
 
 class MetricLogger:
     """Append-only metrics: one JSON object per line in ``metrics.jsonl`` plus TensorBoard.
@@ -68,10 +72,19 @@ class MetricLogger:
         return self._file.tell()
 
     def close(self) -> None:
-        """Flush and close the files."""
+        """Flush and close the files.
+
+        TensorBoard's writer is closed from a daemon thread given :data:`TB_CLOSE_TIMEOUT_S`:
+        a Ctrl-C/SIGTERM raised inside its queue can leave its writer thread waiting forever
+        (seen: ``SummaryWriter.close`` joining a thread blocked in ``Queue.get``), and a run
+        must still finish; ``metrics.jsonl`` holds every row either way.
+        """
         self._file.close()
         if self._writer is not None:
-            self._writer.close()
+            closer = threading.Thread(target=self._writer.close, daemon=True,
+                                      name="rewardlab-tb-close")
+            closer.start()
+            closer.join(TB_CLOSE_TIMEOUT_S)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
