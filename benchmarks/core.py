@@ -159,6 +159,13 @@ def git_state() -> dict[str, Any]:
             "src_changes": git("status", "--porcelain", "--", "src").splitlines()}
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command a benchmark table records: ``python <sys.argv>`` when run from the shell,
+    ``python benchmarks/<script> <argv>`` when ``main(argv)`` is called directly."""
+    return shlex.join(["python", *(sys.argv if argv is None else
+                                   [f"benchmarks/{script}", *argv])])
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -623,8 +630,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["python", *(sys.argv if argv is None else ["benchmarks/core.py",
-                                                                      *argv])])
+    command = command_line("core.py", argv)
     out_dir = args.out_dir or (REPO / "benchmarks" / "runs" / ("smoke" if args.smoke else ""))
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -284,8 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["python", *(sys.argv if argv is None else
-                                      ["benchmarks/engine_speed.py", *argv])])
+    command = core.command_line("engine_speed.py", argv)
     # Slowest agent first, so the two workers finish at about the same time.
     jobs = [(a, s) for a in args.agents for s in args.seeds]
     rows: list[dict[str, Any]] = []

@@ -741,8 +741,7 @@ def random_reference(env: str, episodes: int = RANDOM_EPISODES,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["python", *(sys.argv if argv is None else
-                                      ["benchmarks/feedback_efficiency.py", *argv])])
+    command = core.command_line("feedback_efficiency.py", argv)
     out_dir = args.out_dir.resolve()
     jsonl = (args.records or default_records(args.section)).resolve()
     keys = selected_keys(args)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,8 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["python", *(sys.argv if argv is None else
-                                      ["benchmarks/overhead.py", *argv])])
+    command = core.command_line("overhead.py", argv)
     out_dir = args.out_dir.resolve()
     jsonl = fe.default_records("feedback_efficiency")
     ref_key = fe.run_key(args.env, fe.REFERENCE, None, 0, args.steps, args.seed)

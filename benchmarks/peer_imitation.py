@@ -58,7 +58,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -71,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import (  # noqa: E402
     BENCHMARKS_MD,
     REPO,
+    command_line,
     git_state,
     machine_info,
     section_markers,
@@ -720,8 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.reward_model)
         print(json.dumps(res))
         return 0
-    command = shlex.join(["python", *(sys.argv if argv is None else
-                                      ["benchmarks/peer_imitation.py", *argv])])
+    command = command_line("peer_imitation.py", argv)
     imitation_py = ensure_imitation_venv(IMITATION_VENV)
     load_at_start = list(os.getloadavg())
     args.runs_file.parent.mkdir(parents=True, exist_ok=True)

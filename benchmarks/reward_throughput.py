@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import (  # noqa: E402
     BENCHMARKS_MD,
     REPO,
+    command_line,
     git_state,
     machine_info,
     utc_now,
@@ -276,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(imitation_side(args.data, args.members, tuple(args.hidden),
                                         args.repeats)))
         return 0
-    command = shlex.join(["python", *(sys.argv if argv is None else
-                                      ["benchmarks/reward_throughput.py", *argv])])
+    command = command_line("reward_throughput.py", argv)
     py = ensure_imitation_venv(IMITATION_VENV)
     load_at_start = list(os.getloadavg())
     rows = []
