@@ -206,3 +206,38 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
     assert rounds == [0, 1] and len(prefs) == 40 and {p.teacher_id for p in prefs} == {"ada"}
     assert all(p.label == Label.EQUAL for p in prefs if p.query_id in given)
     assert set(person.answers).isdisjoint(given)
+
+
+def test_ctrl_c_while_waiting_for_people_stops_with_a_checkpoint(tmp_path):
+    """The wait for people is a safe point: Ctrl-C there stops the run (exit 130) with its
+    round's queries kept, and ``status.json`` says it stopped."""
+    run = tmp_path / "run"
+    _annotator(run)
+    overrides = [*HUMAN, "human.annotators=[ada]", "human.on_timeout=wait",
+                 "feedback.first_round_at=900"]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        status: dict = {}
+        while status.get("state") != "waiting":
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the trainer never waited for people"
+            time.sleep(0.1)
+            try:
+                status = json.loads((run / "status.json").read_text())
+            except (OSError, ValueError):
+                pass
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+    assert json.loads((run / "summary.json").read_text())["interrupted"]
+    with FeedbackStore.open(run) as store:
+        assert store.summary.counts()["queries"] == 20

@@ -1,4 +1,4 @@
-"""StopSignals: Ctrl-C raises at once and is remembered if the first raise is swallowed."""
+"""StopSignals: the first Ctrl-C/SIGTERM latches a flag read at safe points; a second one raises."""
 
 from __future__ import annotations
 
@@ -11,20 +11,35 @@ import pytest
 from rewardlab.algorithms.interrupt import StopSignals
 
 
-def test_press_swallowed_by_a_finaliser_is_raised_again_by_check():
+def test_first_press_latches_and_check_raises_at_the_safe_point():
     before = signal.getsignal(signal.SIGINT)  # other tests' servers may have set their own
     signals = StopSignals().install()
     try:
         signals.check()  # nothing pressed yet
-        # the first raise, which a finaliser's "Exception ignored" would swallow
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            pytest.fail("SIGINT did not raise")  # the handler runs before this line
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next line
+        assert signals.received == signal.SIGINT  # latched, not raised inside whatever ran
         with pytest.raises(KeyboardInterrupt):
             signals.check()
+        with pytest.raises(KeyboardInterrupt):  # a second press forces the stop at once
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second SIGINT did not raise")
     finally:
         signals.uninstall()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_callback_ends_an_agents_learn_at_the_next_step():
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, device="cpu")
+    with StopSignals() as signals:
+        model.learn(20, callback=signals.callback())
+        assert model.num_timesteps == 20  # no signal: learn runs its steps
+        os.kill(os.getpid(), signal.SIGTERM)
+        model.learn(5_000, reset_num_timesteps=False, callback=signals.callback())
+        assert model.num_timesteps == 21  # stopped after the step in progress
+        with pytest.raises(KeyboardInterrupt):
+            signals.check()
 
 
 def test_outside_the_main_thread_it_installs_nothing():
@@ -55,9 +70,7 @@ def test_training_restores_the_sigint_handler(tmp_path, algorithm):
 def test_sigterm_stops_like_ctrl_c():
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as signals:
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-            pytest.fail("SIGTERM did not raise")
+        os.kill(os.getpid(), signal.SIGTERM)
         assert signals.received == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
             signals.check()

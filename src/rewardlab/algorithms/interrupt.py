@@ -1,15 +1,20 @@
 """Ctrl-C and SIGTERM during training, never lost.
 
-Both signals become a ``KeyboardInterrupt`` in the main thread, on which a training loop saves
-a checkpoint and stops (SIGTERM behaves exactly like Ctrl-C, so ``kill``, ``timeout`` and job
-schedulers stop a run cleanly).
+The first SIGINT or SIGTERM only *latches* a flag. The training loops stop at the next safe
+point: between chunks of agent updates (:meth:`StopSignals.check`), inside the agent's own
+``learn`` (the SB3 callback of :meth:`StopSignals.callback` ends it at the next env step) and
+inside waits for people; there they raise ``KeyboardInterrupt``, on which the loop saves a
+checkpoint and stops. SIGTERM behaves exactly like Ctrl-C, so ``kill``, ``timeout`` and job
+schedulers stop a run cleanly.
 
-Python raises the exception at the next bytecode boundary. When that boundary is inside a
-finaliser (a ``__del__`` run by the garbage collector, e.g. of a torch or MuJoCo object), the
-exception is printed as "Exception ignored in ..." and swallowed, so the run would go on as if
-the key had never been pressed. :class:`StopSignals` raises the ``KeyboardInterrupt`` as usual
-*and* remembers the signal; the training loops call :meth:`StopSignals.check` between chunks,
-which raises it again if it was swallowed.
+Why not raise at once, as Python's default handler does: an exception raised asynchronously at
+an arbitrary bytecode lands inside whatever library code runs at that moment. Seen here: inside
+TensorBoard's writer queue (``SummaryWriter.close`` then joined a thread blocked in
+``Queue.get`` forever), and inside finalisers (``__del__`` of a torch or MuJoCo object), which
+print "Exception ignored" and swallow it. A flag read at safe points has neither problem.
+
+A *second* signal while the first is pending raises ``KeyboardInterrupt`` at once (press
+Ctrl-C twice to force a stop when a safe point is far away, e.g. in a long reward fit).
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
-    """Handlers for SIGINT and SIGTERM that raise ``KeyboardInterrupt`` and latch the signal.
+    """Handlers for SIGINT and SIGTERM that latch the signal; the loop stops at a safe point.
 
-    Use as a context manager around the training loop. Installed only from the main thread (the
-    only one Python delivers signals to); elsewhere it does nothing and :meth:`check` never
-    raises. It is installed even when a signal was ignored at start-up (a run started with
-    ``&`` from a non-interactive shell inherits ``SIG_IGN`` for SIGINT), so ``kill -INT`` still
-    stops such a run with a checkpoint. The previous handlers are restored on exit.
+    Use as a context manager around the training loop, call :meth:`check` between chunks of
+    work and pass :meth:`callback` to the agent's ``learn``. Installed only from the main
+    thread (the only one Python delivers signals to); elsewhere it does nothing and
+    :meth:`check` never raises. It is installed even when a signal was ignored at start-up (a
+    run started with ``&`` from a non-interactive shell inherits ``SIG_IGN`` for SIGINT), so
+    ``kill -INT`` still stops such a run with a checkpoint. The previous handlers are restored
+    on exit.
 
     Attributes:
-        received: the signal number that arrived (``None`` while none has).
+        received: the signal number that arrived first (``None`` while none has).
     """
 
     def __init__(self) -> None:
@@ -68,17 +75,31 @@ class StopSignals:
         self.uninstall()
 
     def check(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a stop signal arrived since :meth:`install`.
+        """A safe point: raise ``KeyboardInterrupt`` if a stop signal arrived.
 
         Raises:
-            KeyboardInterrupt: if SIGINT or SIGTERM arrived (whether or not its first raise
-                was swallowed).
+            KeyboardInterrupt: if SIGINT or SIGTERM arrived since :meth:`install`.
         """
         if self.pressed:
             raise KeyboardInterrupt
 
+    def callback(self) -> Any:
+        """An SB3 callback that ends ``model.learn`` at the next env step once a signal arrived.
+
+        ``learn`` then returns normally (SB3 and SBX stop when ``_on_step`` returns ``False``)
+        and the caller's next :meth:`check` raises.
+        """
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        signals = self
+
+        class _StopOnSignal(BaseCallback):
+            def _on_step(self) -> bool:
+                return not signals.pressed
+
+        return _StopOnSignal()
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = self.received is None
-        self.received = signum
-        if first:
+        if self.received is not None:  # the second press: stop now, wherever we are
             raise KeyboardInterrupt
+        self.received = signum

@@ -124,7 +124,8 @@ def train_pebble(
                           config.progress_bar)
     store = t.open_store(config.store_url, run.path)
     teacher = t.build_teacher(config, seeds["teacher"])
-    human = t.build_human(config, run, store, teacher, ui, server)
+    signals = StopSignals()
+    human = t.build_human(config, run, store, teacher, ui, server, signals.check)
     judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
     schedule = effective_schedule(config.feedback, config.mitigation, config.total_steps, 1)
     reward_model = RewardModel(dims.obs_dim, dims.act_dim, config.reward_model,
@@ -167,7 +168,7 @@ def train_pebble(
     interrupted = stop = False
     ui.start(state.step)
 
-    with StopSignals() as signals:
+    with signals:
         try:
             while True:
                 step = state.step
@@ -200,7 +201,8 @@ def train_pebble(
                     events = [config.total_steps, state.next_eval, state.next_checkpoint,
                               step + CHUNK_STEPS, due, state.next_intrinsic]
                     target = min(e for e in events if e is not None and e > step)
-                    model.learn(target - step, reset_num_timesteps=False, progress_bar=False)
+                    model.learn(target - step, reset_num_timesteps=False, progress_bar=False,
+                                callback=signals.callback())
                     step = state.step = model.num_timesteps
                     signals.check()
                     # unsupervised pre-training: relabel with the state-entropy reward

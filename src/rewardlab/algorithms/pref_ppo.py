@@ -88,7 +88,8 @@ def train_pref_ppo(
                           config.progress_bar)
     store = t.open_store(config.store_url, run.path)
     teacher = t.build_teacher(config, seeds["teacher"])
-    human = t.build_human(config, run, store, teacher, ui, server)
+    signals = StopSignals()
+    human = t.build_human(config, run, store, teacher, ui, server, signals.check)
     judge = teacher_view(config.teacher_bias) if config.teacher_bias else None
     n_envs = config.ppo.n_envs
     schedule = effective_schedule(config.feedback, config.mitigation, config.total_steps,
@@ -129,7 +130,7 @@ def train_pref_ppo(
     interrupted = stop = False
     ui.start(state.step)
 
-    with StopSignals() as signals:
+    with signals:
         try:
             while True:
                 step = state.step
@@ -160,7 +161,8 @@ def train_pref_ppo(
                 # then the regulariser's discriminator follows the latest experience
                 due = next_round_step(schedule, state.rounds)
                 if due is None or due > step:
-                    model.learn(rollout, reset_num_timesteps=False, progress_bar=False)
+                    model.learn(rollout, reset_num_timesteps=False, progress_bar=False,
+                                callback=signals.callback())
                     step = state.step = model.num_timesteps
                     signals.check()
                     disc = t.fit_discriminator(regularizer, log, config.ppo.n_steps,

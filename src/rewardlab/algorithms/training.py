@@ -118,13 +118,15 @@ def build_teacher(config: TrainConfig, seed: int) -> ScriptedTeacher:
 def build_human(
     config: TrainConfig, run: RunDir, store: FeedbackStore, teacher: ScriptedTeacher,
     ui: TrainingProgress, server: AnnotationServer | None,
+    stop_check: Callable[[], None] | None = None,
 ) -> HumanTeacher | None:
-    """People answering in the web app when ``teacher=human`` (else ``None``)."""
+    """People answering in the web app when ``teacher=human`` (else ``None``); the wait for
+    them calls ``stop_check`` at every poll (the loop's ``StopSignals.check``)."""
     if not config.teacher.human:
         return None
     return HumanTeacher(
         config.human, run.path, store, teacher.teacher_id, config.feedback.total_budget,
-        config.total_steps, ui.message, ui.status, server,
+        config.total_steps, ui.message, ui.status, server, stop_check,
     )
 
 

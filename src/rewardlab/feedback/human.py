@@ -92,6 +92,9 @@ class HumanTeacher:
         message: prints a line in the terminal (above the progress bar).
         show: sets the progress bar's status text.
         server: the running annotation app, or ``None`` (people use ``rewardlab annotate``).
+        stop_check: called at every poll while waiting for people; raises
+            ``KeyboardInterrupt`` to stop the wait (the training loop's
+            :meth:`~rewardlab.algorithms.interrupt.StopSignals.check`).
 
     Raises:
         StoreError: if annotators cannot be created.
@@ -108,8 +111,10 @@ class HumanTeacher:
         message: Callable[[str], None],
         show: Callable[[str], None],
         server: AnnotationServer | None,
+        stop_check: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.stop_check = stop_check
         self.run_dir = Path(run_dir)
         self.store = store
         self.scripted_id = scripted_id
@@ -218,6 +223,8 @@ class HumanTeacher:
                     f"round {round}: training waits for people ({int(done.sum())} of "
                     f"{ids.size} queries answered{';' + left if left else ''})"
                 )
+            if self.stop_check is not None:
+                self.stop_check()
             time.sleep(h.poll_s)
 
     def _time_out(
