@@ -42,17 +42,20 @@ trial holds (``core.claim_core``), uses one torch/BLAS/XLA thread, trains the ru
 failed run is reported and does not stop the others. ``--no-ray`` runs them one after another in
 this process instead; ``--dry-run`` lists the selected runs and their config overrides.
 
-Each finished run appends its evaluations (``kind: "eval"``: env step, gold return) and then
-one ``kind: "done"`` record (with the run's ``backbone``) to the section's record file
-``benchmarks/results/<section>_runs.jsonl`` (``--records`` to choose another) in one append, all
-stamped with a per-attempt id. The record file is small and kept in git, so the grid can be run
-in pieces on different machines and sessions; the run directories (``<out-dir>/runs/``, large)
-are not. The harness is resumable: a run with a ``done`` record is skipped; an unfinished one is
-started again from scratch (its run directory is deleted; records of an attempt without ``done``
-are ignored by the aggregation). Run keys do not name the backbone, so a selection whose finished
-runs were made with another backbone than the one configured now is refused (use another record
-file). ``feedback_efficiency_runs_sb3_sac.jsonl`` holds the earlier runs, made with the SB3 SAC
-backbone (20k steps, normalised by ``sac_true``).
+Each finished run appends its evaluations (``kind: "eval"``: env step, gold return) and then one
+``kind: "done"`` record (with the run's ``backbone`` and ``settings``) to the section's record
+file ``benchmarks/results/<section>_runs.jsonl`` (``--records`` to choose another) in one
+append, all stamped with a per-attempt id. The record file is small and kept in git, so the grid
+can be run in pieces on different machines and sessions; the run directories (``<out-dir>/runs/``,
+large) are not. The harness is resumable: a run with a ``done`` record is skipped;
+an unfinished one is started again from scratch (its run directory is deleted; records of an
+attempt without ``done`` are ignored by the aggregation). Run keys name the grid cell, not every
+setting, so each ``done`` record also carries the run's ``settings`` (its resolved config; for
+the reference methods only the sections they read, ``core.UNUSED_BY_REFERENCE`` left out): a
+finished run whose settings differ from what its key would run now (say, after a default
+changed) is *stale*: it is run again and left out of the aggregation until then (``--dry-run``
+names the differing settings). ``feedback_efficiency_runs_sb3_sac.jsonl`` holds the earlier
+runs, made with the SB3 SAC backbone (20k steps, normalised by ``sac_true``).
 
 Normalised score of a run (the issue's) = (G - R) / (S - R): G its gold (true) return at the
 final evaluation, S the mean gold return of the ``true_reward`` runs of the same env and step
@@ -202,20 +205,68 @@ def key_overrides(key: str) -> list[str]:
                          k["seed"])
 
 
+def key_config(key: str) -> Any:
+    """The :class:`~rewardlab.config.TrainConfig` the run of ``key`` trains now (``sac_true``
+    with ``pebble.backbone=sac``, as ``core``'s runner sets it)."""
+    from rewardlab.config import load_config
+
+    extra = ["pebble.backbone=sac"] if parse_key(key)["method"] == "sac_true" else []
+    return load_config(None, [*key_overrides(key), *extra])
+
+
+def run_settings(config: Any, method: str) -> dict[str, Any]:
+    """The settings a run of ``method`` reads, as JSON: the whole config of a PEBBLE variant;
+    for the reference methods every section but ``core.UNUSED_BY_REFERENCE`` (so a change to,
+    e.g., the reward model does not make the references stale)."""
+    drop = set() if method in PEBBLE_VARIANTS else set(core.UNUSED_BY_REFERENCE)
+    return json.loads(json.dumps(config.model_dump(mode="json", exclude=drop)))
+
+
+def planned_settings(key: str) -> dict[str, Any]:
+    """:func:`run_settings` of the run ``key`` would train now."""
+    return run_settings(key_config(key), parse_key(key)["method"])
+
+
 def planned_backbone(key: str) -> str:
     """The agent the run of ``key`` would train now: ``sac`` (SB3 SAC) for ``sac_true``, else
     the configured ``pebble.backbone``."""
-    from rewardlab.config import load_config
-
-    if parse_key(key)["method"] == "sac_true":
-        return "sac"
-    return load_config(None, key_overrides(key)).pebble.backbone
+    return key_config(key).pebble.backbone
 
 
 def recorded_backbone(done: dict[str, Any]) -> str:
     """The backbone of a ``done`` record; records written before the field existed were all
     made with the SB3 SAC backbone."""
     return done.get("backbone") or "sac"
+
+
+def setting_differences(found: Any, planned: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings where ``found`` differs from ``planned`` (nested dicts)."""
+    if isinstance(found, dict) and isinstance(planned, dict):
+        return [d for name in sorted(set(found) | set(planned))
+                for d in setting_differences(found.get(name, "<absent>"),
+                                             planned.get(name, "<absent>"), f"{prefix}{name}.")]
+    return [] if found == planned else [prefix.rstrip(".")]
+
+
+def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """``{run key: differing settings}`` of the finished ``runs`` (:func:`completed_runs`) whose
+    ``done`` record's settings are not what the key would run now (``["settings"]`` for a
+    record that predates the field)."""
+    stale = {}
+    for key, run in runs.items():
+        found = run["done"].get("settings")
+        diff = (["settings"] if found is None
+                else setting_differences(found, planned_settings(key)))
+        if diff:
+            stale[key] = diff
+    return stale
+
+
+def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`completed_runs` without the stale ones (:func:`stale_runs`)."""
+    runs = completed_runs(records)
+    stale = stale_runs(runs)
+    return {k: v for k, v in runs.items() if k not in stale}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -268,12 +319,14 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     job = core.Job(key, method, k["seed"], tuple(overrides), str(run_dir))
     core.run_job(job)  # deletes an unfinished earlier attempt first
     row = core.collect(job)
+    config = load_config(run_dir / "config.yaml")
     attempt = uuid.uuid4().hex
     base = {"run": key, "attempt": attempt, **k}
     records = [{"kind": "eval", **base, "step": int(step), "gold_return": gold}
                for step, gold in row["gold_curve"]]
     done = {"kind": "done", **base, "final_step": row["steps"],
-            "backbone": load_config(run_dir / "config.yaml").pebble.backbone,
+            "backbone": config.pebble.backbone,
+            "settings": run_settings(config, k["method"]),
             "wall_time_s": row["wall_time_s"], "queries_asked": row["queries"],
             "overrides": overrides, "run_dir": row["run_dir"],
             "finished_utc": row["finished_utc"], "machine": row["machine"]}
@@ -747,25 +800,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = selected_keys(args)
     overrides = {key: key_overrides(key) for key in keys}  # refuse bad selections first
     done = completed_runs(read_records(jsonl))
-    planned = {key: planned_backbone(key) for key in keys}
-    other = {key: recorded_backbone(done[key]["done"]) for key in keys
-             if key in done and recorded_backbone(done[key]["done"]) != planned[key]}
-    todo = [] if args.aggregate_only else [k for k in keys if k not in done]
+    stale = stale_runs({k: done[k] for k in keys if k in done})
+    todo = [] if args.aggregate_only else [k for k in keys if k not in done or k in stale]
     if args.dry_run:
         for key in keys:
-            state = ("done" if key not in other else
-                     f"DONE WITH BACKBONE {other[key]} (refused)") if key in done else "to run"
-            print(f"{key} [{state}; backbone {planned[key]}]: {shlex.join(overrides[key])}")
+            state = ("to run" if key not in done else "done" if key not in stale else
+                     f"stale, runs again: differs in {', '.join(stale[key][:4])}"
+                     + (" ..." if len(stale[key]) > 4 else ""))
+            print(f"{key} [{state}; backbone {planned_backbone(key)}]: "
+                  f"{shlex.join(overrides[key])}")
         print(f"{len(keys)} runs selected, {len(keys) - len(todo)} done, {len(todo)} to run; "
               f"records in {jsonl}; nothing run (--dry-run)")
-        return 2 if other else 0
-    if other:
-        for key, backbone in other.items():
-            print(f"ERROR {key}: finished in {jsonl} with backbone {backbone}, but "
-                  f"pebble.backbone is {planned[key]} now", flush=True)
-        print("Run keys do not name the backbone: move the record file away or choose another "
-              "with --records.", flush=True)
-        return 2
+        return 0
     print(f"{core.utc_now()}: {len(keys)} runs selected, {len(keys) - len(todo)} done, "
           f"{len(todo)} to run ({'in this process' if args.no_ray else 'on Ray Tune'}, "
           f"{1 if args.no_ray else args.workers} at a time); records in {jsonl}", flush=True)
@@ -785,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Ray: {err}", flush=True)
     records = read_records(jsonl)
     finished = completed_runs(records)
-    failed = [k for k in todo if k not in finished]
+    stale = stale_runs(finished)  # finished with other settings: left out until run again
+    failed = [k for k in todo if k not in finished or k in stale]
     have = random_returns(records)
     for env in args.envs:  # the random-policy reference, once per env with a finished run
         if env not in have and any(parse_key(k)["env"] == env for k in finished):
@@ -795,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = records if args.aggregate_all else [
         r for r in records if r.get("run") in selection or (
             r.get("kind") == "reference" and r["env"] in args.envs)]
+    left_out = sorted({r["run"] for r in chosen if r.get("run") in stale})
+    for key in left_out:
+        print(f"left out (stale: differs in {', '.join(stale[key][:4])}): {key}", flush=True)
+    chosen = [r for r in chosen if r.get("run") not in stale]
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     notes = NOTES if args.section == "feedback_efficiency" else NOTES[:-1]
     rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if fe.main(fe_argv) != 0:  # runs whichever of the two is not finished yet
         print("a run failed; see above", flush=True)
         return 1
-    runs = fe.completed_runs(fe.read_records(jsonl))
+    runs = fe.current_runs(fe.read_records(jsonl))  # stale runs left out
     reference = runs[ref_key]["done"]
     others = sorted(
         (k for k in runs if k != pebble_key and fe.parse_key(k) | {"queries": 0}

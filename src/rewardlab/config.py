@@ -598,6 +598,13 @@ class RewardModelConfig(BaseModel):
         0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
         "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
     )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Arithmetic of the reward model's training passes (weights, "
+        "Adam state and predictions stay float32): bfloat16 autocast runs the matrix products "
+        "about 3x faster on CPUs with native bfloat16 (AVX512-BF16 or AMX; "
+        "benchmarks/overhead.py) and is emulated, slower, elsewhere. auto: bfloat16 where "
+        "the CPU has it natively, else float32."
+    )
     holdout_fraction: Float = Field(
         0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "
         "measure held-out accuracy (chosen by query id, stable across restarts)."

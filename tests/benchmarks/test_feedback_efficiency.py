@@ -13,9 +13,10 @@ import pytest
 
 
 def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = True,
-            backbone: str | None = "crossq") -> list[dict]:
+            backbone: str | None = "crossq", settings: bool = True) -> list[dict]:
     """Records of one run; the done record names ``backbone`` (SB3 SAC for ``sac_true``;
-    ``None``: no field, as the records written before the field existed)."""
+    ``None``: no field, as the records written before the field existed) and, if
+    ``settings``, the settings the key runs now (else none: a record from before the field)."""
     k = fe.parse_key(key)
     base = {"run": key, "attempt": attempt, **k}
     out = [{"kind": "eval", **base, "step": s, "gold_return": g} for s, g in golds.items()]
@@ -23,6 +24,8 @@ def records(fe, key: str, golds: dict[int, float], attempt: str, done: bool = Tr
         out.append({"kind": "done", **base, "final_step": max(golds)})
         if backbone is not None:
             out[-1]["backbone"] = "sac" if k["method"] == "sac_true" else backbone
+        if settings and k["steps"] >= 2000:  # shorter keys hold no schedule: unit records only
+            out[-1]["settings"] = fe.planned_settings(key)
     return out
 
 
@@ -315,17 +318,37 @@ def test_done_record_names_the_backbone_of_the_run(fe, tmp_path, monkeypatch):
                                     load_config(None, []).pebble.backbone)
 
 
-def test_finished_runs_of_another_backbone_are_refused(fe, tmp_path, monkeypatch, capsys):
-    key = fe.run_key("Pendulum-v1", "true_reward", None, 0, 2000, 0)
+def test_stale_runs_run_again_and_stay_out_of_the_table(fe, tmp_path, monkeypatch, capsys):
+    """A finished run whose settings are not what its key runs now (a default changed, or a
+    record from before settings were recorded) is run again and left out of the aggregation."""
+    ref = fe.run_key("Pendulum-v1", "true_reward", None, 0, 2000, 0)
+    pebble = fe.run_key("Pendulum-v1", "pebble", "oracle", 20, 2000, 0)
     jsonl = tmp_path / "runs.jsonl"
-    fe.append_records(jsonl, records(fe, key, {2000: 1.0}, "old", backbone=None))  # SB3 SAC
-    monkeypatch.setattr(fe, "planned_backbone", lambda k: "crossq")
-    monkeypatch.setattr(fe, "run_trial", lambda params: pytest.fail("ran a trial"))
-    argv = ["--envs", "Pendulum-v1", "--methods", "true_reward", "--seeds", "0", "--steps",
-            "2000", "--records", str(jsonl), "--out-dir", str(tmp_path), "--no-write",
-            "--no-ray"]
-    assert fe.main(argv) == 2
-    assert "backbone sac" in capsys.readouterr().out
+    changed = records(fe, pebble, {2000: 1.0}, "old")
+    changed[-1]["settings"]["reward_model"]["lr"] = 1e-3  # made with another default
+    fe.append_records(jsonl, [*records(fe, ref, {2000: 2.0}, "r"), *changed])
+    assert fe.stale_runs(fe.completed_runs(fe.read_records(jsonl))) == {
+        pebble: ["reward_model.lr"]}
+    assert fe.stale_runs(fe.completed_runs(records(fe, ref, {2000: 2.0}, "x", settings=False))
+                         ) == {ref: ["settings"]}
+    ran = []
+    monkeypatch.setattr(fe, "run_trial", lambda params: ran.append(params["key"]))
+    monkeypatch.setattr(fe, "random_reference", lambda env: {
+        "kind": "reference", "env": env, "policy": "uniform_random", "gold_return": 0.0})
+    argv = ["--envs", "Pendulum-v1", "--methods", "true_reward", "pebble", "--teachers",
+            "oracle", "--queries", "20", "--seeds", "0", "--steps", "2000", "--records",
+            str(jsonl), "--out-dir", str(tmp_path), "--no-write", "--no-ray",
+            "--bootstrap-reps", "50"]
+    assert fe.main([*argv, "--dry-run"]) == 0
+    assert "stale, runs again: differs in reward_model.lr" in capsys.readouterr().out
+    fe.main(argv)
+    out = capsys.readouterr().out
+    assert ran == [pebble]  # the reference is current: not run again
+    assert f"left out (stale: differs in reward_model.lr): {pebble}" in out
+    assert "Pendulum-v1 pebble" not in out  # no row from the stale run
+    # the reference's settings leave out what it does not read
+    assert "reward_model" not in fe.planned_settings(ref)
+    assert fe.planned_settings(pebble)["reward_model"]["precision"] == "auto"
 
 
 def test_trial_appends_its_records_and_survives_a_failure(fe, tmp_path, monkeypatch, capsys):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rewardlab.config import RewardModelConfig
-from rewardlab.rewards.model import RewardModel, holdout_mask
+from rewardlab.rewards.model import RewardModel, holdout_mask, native_bfloat16, training_dtype
 
 
 def _linear_reward_data(rng: np.random.Generator, n: int, t: int = 10, od: int = 4, ad: int = 2):
@@ -14,10 +14,12 @@ def _linear_reward_data(rng: np.random.Generator, n: int, t: int = 10, od: int =
     return obs, act, targets
 
 
-def test_ensemble_reaches_90_percent_heldout_accuracy_on_oracle_labels():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_ensemble_reaches_90_percent_heldout_accuracy_on_oracle_labels(precision):
     rng = np.random.default_rng(0)
     obs, act, y = _linear_reward_data(rng, 1200)
-    cfg = RewardModelConfig(hidden_sizes=(64, 64), max_epochs=60, target_accuracy=0.99)
+    cfg = RewardModelConfig(hidden_sizes=(64, 64), max_epochs=60, target_accuracy=0.99,
+                            precision=precision)
     model = RewardModel(4, 2, cfg, seed=0)
     model.fit(obs[:1000], act[:1000], y[:1000])
     assert model.accuracy(obs[1000:], act[1000:], y[1000:]) >= 0.90
@@ -85,3 +87,14 @@ def test_holdout_mask_is_stable_and_near_the_fraction():
     mask = holdout_mask(ids, 0.1)
     assert abs(mask.mean() - 0.1) < 0.01
     np.testing.assert_array_equal(mask[:100], holdout_mask(ids[:100], 0.1))
+
+
+def test_precision_resolves_to_an_autocast_dtype():
+    import torch
+
+    assert training_dtype("float32") == torch.float32
+    assert training_dtype("bfloat16") == torch.bfloat16
+    assert training_dtype("auto") == (torch.bfloat16 if native_bfloat16() else torch.float32)
+    model = RewardModel(4, 2, RewardModelConfig(precision="bfloat16"), seed=0)
+    assert model.train_dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())  # weights stay fp32

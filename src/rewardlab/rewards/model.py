@@ -11,6 +11,7 @@ experience.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -32,6 +33,24 @@ PREDICT_CHUNK = 65536
 #: Activation elements per member (rows x widest hidden layer) in one forward/backward chunk
 #: of a training batch: 2 MiB of float32, so a chunk's activations stay in cache.
 FIT_CHUNK_ELEMENTS = 2048 * 256
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 products natively (``avx512_bf16`` or ``amx_bf16``
+    among the flags of ``/proc/cpuinfo``); ``False`` where that cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_dtype(precision: str) -> torch.dtype:
+    """The autocast dtype of reward-model training for ``reward_model.precision``."""
+    if precision == "bfloat16" or (precision == "auto" and native_bfloat16()):
+        return torch.bfloat16
+    return torch.float32
 
 
 def holdout_mask(query_ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -88,6 +107,8 @@ class RewardModel:
         self.reward_mean = 0.0
         self.reward_std = 1.0
         self.updates = 0
+        #: autocast dtype of the training passes (``config.precision`` resolved on this CPU)
+        self.train_dtype = training_dtype(self.config.precision)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -96,7 +117,9 @@ class RewardModel:
         """Train every member on the labelled pairs until accurate or out of epochs.
 
         Each member draws its own permutation of the queries each epoch (bootstrapped order,
-        PEBBLE); all members step together in one batched forward/backward pass.
+        PEBBLE); all members step together in one batched forward/backward pass. The forward
+        and backward passes run under bfloat16 autocast when :attr:`train_dtype` says so (the
+        weights, the Adam state and the Bradley-Terry logits stay float32).
 
         Args:
             obs: ``(N, 2, T, obs_dim)`` float32 segment pairs (index 0 = left).
@@ -125,6 +148,7 @@ class RewardModel:
         t_len, width = x_all.shape[2], x_all.shape[3]
         batch = min(cfg.batch_size, n)
         self.net.train()
+        low = self.train_dtype != torch.float32
         loss_value, acc, epoch = float("nan"), 0.0, 0
         # Each batch is pushed through in chunks of FIT_CHUNK_ELEMENTS activations per member and
         # the gradients accumulated (each chunk's loss weighted by its share of the batch, so
@@ -144,8 +168,9 @@ class RewardModel:
                     c = cidx.shape[1]
                     x = x_all[cidx]  # (K, c, 2, T, width)
                     y = y_all[cidx]  # (K, c)
-                    r = self.net.forward_members(x.reshape(k, c * 2 * t_len, width))
-                    logits = preference_logits(r.reshape(k, c, 2, t_len))
+                    with torch.autocast(self.device.type, dtype=self.train_dtype, enabled=low):
+                        r = self.net.forward_members(x.reshape(k, c * 2 * t_len, width))
+                    logits = preference_logits(r.float().reshape(k, c, 2, t_len))
                     loss = bradley_terry_loss(logits, y) * (c / b)
                     loss.backward()
                     total_loss += loss.item() * b / k
