@@ -30,6 +30,11 @@ the relabelling).
   that end at it (timesteps ``1..window``); an early step sees its episode from the start
   (the code left-pads and masks, which is the same because attention is causal).
 
+Checked against the authors' code (2026-12-03, not part of the tests: it needs their source):
+their Flax ``TransRewardModel`` (``use_weighted_sum=True``, 2 layers, 4 heads) with the same
+weights gives the same ``r_t``, ``w_t`` and score to 6e-7, and for their left-padded, masked
+relabelling window the same last-step reward as our unpadded prefix to 2e-7.
+
 Sizes: the README's D4RL command uses embedding 256, 1 layer, 4 heads, preference width 256,
 batch 256, 10,000 epochs (GPU); :class:`~rewardlab.config.PreferenceTransformerConfig`
 defaults to 64 / 1 / 4 / 64, batch 256, 100 epochs for CPU (one epoch over 500 pairs of

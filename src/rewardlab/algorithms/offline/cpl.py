@@ -41,6 +41,10 @@ segments' likelihood, so an "equal" answer acts like behaviour cloning on the pa
 taken as acceptable). Skipped queries carry no target and must be dropped by the caller
 (:meth:`~rewardlab.algorithms.offline.common.PreferencePairs.from_labels`).
 
+Checked against the authors' code (2026-12-03, not part of the tests: it needs their source):
+their ``biased_bce_with_logits`` and :func:`cpl_loss` give the same loss, bit for bit, on
+random scores and labels (0, 0.5, 1) for lambda 1, 0.5 and 0.25.
+
 Not followed: the authors' main experiments use dense comparisons ranked by a score
 (``biased_bce_with_scores``, ``mode: rank``); the store holds pairwise labels, so this is
 their pairwise path (``mode: comparison``). The D4RL human-label variant (github.com/jhejna/
