@@ -624,6 +624,182 @@ class RewardModelConfig(BaseModel):
     )
 
 
+# ---------------------------------------------------------------------------- offline methods
+class PreferenceTransformerConfig(BaseModel):
+    """Preference Transformer reward model (Kim et al. 2023;
+    :mod:`rewardlab.rewards.preference_transformer`).
+
+    The reference (github.com/csmile-1006/PreferenceTransformer, README's D4RL command) uses
+    embedding 256, 1 layer, 4 heads, preference-attention width 256, batch 256 and 10,000
+    epochs on GPU; the widths and epochs here are scaled down for CPU.
+    """
+
+    model_config = _SECTION
+    embd_dim: Int = Field(
+        64, ge=1, le=MAX_WIDTH, description="Token embedding width (reference 256)."
+    )
+    n_layer: Int = Field(1, ge=1, le=MAX_LAYERS, description="Causal transformer blocks (ref. 1).")
+    n_head: Int = Field(4, ge=1, le=256, description="Attention heads per block (reference 4).")
+    pref_attn_dim: Int = Field(
+        64, ge=1, le=MAX_WIDTH, description="Query/key width of the bidirectional preference "
+        "attention layer (reference 256)."
+    )
+    dropout: Float = Field(
+        0.1, ge=0, lt=1, description="Embedding, attention and residual dropout (reference 0.1)."
+    )
+    max_len: Int = Field(
+        1000, ge=1, le=MAX_STEPS, description="Longest segment (size of the timestep embedding "
+        "table; reference: the episode limit, 1000)."
+    )
+    lr: Float = Field(
+        1e-4, gt=0, le=1, description="Base learning rate: linear warm-up from lr to 10 x lr, "
+        "then cosine decay back to lr (reference trans_lr and its warmup_cosine_decay)."
+    )
+    warmup_fraction: Float = Field(
+        0.1, ge=0, lt=1, description="Share of a fit's gradient steps spent warming up (ref. 0.1)."
+    )
+    weight_decay: Float = Field(
+        1e-4, ge=0, description="AdamW decoupled weight decay (optax.adamw's default, 1e-4)."
+    )
+    batch_size: Int = Field(
+        256, ge=1, le=MAX_BATCH, description="Queries per gradient step (reference 256)."
+    )
+    epochs: Int = Field(
+        100, ge=1, le=MAX_REPEATS, description="Passes over the labels per fit (reference "
+        "10,000 on GPU; here about 5 s each for 500 pairs of 50 steps on one core)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> PreferenceTransformerConfig:
+        if self.embd_dim % self.n_head:
+            raise ValueError(
+                f"embd_dim ({self.embd_dim}) must be a multiple of n_head ({self.n_head}); "
+                "each head gets embd_dim / n_head channels"
+            )
+        return self
+
+
+class IQLConfig(BaseModel):
+    """Implicit Q-learning (Kostrikov, Nair & Levine 2022; :mod:`rewardlab.algorithms.offline.iql`).
+
+    Defaults are the paper's D4RL locomotion settings (App. B, and the authors'
+    ``configs/mujoco_config.py``)."""
+
+    model_config = _SECTION
+    hidden_sizes: Widths = Field(
+        (256, 256), min_length=1, max_length=MAX_LAYERS,
+        description="Hidden widths of the actor, both critics and the value network.",
+    )
+    actor_lr: Float = Field(3e-4, gt=0, le=1, description="Actor Adam learning rate.")
+    critic_lr: Float = Field(3e-4, gt=0, le=1, description="Q-networks' Adam learning rate.")
+    value_lr: Float = Field(3e-4, gt=0, le=1, description="Value network's Adam learning rate.")
+    discount: Float = Field(0.99, ge=0, le=1, description="Discount gamma.")
+    expectile: Float = Field(
+        0.7, gt=0, lt=1, description="Expectile tau of the value loss (Eq. 5); 0.5 is SARSA."
+    )
+    beta: Float = Field(
+        3.0, ge=0, description="Inverse temperature of advantage-weighted regression (Eq. 7)."
+    )
+    max_weight: Float = Field(
+        100.0, gt=0, description="Cap on exp(beta * advantage) (the authors' code)."
+    )
+    polyak: Float = Field(
+        0.005, gt=0, le=1, description="Target-Q Polyak rate: target += polyak (Q - target)."
+    )
+    batch_size: Int = Field(256, ge=1, le=MAX_BATCH, description="Transitions per update.")
+    actor_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Actor learning-rate schedule: cosine decay to 0 over "
+        "total_updates (the authors' code) or constant."
+    )
+    total_updates: Int = _steps(
+        1_000_000, description="Gradient updates the cosine actor schedule spans (the run's "
+        "length; paper 1e6)."
+    )
+    log_std_min: Float = Field(-5.0, description="Lower clip of the actor's log std.")
+    log_std_max: Float = Field(2.0, description="Upper clip of the actor's log std.")
+
+    @model_validator(mode="after")
+    def _std_range(self) -> IQLConfig:
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError(
+                f"log_std_min ({self.log_std_min}) must be below log_std_max "
+                f"({self.log_std_max})"
+            )
+        return self
+
+
+class TD3BCConfig(BaseModel):
+    """TD3+BC (Fujimoto & Gu 2021; :mod:`rewardlab.algorithms.offline.td3bc`); defaults are
+    the paper's (Sec. 5 and the authors' ``main.py``)."""
+
+    model_config = _SECTION
+    hidden_sizes: Widths = Field(
+        (256, 256), min_length=1, max_length=MAX_LAYERS,
+        description="Hidden widths of the actor and both critics.",
+    )
+    actor_lr: Float = Field(3e-4, gt=0, le=1, description="Actor Adam learning rate.")
+    critic_lr: Float = Field(3e-4, gt=0, le=1, description="Critics' Adam learning rate.")
+    discount: Float = Field(0.99, ge=0, le=1, description="Discount gamma.")
+    polyak: Float = Field(
+        0.005, gt=0, le=1, description="Target networks' Polyak rate (TD3's tau)."
+    )
+    policy_noise: Float = Field(
+        0.2, ge=0, description="Std of the target-policy smoothing noise (x max action)."
+    )
+    noise_clip: Float = Field(
+        0.5, ge=0, description="Clip of the smoothing noise (x max action)."
+    )
+    policy_freq: Int = Field(
+        2, ge=1, le=MAX_REPEATS, description="Critic updates per actor and target update."
+    )
+    alpha: Float = Field(
+        2.5, gt=0, description="lambda = alpha / mean|Q| weighs the Q term against BC."
+    )
+    batch_size: Int = Field(256, ge=1, le=MAX_BATCH, description="Transitions per update.")
+    normalize_states: Bool = Field(
+        True, description="Standardise observations by the dataset's mean and std."
+    )
+    state_std_eps: Float = Field(
+        1e-3, ge=0, description="Added to the dataset's observation std (authors' code)."
+    )
+
+
+class CPLConfig(BaseModel):
+    """Contrastive Preference Learning (Hejna et al. 2024; :mod:`rewardlab.algorithms.offline.cpl`).
+
+    Defaults are the authors' state-based CPL config (github.com/jhejna/cpl,
+    ``configs/mw_state_dense/cpl.yaml``)."""
+
+    model_config = _SECTION
+    hidden_sizes: Widths = Field(
+        (512, 512), min_length=1, max_length=MAX_LAYERS, description="Actor hidden widths."
+    )
+    dropout: Float = Field(0.25, ge=0, lt=1, description="Dropout after each hidden layer.")
+    lr: Float = Field(1e-4, gt=0, le=1, description="Adam learning rate.")
+    batch_size: Int = Field(96, ge=1, le=MAX_BATCH, description="Segment pairs per update.")
+    alpha: Float = Field(
+        0.1, gt=0, description="Temperature: the advantage is alpha * log pi(a|s)."
+    )
+    contrastive_bias: Float = Field(
+        0.5, gt=0, le=1, description="lambda of CPL(lambda): the non-preferred segment's "
+        "advantage is scaled by it (1 = unbiased CPL)."
+    )
+    discount: Float = Field(
+        1.0, gt=0, le=1, description="gamma^t weighting of the advantages over a segment (the "
+        "paper's sum; the authors' code sums undiscounted, i.e. 1)."
+    )
+    bc_coeff: Float = Field(
+        0.0, ge=0, description="Weight of the BC term added to the CPL loss (CPL-BC uses 1)."
+    )
+    bc_steps: Int = _steps(
+        200_000, ge=0, description="Updates of BC-only pre-training on the segments before the "
+        "CPL loss starts (then the optimiser is reset)."
+    )
+    warmup_steps: Int = _steps(
+        10_000, description="Linear learning-rate warm-up after BC pre-training."
+    )
+
+
 class EvalConfig(BaseModel):
     """Gold-versus-proxy evaluation."""
 

@@ -1,0 +1,11 @@
+"""Offline RL from a fixed dataset, one module per method, each on plain arrays:
+
+* :mod:`~rewardlab.algorithms.offline.iql`: implicit Q-learning (Kostrikov et al. 2022);
+* :mod:`~rewardlab.algorithms.offline.td3bc`: TD3+BC (Fujimoto & Gu 2021);
+* :mod:`~rewardlab.algorithms.offline.cpl`: contrastive preference learning, straight from
+  labelled segment pairs (Hejna et al. 2024);
+* :mod:`~rewardlab.algorithms.offline.common`: checked dataset records, batch sampling, small
+  networks and pickle-free checkpoints they share.
+
+Importing this package imports nothing else (no torch until a method module is imported).
+"""
