@@ -312,3 +312,14 @@ def test_recipe_validation() -> None:
     assert DatasetRecipe().training_key() != DatasetRecipe(seed=1).training_key()
     with pytest.raises(DatasetError, match="unknown"):
         make_tier_datasets(TINY, ["best"])
+
+
+def test_importing_the_data_and_labelling_layers_loads_no_torch_or_minari() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, rewardlab.data.offline, rewardlab.feedback.offline, rewardlab.cli.main\n"
+            "print(','.join(m for m in ('torch', 'minari', 'jax', 'stable_baselines3') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -321,7 +321,9 @@ def _save_run(run: _ExpertRun, recipe: DatasetRecipe, directory: Path) -> None:
     tmp.mkdir(parents=True)
     weights = {**{f"medium/{k}": v for k, v in run.medium_weights.items()},
                **{f"expert/{k}": v for k, v in run.expert_weights.items()}}
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "policies.safetensors"))
+    # medium and expert may be the same snapshot: copies, so no two tensors share memory
+    save_file({k: v.detach().clone().contiguous() for k, v in weights.items()},
+              str(tmp / "policies.safetensors"))
     assert run.replay is not None
     rows = {k: v[: run.medium_step] for k, v in run.replay.rows.items()}
     arrays = {k: np.asarray(v) for k, v in rows.items() if v and v[0] is not None}
