@@ -169,6 +169,34 @@ def test_minari_round_trip_is_exact(minari_root: Path) -> None:
         write_minari_dataset(ds)
 
 
+def test_a_dataset_minari_collected_itself_loads(minari_root: Path) -> None:
+    """Any local Minari dataset with Box spaces is input too, e.g. one from DataCollector."""
+    import warnings
+
+    import minari
+
+    env = minari.DataCollector(gym.make("Hopper-v5", max_episode_steps=30))
+    env.action_space.seed(0)
+    lengths = []
+    for episode in range(3):
+        env.reset(seed=episode)
+        steps, done = 0, False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            steps, done = steps + 1, terminated or truncated
+        lengths.append(steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env.create_dataset("someone/hopper/random-v0", algorithm_name="random")
+    env.close()
+    ds = load_offline_dataset("someone/hopper/random-v0")
+    assert (ds.dataset_id, ds.env_id) == ("someone/hopper/random-v0", "Hopper-v5")
+    assert ds.episode_lengths().tolist() == lengths and ds.render_states is None
+    assert ds.observations.dtype == np.float32 and ds.ref_min_score is None
+    np.testing.assert_array_equal(ds.episode_ids, np.repeat(np.arange(3), lengths))
+    assert (ds.terminations | ds.truncations)[np.cumsum(lengths) - 1].all()
+
+
 def test_missing_and_malformed_ids_are_clear_errors(minari_root: Path, tmp_path: Path) -> None:
     with pytest.raises(MissingDatasetError) as info:
         load_offline_dataset("rewardlab/walker2d/medium-replay-v0")

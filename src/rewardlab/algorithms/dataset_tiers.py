@@ -31,11 +31,14 @@ evaluations, the medium and expert policy weights and the medium-replay transiti
 under ``<MINARI_DATASETS_PATH>/rewardlab/<env>/.training-<key>/`` (hidden from Minari's
 listing), so making more tiers of the same recipe later trains nothing.
 
-Cost with the defaults (measured on the 2-core machine, one core per job): CrossQ trains at
-about 40-65 HalfCheetah env steps/s, so the 100,000-step expert takes 26-42 min; its 21
-evaluations (5 episodes of 1,000 steps each) about 1.5 min; a policy collects about 1,400
-steps/s, so each 100,000-step policy tier takes about 70 s, ``random`` about 10 s, writing
-about 1 s per tier. All five tiers of one env: about 30-45 min, nearly all of it training.
+Cost with the defaults on the 2-core machine: CrossQ trains HalfCheetah at about 65 env
+steps/s on a core of its own (115 on an idle machine, BENCHMARKS.md ``engine_speed``; a 4,000-step
+check on a core shared with a benchmark ran at about 20), so the 100,000-step expert takes about
+26 min; its 21 evaluations (5 episodes of 1,000 steps) about 1.5 min; a trained policy collects
+about 1,400 steps/s on a free core, so each 100,000-step policy tier takes about 70 s, ``random``
+about 10 s, and writing a tier about 1 s (HDF5). All five tiers of one env: about 30 min, nearly
+all of it training; HalfCheetah, Hopper and Walker2d: about 1.5 h. Memory: the training run's
+transitions are kept in memory (about 140 MB per 100,000 HalfCheetah steps with render states).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class DatasetRecipe:
     env_id: str = "HalfCheetah-v5"
     """Gymnasium id (any MuJoCo env renders clips; any Box env works)."""
     expert_steps: int = 100_000
-    """Env steps the expert trains for (CrossQ: ~40-65 steps/s per core, so ~26-42 min)."""
+    """Env steps the expert trains for (CrossQ: ~65 steps/s on its own core, so ~26 min)."""
     tier_steps: int = 100_000
     """Steps of each collected tier (random, medium, expert); whole episodes, so a little
     more (D4RL: 1M)."""

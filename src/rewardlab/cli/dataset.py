@@ -37,7 +37,7 @@ def add_dataset_parser(sub: Any) -> None:
         description="Train the agent on the true reward, then write the tiers as Minari "
         "datasets rewardlab/<env>/<tier>-v<version> under MINARI_DATASETS_PATH. A tier that "
         "exists with the same settings is reused; the training run is cached too. Defaults: "
-        "a 100,000-step CrossQ expert (about 26-42 min on one core) and 100,000 steps per "
+        "a 100,000-step CrossQ expert (about 26 min on a core of its own) and 100,000 steps per "
         "collected tier (about 70 s each).")
     mk.add_argument("--env", default="HalfCheetah-v5", help="Gymnasium id (default HalfCheetah-v5)")
     mk.add_argument("--tiers", default=DEFAULT_TIERS,
