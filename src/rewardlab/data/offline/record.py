@@ -47,7 +47,7 @@ def _bools(name: str, value: Any) -> np.ndarray:
     return arr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: == on array fields is ambiguous
 class OfflineDataset:
     """A fixed dataset of ``N`` transitions, episodes one after the other (D4RL layout).
 
