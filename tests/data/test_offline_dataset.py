@@ -213,6 +213,8 @@ def test_missing_and_malformed_ids_are_clear_errors(minari_root: Path, tmp_path:
         load_offline_dataset("rewardlab/hopper/medium")  # no version
     with pytest.raises(DatasetError, match="not a Minari dataset directory"):
         load_offline_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such dataset directory"):
+        load_offline_dataset(tmp_path / "nowhere")
 
 
 def test_an_interrupted_write_is_recognised_and_replaced(minari_root: Path) -> None:

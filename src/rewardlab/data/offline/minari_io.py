@@ -125,6 +125,8 @@ def _data_path(source: str | os.PathLike[str]) -> tuple[Path, str | None]:
         raise DatasetError(
             f"{path}: not a Minari dataset directory (no data/metadata.json or metadata.json)"
         )
+    if path.is_absolute() or text.startswith((".", "~")) or path.exists():
+        raise DatasetError(f"{text}: no such dataset directory")
     parse_dataset_id(text)
     data = datasets_root() / text / "data"
     if not (data / "metadata.json").is_file():
