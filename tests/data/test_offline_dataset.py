@@ -21,6 +21,7 @@ from rewardlab.data.offline import (
     dataset_metadata,
     datasets_root,
     env_slug,
+    final_render_states,
     list_offline_datasets,
     load_offline_dataset,
     normalized_score,
@@ -161,6 +162,7 @@ def test_minari_round_trip_is_exact(minari_root: Path) -> None:
     t = len(episode.rewards)
     assert episode.observations.shape == (t + 1, 11)
     np.testing.assert_array_equal(episode.infos[RENDER_STATE_KEY][-1], finals[1])
+    np.testing.assert_array_equal(final_render_states(ds.dataset_id), finals)
     meta = dataset_metadata("rewardlab/hopper/random-v0")
     assert meta[METADATA_KEY] == {"tier": "random", "complete": True}
     assert meta["data_format"] == "hdf5" and meta["ref_max_score"] == 90.0
@@ -277,6 +279,8 @@ def test_tiers_are_d4rl_shaped(tiers: tuple[Path, dict[str, str]],
     # medium-expert: medium, then expert, exactly
     both = data["medium-expert"]
     assert both.n_steps == data["medium"].n_steps + data["expert"].n_steps
+    np.testing.assert_array_equal(final_render_states(ids["medium-expert"]), np.concatenate(
+        [final_render_states(ids["medium"]), final_render_states(ids["expert"])]))
     np.testing.assert_array_equal(both.observations, np.concatenate(
         [data["medium"].observations, data["expert"].observations]))
     # the render states are the states the observations were taken in (HalfCheetah's
@@ -290,6 +294,13 @@ def test_tiers_are_d4rl_shaped(tiers: tuple[Path, dict[str, str]],
             state = d.render_states[row]
             env.set_state(state[:9], state[9:])
             np.testing.assert_array_equal(env._get_obs().astype(np.float32), d.observations[row])
+    for tier, d in data.items():  # and the final states the last next observations
+        finals = final_render_states(ids[tier])
+        last = np.r_[d.episode_starts[1:], d.n_steps] - 1
+        for state, row in zip(finals, last, strict=True):
+            env.set_state(state[:9], state[9:])
+            np.testing.assert_array_equal(env._get_obs().astype(np.float32),
+                                          d.next_observations[row])
 
 
 @pytest.mark.e2e

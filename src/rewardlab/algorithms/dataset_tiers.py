@@ -69,6 +69,7 @@ from rewardlab.data.offline import (
     dataset_metadata,
     datasets_root,
     env_slug,
+    final_render_states,
     load_offline_dataset,
     tier_dataset_id,
     write_minari_dataset,
@@ -412,7 +413,9 @@ def make_tier_datasets(
     Args:
         recipe: the settings (see :class:`DatasetRecipe`; cost in the module docstring).
         tiers: any of :data:`rewardlab.data.offline.TIERS`; ``medium-expert`` makes
-            ``medium`` and ``expert`` too.
+            ``medium`` and ``expert`` too. Every tier, ``random`` alone included, needs the
+            expert's training run (its ``ref_max_score``): the first ``make`` of a recipe
+            trains, later ones reuse the cached run.
         on_progress: called with ``(done, total, status)`` in env steps (training plus
             collection) as work proceeds.
 
@@ -451,7 +454,7 @@ def make_tier_datasets(
     seeds = _seeds(recipe.seed)
     env_id, refs = recipe.env_id, (run.ref_min, run.ref_max)
     common = {"recipe": recipe.as_dict(), "training_key": recipe.training_key(), **run.summary()}
-    made: dict[str, OfflineDataset] = {}
+    made: dict[str, tuple[OfflineDataset, np.ndarray | None]] = {}
     for tier in todo:
         meta = {**common, "tier": tier}
         finals = None
@@ -459,9 +462,12 @@ def make_tier_datasets(
             ds, finals = _replay_dataset(run, ids[tier], env_id)
             meta["policy_step"] = run.medium_step
         elif tier == "medium-expert":
-            parts = [made[t] if t in made else load_offline_dataset(ids[t])
+            parts = [made[t] if t in made else (load_offline_dataset(ids[t]),
+                                                  final_render_states(ids[t]))
                      for t in ("medium", "expert")]
-            ds = concatenate(parts, ids[tier])
+            ds = concatenate([p[0] for p in parts], ids[tier])
+            if all(p[1] is not None for p in parts):
+                finals = np.concatenate([p[1] for p in parts])  # type: ignore[misc]
         else:
             env = make_env(recipe.env_config())
             if tier == "random":
@@ -477,7 +483,7 @@ def make_tier_datasets(
             env.close()
             done += recipe.tier_steps
             ds, finals = columns.dataset(ids[tier], env_id, None, refs)
-            made[tier] = ds
+            made[tier] = (ds, finals)
         meta["mean_episode_return"] = float(ds.episode_returns().mean())
         meta["episodes"], meta["steps"] = ds.n_episodes, ds.n_steps
         report(0, f"writing {ids[tier]}")

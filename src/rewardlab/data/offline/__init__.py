@@ -42,6 +42,7 @@ from rewardlab.data.offline.minari_io import (
     dataset_metadata,
     datasets_root,
     env_slug,
+    final_render_states,
     list_offline_datasets,
     load_offline_dataset,
     parse_dataset_id,
@@ -53,6 +54,6 @@ from rewardlab.data.offline.record import OfflineDataset, concatenate, normalize
 __all__ = [
     "DATA_FORMAT", "KNOWN_ENVS", "METADATA_KEY", "NAMESPACE", "RENDER_STATE_KEY", "TIERS",
     "OfflineDataset", "concatenate", "dataset_metadata", "datasets_root", "env_slug",
-    "list_offline_datasets", "load_offline_dataset", "normalized_score", "parse_dataset_id",
-    "tier_dataset_id", "write_minari_dataset",
+    "final_render_states", "list_offline_datasets", "load_offline_dataset", "normalized_score",
+    "parse_dataset_id", "tier_dataset_id", "write_minari_dataset",
 ]

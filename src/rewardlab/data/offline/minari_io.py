@@ -28,7 +28,8 @@ from rewardlab.errors import DatasetError, MissingDatasetError
 
 __all__ = [
     "DATA_FORMAT", "KNOWN_ENVS", "METADATA_KEY", "NAMESPACE", "RENDER_STATE_KEY", "TIERS",
-    "dataset_metadata", "datasets_root", "env_slug", "list_offline_datasets",
+    "dataset_metadata", "datasets_root", "env_slug", "final_render_states",
+    "list_offline_datasets",
     "load_offline_dataset", "parse_dataset_id", "tier_dataset_id", "write_minari_dataset",
 ]
 
@@ -241,6 +242,26 @@ def load_offline_dataset(source: str | os.PathLike[str]) -> OfflineDataset:
         render_states=states, ref_min_score=meta.get("ref_min_score"),
         ref_max_score=meta.get("ref_max_score"),
     )
+
+
+def final_render_states(source: str | os.PathLike[str]) -> np.ndarray | None:
+    """``(E, state_dim)`` float64 MuJoCo state after each episode's last step (the last row of
+    ``infos["render_state"]``), or ``None`` when some episode has none.
+
+    Raises:
+        MissingDatasetError: if an id is not on this machine.
+        DatasetError: if the dataset cannot be read.
+    """
+    data, _ = _data_path(source)
+    finals = []
+    for episode in _open_minari(data).iterate_episodes():
+        states = (episode.infos or {}).get(RENDER_STATE_KEY)
+        if len(episode.rewards) == 0:
+            continue
+        if states is None or len(states) != len(episode.rewards) + 1:
+            return None
+        finals.append(np.asarray(states[-1], dtype=np.float64).reshape(-1))
+    return np.stack(finals) if finals else None
 
 
 def list_offline_datasets() -> dict[str, dict[str, Any]]:
