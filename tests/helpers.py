@@ -128,3 +128,22 @@ def reacher_segments(n: int, length: int = 25, seed: int = 0) -> list[Segment]:
         )
         for i in range(n)
     ]
+
+
+def random_offline_dataset(
+    env_id: str = "Hopper-v5", steps: int = 200, seed: int = 0, max_episode_steps: int = 40,
+    dataset_id: str = "rewardlab/hopper/random-v0",
+):
+    """A small offline dataset of uniformly random actions (whole episodes, at least ``steps``
+    steps; Hopper's early terminations and the time limit both end episodes), with MuJoCo
+    render states, and its ``(E, state_dim)`` final states. No training: milliseconds."""
+    import gymnasium as gym
+
+    from rewardlab.data.offline.collect import collect_episodes
+
+    env = gym.make(env_id, max_episode_steps=max_episode_steps)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    columns = collect_episodes(env, lambda obs: rng.uniform(low, high), steps, seed)
+    env.close()
+    return columns.dataset(dataset_id, env_id, refs=(-10.0, 90.0))

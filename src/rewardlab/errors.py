@@ -85,3 +85,19 @@ class InvalidNameError(StoreError, ValueError):
 
 class RunDirError(RewardLabError):
     """A run directory is missing, incomplete or belongs to an incompatible version."""
+
+
+class DatasetError(RewardLabError):
+    """An offline dataset cannot be read or written, or its arrays break the record's rules."""
+
+
+class MissingDatasetError(DatasetError):
+    """An offline dataset id names no dataset on this machine (RewardLab never downloads one).
+
+    Attributes:
+        dataset_id: the id asked for.
+    """
+
+    def __init__(self, message: str, dataset_id: str = "") -> None:
+        super().__init__(message)
+        self.dataset_id = dataset_id

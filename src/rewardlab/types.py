@@ -107,6 +107,10 @@ class Segment:
         render_states: ``(T, state_dim)`` float64 simulator state at each step (for MuJoCo
             envs ``concat(qpos, qvel)``), from which the segment can be rendered to a clip for a
             person; ``None`` when not recorded.
+        dataset_id: the offline dataset the segment was cut from (e.g. a Minari id such as
+            ``"rewardlab/halfcheetah/medium-replay-v0"``; ``episode_id`` and ``start_step`` then
+            index that dataset's episodes), or ``None`` for a segment of the run's own
+            experience.
 
     Raises:
         RecordError: on a wrong shape, dtype, non-finite value, or inconsistent lengths.
@@ -120,6 +124,7 @@ class Segment:
     start_step: int
     segment_id: int | None = None
     render_states: np.ndarray | None = None
+    dataset_id: str | None = None
 
     def __post_init__(self) -> None:
         obs = _as_float32("Segment.obs", self.obs, 2)
@@ -143,6 +148,13 @@ class Segment:
             )
         if not isinstance(self.env_id, str) or not self.env_id:
             raise RecordError("Segment.env_id: must be a non-empty string such as 'Hopper-v5'")
+        if self.dataset_id is not None and (
+            not isinstance(self.dataset_id, str) or not self.dataset_id
+        ):
+            raise RecordError(
+                "Segment.dataset_id: must be None or a non-empty string such as "
+                f"'rewardlab/hopper/medium-v0', got {self.dataset_id!r}"
+            )
         for name in ("episode_id", "start_step"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:

@@ -18,7 +18,7 @@ from rewardlab.errors import (
     StoreError,
     UnknownQueryError,
 )
-from rewardlab.store import DB_FILENAME, FeedbackStore
+from rewardlab.store import DB_FILENAME, SCHEMA_VERSION, FeedbackStore
 from rewardlab.types import Label, Preference
 from tests.helpers import fake_segments
 
@@ -201,7 +201,7 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
         s.records.add_preference(Preference(q, Label.RIGHT, "alice"))
         assert s.summary.counts()["preferences"] == 2
     with sqlite3.connect(run / DB_FILENAME) as con:
-        assert con.execute("SELECT value FROM meta").fetchall() == [("2",)]
+        assert con.execute("SELECT value FROM meta").fetchall() == [(SCHEMA_VERSION,)]
     con.close()
 
 

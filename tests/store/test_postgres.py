@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from rewardlab.errors import AlreadyAnsweredError, StoreError
-from rewardlab.store import FeedbackStore
+from rewardlab.store import SCHEMA_VERSION, FeedbackStore
 from rewardlab.store.codec import encode_array
 from rewardlab.types import Label, Preference
 from tests.helpers import random_segments
@@ -53,7 +53,7 @@ def test_opens_postgresql_with_schema(pg_store: FeedbackStore, pg_server: PgServ
         }
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     assert tables == {"meta", "segments", "queries", "preferences", "annotators", "assignments"}
-    assert version == [("2",)]
+    assert version == [(SCHEMA_VERSION,)]
 
 
 def test_ids_are_64_bit(pg_store: FeedbackStore, pg_server: PgServer) -> None:
@@ -208,7 +208,7 @@ def test_upgrades_a_version_1_database(pg_url: str, pg_server: PgServer) -> None
         )}
         assert "ix_preferences_teacher_id" in indexes
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-        assert version == [("2",)]
+        assert version == [(SCHEMA_VERSION,)]
         with pytest.raises(Exception, match="uq_preferences_query_teacher"):
             con.execute(
                 "INSERT INTO preferences (query_id, label, teacher_id, timestamp) "

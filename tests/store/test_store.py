@@ -7,6 +7,7 @@ pragmas, file corruption, crash safety). PostgreSQL-only tests are in ``test_pos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import create_engine
 
 from rewardlab.errors import (
     AlreadyAnsweredError,
@@ -38,7 +40,7 @@ from rewardlab.errors import (
     UnknownQueryError,
     UnknownSegmentError,
 )
-from rewardlab.store import DB_FILENAME, FeedbackStore
+from rewardlab.store import DB_FILENAME, SCHEMA_VERSION, FeedbackStore
 from rewardlab.types import Label, Preference, Query
 from tests.helpers import ACT_DIM, OBS_DIM, SEGMENT_LENGTH, random_segments
 
@@ -79,6 +81,45 @@ def test_segments_round_trip(store: FeedbackStore) -> None:
     assert store.records.add_segments([]) == []
     with pytest.raises(StoreError, match=r"unknown segment ids: 2000000000\b"):
         store.records.get_segments([ids[0], 2_000_000_000])
+
+
+def test_segments_keep_their_dataset_provenance(store: FeedbackStore) -> None:
+    """A segment cut from an offline dataset keeps its dataset id; others have none."""
+    online, offline = random_segments(2)
+    offline = dataclasses.replace(offline, dataset_id="rewardlab/hopper/medium-replay-v0")
+    ids = store.records.add_segments([online, offline])
+    got = store.records.get_segments(ids)
+    assert [s.dataset_id for s in got] == [None, "rewardlab/hopper/medium-replay-v0"]
+    assert (got[1].episode_id, got[1].start_step) == (offline.episode_id, offline.start_step)
+    with pytest.raises(StoreError, match="Segment.dataset_id"):
+        store.records.add_segments([dataclasses.replace(online, dataset_id="x" * 256)])
+
+
+def test_upgrades_a_version_2_database(store_url: str) -> None:
+    """v2 -> v3 on both backends: segments gain a null dataset_id, rows and ids are kept."""
+    with FeedbackStore(store_url) as s:
+        old = s.records.add_segments(random_segments(2))
+        [q] = s.records.add_queries([(old[0], old[1])], round=0)
+    engine = create_engine(store_url)
+    with engine.begin() as con:  # what version 2 looked like: no segments.dataset_id
+        con.exec_driver_sql("ALTER TABLE segments DROP COLUMN dataset_id")
+        con.exec_driver_sql("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    engine.dispose()
+    with FeedbackStore(store_url) as s:
+        assert [seg.dataset_id for seg in s.records.get_segments(old)] == [None, None]
+        seg = dataclasses.replace(random_segments(1)[0], dataset_id="rewardlab/hopper/expert-v0")
+        [new] = s.records.add_segments([seg])
+        assert new == old[1] + 1  # the id sequence goes on
+        assert s.records.get_segments([new])[0].dataset_id == "rewardlab/hopper/expert-v0"
+        assert s.records.get_queries() == [Query(old[0], old[1], 0, q)]
+    engine = create_engine(store_url)
+    with engine.connect() as con:
+        version = con.exec_driver_sql(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    engine.dispose()
+    assert version == [(SCHEMA_VERSION,)] == [("3",)]
+    with FeedbackStore(store_url) as s:  # reopening a version 3 database changes nothing
+        assert s.summary.counts()["segments"] == 3
 
 
 def test_get_segments_unknown_id(store: FeedbackStore) -> None:

@@ -11,6 +11,9 @@ Commands::
     rewardlab annotate RUN_DIR [--host 127.0.0.1] [--port 8000] [--overlap 1]
     rewardlab sweep SWEEP.yaml [--out DIR] [--address RAY_ADDRESS]
     rewardlab config [CONFIG.yaml] [--set key=value ...]
+    rewardlab dataset make [--env ENV] [--tiers random,medium,...] [--expert-steps N] [...]
+    rewardlab dataset list
+    rewardlab dataset info ID_OR_PATH
 
 Bad input (unknown key, bad value, missing or malformed file, an env that cannot be made, a
 schedule that cannot spend its query budget, a run too big for this machine's memory, an
@@ -34,6 +37,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rewardlab.algorithms.progress import safe_console
+from rewardlab.cli.dataset import add_dataset_parser, cmd_dataset
 from rewardlab.errors import ConfigError, RewardLabError
 
 
@@ -85,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print the resolved config as YAML")
     c.add_argument("config", nargs="?")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_dataset_parser(sub)  # dataset make | list | info (rewardlab.cli.dataset)
     return p
 
 
@@ -309,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
         "compare": cmd_compare, "sweep": cmd_sweep,
-        "annotators": cmd_annotators, "annotate": cmd_annotate,
+        "annotators": cmd_annotators, "annotate": cmd_annotate, "dataset": cmd_dataset,
     }
     try:
         return commands[args.command](args, console)

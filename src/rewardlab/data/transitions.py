@@ -55,6 +55,58 @@ class TransitionLog:
         self.finished_returns: list[float] = []
         self._running_return = np.zeros(n_envs, dtype=np.float64)
 
+    @classmethod
+    def from_flat(
+        cls,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        true_rewards: np.ndarray,
+        episode_ids: np.ndarray,
+        steps: np.ndarray,
+        states: np.ndarray | None = None,
+        finished_returns: list[float] | None = None,
+    ) -> TransitionLog:
+        """A full, read-only-by-convention log of one env column holding given flat arrays.
+
+        Used to cut segments from a fixed dataset (e.g. an offline dataset) with the same
+        window code as live experience. The arrays are viewed, not copied, with a
+        ``(N, 1, ...)`` env axis; do not :meth:`add` to the result.
+
+        Args:
+            obs: ``(N, obs_dim)`` float32 observation each action was taken in.
+            actions: ``(N, act_dim)`` float32.
+            true_rewards: ``(N,)`` float32 gold reward of each step.
+            episode_ids: ``(N,)`` int64; each episode one contiguous block of rows.
+            steps: ``(N,)`` int64 step within the episode (consecutive within a block).
+            states: ``(N, state_dim)`` float64 simulator states, or ``None``.
+            finished_returns: returns the teacher margin is computed from (the log's
+                :attr:`finished_returns`); default none.
+
+        Raises:
+            ValueError: if the arrays' lengths differ or the log would be empty.
+        """
+        n = int(np.shape(obs)[0])
+        lengths = {len(a) for a in (actions, true_rewards, episode_ids, steps)}
+        if states is not None:
+            lengths.add(len(states))
+        if n < 1 or lengths != {n}:
+            raise ValueError(
+                f"TransitionLog.from_flat: arrays must share a length N >= 1, got obs {n} and "
+                f"{sorted(lengths)}"
+            )
+        log = cls(1, 1, int(np.shape(obs)[1]), int(np.shape(actions)[1]))
+        log.capacity = n
+        log.obs = np.asarray(obs, dtype=np.float32)[:, None, :]
+        log.actions = np.asarray(actions, dtype=np.float32)[:, None, :]
+        log.true_rewards = np.asarray(true_rewards, dtype=np.float32)[:, None]
+        log.episode_ids = np.asarray(episode_ids, dtype=np.int64)[:, None]
+        log.steps = np.asarray(steps, dtype=np.int64)[:, None]
+        log.states = None if states is None else np.asarray(states, dtype=np.float64)[:, None, :]
+        log.written = n
+        log._next_episode = int(log.episode_ids.max()) + 1
+        log.finished_returns = list(finished_returns or [])
+        return log
+
     @property
     def size(self) -> int:
         """Rows currently held (<= capacity)."""

@@ -204,6 +204,7 @@ def feedback_round(
     prob_fn: ProbFn | None,
     judge: JudgeFn | None = None,
     human: HumanTeacher | None = None,
+    dataset_id: str | None = None,
 ) -> RoundResult:
     """Ask round ``round`` (or finish it, if the store already holds its queries).
 
@@ -222,6 +223,9 @@ def feedback_round(
             selects uniformly (before the ensemble is trained).
         judge: per-step rewards the teacher judges by instead of the true ones (testbed).
         human: people answering in the web app (``teacher=human``).
+        dataset_id: recorded with each segment when ``log`` holds an offline dataset
+            (:func:`rewardlab.feedback.offline.label_dataset`); its episode ids and steps are
+            then the dataset's.
 
     Returns:
         The :class:`RoundResult`.
@@ -263,7 +267,8 @@ def feedback_round(
         segments = [
             Segment(windows["obs"][w], windows["actions"][w], windows["true_rewards"][w],
                     env_id, int(windows["episode_ids"][w]), int(windows["start_steps"][w]),
-                    render_states=None if states is None else states[w])
+                    render_states=None if states is None else states[w],
+                    dataset_id=dataset_id)
             for w in used
         ]
         unique_ids = np.asarray(store.records.add_segments(segments), dtype=np.int64)

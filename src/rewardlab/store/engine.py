@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import AddConstraint, UniqueConstraint
 
 from rewardlab.errors import StoreError
-from rewardlab.store.schema import SCHEMA_VERSION, Base, MetaRow, PreferenceRow
+from rewardlab.store.schema import SCHEMA_VERSION, Base, MetaRow, PreferenceRow, SegmentRow
 
 __all__ = ["Database"]
 
@@ -95,11 +95,28 @@ def upgrade_from_v1(session: Session) -> None:
         index.create(conn)
 
 
+def upgrade_from_v2(session: Session) -> None:
+    """Upgrade schema version 2 to 3 in the session's transaction.
+
+    Version 3 adds the nullable ``segments.dataset_id`` (the offline dataset a segment was cut
+    from); existing segments keep a null one. ``ALTER TABLE ... ADD COLUMN`` of a nullable
+    column works the same on SQLite and PostgreSQL. A column that exists already (a database
+    whose version was reset by hand) is left alone.
+    """
+    conn = session.connection()
+    columns = {c["name"] for c in inspect(conn).get_columns("segments")}
+    if "dataset_id" in columns:
+        return
+    column = SegmentRow.__table__.c.dataset_id
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE segments ADD COLUMN dataset_id {kind}")
+
+
 class Database:
     """A SQLAlchemy engine with the feedback store's schema, and its transactions.
 
     Opening creates the tables if missing, records :data:`~rewardlab.store.schema.SCHEMA_VERSION`
-    in a new database and upgrades a version 1 database in place.
+    in a new database and upgrades a version 1 or 2 database in place.
 
     Args:
         url: SQLAlchemy database URL, e.g. ``"sqlite:////abs/run/feedback.db"`` or
@@ -203,8 +220,10 @@ class Database:
             row = session.get(MetaRow, "schema_version")
             if row is None:
                 session.add(MetaRow(key="schema_version", value=SCHEMA_VERSION))
-            elif row.value == "1":
-                upgrade_from_v1(session)
+            elif row.value in ("1", "2"):
+                if row.value == "1":
+                    upgrade_from_v1(session)
+                upgrade_from_v2(session)
                 row.value = SCHEMA_VERSION
             elif row.value != SCHEMA_VERSION:
                 raise StoreError(

@@ -102,6 +102,7 @@ def to_segment(row: SegmentRow) -> Segment:
             if row.render_states is None
             else decode_array(row.render_states, f"{what} render_states")
         ),
+        dataset_id=row.dataset_id,
     )
 
 
@@ -226,8 +227,9 @@ class Records:
 
         Args:
             segments: the segments; each holds ``obs (T, obs_dim)``, ``actions (T, act_dim)``
-                and optionally ``true_rewards (T,)``, all float32. Their ``segment_id`` is
-                ignored.
+                and optionally ``true_rewards (T,)``, all float32, and its provenance
+                (``env_id``, ``episode_id``, ``start_step``, and ``dataset_id`` for a segment of
+                an offline dataset). Their ``segment_id`` is ignored.
 
         Returns:
             The new segment ids, in the order given.
@@ -241,6 +243,8 @@ class Records:
             if not isinstance(seg, Segment):
                 raise StoreError(f"feedback store: expected a Segment, got {type(seg).__name__}")
             check_length("Segment.env_id", seg.env_id)
+            if seg.dataset_id is not None:
+                check_length("Segment.dataset_id", seg.dataset_id)
             rows.append(
                 SegmentRow(
                     env_id=seg.env_id,
@@ -258,6 +262,7 @@ class Records:
                         None if seg.render_states is None else encode_array(seg.render_states)
                     ),
                     created_at=time.time(),
+                    dataset_id=seg.dataset_id,
                 )
             )
         if not rows:

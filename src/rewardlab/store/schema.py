@@ -18,8 +18,10 @@ Tables:
     ``assignments``: which annotator was handed which query (``(query_id, annotator_id)`` unique).
 
 Schema history: version 1 allowed one answer per query (``preferences.query_id`` unique) and had
-no ``annotators``/``assignments`` tables; :class:`rewardlab.store.FeedbackStore` upgrades a
-version 1 database to version 2 when it opens it.
+no ``annotators``/``assignments`` tables; version 2 had no ``segments.dataset_id`` (the offline
+dataset a segment was cut from). :class:`rewardlab.store.FeedbackStore` upgrades a version 1 or
+2 database to version 3 when it opens it (rows and ids kept; old segments get a null
+``dataset_id``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from rewardlab.types import NAME_LENGTH
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Version of this schema, stored in ``meta`` under ``schema_version``.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 
 def _now() -> float:
@@ -66,7 +68,9 @@ class MetaRow(Base):
 
 class SegmentRow(Base):
     """A stored segment. ``obs``/``actions``/``true_rewards`` are ``.npy`` float32 bytes;
-    ``render_states`` (simulator states for rendering clips) ``.npy`` float64 bytes."""
+    ``render_states`` (simulator states for rendering clips) ``.npy`` float64 bytes;
+    ``dataset_id`` names the offline dataset it was cut from (null: the run's own experience),
+    ``episode_id``/``start_step`` then index that dataset (schema version 3)."""
 
     __tablename__ = "segments"
 
@@ -82,6 +86,7 @@ class SegmentRow(Base):
     true_rewards: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     render_states: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=_now)
+    dataset_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
 
 
 class QueryRow(Base):
