@@ -98,3 +98,14 @@ def test_precision_resolves_to_an_autocast_dtype():
     model = RewardModel(4, 2, RewardModelConfig(precision="bfloat16"), seed=0)
     assert model.train_dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in model.net.parameters())  # weights stay fp32
+
+
+def test_selection_probs_rank_like_preference_probs():
+    rng = np.random.default_rng(3)
+    obs, act, y = _linear_reward_data(rng, 300)
+    model = RewardModel(4, 2, RewardModelConfig(hidden_sizes=(32,), precision="bfloat16"), seed=0)
+    model.fit(obs, act, y)
+    exact, fast = model.preference_probs(obs, act), model.selection_probs(obs, act)
+    assert fast.shape == exact.shape and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, atol=0.02)
+    assert np.corrcoef(fast.std(axis=0), exact.std(axis=0))[0, 1] > 0.99  # same disagreement

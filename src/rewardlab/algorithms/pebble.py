@@ -227,7 +227,7 @@ def train_pebble(
                     schedule=schedule, log=log, store=store, teacher=teacher,
                     rng=rngs["queries"], env_id=config.env.id,
                     episode_limit=dims.episode_limit,
-                    prob_fn=reward_model.preference_probs if reward_model.updates else None,
+                    prob_fn=reward_model.selection_probs if reward_model.updates else None,
                     judge=judge, human=human,
                 )
                 state.add_seconds(result.seconds)

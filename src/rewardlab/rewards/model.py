@@ -189,12 +189,16 @@ class RewardModel:
 
     # ---------------------------------------------------------------- prediction
     @torch.inference_mode()
-    def predict_members(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    def predict_members(
+        self, obs: np.ndarray, actions: np.ndarray, fast: bool = False
+    ) -> np.ndarray:
         """Raw per-member rewards, in chunks under ``torch.inference_mode``.
 
         Args:
             obs: ``(..., obs_dim)`` float32.
             actions: ``(..., act_dim)`` float32, same leading shape.
+            fast: compute in :attr:`train_dtype` (bfloat16 autocast where training uses it):
+                for ranking candidate queries, not for the agent's reward.
 
         Returns:
             ``(K, ...)`` float32, unnormalised member rewards.
@@ -202,11 +206,13 @@ class RewardModel:
         lead = obs.shape[:-1]
         flat_obs = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.obs_dim)
         flat_act = torch.as_tensor(actions, dtype=torch.float32).reshape(-1, self.act_dim)
-        outs = [
-            self.net(flat_obs[i : i + PREDICT_CHUNK].to(self.device),
-                     flat_act[i : i + PREDICT_CHUNK].to(self.device)).cpu()
-            for i in range(0, flat_obs.shape[0], PREDICT_CHUNK)
-        ]
+        low = fast and self.train_dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.train_dtype, enabled=low):
+            outs = [
+                self.net(flat_obs[i : i + PREDICT_CHUNK].to(self.device),
+                         flat_act[i : i + PREDICT_CHUNK].to(self.device)).float().cpu()
+                for i in range(0, flat_obs.shape[0], PREDICT_CHUNK)
+            ]
         out = torch.cat(outs, dim=1) if outs else torch.zeros(self.config.members, 0)
         return out.reshape(self.config.members, *lead).numpy()
 
@@ -267,6 +273,21 @@ class RewardModel:
             ``(K, M)`` float32 probabilities (Bradley-Terry, Christiano et al. 2017 Eq. 1).
         """
         rewards = torch.from_numpy(self.predict_members(obs, actions))  # (K, M, 2, T)
+        return torch.sigmoid(preference_logits(rewards)).numpy()
+
+    @torch.inference_mode()
+    def selection_probs(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """:meth:`preference_probs` computed in :attr:`train_dtype`, for ranking a round's
+        candidate pairs by disagreement or entropy (about 3x faster under bfloat16; the
+        ranking, not the probabilities' last digits, is what selection uses).
+
+        Args:
+            obs: ``(M, 2, T, obs_dim)`` float32; actions: ``(M, 2, T, act_dim)`` float32.
+
+        Returns:
+            ``(K, M)`` float32 probabilities.
+        """
+        rewards = torch.from_numpy(self.predict_members(obs, actions, fast=True))
         return torch.sigmoid(preference_logits(rewards)).numpy()
 
     def accuracy(self, obs: np.ndarray, actions: np.ndarray, targets: np.ndarray) -> float:
