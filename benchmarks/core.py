@@ -640,14 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
 
     # Refuse to reuse a finished run made with another config (e.g. a smoke run).
-    from rewardlab.config import load_config
+    from rewardlab.config import load_config, load_run_config
 
     todo = []
     for job in jobs:
         if is_done(job):
             expected = load_config(None, list(job.overrides))
-            try:  # compared as configs: fields added since then take their defaults
-                same = same_run(job, load_config(Path(job.run_dir) / "config.yaml"), expected)
+            try:  # compared as configs (a field added since takes the value the run used)
+                same = same_run(job, load_run_config(Path(job.run_dir) / "config.yaml"),
+                                expected)
             except Exception:
                 same = False
             if not same:

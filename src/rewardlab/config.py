@@ -1193,6 +1193,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(data, overrides)
 
 
+#: Settings added after runs were saved, whose default is not what older runs did: the value a
+#: run directory's ``config.yaml`` that lacks the key meant (dotted key -> value). Runs saved
+#: before ``reward_model.precision`` existed trained their reward model in float32.
+SAVED_RUN_DEFAULTS: dict[str, Any] = {"reward_model.precision": "float32"}
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config saved in a run directory (``config.yaml``), with optional overrides.
+
+    A saved config is a full dump (:func:`dump_config`), so a key it lacks was added later;
+    for the keys of :data:`SAVED_RUN_DEFAULTS` it takes the value the run used then instead of
+    today's default (a resumed run keeps training as it started; benchmark reuse checks see
+    the difference).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    data = read_config_file(path)
+    for dotted, value in SAVED_RUN_DEFAULTS.items():
+        *sections, name = dotted.split(".")
+        node: Any = data
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(name, value)
+    return build_config(data, overrides)
+
+
 def dump_config(config: TrainConfig) -> str:
     """The config as YAML (the record saved beside each run)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import yaml
+
 HEAVY = ("torch", "sqlalchemy", "gymnasium", "stable_baselines3")
 
 
@@ -35,3 +37,17 @@ def test_section_configs_live_in_config():
     assert teachers.TeacherConfig is config.TeacherConfig
     assert teachers.TEACHER_PRESETS is config.TEACHER_PRESETS
     assert schema.NAME_LENGTH == NAME_LENGTH == 255
+
+
+def test_a_saved_run_config_lacking_a_newer_key_keeps_what_the_run_did(tmp_path):
+    from rewardlab.config import SAVED_RUN_DEFAULTS, dump_config, load_config, load_run_config
+
+    data = yaml.safe_load(dump_config(load_config(None)))
+    del data["reward_model"]["precision"]  # a run saved before the field existed
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_run_config(path).reward_model.precision == SAVED_RUN_DEFAULTS[
+        "reward_model.precision"] == "float32"
+    assert load_config(path).reward_model.precision == "auto"  # a user's file: today's default
+    path.write_text(dump_config(load_config(None)))
+    assert load_run_config(path) == load_config(None)  # a full dump of today: as saved

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from rewardlab.config import TrainConfig, dump_config, load_config
+from rewardlab.config import TrainConfig, dump_config, load_run_config
 from rewardlab.diagnostics.metrics import NAMESPACES, MetricLogger
 from rewardlab.errors import RunDirError
 
@@ -228,7 +228,7 @@ def resolve_resume(run_dir: Path, overrides: list[str] | None = None) -> TrainCo
     path = run_dir / "config.yaml"
     if not path.exists():
         raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
-    return load_config(path, overrides)
+    return load_run_config(path, overrides)
 
 
 class Stopwatch:
