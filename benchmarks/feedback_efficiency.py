@@ -91,6 +91,7 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +264,25 @@ def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`completed_runs` without the stale ones (:func:`stale_runs`)."""
-    runs = completed_runs(records)
-    stale = stale_runs(runs)
-    return {k: v for k, v in runs.items() if k not in stale}
+    """:func:`completed_runs` counting only attempts made with the settings each key runs now:
+    a key's latest such attempt, even if a later attempt with other settings exists (e.g. a
+    default was tried and reverted)."""
+    planned: dict[str, dict[str, Any]] = {}
+
+    def current(done: dict[str, Any]) -> bool:
+        if done["run"] not in planned:
+            planned[done["run"]] = planned_settings(done["run"])
+        found = done.get("settings")
+        return found is not None and not setting_differences(found, planned[done["run"]])
+
+    return completed_runs(records, accept=current)
+
+
+def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` without the eval/done records of attempts that are not current
+    (:func:`current_runs`); records of no run (e.g. ``reference``) are kept."""
+    keep = {(k, run["done"]["attempt"]) for k, run in current_runs(records).items()}
+    return [r for r in records if "run" not in r or (r["run"], r.get("attempt")) in keep]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -274,13 +290,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return core._read_jsonl(path)
 
 
-def completed_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def completed_runs(
+    records: list[dict[str, Any]], accept: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, dict[str, Any]]:
     """``{run key: {"done": done record, "evals": [eval records, by step]}}`` of finished runs.
 
     Only the evaluations of the attempt that wrote the ``done`` record count (the last such
-    attempt if a run was finished twice); one record per step.
+    attempt if a run was finished twice, among those ``accept`` takes); one record per step.
     """
-    done = {r["run"]: r for r in records if r.get("kind") == "done"}
+    done = {r["run"]: r for r in records
+            if r.get("kind") == "done" and (accept is None or accept(r))}
     evals: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records:
         if r.get("kind") == "eval" and r["run"] in done and r["attempt"] == done[r["run"]][
@@ -799,12 +818,13 @@ def main(argv: list[str] | None = None) -> int:
     jsonl = (args.records or default_records(args.section)).resolve()
     keys = selected_keys(args)
     overrides = {key: key_overrides(key) for key in keys}  # refuse bad selections first
-    done = completed_runs(read_records(jsonl))
-    stale = stale_runs({k: done[k] for k in keys if k in done})
-    todo = [] if args.aggregate_only else [k for k in keys if k not in done or k in stale]
+    found = read_records(jsonl)
+    done, current = completed_runs(found), current_runs(found)
+    stale = stale_runs({k: done[k] for k in keys if k in done and k not in current})
+    todo = [] if args.aggregate_only else [k for k in keys if k not in current]
     if args.dry_run:
         for key in keys:
-            state = ("to run" if key not in done else "done" if key not in stale else
+            state = ("done" if key in current else "to run" if key not in stale else
                      f"stale, runs again: differs in {', '.join(stale[key][:4])}"
                      + (" ..." if len(stale[key]) > 4 else ""))
             print(f"{key} [{state}; backbone {planned_backbone(key)}]: "
@@ -830,9 +850,8 @@ def main(argv: list[str] | None = None) -> int:
             except RewardLabError as err:  # e.g. a worker died; the finished runs still count
                 print(f"Ray: {err}", flush=True)
     records = read_records(jsonl)
-    finished = completed_runs(records)
-    stale = stale_runs(finished)  # finished with other settings: left out until run again
-    failed = [k for k in todo if k not in finished or k in stale]
+    finished = current_runs(records)  # attempts with other settings are left out
+    failed = [k for k in todo if k not in finished]
     have = random_returns(records)
     for env in args.envs:  # the random-policy reference, once per env with a finished run
         if env not in have and any(parse_key(k)["env"] == env for k in finished):
@@ -842,10 +861,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = records if args.aggregate_all else [
         r for r in records if r.get("run") in selection or (
             r.get("kind") == "reference" and r["env"] in args.envs)]
-    left_out = sorted({r["run"] for r in chosen if r.get("run") in stale})
-    for key in left_out:
+    stale = stale_runs({k: v for k, v in completed_runs(chosen).items() if k not in finished})
+    for key in sorted(stale):
         print(f"left out (stale: differs in {', '.join(stale[key][:4])}): {key}", flush=True)
-    chosen = [r for r in chosen if r.get("run") not in stale]
+    chosen = current_records(chosen)
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     notes = NOTES if args.section == "feedback_efficiency" else NOTES[:-1]
     rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),

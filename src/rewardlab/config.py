@@ -598,12 +598,14 @@ class RewardModelConfig(BaseModel):
         0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
         "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
     )
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Arithmetic of the reward model's training passes (weights, "
-        "Adam state and predictions stay float32): bfloat16 autocast runs the matrix products "
-        "about 3x faster on CPUs with native bfloat16 (AVX512-BF16 or AMX; "
-        "benchmarks/overhead.py) and is emulated, slower, elsewhere. auto: bfloat16 where "
-        "the CPU has it natively, else float32."
+    precision: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="Arithmetic of the reward model's training passes and query "
+        "ranking (weights, Adam state and the agent's reward stay float32). bfloat16 autocast "
+        "fits 2.5-5x faster on CPUs with native bfloat16 (AVX512-BF16 or AMX; emulated and "
+        "slower elsewhere) with the same accuracy on random pairs of experience, but in the "
+        "default job the agent then reached a lower gold return (3 runs: 2825-3069 against "
+        "3922-4326 in float32; README 'Benchmarks'), so the default stays float32. auto: "
+        "bfloat16 where the CPU has it natively."
     )
     holdout_fraction: Float = Field(
         0.1, ge=0, lt=1, description="Fraction of labelled queries kept out of training to "

@@ -346,9 +346,17 @@ def test_stale_runs_run_again_and_stay_out_of_the_table(fe, tmp_path, monkeypatc
     assert ran == [pebble]  # the reference is current: not run again
     assert f"left out (stale: differs in reward_model.lr): {pebble}" in out
     assert "Pendulum-v1 pebble" not in out  # no row from the stale run
+    # an attempt with today's settings counts even when a later one (a default tried and
+    # reverted) has other settings
+    fe.append_records(jsonl, [*records(fe, pebble, {2000: 3.0}, "now"), *changed])
+    runs = fe.current_runs(fe.read_records(jsonl))
+    assert runs[pebble]["done"]["attempt"] == "now" and runs[pebble]["evals"][-1][
+        "gold_return"] == 3.0
+    assert {r.get("attempt") for r in fe.current_records(fe.read_records(jsonl))
+            if r.get("run") == pebble} == {"now"}
     # the reference's settings leave out what it does not read
     assert "reward_model" not in fe.planned_settings(ref)
-    assert fe.planned_settings(pebble)["reward_model"]["precision"] == "auto"
+    assert fe.planned_settings(pebble)["reward_model"]["precision"] == "float32"
 
 
 def test_trial_appends_its_records_and_survives_a_failure(fe, tmp_path, monkeypatch, capsys):
