@@ -39,15 +39,17 @@ def test_section_configs_live_in_config():
     assert schema.NAME_LENGTH == NAME_LENGTH == 255
 
 
-def test_a_saved_run_config_lacking_a_newer_key_keeps_what_the_run_did(tmp_path):
-    from rewardlab.config import SAVED_RUN_DEFAULTS, dump_config, load_config, load_run_config
+def test_a_saved_run_config_lacking_a_newer_key_keeps_what_the_run_did(tmp_path, monkeypatch):
+    from rewardlab import config as cfg
 
-    data = yaml.safe_load(dump_config(load_config(None)))
+    assert cfg.SAVED_RUN_DEFAULTS["reward_model.precision"] == "float32"
+    # the mechanism, with a key whose default differs from what older runs did
+    monkeypatch.setitem(cfg.SAVED_RUN_DEFAULTS, "reward_model.precision", "bfloat16")
+    data = yaml.safe_load(cfg.dump_config(cfg.load_config(None)))
     del data["reward_model"]["precision"]  # a run saved before the field existed
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert load_run_config(path).reward_model.precision == SAVED_RUN_DEFAULTS[
-        "reward_model.precision"] == "float32"
-    assert load_config(path).reward_model.precision == "auto"  # a user's file: today's default
-    path.write_text(dump_config(load_config(None)))
-    assert load_run_config(path) == load_config(None)  # a full dump of today: as saved
+    assert cfg.load_run_config(path).reward_model.precision == "bfloat16"
+    assert cfg.load_config(path).reward_model.precision == "float32"  # a user's file: default
+    path.write_text(cfg.dump_config(cfg.load_config(None)))
+    assert cfg.load_run_config(path) == cfg.load_config(None)  # a full dump: as saved
