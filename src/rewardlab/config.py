@@ -818,8 +818,11 @@ class OfflineConfig(BaseModel):
     (``total_budget``, ``queries_per_round``, ``segment_len``, ``method``, ``oversample``; the
     env-step schedule ``first_round_at``/``round_every`` does not apply: every round is asked
     before the first update), a reward model is fit on the labels, the dataset is relabelled
-    with it and the agent trains for ``updates`` gradient updates. Evaluations, checkpoints
-    and metrics count gradient updates where online runs count env steps.
+    with it and the agent trains for ``updates`` gradient updates. CPL fits no reward model, so
+    its rounds are selected uniformly whatever ``feedback.method`` says. The transformer
+    splits its labels by ``reward_model.holdout_fraction`` too. Evaluations, checkpoints and
+    metrics count gradient updates where online runs count env steps; ``eval.episodes`` is
+    the episodes of each evaluation.
     """
 
     model_config = _SECTION
@@ -856,7 +859,8 @@ class OfflineConfig(BaseModel):
         "Preference Transformer code)."
     )
     reward_shift: Float | None = Field(
-        None, description="Added to every step's reward after rescaling (default: 0.5 for a "
+        None, description="Added to every step's reward after normalize_rewards rescales it "
+        "(default: 0.5 for a "
         "learned reward, Preference Transformer's locomotion setting, so that surviving longer "
         "stays rewarded; 0 for the true reward, as IQL)."
     )
@@ -1055,6 +1059,12 @@ class TrainConfig(BaseModel):
                 f"feedback.segment_len ({self.feedback.segment_len}) exceeds "
                 f"preference_transformer.max_len ({self.preference_transformer.max_len}), the "
                 "longest segment the transformer embeds; raise max_len or shorten segment_len"
+            )
+        if transformer and self.feedback.method == "disagreement":
+            raise ValueError(
+                "feedback.method: disagreement ranks queries by how much ensemble members "
+                "disagree, and the Preference Transformer (offline.reward_model=transformer) is "
+                "one model; use feedback.method=entropy or uniform"
             )
         mit = self.mitigation
         if mit.early_stop != "none" or mit.regularizer != "none" or mit.targeted_feedback:

@@ -89,11 +89,25 @@ def _json_field(meta: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _makeable_id(spec: dict) -> str | None:
+    """The env id of a Minari ``env_spec``; ``module:Env-vN`` when its entry point lives
+    outside Gymnasium (an env its own module registers on import, e.g.
+    ``rewardlab.envs.toy:PointGoal-v0``), so a fresh process can make it."""
+    env_id, entry = spec.get("id"), spec.get("entry_point")
+    if not isinstance(env_id, str) or not env_id:
+        return None
+    if ":" in env_id or not isinstance(entry, str) or ":" not in entry:
+        return env_id
+    module = entry.split(":", 1)[0]
+    return env_id if module.split(".")[0] == "gymnasium" else f"{module}:{env_id}"
+
+
 def with_dataset_env(config: TrainConfig) -> TrainConfig:
     """An offline run's config with the environment of its dataset.
 
     Offline runs evaluate their policy in the env the dataset was recorded in: ``env.id``
-    defaults to the id of the dataset's Minari ``env_spec``, and ``env.max_episode_steps`` to
+    defaults to the id of the dataset's Minari ``env_spec`` (``module:id`` when only its
+    module registers it), and ``env.max_episode_steps`` to
     the time limit RewardLab's ``rewardlab dataset make`` recorded (its reference scores, and
     so the D4RL normalised scores, are returns of episodes that long). Settings given
     explicitly are kept (and ``env.id`` must then agree). Online configs are returned as
@@ -108,7 +122,7 @@ def with_dataset_env(config: TrainConfig) -> TrainConfig:
         return config
     meta = _dataset_meta(config)
     spec = _json_field(meta, "env_spec")
-    env_id = spec.get("id")
+    env_id = _makeable_id(spec)
     recipe = (meta.get("rewardlab") or {}).get("recipe") or {}
     given = config.env.model_fields_set
     update: dict = {}
@@ -120,7 +134,7 @@ def with_dataset_env(config: TrainConfig) -> TrainConfig:
             )
     elif "id" not in given:
         update["id"] = env_id
-    elif config.env.id != env_id:
+    elif config.env.id.rsplit(":", 1)[-1] != env_id.rsplit(":", 1)[-1]:
         raise ConfigError(
             f"env.id: {config.env.id} differs from the env of dataset {config.dataset} "
             f"({env_id}); offline runs evaluate in the dataset's env: drop env.id or set "
