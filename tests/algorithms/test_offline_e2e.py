@@ -129,6 +129,9 @@ def test_same_seed_gives_same_result(minari_root, tmp_path):
                 for r in read_metrics(run) if "eval/gold_return" in r]
 
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert out.exists()
 
 
 def test_resume_with_more_updates_continues(minari_root, tmp_path):

@@ -410,7 +410,8 @@ def _settings_tables(config: Mapping[str, Any], summary: Mapping[str, Any],
     ]
     out = "<h2>Run</h2>" + _table(["setting", "value"], rows, cls="settings")
     mitigation = config.get("mitigation")
-    if isinstance(mitigation, Mapping) and mitigation:
+    online = config.get("algorithm") not in OFFLINE_ALGORITHMS  # offline runs refuse them
+    if online and isinstance(mitigation, Mapping) and mitigation:
         out += "<h2>Mitigation</h2>" + _table(
             ["setting", "value"],
             [(f"mitigation.{k}", _setting(v)) for k, v in mitigation.items()], cls="settings")
@@ -636,8 +637,12 @@ def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Pat
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-    step_axis(axes[0])
-    step_axis(axes[1])
+    offline = all(config.get("algorithm") in OFFLINE_ALGORITHMS for *_, config in runs)
+    x_label = "gradient updates" if offline else "environment steps"  # mixed: steps/updates
+    if not offline and any(config.get("algorithm") in OFFLINE_ALGORITHMS for *_, config in runs):
+        x_label = "environment steps (online) or gradient updates (offline)"
+    step_axis(axes[0], x_label)
+    step_axis(axes[1], x_label)
     axes[2].set_xlabel("d = sqrt(KL(π ‖ π_ref)) (sqrt-nats)")
     fig.legend(loc="outside lower center", ncols=min(4, len(runs)), fontsize=8, frameon=False)
     body = _png(fig, "runs overlaid") + _table(
