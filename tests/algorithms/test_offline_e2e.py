@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rewardlab.algorithms.offline_loop import X_AXIS
+from rewardlab.algorithms.offline.loop_state import X_AXIS
 from rewardlab.cli.main import main
 from rewardlab.diagnostics.metrics import read_metrics
 from rewardlab.store.store import FeedbackStore
@@ -142,3 +142,17 @@ def test_resume_with_more_updates_continues(minari_root, tmp_path):
     assert [r["step"] for r in rows if "eval/gold_return" in r] == [0, 20, 40, 60, 80]
     with FeedbackStore.open(run) as store:
         assert store.summary.counts()["queries"] == 40  # labels reused, none asked again
+
+
+def test_people_path_labels_the_dataset(minari_root, tmp_path):
+    """teacher=human goes through the web app's wait; nobody answers here, so after the
+    timeout the scripted teacher answers each round (human.on_timeout=scripted)."""
+    run = tmp_path / "run"
+    assert train(run, offline_overrides(
+        "iql", "teacher=human", "human.serve=false", "human.on_timeout=scripted",
+        "human.timeout_s=0.5", "human.poll_s=0.1", updates=4)) == 0
+    rows = [r for r in read_metrics(run) if r.get("feedback/round") is not None]
+    assert [r["feedback/timed_out"] for r in rows] == [1.0, 1.0]
+    assert [r["feedback/scripted_on_timeout"] for r in rows] == [20.0, 20.0]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["asked"] == 40

@@ -4,47 +4,39 @@
 and ``cpl``. Its stages, called by name in this order:
 
 1. :func:`label_stage` -- the dataset's segments are asked in feedback rounds
-   (:func:`rewardlab.feedback.offline.label_dataset`: the online path's query selection,
-   scripted teachers or people in the web app, all in the run's feedback store); after each
-   round the reward model is refit on every label so far and checked (held-out accuracy and
-   ECE, accuracy and ECE on the round's fresh queries before the refit, accuracy against gold
-   on random pairs of dataset segments), and a checkpoint is written. Skipped with
-   ``offline.reward=true``.
-2. :func:`reward_stage` -- the dataset is relabelled with the learned reward (the MLP
-   ensemble's standardised reward, or the Preference Transformer's per-step reward in the
-   context of its episode, Kim et al. 2023), or keeps its true reward, and is rescaled as IQL
-   does for D4RL locomotion (Kostrikov et al. 2022): ``r * scale / (max - min episode return)
-   + shift``. CPL skips it: it learns from the labelled pairs, without a reward
-   (Hejna et al. 2024).
+   (:func:`rewardlab.feedback.offline.label_dataset`: the online query selection, scripted
+   teachers or people in the web app, the run's feedback store); after each round the reward
+   model is refit on every label and checked (:func:`refit_after_round`) and a checkpoint is
+   written. Skipped with ``offline.reward=true``.
+2. :func:`reward_stage` -- the dataset is relabelled with the learned reward (MLP ensemble, or
+   Preference Transformer, Kim et al. 2023) or keeps its true one, rescaled as IQL does for
+   D4RL locomotion (:mod:`rewardlab.algorithms.offline.relabel`). CPL (Hejna et al. 2024)
+   skips it: it learns from the labelled pairs.
 3. The training loop -- gradient updates of IQL (Kostrikov et al. 2022), TD3+BC (Fujimoto &
-   Gu 2021) or CPL in chunks (:func:`train_chunk`), with :func:`evaluate_stage` every
-   ``offline.eval_every`` updates (first at update 0: every curve starts at the untrained
-   policy) and a checkpoint every ``offline.checkpoint_every`` and at the end.
+   Gu 2021) or CPL in chunks (:func:`train_chunk`), :func:`evaluate_stage` every
+   ``offline.eval_every`` updates (first at update 0) and a checkpoint every
+   ``offline.checkpoint_every`` and at the end.
 
-Evaluations log the keys of online runs (``eval/gold_return``, ``eval/proxy_return`` of the
-same episodes, ``reward_model/disagreement_on_policy``, ``eval/proxy_gold_spearman``, the
-random and do-nothing policies' returns at update 0, the over-optimisation alarm) plus the
-D4RL normalised score (Fu et al. 2020) from the dataset's ``ref_min_score``/``ref_max_score``
-(``eval/normalized_score``) and the mean return of the dataset's episodes
-(``eval/dataset_return``). The proxy return is the return under the reward the agent trained
-on (learned, then rescaled); NaN for CPL and the true reward. The metrics' ``step`` is the
-gradient-update count: every feedback round is logged at update 0 (each row carries its
-``feedback/round``), training metrics at the end of each chunk.
+Evaluations log the online keys (``eval/gold_return`` and ``eval/proxy_return`` of the same
+episodes, disagreement, Spearman, reference returns at update 0, the over-optimisation alarm)
+plus the D4RL normalised score (Fu et al. 2020; ``eval/normalized_score``) and the dataset's
+mean episode return (``eval/dataset_return``). The proxy return is the return under the reward
+the agent trained on (learned, then rescaled); NaN for CPL and the true reward. The metrics'
+``step`` counts gradient updates; every feedback round is logged at update 0 with its
+``feedback/round``.
 
-Resume: a checkpoint (``checkpoints/latest``: the agent with its optimisers and generators, the
-reward model, the relabelled rewards, the batch and labelling generators and the loop state,
-safetensors / ``.npy`` / JSON, never pickle) is written after every feedback round, after
-relabelling, on schedule and on Ctrl-C. ``--resume`` continues exactly from it: rounds it
-already holds are reused from the store without being refit. A run killed outright resumes
-from its last checkpoint; labels are in the store as soon as they are given, and a stored
-round is finished, never asked again.
+Checkpoints (the agent with its optimisers and generators, the reward model, the training
+rewards, the batch and labelling generators and the loop state; safetensors / ``.npy`` / JSON,
+never pickle) follow every round, the relabelling, the schedule and Ctrl-C; ``--resume``
+continues exactly from one, reusing stored rounds without refitting them. A run killed outright
+resumes from its last checkpoint; labels are in the store as soon as they are given, and a
+stored round is finished, never asked again.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +44,20 @@ import numpy as np
 from rich.console import Console
 
 from rewardlab.algorithms import training as t
-from rewardlab.algorithms.checkpoint import rng_from_json, rng_state_to_json
 from rewardlab.algorithms.interrupt import StopSignals
+from rewardlab.algorithms.offline import relabel
 from rewardlab.algorithms.offline.common import PreferencePairs, Transitions
 from rewardlab.algorithms.offline.cpl import CPL
-from rewardlab.algorithms.offline.iql import IQL, return_spread
+from rewardlab.algorithms.offline.iql import IQL
+from rewardlab.algorithms.offline.loop_state import (
+    X_AXIS,
+    Agent,
+    OfflineState,
+    restore_offline,
+    save_offline,
+    summarize,
+)
+from rewardlab.algorithms.offline.relabel import LearnedReward
 from rewardlab.algorithms.offline.td3bc import TD3BC, state_stats
 from rewardlab.algorithms.preflight import with_dataset_env
 from rewardlab.algorithms.progress import TrainingProgress, safe_console
@@ -71,7 +72,7 @@ from rewardlab.envs.make import EnvDims, env_dims
 from rewardlab.envs.testbed import teacher_view
 from rewardlab.errors import ConfigError
 from rewardlab.feedback.human import AnnotationServer, HumanTeacher
-from rewardlab.feedback.offline import label_dataset
+from rewardlab.feedback.offline import RefitFn, label_dataset
 from rewardlab.feedback.rounds import ProbFn, RoundResult
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.fit import fit_reward_model
@@ -84,61 +85,9 @@ from rewardlab.store.store import FeedbackStore
 LOG_EVERY = 1000
 #: Dataset rows the MLP reward is standardised on (evenly spaced over the dataset).
 NORMALIZATION_ROWS = 50_000
-#: x-axis of offline runs' metrics, plots and reports.
-X_AXIS = "gradient updates"
-
-Agent = IQL | TD3BC | CPL
-LearnedReward = RewardModel | PreferenceTransformer
-
-
-@dataclass
-class OfflineState:
-    """Everything the offline loop decides with, saved as JSON in each checkpoint.
-
-    Attributes:
-        step: gradient updates of the agent so far (the metrics' x-axis).
-        rounds: feedback rounds finished (their reward fit included).
-        labelled: every round asked and the reward model fit (stage 1 done).
-        relabelled: the training rewards are computed (stage 2 done; in the checkpoint).
-        next_eval: update of the next evaluation (0: evaluate the untrained policy first).
-        last_eval_step: update of the latest evaluation (``None`` before the first).
-        next_checkpoint: update of the next periodic checkpoint.
-        reward_factor: the rescaling ``offline.reward_scale / return spread`` (1 if off).
-        reward_shift: added to every rescaled reward.
-        elapsed_s: wall seconds of the run so far, across resumes.
-        seconds: wall seconds per activity (``queries``, ``teacher``, ``human_wait``,
-            ``reward_training``, ``relabel``, ``evaluation``).
-    """
-
-    step: int = 0
-    rounds: int = 0
-    labelled: bool = False
-    relabelled: bool = False
-    next_eval: int = 0
-    last_eval_step: int | None = None
-    next_checkpoint: int = 0
-    reward_factor: float = 1.0
-    reward_shift: float = 0.0
-    elapsed_s: float = 0.0
-    seconds: dict[str, float] = field(default_factory=lambda: {
-        "queries": 0.0, "teacher": 0.0, "human_wait": 0.0, "reward_training": 0.0,
-        "relabel": 0.0, "evaluation": 0.0,
-    })
-
-    def add_seconds(self, seconds: dict[str, float]) -> None:
-        """Add wall seconds per activity."""
-        for key, value in seconds.items():
-            self.seconds[key] = self.seconds.get(key, 0.0) + value
 
 
 # ------------------------------------------------------------------------ building
-def episode_end_flags(dataset: OfflineDataset) -> np.ndarray:
-    """``(N,)`` bool, True at the last row of each episode of ``dataset``."""
-    ends = np.zeros(dataset.n_steps, dtype=bool)
-    ends[np.r_[dataset.episode_starts[1:], dataset.n_steps] - 1] = True
-    return ends
-
-
 def build_agent(config: TrainConfig, dataset: OfflineDataset, dims: EnvDims, low: np.ndarray,
                 high: np.ndarray, seed: int) -> Agent:
     """The configured agent for the dataset's widths and the env's action box ``[low, high]``
@@ -172,7 +121,7 @@ def batch_size(config: TrainConfig) -> int:
 def label_stage(
     config: TrainConfig, dataset: OfflineDataset, store: FeedbackStore,
     teacher: ScriptedTeacher, human: HumanTeacher | None, model: LearnedReward | None,
-    rng: np.random.Generator, state: OfflineState, after_round: Any,
+    rng: np.random.Generator, state: OfflineState, after_round: RefitFn,
 ) -> None:
     """Ask the ``feedback`` section's budget over segments of ``dataset`` in rounds.
 
@@ -237,69 +186,36 @@ def describe_round(metrics: dict[str, float], rounds: int) -> str:
 
 
 # ------------------------------------------------------------------------ 2. rewards
-def learned_step_rewards(model: LearnedReward, obs: np.ndarray, actions: np.ndarray,
-                         ends: np.ndarray, window: int) -> np.ndarray:
-    """``(N,)`` float32 learned reward of flat episodes ``obs (N, obs_dim)``, ``actions (N,
-    act_dim)``, ``ends (N,)`` bool: the MLP ensemble's standardised reward, or the Preference
-    Transformer's ``r_t`` at the end of the ``window``-step stretch of its episode ending at t
-    (:meth:`PreferenceTransformer.relabel`)."""
-    if isinstance(model, PreferenceTransformer):
-        return model.relabel(obs, actions, ends, window)
-    return model.reward(obs, actions)
-
-
 def reward_stage(config: TrainConfig, dataset: OfflineDataset, model: LearnedReward | None,
                  dims: EnvDims, state: OfflineState) -> np.ndarray:
     """The dataset's training rewards ``(N,)`` float32: relabelled with the learned reward
-    (or the true one), rescaled as IQL does (``offline.normalize_rewards``); records the
-    rescaling in ``state``.
+    (or the true one), rescaled as IQL does (:func:`relabel.rescaling`); records the rescaling
+    in ``state``.
 
     Raises:
-        ConfigError: naming ``offline.normalize_rewards`` if every episode has the same return
-            (nothing to rescale by).
+        ConfigError: naming ``offline.normalize_rewards`` if every episode has the same return.
     """
-    off = config.offline
     t0 = time.perf_counter()
-    ends = episode_end_flags(dataset)
-    raw = dataset.rewards if model is None else learned_step_rewards(
+    ends = relabel.episode_end_flags(dataset)
+    raw = dataset.rewards if model is None else relabel.learned_step_rewards(
         model, dataset.observations, dataset.actions, ends, config.feedback.segment_len)
-    factor, shift = 1.0, 0.0
-    if off.normalize_rewards:
-        spread = return_spread(raw, ends)
-        if not spread > 0:
-            raise ConfigError(
-                f"offline.normalize_rewards: every episode of {dataset.dataset_id} has the same "
-                "return under the training reward, so it cannot be rescaled by their spread; "
-                "set offline.normalize_rewards=false"
-            )
-        factor = (off.reward_scale or dims.episode_limit) / spread
-        shift = off.reward_shift if off.reward_shift is not None else (
-            0.0 if model is None else 0.5)
-    state.reward_factor, state.reward_shift = float(factor), float(shift)
+    factor, shift = relabel.rescaling(raw, ends, config.offline, dims.episode_limit,
+                                      learned=model is not None)
+    state.reward_factor, state.reward_shift = factor, shift
     state.relabelled = True
     state.add_seconds({"relabel": time.perf_counter() - t0})
     return (raw.astype(np.float64) * factor + shift).astype(np.float32)
 
 
-def reward_checks(dataset: OfflineDataset, rewards: np.ndarray) -> dict[str, float]:
-    """How the training reward ranks the dataset against gold: Spearman correlation of the
-    per-step rewards and of the episode returns with the true ones (``reward_model/``)."""
-    starts = dataset.episode_starts
-    return {
-        "reward_model/dataset_step_spearman": rank_correlation(
-            rewards.astype(np.float64), dataset.rewards.astype(np.float64)),
-        "reward_model/dataset_return_spearman": rank_correlation(
-            np.add.reduceat(rewards.astype(np.float64), starts), dataset.episode_returns()),
-    }
-
-
 def training_data(config: TrainConfig, dataset: OfflineDataset, rewards: np.ndarray | None,
-                  store: FeedbackStore) -> Transitions | PreferencePairs:
+                  store: FeedbackStore, fallback: tuple[str, ...] = ()
+                  ) -> Transitions | PreferencePairs:
     """What the agent samples batches from: the relabelled transitions (IQL, TD3+BC; a
     time-limit truncation is not terminal), or every labelled pair in the store (CPL; equal
-    answers as 0.5, skips dropped)."""
+    answers as 0.5, skips dropped; ``fallback`` teachers' answers only where nobody else
+    answered, as for the reward model)."""
     if config.algorithm == "cpl":
-        arrays = store.records.training_arrays()
+        arrays = store.records.training_arrays(fallback_teachers=fallback)
         return PreferencePairs.from_labels(arrays["obs"], arrays["actions"], arrays["labels"])
     assert rewards is not None
     return Transitions(dataset.observations, dataset.actions, rewards,
@@ -341,7 +257,7 @@ def evaluate_stage(
         factor, shift = state.reward_factor, state.reward_shift
 
         def proxy(obs: np.ndarray, actions: np.ndarray, ends: np.ndarray) -> np.ndarray:
-            return learned_step_rewards(model, obs, actions, ends, window) * factor + shift
+            return relabel.learned_step_rewards(model, obs, actions, ends, window) * factor + shift
 
         if isinstance(model, RewardModel):
             def disagreement(obs: np.ndarray, actions: np.ndarray) -> float:
@@ -362,77 +278,6 @@ def evaluate_stage(
     metrics.update(evaluator.alarm(state.step, metrics))
     state.add_seconds({"evaluation": time.perf_counter() - t0})
     return metrics
-
-
-# ------------------------------------------------------------------------ checkpoints
-def save_offline(run: RunDir, state: OfflineState, agent: Agent, model: LearnedReward | None,
-                 rewards: np.ndarray | None, rngs: dict[str, np.random.Generator]) -> None:
-    """Checkpoint atomically (:meth:`RunDir.save_checkpoint`): the agent (safetensors + JSON,
-    its own generators included), the reward model, the training rewards (``rewards.npy``),
-    the generators and ``state``."""
-
-    def write(folder: Path) -> None:
-        agent.save(folder)
-        if model is not None:
-            model.save(folder)
-        if rewards is not None:
-            np.save(folder / "rewards.npy", rewards, allow_pickle=False)
-
-    record = asdict(state)
-    record["rngs"] = {name: rng_state_to_json(rng) for name, rng in rngs.items()}
-    run.save_checkpoint(record, write)
-
-
-def restore_offline(run: RunDir, agent: Agent, model: LearnedReward | None,
-                    rngs: dict[str, np.random.Generator],
-                    ) -> tuple[OfflineState, np.ndarray | None]:
-    """Load what :func:`save_offline` wrote into freshly built objects.
-
-    Returns:
-        ``(state, training rewards or None)``.
-
-    Raises:
-        RunDirError: if a checkpoint file is missing or does not fit the run's config.
-    """
-    folder, record = run.checkpoint, dict(run.checkpoint_state or {})
-    agent.load_into(folder)
-    if model is not None:
-        model.load_into(folder)
-    for name, saved in record.pop("rngs").items():
-        rngs[name].bit_generator.state = rng_from_json(saved).bit_generator.state
-    rewards = (np.load(folder / "rewards.npy", allow_pickle=False)
-               if (folder / "rewards.npy").exists() else None)
-    fields = OfflineState.__dataclass_fields__
-    state = OfflineState(**{k: v for k, v in record.items() if k in fields})
-    state.relabelled = state.relabelled and rewards is not None  # a forced stop mid-relabel
-    return state, rewards
-
-
-def summarize(config: TrainConfig, dataset: OfflineDataset, state: OfflineState,
-              interrupted: bool, last_eval: dict[str, float], store: FeedbackStore,
-              plot: Path) -> dict[str, Any]:
-    """The run summary (``summary.json``); counts come from the feedback store."""
-    from collections import Counter
-
-    refs = dataset.ref_min_score is not None and dataset.ref_max_score is not None
-    return {
-        "algorithm": config.algorithm, "env": config.env.id, "seed": config.seed,
-        "dataset": dataset.dataset_id, "dataset_steps": dataset.n_steps,
-        "x_axis": X_AXIS, "steps": state.step, "total_updates": config.offline.updates,
-        "interrupted": interrupted, "wall_time_s": state.elapsed_s, "final_eval": last_eval,
-        "reward": {
-            "kind": "none (CPL)" if config.algorithm == "cpl" else config.offline.reward,
-            "model": (config.offline.reward_model if config.algorithm != "cpl"
-                      and config.offline.reward == "learned" else None),
-            "factor": state.reward_factor, "shift": state.reward_shift,
-        },
-        "dataset_normalized_score": float(dataset.normalized_score(
-            dataset.episode_returns().mean())) if refs else None,
-        "feedback": {"rounds": state.rounds, "seconds": state.seconds,
-                     "answers_by_teacher": dict(Counter(
-                         p.teacher_id for p in store.records.preferences()))},
-        "store": store.summary.counts(), "plot": plot.name,
-    }
 
 
 # ------------------------------------------------------------------------ the loop
@@ -533,9 +378,9 @@ def train_offline(
             # -- 2. the training rewards (relabelled, rescaled); CPL trains on the labels
             if config.algorithm != "cpl" and not state.relabelled:
                 rewards = reward_stage(config, dataset, model, dims, state)
-                run.log(0, reward_checks(dataset, rewards))
+                run.log(0, relabel.reward_checks(dataset, rewards))
                 checkpoint()
-            data = training_data(config, dataset, rewards, store)
+            data = training_data(config, dataset, rewards, store, fallback)
             batch = batch_size(config)
             # -- 3. train, evaluating and checkpointing on schedule
             while True:
