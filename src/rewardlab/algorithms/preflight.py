@@ -159,6 +159,7 @@ def preflight_offline(config: TrainConfig) -> EnvDims:
     Raises:
         ConfigError: naming ``dataset`` if it is missing, unreadable or its spaces differ from
             the env's; ``env.id``/``env.kwargs`` if the env cannot be made;
+            ``offline.normalize_rewards`` for a dataset of one episode;
             ``feedback.segment_len`` if a segment is longer than an episode; ``dataset`` if
             it would not fit in the memory available; ``store_url`` as :func:`preflight`.
     """
@@ -176,6 +177,14 @@ def preflight_offline(config: TrainConfig) -> EnvDims:
             f"dataset: {config.dataset} has {widths[0]}-d observations and {widths[1]}-d "
             f"actions but {config.env.id} has {dims.obs_dim} and {dims.act_dim}; give the "
             "dataset's env (env.id)"
+        )
+    episodes = meta.get("total_episodes")
+    needs_spread = config.algorithm != "cpl" and config.offline.normalize_rewards
+    if needs_spread and isinstance(episodes, int) and episodes < 2:
+        raise ConfigError(
+            f"offline.normalize_rewards: dataset {config.dataset} holds {episodes} episode, so "
+            "its rewards cannot be rescaled by the spread of episode returns; set "
+            "offline.normalize_rewards=false or use a dataset of several episodes"
         )
     steps = meta.get("total_steps")
     available = available_memory()
