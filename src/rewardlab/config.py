@@ -715,7 +715,8 @@ class IQLConfig(BaseModel):
     )
     total_updates: Int = _steps(
         1_000_000, description="Gradient updates the cosine actor schedule spans (the run's "
-        "length; paper 1e6)."
+        "length; paper 1e6). `rewardlab train --set algorithm=iql` sets it to offline.updates "
+        "unless given; to train a run longer later, raise both."
     )
     log_std_min: Float = Field(-5.0, description="Lower clip of the actor's log std.")
     log_std_max: Float = Field(2.0, description="Upper clip of the actor's log std.")
@@ -794,11 +795,76 @@ class CPLConfig(BaseModel):
         0.0, ge=0, description="Weight of the BC term added to the CPL loss (CPL-BC uses 1)."
     )
     bc_steps: Int = _steps(
-        200_000, ge=0, description="Updates of BC-only pre-training on the segments before the "
-        "CPL loss starts (then the optimiser is reset)."
+        40_000, ge=0, description="Updates of BC-only pre-training on the segments before the "
+        "CPL loss starts (then the optimiser is reset); the authors' 200,000 of 500,000 "
+        "updates, scaled to the default offline.updates (100,000); must be below it."
     )
     warmup_steps: Int = _steps(
         10_000, description="Linear learning-rate warm-up after BC pre-training."
+    )
+
+
+def _true_word(value: Any) -> Any:
+    """``--set offline.reward=true`` reads as the YAML boolean true: the word ``true``."""
+    return "true" if value is True else value
+
+
+#: The offline methods: they train from a fixed ``dataset``, never acting while they learn.
+OFFLINE_ALGORITHMS = ("iql", "td3bc", "cpl")
+
+
+class OfflineConfig(BaseModel):
+    """An offline run (``algorithm`` iql, td3bc or cpl; :mod:`rewardlab.algorithms.offline_loop`).
+
+    The dataset's segments are labelled by the teacher in the ``feedback`` section's rounds
+    (``total_budget``, ``queries_per_round``, ``segment_len``, ``method``, ``oversample``; the
+    env-step schedule ``first_round_at``/``round_every`` does not apply: every round is asked
+    before the first update), a reward model is fit on the labels, the dataset is relabelled
+    with it and the agent trains for ``updates`` gradient updates. CPL fits no reward model, so
+    its rounds are selected uniformly whatever ``feedback.method`` says. The transformer
+    splits its labels by ``reward_model.holdout_fraction`` too. Evaluations, checkpoints and
+    metrics count gradient updates where online runs count env steps; ``eval.episodes`` is
+    the episodes of each evaluation.
+    """
+
+    model_config = _SECTION
+    reward: Annotated[Literal["learned", "true"], BeforeValidator(_true_word)] = Field(
+        "learned", description="Reward IQL and TD3+BC train on: learned (a reward model fit on "
+        "the labels relabels the dataset) or true (the dataset's own reward: the reference row "
+        "of a benchmark; no labels are asked). CPL needs neither: it learns from the labels."
+    )
+    reward_model: Literal["mlp", "transformer"] = Field(
+        "mlp", description="Reward model of reward=learned: mlp (the Markovian Bradley-Terry "
+        "ensemble of the reward_model section) or transformer (the non-Markovian Preference "
+        "Transformer of the preference_transformer section, Kim et al. 2023)."
+    )
+    updates: Int = _steps(
+        100_000, description="Gradient updates of the agent (the IQL and TD3+BC papers use "
+        "1,000,000; CPL's state-based config 500,000)."
+    )
+    eval_every: Int = _steps(
+        10_000, description="Gradient updates between evaluations in the env (eval.episodes "
+        "episodes each; the first at update 0)."
+    )
+    checkpoint_every: Int = _steps(
+        10_000, description="Gradient updates between checkpoints (one is also written after "
+        "every feedback round and at the end)."
+    )
+    normalize_rewards: Bool = Field(
+        True, description="Rescale the training reward as IQL does for D4RL locomotion "
+        "(Kostrikov et al. 2022): r * reward_scale / (max - min episode return in the dataset) "
+        "+ reward_shift."
+    )
+    reward_scale: Float | None = Field(
+        None, gt=0, description="Target spread of episode returns of normalize_rewards "
+        "(default: the env's episode limit, 1000 for the D4RL tasks, as in the IQL and "
+        "Preference Transformer code)."
+    )
+    reward_shift: Float | None = Field(
+        None, description="Added to every step's reward after normalize_rewards rescales it "
+        "(default: 0.5 for a "
+        "learned reward, Preference Transformer's locomotion setting, so that surviving longer "
+        "stays rewarded; 0 for the true reward, as IQL)."
     )
 
 
@@ -862,7 +928,17 @@ class TrainConfig(BaseModel):
     """A whole training run. Every field can be set with ``--set dotted.key=value``."""
 
     model_config = _SECTION
-    algorithm: Literal["pebble", "pref_ppo"] = Field("pebble", description="Method.")
+    algorithm: Literal["pebble", "pref_ppo", "iql", "td3bc", "cpl"] = Field(
+        "pebble", description="Method: pebble or pref_ppo (online: the agent acts while it is "
+        "taught), or iql, td3bc or cpl (offline: from a fixed dataset, see the offline "
+        "section)."
+    )
+    dataset: str | None = Field(
+        None, min_length=1, description="Offline methods only: the Minari dataset to learn "
+        "from, an id under MINARI_DATASETS_PATH (e.g. rewardlab/halfcheetah/medium-replay-v0; "
+        "make one with `rewardlab dataset make`) or a dataset directory. env.id and "
+        "env.max_episode_steps default to the dataset's."
+    )
     seed: Int = Field(
         0, ge=0, le=2**63 - 1, description="Run seed; every component derives its own."
     )
@@ -895,6 +971,12 @@ class TrainConfig(BaseModel):
         "decoy) instead of the true reward; evaluation still reports the true reward."
     )
     mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    iql: IQLConfig = Field(default_factory=IQLConfig)
+    td3bc: TD3BCConfig = Field(default_factory=TD3BCConfig)
+    cpl: CPLConfig = Field(default_factory=CPLConfig)
+    preference_transformer: PreferenceTransformerConfig = Field(
+        default_factory=PreferenceTransformerConfig)
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the feedback store, one database per run (e.g. "
         "postgresql+psycopg://user@host/run42); default: SQLite feedback.db in the run dir."
@@ -935,7 +1017,93 @@ class TrainConfig(BaseModel):
                 f"({self.log_capacity}), the steps kept to cut segments from; raise "
                 "log_capacity or shorten segment_len"
             )
+        self._check_offline()
         return self
+
+    @property
+    def is_offline(self) -> bool:
+        """Whether the method learns from a fixed dataset (iql, td3bc, cpl)."""
+        return self.algorithm in OFFLINE_ALGORITHMS
+
+    def _check_offline(self) -> None:
+        if not self.is_offline:
+            if self.dataset is not None:
+                raise ValueError(
+                    f"dataset: only the offline methods ({', '.join(OFFLINE_ALGORITHMS)}) read "
+                    f"a dataset; {self.algorithm} learns from its own experience: drop dataset "
+                    "or set algorithm=iql, td3bc or cpl"
+                )
+            return
+        if self.dataset is None:
+            raise ValueError(
+                f"dataset: algorithm={self.algorithm} learns from a fixed dataset; give one with "
+                "--set dataset=ID_OR_PATH, e.g. rewardlab/halfcheetah/medium-replay-v0, made by "
+                "`rewardlab dataset make --env HalfCheetah-v5 --tiers medium-replay` (`rewardlab "
+                "dataset list` shows the datasets on this machine)"
+            )
+        off = self.offline
+        if self.algorithm == "cpl" and off.reward == "true":
+            raise ValueError(
+                "offline.reward: CPL learns from the labels, never from a reward, so "
+                "offline.reward=true has no effect with algorithm=cpl; drop it, or use "
+                "algorithm=iql or td3bc for the true-reward reference"
+            )
+        if self.algorithm == "cpl" and self.cpl.bc_steps >= off.updates:
+            raise ValueError(
+                f"cpl.bc_steps ({self.cpl.bc_steps}) must be below offline.updates "
+                f"({off.updates}), or the run only behaviour-clones; lower cpl.bc_steps or "
+                "raise offline.updates"
+            )
+        transformer = self.algorithm != "cpl" and off.reward == "learned" and (
+            off.reward_model == "transformer")
+        if transformer and self.feedback.segment_len > self.preference_transformer.max_len:
+            raise ValueError(
+                f"feedback.segment_len ({self.feedback.segment_len}) exceeds "
+                f"preference_transformer.max_len ({self.preference_transformer.max_len}), the "
+                "longest segment the transformer embeds; raise max_len or shorten segment_len"
+            )
+        if transformer and self.feedback.method == "disagreement":
+            raise ValueError(
+                "feedback.method: disagreement ranks queries by how much ensemble members "
+                "disagree, and the Preference Transformer (offline.reward_model=transformer) is "
+                "one model; use feedback.method=entropy or uniform"
+            )
+        mit = self.mitigation
+        if mit.early_stop != "none" or mit.regularizer != "none" or mit.targeted_feedback:
+            raise ValueError(
+                "mitigation: early_stop, regularizer and targeted_feedback act on an agent "
+                f"collecting experience; algorithm={self.algorithm} is offline: leave them off"
+            )
+        if self.feedback.recent_steps is not None:
+            raise ValueError(
+                "feedback.recent_steps: offline labelling cuts segments from the whole dataset; "
+                "leave it unset"
+            )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _iql_schedule_spans_the_run(cls, data: Any) -> Any:
+        """With algorithm=iql and no iql.total_updates given, the cosine actor schedule spans
+        the run: iql.total_updates = offline.updates (recorded so in config.yaml)."""
+        if not isinstance(data, dict) or data.get("algorithm") != "iql":
+            return data
+        iql, offline = data.get("iql") or {}, data.get("offline") or {}
+        if isinstance(iql, BaseModel):
+            if "total_updates" in iql.model_fields_set:
+                return data
+            iql = iql.model_dump()
+        if not isinstance(iql, dict) or "total_updates" in iql:
+            return data
+        if isinstance(offline, BaseModel):
+            updates: Any = getattr(offline, "updates", None)
+        elif isinstance(offline, dict):
+            updates = offline.get("updates", OfflineConfig.model_fields["updates"].default)
+        else:
+            return data
+        if isinstance(updates, bool) or not isinstance(updates, numbers.Real) or not (
+                float(updates).is_integer()):
+            return data  # a bad offline.updates is reported by its own field
+        return {**data, "iql": {**iql, "total_updates": updates}}
 
 
 # ---------------------------------------------------------------------------- reading configs

@@ -11,7 +11,7 @@ import numpy as np
 #: Stable names for the streams a run derives from its seed (order never changes).
 STREAMS = (
     "env", "eval_env", "teacher", "queries", "reward_model", "agent", "segments", "mitigation",
-    "diagnostics",
+    "diagnostics", "batches",
 )
 
 

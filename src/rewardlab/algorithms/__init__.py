@@ -1,4 +1,6 @@
-"""Online preference-based RL methods (one module each) and the entry point :func:`train`.
+"""Preference-based RL methods (one module each) and the entry point :func:`train`: the online
+PEBBLE and preference PPO, and the offline loop of IQL, TD3+BC and CPL
+(:mod:`rewardlab.algorithms.offline_loop`).
 
 :func:`rewardlab.algorithms.preflight.preflight` checks a config against its env and this
 machine before a run starts (the CLI calls it before creating the run directory)."""
@@ -48,6 +50,10 @@ def train(
         from rewardlab.algorithms.backbones import limit_jax_threads
 
         limit_jax_threads(config.torch_threads)  # JAX's too, before it starts
+    if config.is_offline:
+        from rewardlab.algorithms.offline_loop import train_offline
+
+        return train_offline(config, run_dir, resume, console, server)
     if config.algorithm == "pebble":
         from rewardlab.algorithms.pebble import train_pebble
 

@@ -11,16 +11,20 @@ fields and what to change.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from rewardlab.config import TrainConfig
 from rewardlab.envs.make import EnvDims, env_dims
 from rewardlab.errors import ConfigError
 from rewardlab.feedback.rounds import effective_schedule, round_step, total_rounds
 
-__all__ = ["EnvDims", "available_memory", "check_store_url", "estimate_memory", "preflight"]
+__all__ = ["EnvDims", "available_memory", "check_store_url", "estimate_memory", "preflight",
+           "with_dataset_env"]
 
 #: Rows of one reward-model forward pass (``rewards.model.PREDICT_CHUNK``).
 _PREDICT_ROWS = 65_536
@@ -50,13 +54,150 @@ def preflight(config: TrainConfig, check_budget: bool = True) -> EnvDims:
             queries before ``total_steps``, the run would not fit in available memory
             (``pebble.sac.buffer_size``, ``log_capacity``, network widths, ...), or
             ``store_url`` is malformed, its driver is missing, or its database cannot be
-            reached.
+            reached; for offline methods see :func:`preflight_offline`.
     """
+    if config.is_offline:
+        return preflight_offline(config)
     dims = env_dims(config.env)
     check_segments(config, dims)
     if check_budget:
         check_schedule(config)
     check_memory(config, dims)
+    if config.store_url is not None:
+        check_store_url(config.store_url)
+    return dims
+
+
+# ---------------------------------------------------------------------------- offline runs
+def _dataset_meta(config: TrainConfig) -> dict:
+    from rewardlab.data.offline import dataset_metadata
+    from rewardlab.errors import DatasetError
+
+    try:
+        return dataset_metadata(str(config.dataset))
+    except DatasetError as err:
+        raise ConfigError(f"dataset: {err}") from None
+
+
+def _json_field(meta: dict, key: str) -> dict:
+    value = meta.get(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    return value if isinstance(value, dict) else {}
+
+
+def _makeable_id(spec: dict) -> str | None:
+    """The env id of a Minari ``env_spec``; ``module:Env-vN`` when its entry point lives
+    outside Gymnasium (an env its own module registers on import, e.g.
+    ``rewardlab.envs.toy:PointGoal-v0``), so a fresh process can make it."""
+    env_id, entry = spec.get("id"), spec.get("entry_point")
+    if not isinstance(env_id, str) or not env_id:
+        return None
+    if ":" in env_id or not isinstance(entry, str) or ":" not in entry:
+        return env_id
+    module = entry.split(":", 1)[0]
+    return env_id if module.split(".")[0] == "gymnasium" else f"{module}:{env_id}"
+
+
+def with_dataset_env(config: TrainConfig) -> TrainConfig:
+    """An offline run's config with the environment of its dataset.
+
+    Offline runs evaluate their policy in the env the dataset was recorded in: ``env.id``
+    defaults to the id of the dataset's Minari ``env_spec`` (``module:id`` when only its
+    module registers it), and ``env.max_episode_steps`` to
+    the time limit RewardLab's ``rewardlab dataset make`` recorded (its reference scores, and
+    so the D4RL normalised scores, are returns of episodes that long). Settings given
+    explicitly are kept (and ``env.id`` must then agree). Online configs are returned as
+    they are. Reads only the dataset's ``metadata.json``.
+
+    Raises:
+        ConfigError: naming ``dataset`` if it is not on this machine (with the ``rewardlab
+            dataset make`` command that makes it) or unreadable, or naming ``env.id`` if it
+            was set to another env than the dataset's.
+    """
+    if not config.is_offline:
+        return config
+    meta = _dataset_meta(config)
+    spec = _json_field(meta, "env_spec")
+    env_id = _makeable_id(spec)
+    recipe = (meta.get("rewardlab") or {}).get("recipe") or {}
+    given = config.env.model_fields_set
+    update: dict = {}
+    if not isinstance(env_id, str) or not env_id:
+        if "id" not in given:
+            raise ConfigError(
+                f"dataset: {config.dataset} records no env (no env_spec in its metadata); set "
+                "env.id to the env it was recorded in"
+            )
+    elif "id" not in given:
+        update["id"] = env_id
+    elif config.env.id.rsplit(":", 1)[-1] != env_id.rsplit(":", 1)[-1]:
+        raise ConfigError(
+            f"env.id: {config.env.id} differs from the env of dataset {config.dataset} "
+            f"({env_id}); offline runs evaluate in the dataset's env: drop env.id or set "
+            f"env.id={env_id}"
+        )
+    limit = recipe.get("max_episode_steps")
+    if "max_episode_steps" not in given and isinstance(limit, int) and limit > 0:
+        update["max_episode_steps"] = limit
+    if not update:
+        return config
+    return config.model_copy(update={"env": config.env.model_copy(update=update)})
+
+
+def preflight_offline(config: TrainConfig) -> EnvDims:
+    """Check an offline run (iql, td3bc, cpl): its dataset, env, segments, memory and store.
+
+    Call with the config of :func:`with_dataset_env`. Reads only the dataset's metadata.
+
+    Returns:
+        The env's :class:`~rewardlab.envs.make.EnvDims`.
+
+    Raises:
+        ConfigError: naming ``dataset`` if it is missing, unreadable or its spaces differ from
+            the env's; ``env.id``/``env.kwargs`` if the env cannot be made;
+            ``offline.normalize_rewards`` for a dataset of one episode;
+            ``feedback.segment_len`` if a segment is longer than an episode; ``dataset`` if
+            it would not fit in the memory available; ``store_url`` as :func:`preflight`.
+    """
+    meta = _dataset_meta(config)
+    dims = env_dims(config.env)
+    labels = config.algorithm == "cpl" or config.offline.reward == "learned"
+    if labels:
+        check_segments(config, dims)
+    widths = []
+    for key in ("observation_space", "action_space"):
+        shape = _json_field(meta, key).get("shape")
+        widths.append(int(np.prod(shape)) if isinstance(shape, list) else None)
+    if widths != [dims.obs_dim, dims.act_dim] and None not in widths:
+        raise ConfigError(
+            f"dataset: {config.dataset} has {widths[0]}-d observations and {widths[1]}-d "
+            f"actions but {config.env.id} has {dims.obs_dim} and {dims.act_dim}; give the "
+            "dataset's env (env.id)"
+        )
+    episodes = meta.get("total_episodes")
+    needs_spread = config.algorithm != "cpl" and config.offline.normalize_rewards
+    if needs_spread and isinstance(episodes, int) and episodes < 2:
+        raise ConfigError(
+            f"offline.normalize_rewards: dataset {config.dataset} holds {episodes} episode, so "
+            "its rewards cannot be rescaled by the spread of episode returns; set "
+            "offline.normalize_rewards=false or use a dataset of several episodes"
+        )
+    steps = meta.get("total_steps")
+    available = available_memory()
+    if isinstance(steps, int) and available is not None:
+        # the dataset, its transitions for the agent and relabelled rewards, float32
+        need = BASE_BYTES + 2 * steps * (2 * dims.obs_dim + dims.act_dim + 4) * 4 + (
+            steps * dims.state_dim * 8)
+        if need > available:
+            raise ConfigError(
+                f"dataset: {config.dataset} ({steps} steps) needs about {_gib(need)} of memory "
+                f"but this machine has {_gib(available)} available; use a smaller dataset or "
+                "free memory"
+            )
     if config.store_url is not None:
         check_store_url(config.store_url)
     return dims

@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _default_run_dir(algorithm: str, env_id: str, seed: int) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{algorithm}-{env_id.replace('/', '_')}-{stamp}-s{seed}"
+    name = Path(env_id).name if Path(env_id).is_absolute() else env_id  # a dataset path
+    return Path("runs") / f"{algorithm}-{name.replace('/', '_')}-{stamp}-s{seed}"
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
@@ -116,7 +117,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     else:
         config = load_config(args.config, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(
-            config.algorithm, config.env.id, config.seed
+            config.algorithm, config.dataset or config.env.id, config.seed
         )
         if run_dir.exists() and not run_dir.is_dir():
             raise RewardLabError(f"--run-dir {run_dir}: exists and is not a directory")
@@ -124,18 +125,31 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             raise RewardLabError(
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir"
             )
-    from rewardlab.algorithms.preflight import preflight
+    from rewardlab.algorithms.preflight import preflight, with_dataset_env
 
     # the env, the schedule, memory and the store; creates nothing. A resumed run may end
     # before its budget is spent (e.g. stopped early with a lower total_steps): not an error.
+    # An offline run evaluates in its dataset's env (env.id from the dataset).
+    config = with_dataset_env(config)
     preflight(config, check_budget=not args.resume)
     from rewardlab.algorithms import train
 
-    console.print(
-        f"[bold]rewardlab[/] {config.algorithm} on {config.env.id}, seed {config.seed}, "
-        f"{config.total_steps} steps, teacher {config.teacher.preset}, "
-        f"{config.feedback.total_budget} queries -> {run_dir}"
-    )
+    if config.is_offline:
+        off = config.offline
+        labels = (f"reward {off.reward_model} from {config.feedback.total_budget} queries"
+                  if off.reward == "learned" else "true reward")
+        if config.algorithm == "cpl":
+            labels = f"{config.feedback.total_budget} queries"
+        console.print(
+            f"[bold]rewardlab[/] {config.algorithm} on {config.dataset} ({config.env.id}), "
+            f"seed {config.seed}, {off.updates} updates, {labels} -> {run_dir}"
+        )
+    else:
+        console.print(
+            f"[bold]rewardlab[/] {config.algorithm} on {config.env.id}, seed {config.seed}, "
+            f"{config.total_steps} steps, teacher {config.teacher.preset}, "
+            f"{config.feedback.total_budget} queries -> {run_dir}"
+        )
     server = None
     if config.teacher.human and config.human.serve:
         from rewardlab.web.server import BackgroundServer
@@ -161,10 +175,13 @@ def _print_report(run_dir: Path, console: Console) -> None:
         raise RewardLabError(f"{run_dir}: not a run directory (no summary.json or metrics.jsonl)")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rows = read_metrics(run_dir)
-    table = Table(title=f"run {run_dir}")
-    # short headers: the table fits an 80-column terminal
-    for header in ("step", "gold return", "proxy return", "queries", "held-out", "disagr.",
-                   "sqrt KL"):
+    offline = _is_offline(run_dir, summary)
+    table = Table(title=f"run {run_dir}" + (" (x: gradient updates)" if offline else ""))
+    # short headers: the table fits an 80-column terminal; offline runs count updates and
+    # show the D4RL normalised score where online runs show the distance from the reference
+    last = ("score", "eval/normalized_score") if offline else ("sqrt KL", "diagnostics/sqrt_kl")
+    for header in ("update" if offline else "step", "gold return", "proxy return", "queries",
+                   "held-out", "disagr.", last[0]):
         table.add_column(header, justify="right", no_wrap=True)
     queries = 0.0
     acc = float("nan")
@@ -176,12 +193,12 @@ def _print_report(run_dir: Path, console: Console) -> None:
             continue
         proxy = r.get("eval/proxy_return")
         dis = r.get("reward_model/disagreement_on_policy")
-        kl = r.get("diagnostics/sqrt_kl")
+        kl = r.get(last[1])
         table.add_row(
             str(r["step"]), f"{r['eval/gold_return']:.1f}",
             "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),
             "-" if acc != acc else f"{acc:.2f}", "-" if dis is None else f"{dis:.3f}",
-            "-" if kl is None else f"{kl:.3f}",
+            "-" if kl is None else (f"{kl:.1f}" if offline else f"{kl:.3f}"),
         )
     console.print(table)
     event = next(
@@ -192,9 +209,11 @@ def _print_report(run_dir: Path, console: Console) -> None:
 
         console.print(f"[yellow]{escape(describe_overoptimization(event))}[/]")
     if summary:
+        where = summary["env"] + (f" (dataset {summary['dataset']})" if offline else "")
         console.print(
-            f"algorithm {summary['algorithm']} on {summary['env']}, seed {summary['seed']}: "
-            f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s"
+            f"algorithm {summary['algorithm']} on {where}, seed {summary['seed']}: "
+            f"{summary['steps']} {'updates' if offline else 'steps'} in "
+            f"{summary['wall_time_s']:.0f} s"
             + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
         )
         if (run_dir / "feedback.db").exists():
@@ -227,6 +246,22 @@ def _print_report(run_dir: Path, console: Console) -> None:
             console.print(f"gold return: first eval {g[0]:.1f}, final {g[-1]:.1f}, "
                           f"best {max(g):.1f}")
         console.print(f"plot: {run_dir / summary.get('plot', 'gold_vs_proxy.png')}")
+
+
+def _is_offline(run_dir: Path, summary: dict) -> bool:
+    """Whether the run is offline (its metrics count gradient updates, not env steps)."""
+    if "x_axis" in summary:
+        return summary["x_axis"] == "gradient updates"
+    import yaml
+
+    from rewardlab.config import OFFLINE_ALGORITHMS
+
+    try:
+        algorithm = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get(
+            "algorithm")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+    return algorithm in OFFLINE_ALGORITHMS
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

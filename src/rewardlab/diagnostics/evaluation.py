@@ -19,6 +19,11 @@ from rewardlab.rewards.model import RewardModel
 
 #: ``obs (obs_dim,) -> action (act_dim,)`` deterministic policy.
 Policy = Callable[[np.ndarray], np.ndarray]
+#: ``(obs (N, obs_dim), actions (N, act_dim), ends (N,) bool) -> (N,)`` per-step proxy reward of
+#: episodes laid end to end (``ends`` marks each episode's last step, for non-Markovian models).
+StepRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``(obs (N, obs_dim), actions (N, act_dim)) -> float`` ensemble disagreement on the steps.
+DisagreementFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 @dataclass(frozen=True)
@@ -104,3 +109,40 @@ def evaluate(
     bounds = np.cumsum(lengths)[:-1]
     proxy = np.array([float(p.sum()) for p in np.split(proxy_steps, bounds)])
     return EvalResult(gold, proxy, lengths, float(members.std(axis=0).mean()), obs)
+
+
+def evaluate_episodes(
+    env: gym.Env, policy: Policy, episodes: int, seed: int,
+    proxy: StepRewardFn | None = None, disagreement: DisagreementFn | None = None,
+) -> EvalResult:
+    """Gold and proxy returns of the same deterministic-policy episodes, for any proxy reward.
+
+    The general form of :func:`evaluate` (whose proxy is a :class:`RewardModel`'s standardised
+    reward): the offline loop passes the reward its agent trained on, e.g. a Preference
+    Transformer's per-step reward in the context of each episode, rescaled as the dataset was.
+    All visited steps go through ``proxy`` in one batched call.
+
+    Args:
+        env: the evaluation env (its true reward is the gold return).
+        policy: deterministic ``obs -> action``.
+        episodes: episodes to roll out; reset seeds ``seed, seed + 1, ...``.
+        seed: reset seed of the first episode.
+        proxy: per-step proxy reward (``None``: proxy returns are NaN).
+        disagreement: ensemble disagreement on the visited steps (``None``: NaN).
+
+    Returns:
+        The :class:`EvalResult` (undiscounted returns; proxy returns in the proxy's units).
+    """
+    eps = rollout_episodes(env, policy, episodes, seed)
+    lengths = np.array([len(e["rewards"]) for e in eps], dtype=np.int64)
+    gold = np.array([float(e["rewards"].sum()) for e in eps])
+    obs = np.concatenate([e["obs"] for e in eps])
+    actions = np.concatenate([e["actions"] for e in eps])
+    proxy_returns = np.full(episodes, np.nan)
+    if proxy is not None:
+        ends = np.zeros(obs.shape[0], dtype=bool)
+        ends[np.cumsum(lengths) - 1] = True
+        steps = np.asarray(proxy(obs, actions, ends), dtype=np.float64)
+        proxy_returns = np.add.reduceat(steps, np.r_[0, np.cumsum(lengths)[:-1]])
+    spread = float("nan") if disagreement is None else float(disagreement(obs, actions))
+    return EvalResult(gold, proxy_returns, lengths, spread, obs)

@@ -10,7 +10,7 @@ Metric keys read (all from ``metrics.jsonl``):
 * ``eval/gold_return``, ``eval/gold_return_std`` (error bars), ``eval/proxy_return``;
 * ``eval/random_return``, ``eval/do_nothing_return``: gold return of a uniformly random policy
   and of the zero action, drawn as horizontal reference lines when logged (the training loop
-  logs them at step 0);
+  logs them at step 0); ``eval/dataset_return``: an offline run's mean dataset episode return;
 * ``feedback/round`` (else ``feedback/queries_answered``): steps of the feedback rounds, drawn as
   faint vertical lines; the last ``feedback/queries_answered`` goes into the title;
 * ``diagnostics/overoptimization_step``, ``diagnostics/gold_peak_step``: the over-optimisation
@@ -49,6 +49,7 @@ __all__ = [
 REFERENCE_KEYS = (
     ("eval/random_return", "uniformly random policy", "--"),
     ("eval/do_nothing_return", "do-nothing policy (zero action)", ":"),
+    ("eval/dataset_return", "offline dataset's episodes (mean)", "-."),
 )
 
 GOLD_COLOR, PROXY_COLOR = "tab:blue", "tab:orange"
@@ -119,7 +120,8 @@ def _first(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return values[0] if values else None
 
 
-def draw_gold_proxy(fig: Figure, rows: Sequence[dict[str, Any]], title: str) -> None:
+def draw_gold_proxy(fig: Figure, rows: Sequence[dict[str, Any]], title: str,
+                    x_label: str = "environment steps") -> None:
     """Draw gold and proxy return against env steps into ``fig`` (one axes plus a twin).
 
     Gold (left axis, mean over the evaluation episodes, error bars one standard deviation of
@@ -132,6 +134,7 @@ def draw_gold_proxy(fig: Figure, rows: Sequence[dict[str, Any]], title: str) -> 
         fig: an empty figure, e.g. from :func:`new_figure`.
         rows: ``metrics.jsonl`` rows (:func:`rewardlab.diagnostics.metrics.read_metrics`).
         title: axes title.
+        x_label: what the rows' ``step`` counts (offline runs: gradient updates).
     """
     rows = list(rows)
     ax = fig.subplots()
@@ -193,14 +196,15 @@ def draw_gold_proxy(fig: Figure, rows: Sequence[dict[str, Any]], title: str) -> 
         handles.append(Line2D([], [], color="green", ls=":", lw=1.8,
                               label=f"early stop at step {int(stop)}"))
 
-    step_axis(ax)
+    step_axis(ax, x_label)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)),
                fontsize=8, frameon=False)
 
 
-def plot_gold_vs_proxy(run_dir: str | Path, title: str | None = None) -> Path:
+def plot_gold_vs_proxy(run_dir: str | Path, title: str | None = None,
+                       x_label: str = "environment steps") -> Path:
     """Write ``run_dir/gold_vs_proxy.png``: :func:`draw_gold_proxy` of the run's metrics.
 
     Args:
@@ -220,7 +224,7 @@ def plot_gold_vs_proxy(run_dir: str | Path, title: str | None = None) -> Path:
     _, answered = series(rows, "feedback/queries_answered")
     subtitle = f" ({int(answered[-1])} preferences)" if answered else ""
     fig = new_figure(7.5, 4.6)
-    draw_gold_proxy(fig, rows, (title or run_dir.name) + subtitle)
+    draw_gold_proxy(fig, rows, (title or run_dir.name) + subtitle, x_label)
     out = run_dir / "gold_vs_proxy.png"
     out.write_bytes(figure_png(fig))
     return out

@@ -33,6 +33,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from rewardlab.config import OFFLINE_ALGORITHMS
 from rewardlab.diagnostics.metrics import read_metrics, series
 from rewardlab.diagnostics.overoptimization import (
     GaoFit,
@@ -194,10 +195,11 @@ def _png(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _plot_curves(rows: list[dict[str, Any]], title: str) -> str:
+def _plot_curves(rows: list[dict[str, Any]], title: str,
+                 x_label: str = "environment steps") -> str:
     fig = new_figure(8.5, 4.8)
-    draw_gold_proxy(fig, rows, title)
-    return _png(fig, "gold and proxy return against environment steps")
+    draw_gold_proxy(fig, rows, title, x_label)
+    return _png(fig, f"gold and proxy return against {x_label}")
 
 
 def _proxy_against_distance(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -247,18 +249,33 @@ def _plot_gao(d: np.ndarray, gain: np.ndarray, fits: dict[str, GaoFit | str],
     return _png(fig, "gold gain against sqrt KL with the Gao et al. 2022 fits")
 
 
-def _plot_reward_model(rows: list[dict[str, Any]]) -> str:
+def _round_series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """Feedback rounds and values of ``key`` (offline runs log every round at update 0)."""
+    pairs = [(int(r["feedback/round"]), float(r[key])) for r in rows
+             if r.get(key) is not None and r.get("feedback/round") is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _plot_reward_model(rows: list[dict[str, Any]], x_label: str = "environment steps",
+                       offline: bool = False) -> str:
     fig = new_figure(10.0, 4.4)
     ax1, ax2 = fig.subplots(1, 2)
-    for key, style, color in (("reward_model/heldout_accuracy", "o-", "tab:blue"),
-                              ("reward_model/fresh_accuracy", "s--", "tab:blue"),
-                              ("reward_model/heldout_ece", "o-", "tab:red"),
-                              ("reward_model/fresh_ece", "s--", "tab:red")):
-        s, v = series(rows, key)
+    keys = (("reward_model/heldout_accuracy", "o-", "tab:blue"),
+            ("reward_model/fresh_accuracy", "s--", "tab:blue"),
+            ("reward_model/heldout_ece", "o-", "tab:red"),
+            ("reward_model/fresh_ece", "s--", "tab:red"))
+    if offline:
+        keys += (("reward_model/random_pair_accuracy", "^:", "tab:green"),)
+    for key, style, color in keys:
+        s, v = _round_series(rows, key) if offline else series(rows, key)
         what = key.split("/")[1].replace("heldout", "held-out").replace("_", " ")
-        what = what.replace("ece", "ECE")
+        what = what.replace("ece", "ECE").replace("random pair", "random-pair (vs gold)")
         ax1.plot(s, v, style, color=color, ms=4, label=what)
-    step_axis(ax1, "environment steps (feedback rounds)")
+    if offline:
+        ax1.set_xlabel("feedback round (all asked before the first update)")
+        ax1.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        step_axis(ax1, "environment steps (feedback rounds)")
     ax1.set_ylabel("accuracy and ECE (probability, 0 to 1)")
     ax1.set_ylim(-0.02, 1.02)
     ax1.grid(True, alpha=0.3)
@@ -271,7 +288,7 @@ def _plot_reward_model(rows: list[dict[str, Any]]) -> str:
     ax2.set_ylim(-1.05, 1.05)
     ax2.set_ylabel("Spearman rank correlation", color="tab:purple")
     ax2.tick_params(axis="y", colors="tab:purple")
-    step_axis(ax2)
+    step_axis(ax2, x_label)
     ax2.grid(True, axis="y", alpha=0.3)
     ax3 = ax2.twinx()
     s, v = series(rows, "reward_model/disagreement_on_policy")
@@ -384,7 +401,7 @@ def _settings_tables(config: Mapping[str, Any], summary: Mapping[str, Any],
         ("algorithm", _setting(config.get("algorithm", summary.get("algorithm")))),
         ("environment", _setting(env.get("id", summary.get("env")))),
         ("seed", _setting(config.get("seed", summary.get("seed")))),
-        ("environment steps", _setting(summary.get("steps", config.get("total_steps")))),
+        *_run_length_rows(config, summary),
         ("teacher", _teacher_text(config, summary)),
         ("teacher bias", _setting(config.get("teacher_bias")) if config else "-"),
         ("feedback", feedback),
@@ -393,11 +410,33 @@ def _settings_tables(config: Mapping[str, Any], summary: Mapping[str, Any],
     ]
     out = "<h2>Run</h2>" + _table(["setting", "value"], rows, cls="settings")
     mitigation = config.get("mitigation")
-    if isinstance(mitigation, Mapping) and mitigation:
+    online = config.get("algorithm") not in OFFLINE_ALGORITHMS  # offline runs refuse them
+    if online and isinstance(mitigation, Mapping) and mitigation:
         out += "<h2>Mitigation</h2>" + _table(
             ["setting", "value"],
             [(f"mitigation.{k}", _setting(v)) for k, v in mitigation.items()], cls="settings")
     return out
+
+
+def _run_length_rows(config: Mapping[str, Any], summary: Mapping[str, Any]) -> list[
+    tuple[str, str]
+]:
+    """Settings rows of how long the run trained: env steps, or for offline runs the
+    gradient updates, the dataset and the reward the agent trained on."""
+    if config.get("algorithm") not in OFFLINE_ALGORITHMS:
+        return [("environment steps", _setting(summary.get("steps", config.get("total_steps"))))]
+    off = config.get("offline") if isinstance(config.get("offline"), Mapping) else {}
+    reward = summary.get("reward") or {}
+    kind = (f"{reward.get('kind')}" + (f" ({reward['model']})" if reward.get("model") else "")
+            if reward else _setting(off.get("reward")))
+    if reward.get("factor") is not None:
+        kind += (f", rescaled x{_fmt(reward['factor'])} + {_fmt(reward.get('shift'))} "
+                 "(IQL's return-spread normalisation)")
+    return [
+        ("gradient updates", _setting(summary.get("steps", off.get("updates")))),
+        ("dataset", _setting(config.get("dataset", summary.get("dataset")))),
+        ("training reward", kind),
+    ]
 
 
 def _peak_text(fit: GaoFit | str, d: np.ndarray) -> tuple[str, str]:
@@ -420,8 +459,49 @@ def _event_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
                 None)
 
 
+def _gao_section(rows: list[dict[str, Any]], oo: Mapping[str, Any]) -> str:
+    """The over-optimisation curve: gold gain against sqrt KL, with the Gao et al. fits."""
+    d, gain, fits = gao_analysis(rows, oo.get("reference_step"))
+    parts = ["<h2>Over-optimisation curve</h2><p class='note'>d is the square root of "
+             "the mean over the evaluation episodes' states of the closed-form KL between "
+             "the current and the reference Gaussian action distributions (pre-squash for "
+             "SAC); the reference is the policy at the first reward update.</p>",
+             _plot_gao(d, gain, fits, _proxy_against_distance(rows))]
+    fit_rows = []
+    for form, fit in fits.items():
+        if isinstance(fit, GaoFit):
+            peak_d, peak_gold = _peak_text(fit, d)
+            fit_rows.append([_FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak_d, peak_gold])
+        else:
+            fit_rows.append([_FORM_NAMES[form], f"no fit: {fit}", None, None, None, None])
+    parts.append(_table(["form", "alpha", "beta", "R²", "peak d (sqrt-nats)",
+                         "peak gold gain"], fit_rows))
+    return "".join(parts)
+
+
+def _evaluations_table(rows: list[dict[str, Any]], offline: bool) -> str:
+    """One row per evaluation: gold, proxy, then the distance from the reference policy
+    (online) or the D4RL normalised score (offline), and the proxy/gold Spearman."""
+    c = gold_proxy_curves(rows)
+    extra = (("eval/normalized_score", "normalised score (D4RL, random 0, expert 100)"),
+             ("eval/normalized_score_std", "its std over episodes")) if offline else (
+        ("diagnostics/sqrt_kl", "sqrt KL (sqrt-nats)"), ("diagnostics/policy_kl", "KL (nats)"))
+    columns = [c["step"], c["eval/gold_return"], c["eval/proxy_return"],
+               *[_value_at(rows, key, c["step"]) for key, _ in extra],
+               _value_at(rows, "eval/proxy_gold_spearman", c["step"])]
+    body = [[int(values[0]), *values[1:]] for values in zip(*columns, strict=True)]
+    return "<h2>Evaluations</h2>" + _table(
+        ["update" if offline else "step", "gold return", "proxy return",
+         *[label for _, label in extra], "Spearman"], body)
+
+
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of one run (default ``RUN_DIR/report.html``).
+
+    Offline runs (iql, td3bc, cpl) are plotted against gradient updates, with the D4RL
+    normalised score and the dataset's mean return, their reward model per feedback round
+    (every round is asked before the first update), and no over-optimisation curve (an
+    offline agent has no reference policy to measure a distance from).
 
     Args:
         run_dir: the run directory.
@@ -438,13 +518,15 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     rows, summary, config = _load_run(run_dir)
     env_id = str((config.get("env") or {}).get("id", summary.get("env", "?")))
     algo = str(config.get("algorithm", summary.get("algorithm", "?")))
+    offline = algo in OFFLINE_ALGORITHMS
+    x_label = "gradient updates" if offline else "environment steps"
     oo = summary.get("overoptimization", {})
     parts = [_settings_tables(config, summary, run_dir)]
 
     head = outcome(run_dir) if gold_proxy_curves(rows)["step"].size else {}
     event = _event_row(rows)
     stop = next((r for r in rows if r.get("diagnostics/early_stop_step") is not None), None)
-    epic = epic_to_gold(run_dir, env_id)
+    epic = None if offline else epic_to_gold(run_dir, env_id)
     refs = reference_returns(rows)
     if event is not None:
         parts.append("<h2>Over-optimisation</h2><p class='alarm'>"
@@ -455,8 +537,18 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
         ("proxy gain (first to last evaluation, standardised units)", head.get("proxy_gain")),
         ("uniformly random policy's gold return", refs.get("eval/random_return")),
         ("do-nothing (zero-action) policy's gold return", refs.get("eval/do_nothing_return")),
-        ("reference policy frozen at step", oo.get("reference_step")),
-        ("over-optimisation detected at step",
+    ]
+    if offline:
+        final = summary.get("final_eval") or {}
+        facts += [
+            ("dataset episodes' mean gold return", refs.get("eval/dataset_return")),
+            ("dataset's normalised score (D4RL)", summary.get("dataset_normalized_score")),
+            ("final normalised score (D4RL)", final.get("eval/normalized_score")),
+        ]
+    else:
+        facts.append(("reference policy frozen at step", oo.get("reference_step")))
+    facts += [
+        (f"over-optimisation detected at {'update' if offline else 'step'}",
          "not detected" if event is None else int(event["diagnostics/overoptimization_step"])),
         ("  gold peak it was compared with, at step",
          None if event is None else int(event["diagnostics/gold_peak_step"])),
@@ -464,46 +556,35 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
          f"{event['diagnostics/gold_drop']:.2f} / "
          f"{event['diagnostics/proxy_gain_since_peak']:.2f} / "
          f"{_fmt(event.get('diagnostics/p_value'), 2)}"),
-        ("early stop at step (rolled back to)", None if stop is None else
-         f"{int(stop['diagnostics/early_stop_step'])} "
-         f"({int(stop['diagnostics/early_stop_rollback_step'])}): {oo.get('early_stop_reason')}"),
-        ("EPIC distance, final learned reward vs true reward", epic),
     ]
+    if not offline:
+        facts += [
+            ("early stop at step (rolled back to)", None if stop is None else
+             f"{int(stop['diagnostics/early_stop_step'])} "
+             f"({int(stop['diagnostics/early_stop_rollback_step'])}): "
+             f"{oo.get('early_stop_reason')}"),
+            ("EPIC distance, final learned reward vs true reward", epic),
+        ]
     parts.append("<h2>Summary</h2>" + _table(["figure", "value"], facts))
-    parts.append("<h2>Gold and proxy return</h2>" + _plot_curves(rows, f"{algo} on {env_id}"))
+    where = f"{algo} on {config.get('dataset') or env_id}"
+    parts.append("<h2>Gold and proxy return</h2>" + _plot_curves(rows, where, x_label))
+    if offline:
+        parts.append("<p class='note'>x axis: gradient updates of the agent. The proxy return "
+                     "is the return under the reward the agent trained on (learned, then "
+                     "rescaled); none for CPL or the true reward.</p>")
+    else:
+        parts.append(_gao_section(rows, oo))
 
-    d, gain, fits = gao_analysis(rows, oo.get("reference_step"))
-    parts.append("<h2>Over-optimisation curve</h2><p class='note'>d is the square root of "
-                 "the mean over the evaluation episodes' states of the closed-form KL between "
-                 "the current and the reference Gaussian action distributions (pre-squash for "
-                 "SAC); the reference is the policy at the first reward update.</p>")
-    parts.append(_plot_gao(d, gain, fits, _proxy_against_distance(rows)))
-    fit_rows = []
-    for form, fit in fits.items():
-        if isinstance(fit, GaoFit):
-            peak_d, peak_gold = _peak_text(fit, d)
-            fit_rows.append([_FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak_d, peak_gold])
-        else:
-            fit_rows.append([_FORM_NAMES[form], f"no fit: {fit}", None, None, None, None])
-    parts.append(_table(["form", "alpha", "beta", "R²", "peak d (sqrt-nats)",
-                         "peak gold gain"], fit_rows))
-
-    parts.append("<h2>Reward model</h2>" + _plot_reward_model(rows))
+    parts.append("<h2>Reward model</h2>" + _plot_reward_model(rows, x_label, offline))
     round_rows = [r for r in rows if r.get("feedback/round") is not None]
+    round_keys = ROUND_KEYS + ((("random-pair acc (vs gold)",
+                                 "reward_model/random_pair_accuracy"),) if offline else ())
     parts.append(_table(
-        ["step", "round", *[k for k, _ in ROUND_KEYS]],
-        [[r["step"], int(r["feedback/round"]), *[r.get(key) for _, key in ROUND_KEYS]]
+        ["update" if offline else "step", "round", *[k for k, _ in round_keys]],
+        [[r["step"], int(r["feedback/round"]), *[r.get(key) for _, key in round_keys]]
          for r in round_rows],
     ))
-    c = gold_proxy_curves(rows)
-    evals = [[int(s), g, p, sd, k, sp] for s, g, p, sd, k, sp in zip(
-        c["step"], c["eval/gold_return"], c["eval/proxy_return"],
-        _value_at(rows, "diagnostics/sqrt_kl", c["step"]),
-        _value_at(rows, "diagnostics/policy_kl", c["step"]),
-        _value_at(rows, "eval/proxy_gold_spearman", c["step"]), strict=True)]
-    parts.append("<h2>Evaluations</h2>" + _table(
-        ["step", "gold return", "proxy return", "sqrt KL (sqrt-nats)", "KL (nats)",
-         "Spearman"], evals))
+    parts.append(_evaluations_table(rows, offline))
     out = Path(out) if out is not None else run_dir / "report.html"
     out.write_text(_page(f"RewardLab run report: {run_dir.name}", "".join(parts)),
                    encoding="utf-8")
@@ -556,8 +637,12 @@ def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Pat
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-    step_axis(axes[0])
-    step_axis(axes[1])
+    offline = all(config.get("algorithm") in OFFLINE_ALGORITHMS for *_, config in runs)
+    x_label = "gradient updates" if offline else "environment steps"  # mixed: steps/updates
+    if not offline and any(config.get("algorithm") in OFFLINE_ALGORITHMS for *_, config in runs):
+        x_label = "environment steps (online) or gradient updates (offline)"
+    step_axis(axes[0], x_label)
+    step_axis(axes[1], x_label)
     axes[2].set_xlabel("d = sqrt(KL(π ‖ π_ref)) (sqrt-nats)")
     fig.legend(loc="outside lower center", ncols=min(4, len(runs)), fontsize=8, frameon=False)
     body = _png(fig, "runs overlaid") + _table(

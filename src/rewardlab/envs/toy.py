@@ -55,4 +55,5 @@ class PointGoalEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._obs(), reward, False, self._t >= self.horizon, {}
 
 
-gym.register(id="PointGoal-v0", entry_point=PointGoalEnv, max_episode_steps=50)
+# a string entry point: the env spec serialises (Minari datasets of it record where it lives)
+gym.register(id="PointGoal-v0", entry_point="rewardlab.envs.toy:PointGoalEnv", max_episode_steps=50)

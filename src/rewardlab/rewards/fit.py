@@ -18,8 +18,8 @@ def fit_reward_model(
     reward_model: RewardModel,
     data: dict[str, np.ndarray],
     holdout_fraction: float,
-    norm_obs: np.ndarray,
-    norm_actions: np.ndarray,
+    norm_obs: np.ndarray | None,
+    norm_actions: np.ndarray | None,
 ) -> dict[str, float]:
     """Fit on every labelled query outside the held-out split, then measure and renormalise.
 
@@ -33,7 +33,9 @@ def fit_reward_model(
             (no SKIPs).
         holdout_fraction: expected fraction of queries held out (split by query id).
         norm_obs: ``(M, obs_dim)`` float32 recent experience the proxy reward is standardised
-            on; norm_actions: ``(M, act_dim)``.
+            on; norm_actions: ``(M, act_dim)``. ``None``: no standardisation (a model without
+            one, e.g. the Preference Transformer, duck-typed: ``fit``, ``accuracy`` and
+            ``preference_probs`` are all this function calls then).
 
     Returns:
         ``reward_model/`` metrics: ``loss``, ``train_accuracy``, ``epochs``,
@@ -56,5 +58,6 @@ def fit_reward_model(
         reward_model, data["obs"][held], data["actions"][held], data["labels"][held],
         "reward_model/heldout",
     ))
-    reward_model.update_normalization(norm_obs, norm_actions)
+    if norm_obs is not None and norm_actions is not None:
+        reward_model.update_normalization(norm_obs, norm_actions)
     return metrics

@@ -31,7 +31,8 @@ github.com/jhejna/cpl at b333667: ``research/algs/cpl.py`` (``CPL._get_cpl_loss`
   pre-training the code keeps a constant rate, and so does this). Afterwards the loss is
   ``L + bc_coeff * mean(-log pi)``.
 * Defaults from ``configs/mw_state_dense/cpl.yaml``: alpha 0.1, lambda 0.5, bc_coeff 0,
-  bc_steps 200,000 (of 500,000), Adam lr 1e-4, warm-up 10,000, 96 pairs per batch (64-step
+  bc_steps 200,000 (of 500,000; the config default is scaled to 40,000 of offline.updates
+  100,000), Adam lr 1e-4, warm-up 10,000, 96 pairs per batch (64-step
   segments there).
 
 Equal labels (``y = 0.5``): the authors' data loader gives tied segments the soft label 0.5,

@@ -128,6 +128,30 @@ def episode_ends(
     return ends
 
 
+def return_spread(rewards: np.ndarray, ends: np.ndarray) -> float:
+    """``max - min`` undiscounted episode return over the episodes ``ends`` delimits.
+
+    Args:
+        rewards: ``(N,)`` float per-step rewards, episodes one after the other.
+        ends: ``(N,)`` bool, True at each episode's last step.
+
+    Returns:
+        The spread, in reward units (``>= 0``).
+
+    Raises:
+        ValueError: if the shapes differ or no episode is delimited.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    ends = np.asarray(ends, dtype=bool)
+    if rewards.shape != ends.shape or rewards.ndim != 1:
+        raise ValueError(f"rewards {rewards.shape} and ends {ends.shape} must be equal 1-d shapes")
+    if not ends.any():
+        raise ValueError("normalize_rewards: no episode end; mark at least the last step")
+    episode = np.concatenate([[0], np.cumsum(ends)[:-1]])  # episode index of each step
+    returns = np.bincount(episode, weights=rewards)[: int(ends.sum())]
+    return float(returns.max() - returns.min())
+
+
 def normalize_rewards(
     rewards: np.ndarray, ends: np.ndarray, scale: float = 1000.0, shift: float = 0.0
 ) -> np.ndarray:
@@ -149,18 +173,10 @@ def normalize_rewards(
     Raises:
         ValueError: if the shapes differ, no episode is delimited or all returns are equal.
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    ends = np.asarray(ends, dtype=bool)
-    if rewards.shape != ends.shape or rewards.ndim != 1:
-        raise ValueError(f"rewards {rewards.shape} and ends {ends.shape} must be equal 1-d shapes")
-    if not ends.any():
-        raise ValueError("normalize_rewards: no episode end; mark at least the last step")
-    episode = np.concatenate([[0], np.cumsum(ends)[:-1]])  # episode index of each step
-    returns = np.bincount(episode, weights=rewards)[: int(ends.sum())]
-    spread = float(returns.max() - returns.min())
+    spread = return_spread(rewards, ends)
     if spread <= 0.0:
         raise ValueError("normalize_rewards: every episode has the same return; cannot rescale")
-    return (rewards * (scale / spread) + shift).astype(np.float32)
+    return (np.asarray(rewards, dtype=np.float64) * (scale / spread) + shift).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- networks
