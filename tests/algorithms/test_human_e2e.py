@@ -92,6 +92,31 @@ def _annotator(run_dir: Path, name: str = "ada") -> str:
         return store.annotation.add_annotator(name)[1]
 
 
+def _trainer(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
+    """``rewardlab train`` in a subprocess running this checkout's code (not an installed copy)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rewardlab.cli.main", *_argv(run_dir, overrides)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_people(proc: subprocess.Popen, run_dir: Path, timeout_s: float = 240) -> dict:
+    """Poll ``status.json`` until the trainer waits for people; returns that status."""
+    deadline = time.monotonic() + timeout_s
+    status: dict = {}
+    while status.get("state") != "waiting":
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the trainer never waited for people"
+        time.sleep(0.1)
+        try:
+            status = json.loads((run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            pass
+    return status
+
+
 def test_a_person_teaches_through_the_web_app(tmp_path, capsys):
     run = tmp_path / "run"
     person = Person(run, _annotator(run))
@@ -161,23 +186,9 @@ def test_trainer_killed_while_waiting_resumes_the_round(tmp_path):
     token = _annotator(run)
     overrides = [*HUMAN, "human.annotators=[ada]", "checkpoint_every=500",
                  "feedback.first_round_at=900"]
-    root = Path(__file__).resolve().parents[2]  # this checkout's code, not an installed copy
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = _trainer(run, overrides)
     try:
-        deadline = time.monotonic() + 240
-        status: dict = {}
-        while status.get("state") != "waiting":
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the trainer never waited for people"
-            time.sleep(0.1)
-            try:
-                status = json.loads((run / "status.json").read_text())
-            except (OSError, ValueError):
-                pass
+        status = _wait_for_people(proc, run)
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=status["app_url"], headers=headers) as client:
             given = []
@@ -215,23 +226,9 @@ def test_ctrl_c_while_waiting_for_people_stops_with_a_checkpoint(tmp_path):
     _annotator(run)
     overrides = [*HUMAN, "human.annotators=[ada]", "human.on_timeout=wait",
                  "feedback.first_round_at=900"]
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rewardlab.cli.main", *_argv(run, overrides)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = _trainer(run, overrides)
     try:
-        deadline = time.monotonic() + 240
-        status: dict = {}
-        while status.get("state") != "waiting":
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the trainer never waited for people"
-            time.sleep(0.1)
-            try:
-                status = json.loads((run / "status.json").read_text())
-            except (OSError, ValueError):
-                pass
+        _wait_for_people(proc, run)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130, proc.stderr.read().decode()
     finally:
