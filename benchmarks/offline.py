@@ -19,8 +19,9 @@ HalfCheetah-v5, Hopper-v5 and Walker2d-v5 and the ``medium-expert`` dataset of H
   (uniform selection: the config refuses disagreement for the transformer, one model; uniform
   also fits it once, after the last round, instead of after every round as entropy would);
 * ``cpl``: CPL from 500 ``oracle`` queries (no reward model; CPL's rounds are uniform). With
-  the same seed, ``iql_pt`` and ``cpl`` select uniformly from the same generator, so they are
-  expected to label the same 500 pairs (not checked by this script).
+  the same seed, ``iql_pt`` and ``cpl`` select uniformly from the same generator, so they
+  label the same 500 pairs ("CPL from the same 500 labels"; a test checks it on a small
+  dataset).
 
 ``--queries`` replaces the budgets of every learned method (default: :data:`METHOD_QUERIES`).
 Every combination is one run, key ``env/tier/method/qQUERIES/uUPDATES/sSEED``, trained with
@@ -540,7 +541,8 @@ NOTES = [
     "dataset's true reward) on the same dataset; ratio = IQM / reference.",
     "Methods: `iql_mlp` IQL on the MLP-ensemble reward (disagreement-based selection), `iql_pt` "
     "IQL on the Preference Transformer reward (uniform selection), `cpl` Contrastive Preference "
-    "Learning (no reward model, uniform selection); every budget from the `oracle` teacher in "
+    "Learning (no reward model, uniform selection, so the same pairs as `iql_pt` at the same "
+    "seed); every budget from the `oracle` teacher in "
     f"{ROUNDS} rounds of {SEGMENT_LEN}-step segments before the first update. The learned "
     "reward is rescaled as IQL does for D4RL locomotion (`offline.normalize_rewards`).",
     f"Short runs, sized for the grid to fit in about 12 CPU-hours (the arithmetic is in "

@@ -278,3 +278,48 @@ def test_ray_trials_get_this_module_as_the_trainable(off, tmp_path, monkeypatch)
     assert seen["fn"] is off.ray_trial and seen["kw"]["max_concurrent"] == 2
     assert seen["kw"]["env_vars"]["OMP_NUM_THREADS"] == "1"
     assert seen["params"][0]["key"] == "a/b/iql_true/q0/u100/s0"
+
+
+TINY = ("reward_model.hidden_sizes=[32, 32]", "iql.hidden_sizes=[32, 32]",
+        "cpl.hidden_sizes=[32, 32]", "cpl.batch_size=16", "preference_transformer.embd_dim=16",
+        "preference_transformer.pref_attn_dim=16", "preference_transformer.n_head=2",
+        "preference_transformer.epochs=3", "eval.episodes=2")
+
+
+@pytest.mark.e2e
+def test_execute_trains_each_method_and_records_it(off, tmp_path, monkeypatch):
+    """Each method of the grid, really trained (tiny nets, 100 updates, 40 queries) on a small
+    generated Pendulum-v1 dataset under the benchmark's own dataset id, through execute."""
+    from tests.helpers import pendulum_replay_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    dataset = "Pendulum-v1/medium-replay"
+    pendulum_replay_dataset(off.dataset_id(dataset))
+    assert off.missing_datasets([dataset, "Hopper-v5/medium-replay"]) == [
+        "Hopper-v5/medium-replay"]
+    base = off.run_overrides
+    monkeypatch.setattr(off, "run_overrides", lambda *a: [*base(*a), *TINY])
+    for method in off.METHODS:
+        key = off.run_key(dataset, method, 40, 100, 0)
+        out = off.execute(key, tmp_path / "out")
+        evals, done = out[:-1], out[-1]
+        assert [e["update"] for e in evals] == [0, 25, 50, 75, 100], method
+        assert all(e["normalized_score"] is not None for e in evals), method
+        assert done["settings"] == off.planned_settings(key)
+        assert done["dataset_id"] == off.dataset_id(dataset)
+        if method in ("iql_mlp", "iql_pt"):
+            assert 0 <= done["reward_model"]["reward_model/heldout_accuracy"] <= 1, method
+        elif method == "iql_true":  # no fit: only the relabelling checks of the true reward
+            assert "reward_model/heldout_accuracy" not in done["reward_model"]
+    # iql_pt and cpl select uniformly from the same seeded generator: the same labelled pairs
+    from rewardlab.store.store import FeedbackStore
+
+    arrays = {}
+    for method in ("iql_pt", "cpl"):
+        run_dir = tmp_path / "out" / "runs" / off.run_key(dataset, method, 40, 100, 0).replace(
+            "/", "_")
+        with FeedbackStore.open(run_dir) as store:
+            arrays[method] = store.records.training_arrays()
+    assert len(arrays["cpl"]["labels"]) == 40
+    for name in ("obs", "actions", "labels"):
+        np.testing.assert_array_equal(arrays["iql_pt"][name], arrays["cpl"][name])
