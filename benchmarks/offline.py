@@ -38,7 +38,7 @@ all of it the 100,000-step CrossQ expert (``rewardlab/algorithms/dataset_tiers.p
 the script before any run starts, naming the command that makes it.
 
 Sizing (``IQL_UPDATES``, ``CPL_UPDATES``, evaluations), for the 100 runs of the grid in about
-12 CPU-hours on this machine (2 logical CPUs; Intel Xeon, BENCHMARKS.md). Measured on
+12 CPU-hours on this machine (2 logical CPUs, AMD EPYC). Measured on
 2026-12-03 with ``taskset -c 1`` on a core shared with other work (load average 3.7): one IQL
 update (batch 256, 256 x 256 networks, 17-d observations, 6-d actions) 28 ms; one CPL update
 (96 pairs of 2 x 50 steps, 512 x 512 actor) 514 ms; one Preference Transformer epoch over
@@ -49,14 +49,18 @@ CPL runs:
 * CPL: 20 runs x 1,000 updates x 514 ms = 10,280 s (2.9 h); a CPL update sees 9,600
   state-actions, an IQL update 256, so 1,000 CPL updates pass 9.6 M state-actions through the
   actor against IQL's 2.6 M, about 190 passes over the 500 labelled pairs;
-* labelling and reward fits (estimated, not measured): MLP ensemble refit after each of the 10
-  rounds, about 60 s at 100 queries and 150 s at 500: 20 x 60 + 20 x 150 = 4,200 s (1.2 h);
-  Preference Transformer, one 230 s fit + relabelling about 20 s: 20 x 250 = 5,000 s (1.4 h);
+* labelling and reward fits: an MLP-ensemble fit (3 members of 3 x 256, early stopping at
+  97% train accuracy) took 6.3 s on 100 random labelled pairs and 20.5 s on 500 (7-9 epochs
+  of the 50 allowed, on an easy synthetic preference); refit after each of the 10 rounds on
+  the labels so far, about 60 s a run at 100 queries and 150 s at 500 (allowing for more
+  epochs on real labels): 20 x 60 + 20 x 150 = 4,200 s (1.2 h); Preference Transformer, one
+  230 s fit + relabelling about 20 s: 20 x 250 = 5,000 s (1.4 h);
 * evaluation: :data:`EVAL_POINTS` + 1 evaluations (update 0 and every quarter) of
   :data:`EVAL_EPISODES` deterministic 1,000-step episodes plus the random and do-nothing
-  references at update 0, about 35 episodes at about 0.5 s: 20 s a run, 2,000 s (0.6 h).
+  references at update 0, about 35 episodes at 0.27 s (HalfCheetah-v5 with the IQL actor,
+  measured): about 10 s a run, 1,000 s (0.3 h).
 
-Total about 43,900 s = 12.2 CPU-hours, about 6.1 h of wall time with ``--workers 2``. IQL's
+Total about 42,900 s = 11.9 CPU-hours, about 6 h of wall time with ``--workers 2``. IQL's
 paper trains for 1,000,000 updates and CPL's for 500,000: these are short runs, compared like
 with like (every IQL row has the same updates as its ``iql_true`` reference). CPL's
 behaviour-cloning phase and learning-rate warm-up keep the authors' shares of the run (40% and
