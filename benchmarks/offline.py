@@ -673,23 +673,25 @@ def main(argv: list[str] | None = None) -> int:
     done, current = fe.completed_runs(found), current_runs(found)
     stale = stale_runs({k: done[k] for k in keys if k in done and k not in current})
     todo = [] if args.aggregate_only else [k for k in keys if k not in current]
+    n_done = sum(k in current for k in keys)
     if args.dry_run:
         for key in keys:
             state = ("done" if key in current else "to run" if key not in stale else
                      f"stale, runs again: differs in {', '.join(stale[key][:4])}")
             print(f"{key} [{state}]: {shlex.join(overrides[key])}")
-        print(f"{len(keys)} runs selected, {len(keys) - len(todo)} done, {len(todo)} to run; "
+        print(f"{len(keys)} runs selected, {n_done} done, {len(todo)} to run; "
               f"records in {jsonl}; nothing run (--dry-run)")
         return 0
     if todo:
         missing = missing_datasets(sorted({parse_key(k)["dataset"] for k in todo}))
         if missing:
+            makes = "; ".join(shlex.join(["rewardlab", *c[3:]])
+                              for c in dataset_make_commands(missing))
             print(f"missing datasets: {', '.join(missing)}; make them with --make-datasets "
-                  f"(or: {'; '.join(shlex.join(['rewardlab', *c[3:]]) for c in dataset_make_commands(missing))})",  # noqa: E501
-                  flush=True)
+                  f"(or: {makes})", flush=True)
             return 2
-    print(f"{core.utc_now()}: {len(keys)} runs selected, {len(keys) - len(todo)} done, "
-          f"{len(todo)} to run ({'in this process' if args.no_ray else 'on Ray Tune'}, "
+    print(f"{core.utc_now()}: {len(keys)} runs selected, {n_done} done, {len(todo)} to run "
+          f"({'in this process' if args.no_ray else 'on Ray Tune'}, "
           f"{1 if args.no_ray else args.workers} at a time); records in {jsonl}", flush=True)
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
