@@ -49,3 +49,9 @@ def probe() -> ModuleType:
 def engine() -> ModuleType:
     """benchmarks/engine_speed.py."""
     return _load("engine_speed")
+
+
+@pytest.fixture(scope="module")
+def off() -> ModuleType:
+    """benchmarks/offline.py."""
+    return _load("offline")

@@ -1,0 +1,752 @@
+"""Offline preference RL: IQL on learned rewards and CPL against IQL on the true reward.
+
+Usage::
+
+    python benchmarks/offline.py [--datasets HalfCheetah-v5/medium-replay ...]
+        [--methods iql_true iql_mlp iql_pt cpl] [--queries 100 500] [--seeds 0 1 2 3 4]
+        [--updates 10000] [--cpl-updates 1000] [--workers 2] [--address RAY_ADDRESS]
+        [--out-dir benchmarks/runs/offline] [--records FILE] [--make-datasets]
+        [--dry-run] [--aggregate-only] [--no-ray] [--no-write]
+
+The defaults are the grid of issue 12 (item 8): the ``medium-replay`` datasets of
+HalfCheetah-v5, Hopper-v5 and Walker2d-v5 and the ``medium-expert`` dataset of HalfCheetah-v5
+(``rewardlab/<env>/<tier>-v0``, made locally by ``rewardlab dataset make``); on each, 5 seeds of
+
+* ``iql_true``: IQL on the dataset's true reward (``offline.reward=true``): the reference;
+* ``iql_mlp``: IQL on the MLP-ensemble reward learned from 100 and from 500 ``oracle`` queries
+  (disagreement-based selection, the online default);
+* ``iql_pt``: IQL on the Preference Transformer reward learned from 500 ``oracle`` queries
+  (uniform selection: the config refuses disagreement for the transformer, one model; uniform
+  also fits it once, after the last round, instead of after every round as entropy would);
+* ``cpl``: CPL from 500 ``oracle`` queries (no reward model; CPL's rounds are uniform). With
+  the same seed, ``iql_pt`` and ``cpl`` select uniformly from the same generator, so they
+  label the same 500 pairs ("CPL from the same 500 labels"; a test checks it on a small
+  dataset).
+
+``--queries`` replaces the budgets of every learned method (default: :data:`METHOD_QUERIES`).
+Every combination is one run, key ``env/tier/method/qQUERIES/uUPDATES/sSEED``, trained with
+:func:`rewardlab.algorithms.train` (the run of ``rewardlab train --set algorithm=iql|cpl --set
+dataset=ID ...``; :func:`run_overrides` lists the settings, ``--dry-run`` prints them). The
+budget is labelled in :data:`ROUNDS` rounds before the first update, 50-step segments.
+
+Datasets: ``--make-datasets`` runs ``rewardlab dataset make --env ENV --tiers ...`` for the
+selected datasets first (one process per env; the command caches the expert's training and
+reuses a complete tier, so a second call trains nothing), under ``MINARI_DATASETS_PATH`` (default
+``~/.minari/datasets``) as the command itself reads it. Cost once: about 30 min per env, nearly
+all of it the 100,000-step CrossQ expert (``rewardlab/algorithms/dataset_tiers.py``), so about
+1.5 CPU-hours for the three envs, not counted below. Without the flag a missing dataset stops
+the script before any run starts, naming the command that makes it.
+
+Sizing (``IQL_UPDATES``, ``CPL_UPDATES``, evaluations), for the 100 runs of the grid in about
+12 CPU-hours on this machine (2 logical CPUs, AMD EPYC). Measured on
+2026-12-03 with ``taskset -c 1`` on a core shared with other work (load average 3.7): one IQL
+update (batch 256, 256 x 256 networks, 17-d observations, 6-d actions) 28 ms; one CPL update
+(96 pairs of 2 x 50 steps, 512 x 512 actor) 514 ms; one Preference Transformer epoch over
+450 pairs of 50 steps 2.3 s, so a 100-epoch fit about 230 s. The grid is 80 IQL runs and 20
+CPL runs:
+
+* IQL: 80 runs x 10,000 updates x 28 ms = 22,400 s (6.2 h);
+* CPL: 20 runs x 1,000 updates x 514 ms = 10,280 s (2.9 h); a CPL update sees 9,600
+  state-actions, an IQL update 256, so 1,000 CPL updates pass 9.6 M state-actions through the
+  actor against IQL's 2.6 M, about 190 passes over the 500 labelled pairs;
+* labelling and reward fits: an MLP-ensemble fit (3 members of 3 x 256, early stopping at
+  97% train accuracy) took 6.3 s on 100 random labelled pairs and 20.5 s on 500 (7-9 epochs
+  of the 50 allowed, on an easy synthetic preference); refit after each of the 10 rounds on
+  the labels so far, about 60 s a run at 100 queries and 150 s at 500 (allowing for more
+  epochs on real labels): 20 x 60 + 20 x 150 = 4,200 s (1.2 h); Preference Transformer, one
+  230 s fit + relabelling about 20 s: 20 x 250 = 5,000 s (1.4 h);
+* evaluation: :data:`EVAL_POINTS` + 1 evaluations (update 0 and every quarter) of
+  :data:`EVAL_EPISODES` deterministic 1,000-step episodes plus the random and do-nothing
+  references at update 0, about 35 episodes at 0.27 s (HalfCheetah-v5 with the IQL actor,
+  measured): about 10 s a run, 1,000 s (0.3 h).
+
+Total about 42,900 s = 11.9 CPU-hours, about 6 h of wall time with ``--workers 2``. IQL's
+paper trains for 1,000,000 updates and CPL's for 500,000: these are short runs, compared like
+with like (every IQL row has the same updates as its ``iql_true`` reference). CPL's
+behaviour-cloning phase and learning-rate warm-up keep the authors' shares of the run (40% and
+10%: ``cpl.bc_steps``, ``cpl.warmup_steps``).
+
+Execution and records follow ``benchmarks/feedback_efficiency.py`` and reuse its functions:
+the unfinished runs are Ray Tune trials (``--workers`` at a time, one CPU each, each pinned to a
+core of its own with ``core.claim_core``; ``--no-ray`` runs them one by one in this process);
+each finished run appends, in one write stamped with a per-attempt id, its evaluations
+(``kind: "eval"``: ``update``, ``gold_return``, ``normalized_score``; ``step`` = ``update`` for
+the shared bookkeeping) and one ``kind: "done"`` record (the run's ``settings``, wall time,
+the dataset, the reward model's accuracy metrics, last values of ``reward_model/*`` from the
+run's ``metrics.jsonl``) to ``benchmarks/results/offline_runs.jsonl``. A run with a ``done``
+record made with the settings its key runs now is skipped; a finished run with other settings
+is stale: run again and left out of the table until then.
+
+Aggregation: per (dataset, method, queries, updates), the D4RL normalised score of each seed's
+final evaluation (``eval/normalized_score``: 100 x (G - random) / (expert - random), the
+dataset's ``ref_min_score``/``ref_max_score``), its interquartile mean and 95%
+stratified-bootstrap CI (``rliable``, as ``feedback_efficiency.iqm_ci``), the reference
+``true_reward_reference`` (the IQM of ``iql_true`` on the same dataset and updates) and
+``ratio_to_true`` = IQM / reference. Target (issue 12): ratio >= 0.90 for IQL on a reward
+learned from 500 oracle queries (``iql_mlp`` and ``iql_pt``), on each dataset. Results go to
+``benchmarks/results/offline.json`` and the ``offline`` section of ``BENCHMARKS.md`` unless
+``--no-write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import core  # noqa: E402  (benchmarks/core.py: thread env, machine info, markdown, claim_core)
+import feedback_efficiency as fe  # noqa: E402  (records, Ray trials, IQM: shared bookkeeping)
+
+REPO = core.REPO
+RESULTS_DIR = REPO / "benchmarks" / "results"
+DEFAULT_OUT = REPO / "benchmarks" / "runs" / "offline"
+SECTION = "offline"
+TITLE = "Offline preference RL: IQL on learned rewards and CPL"
+
+#: The issue's datasets, ``ENV/TIER`` (``rewardlab/<env slug>/<tier>-v<DATASET_VERSION>``).
+DATASETS = ("HalfCheetah-v5/medium-replay", "Hopper-v5/medium-replay",
+            "Walker2d-v5/medium-replay", "HalfCheetah-v5/medium-expert")
+DATASET_VERSION = 0
+#: Config overrides of each method (on top of :func:`run_overrides`' common ones).
+METHODS: dict[str, tuple[str, ...]] = {
+    "iql_true": ("algorithm=iql", "offline.reward=true"),
+    "iql_mlp": ("algorithm=iql", "offline.reward=learned", "offline.reward_model=mlp",
+                "feedback.method=disagreement"),
+    "iql_pt": ("algorithm=iql", "offline.reward=learned", "offline.reward_model=transformer",
+               "feedback.method=uniform"),
+    "cpl": ("algorithm=cpl", "feedback.method=uniform"),
+}
+REFERENCE = "iql_true"
+#: Query budgets of each method in the issue's grid (``--queries`` replaces the learned ones).
+METHOD_QUERIES: dict[str, tuple[int, ...]] = {
+    "iql_true": (0,), "iql_mlp": (100, 500), "iql_pt": (500,), "cpl": (500,)}
+TEACHER = "oracle"
+#: Feedback rounds the budget is asked in (all before the first update).
+ROUNDS = 10
+SEGMENT_LEN = 50
+#: Gradient updates per run (see the module docstring for the arithmetic).
+IQL_UPDATES = 10_000
+CPL_UPDATES = 1_000
+#: CPL's behaviour-cloning and warm-up shares of the run (the authors' 40k and 10k of 100k).
+CPL_BC_FRACTION, CPL_WARMUP_FRACTION = 0.4, 0.1
+#: Evaluations after update 0 (evenly spaced; the last at the final update) and their episodes.
+EVAL_POINTS = 4
+EVAL_EPISODES = 5
+FULL_SEEDS = (0, 1, 2, 3, 4)
+#: The issue's target: ratio to the true-reward IQM for IQL on 500 learned-reward queries.
+TARGETS = {("iql_mlp", 500): 0.90, ("iql_pt", 500): 0.90}
+DEFAULT_WORKERS = 2
+#: The ``metrics.jsonl`` keys a ``done`` record keeps (their last logged value).
+REWARD_METRIC_PREFIX = "reward_model/"
+#: Sections of the config a method's runs do not read (left out of the staleness check).
+UNUSED = {
+    "iql_true": ("env", "pebble", "ppo", "human", "mitigation", "feedback", "teacher",
+                 "reward_model", "preference_transformer", "cpl", "td3bc", "total_steps"),
+    "iql_mlp": ("env", "pebble", "ppo", "human", "mitigation", "preference_transformer", "cpl",
+                "td3bc", "total_steps"),
+    "iql_pt": ("env", "pebble", "ppo", "human", "mitigation", "cpl", "td3bc", "total_steps"),
+    "cpl": ("env", "pebble", "ppo", "human", "mitigation", "reward_model",
+            "preference_transformer", "iql", "td3bc", "total_steps"),
+}
+
+
+# ----------------------------------------------------------------------------- runs
+
+def run_key(dataset: str, method: str, queries: int, updates: int, seed: int) -> str:
+    """The run's id: ``env/tier/method/qQUERIES/uUPDATES/sSEED`` (q0 for ``iql_true``)."""
+    if method == REFERENCE:
+        queries = 0
+    return f"{dataset}/{method}/q{queries}/u{updates}/s{seed}"
+
+
+def parse_key(key: str) -> dict[str, Any]:
+    """Inverse of :func:`run_key` (``dataset`` is ``env/tier``)."""
+    env, tier, method, q, u, s = key.split("/")
+    return {"dataset": f"{env}/{tier}", "env": env, "tier": tier, "method": method,
+            "queries": int(q[1:]), "updates": int(u[1:]), "seed": int(s[1:])}
+
+
+def dataset_id(dataset: str) -> str:
+    """The Minari id of ``ENV/TIER``: ``rewardlab/<env slug>/<tier>-v<DATASET_VERSION>``."""
+    from rewardlab.data.offline import tier_dataset_id
+
+    env, tier = dataset.split("/")
+    return tier_dataset_id(env, tier, DATASET_VERSION)
+
+
+def run_overrides(dataset: str, method: str, queries: int, updates: int,
+                  seed: int) -> list[str]:
+    """Config overrides of one run: the method's (:data:`METHODS`), the dataset, ``updates``
+    gradient updates with :data:`EVAL_POINTS` evaluations of :data:`EVAL_EPISODES` episodes
+    after update 0 and one checkpoint at the end (and after each round), the budget in
+    :data:`ROUNDS` rounds of 50-step segments from the ``oracle`` teacher; CPL's BC and
+    warm-up phases scaled to the run.
+
+    Raises:
+        ValueError: naming the option, on an unknown method or dataset, a learned method
+            without queries, or too few updates for the schedule.
+    """
+    if method not in METHODS:
+        raise ValueError(f"--methods: unknown method {method!r}; choose from {tuple(METHODS)}")
+    if dataset.count("/") != 1:
+        raise ValueError(f"--datasets: expected ENV/TIER such as HalfCheetah-v5/medium-replay, "
+                         f"got {dataset!r}")
+    if updates < 2 * EVAL_POINTS or (method == "cpl" and updates < 20):
+        raise ValueError(f"--updates {updates}: too few for the schedule")
+    out = [*METHODS[method], f"dataset={dataset_id(dataset)}", f"seed={seed}",
+           f"offline.updates={updates}", f"offline.eval_every={updates // EVAL_POINTS}",
+           f"offline.checkpoint_every={updates}", f"eval.episodes={EVAL_EPISODES}", *core.BASE]
+    if method != REFERENCE:
+        if queries < 2:
+            raise ValueError(f"--queries {queries}: {method} needs a budget of at least 2")
+        out += [f"feedback.total_budget={queries}",
+                f"feedback.queries_per_round={math.ceil(queries / ROUNDS)}",
+                f"feedback.segment_len={SEGMENT_LEN}", f"teacher.preset={TEACHER}"]
+    if method == "cpl":
+        out += [f"cpl.bc_steps={int(updates * CPL_BC_FRACTION)}",
+                f"cpl.warmup_steps={max(1, int(updates * CPL_WARMUP_FRACTION))}"]
+    return out
+
+
+def key_overrides(key: str) -> list[str]:
+    """:func:`run_overrides` of a run key."""
+    k = parse_key(key)
+    return run_overrides(k["dataset"], k["method"], k["queries"], k["updates"], k["seed"])
+
+
+def key_config(key: str) -> Any:
+    """The :class:`~rewardlab.config.TrainConfig` the run of ``key`` trains now (before the
+    env is taken from the dataset, so no dataset is read)."""
+    from rewardlab.config import load_config
+
+    return load_config(None, key_overrides(key))
+
+
+def run_settings(config: Any, method: str) -> dict[str, Any]:
+    """The settings a run of ``method`` reads, as JSON (:data:`UNUSED` left out; ``env`` too:
+    it comes from the dataset, recorded in the ``done`` record's ``dataset`` fields)."""
+    return json.loads(json.dumps(config.model_dump(mode="json", exclude=set(UNUSED[method]))))
+
+
+def planned_settings(key: str) -> dict[str, Any]:
+    """:func:`run_settings` of the run ``key`` would train now."""
+    return run_settings(key_config(key), parse_key(key)["method"])
+
+
+def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``fe.completed_runs`` counting only attempts with the settings each key runs now.
+
+    (``fe.current_runs`` does the same with its own keys; it would need a ``planned``
+    argument to serve here.)"""
+    planned: dict[str, dict[str, Any]] = {}
+
+    def current(done: dict[str, Any]) -> bool:
+        if done["run"] not in planned:
+            planned[done["run"]] = planned_settings(done["run"])
+        found = done.get("settings")
+        return found is not None and not fe.setting_differences(found, planned[done["run"]])
+
+    return fe.completed_runs(records, accept=current)
+
+
+def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """``{run key: differing settings}`` of finished ``runs`` not run with today's settings."""
+    out = {}
+    for key, run in runs.items():
+        found = run["done"].get("settings")
+        diff = (["settings"] if found is None
+                else fe.setting_differences(found, planned_settings(key)))
+        if diff:
+            out[key] = diff
+    return out
+
+
+def reward_model_metrics(metrics_file: Path) -> dict[str, float | None]:
+    """The last logged value of every ``reward_model/*`` key in a run's ``metrics.jsonl``
+    (held-out and fresh-query accuracy and ECE, accuracy on random pairs...); ``{}`` if the
+    file is missing or the run fit no reward model."""
+    last: dict[str, float | None] = {}
+    for row in fe.read_records(metrics_file):
+        for name, value in row.items():
+            if name.startswith(REWARD_METRIC_PREFIX) and (value is None
+                                                        or isinstance(value, (int, float))):
+                last[name] = value
+    return last
+
+
+def run_records(key: str, run_dir: Path, wall_time_s: float) -> list[dict[str, Any]]:
+    """The eval and done records of the finished run in ``run_dir`` (a fresh attempt id)."""
+    k = parse_key(key)
+    rows = fe.read_records(run_dir / "metrics.jsonl")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    base = {"run": key, "attempt": uuid.uuid4().hex, **k}
+    evals = [{"kind": "eval", **base, "step": int(r["step"]), "update": int(r["step"]),
+              "gold_return": r["eval/gold_return"],
+              "normalized_score": r.get("eval/normalized_score")}
+             for r in rows if r.get("eval/gold_return") is not None]
+    done = {"kind": "done", **base, "final_update": int(summary["steps"]),
+            "settings": planned_settings(key), "wall_time_s": wall_time_s,
+            "dataset_id": summary.get("dataset"), "dataset_steps": summary.get("dataset_steps"),
+            "dataset_normalized_score": summary.get("dataset_normalized_score"),
+            "env_id": summary.get("env"), "reward": summary.get("reward"),
+            "reward_model": reward_model_metrics(run_dir / "metrics.jsonl"),
+            "feedback_seconds": (summary.get("feedback") or {}).get("seconds"),
+            "interrupted": summary.get("interrupted"), "overrides": key_overrides(key),
+            "run_dir": str(run_dir), "finished_utc": core.utc_now(),
+            "machine": core.machine_info()}
+    return [*evals, done]
+
+
+def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
+    """Train one run in ``out_dir/runs/<key>`` from scratch (an unfinished earlier attempt is
+    deleted first) and return its records."""
+    import shutil
+
+    import torch
+
+    from rewardlab.algorithms import train
+
+    torch.set_num_threads(1)
+    config = key_config(key)
+    run_dir = out_dir / "runs" / key.replace("/", "_")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train(config, run_dir)
+    return run_records(key, run_dir, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- trials
+
+def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
+    """One run as a trial (``params`` = ``{"key", "out_dir", "records"}``), as
+    ``fe.run_trial`` does it: pinned to a free core, one thread, working in ``out_dir``; the
+    records are appended by the trial itself; a failure is printed, not raised.
+
+    Returns:
+        The run's ``done`` record, or None if it failed.
+    """
+    key, out_dir, jsonl = params["key"], Path(params["out_dir"]), Path(params["records"])
+    cpu = core.claim_core()
+    cwd = os.getcwd()
+    t0 = time.perf_counter()
+    print(f"{core.utc_now()}: start {key} (pid {os.getpid()}, "
+          f"{'core ' + str(cpu) if cpu is not None else 'not pinned'})", flush=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory
+        records = execute(key, out_dir)
+        fe.append_records(jsonl, records)
+    except Exception:
+        print(f"{core.utc_now()}: FAILED {key}:\n{traceback.format_exc()}", flush=True)
+        return None
+    finally:
+        os.chdir(cwd)
+    scores = [r["normalized_score"] for r in records if r["kind"] == "eval"]
+    print(f"{core.utc_now()}: done {key} in {time.perf_counter() - t0:.0f} s, final "
+          f"normalised score {fe._f(scores[-1] if scores else None, 1)}", flush=True)
+    return records[-1]
+
+
+def ray_trial(config: dict[str, Any]) -> None:
+    """The Ray Tune trainable: :func:`run_trial` of ``config["params"]``."""
+    run_trial(config["params"])
+
+
+def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, address: str | None,
+               name: str) -> None:
+    """Every run of ``todo`` as a Ray Tune trial of :func:`ray_trial` (as
+    ``fe.run_on_ray``, with this module's trainable), ``workers`` at a time."""
+    from rewardlab.algorithms.sweep import run_on_ray as ray_run
+
+    module = importlib.import_module("offline")  # pickled by reference: workers import it
+    params = [{"key": k, "out_dir": str(out_dir), "records": str(jsonl)} for k in todo]
+    ray_run(module.ray_trial, params, name, out_dir / "ray", max_concurrent=workers,
+            cpus_per_trial=1, address=address, env_vars=fe.trial_env_vars(), log_to_driver=True)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def dataset_make_commands(datasets: list[str]) -> list[list[str]]:
+    """``rewardlab dataset make`` of each env of ``datasets``, with the tiers it needs (a
+    ``medium-expert`` tier makes ``medium`` and ``expert`` on the way)."""
+    tiers: dict[str, list[str]] = {}
+    for d in datasets:
+        env, tier = d.split("/")
+        tiers.setdefault(env, [])
+        if tier not in tiers[env]:
+            tiers[env].append(tier)
+    return [[sys.executable, "-m", "rewardlab.cli.main", "dataset", "make", "--env", env,
+             "--tiers", ",".join(ts), "--version", str(DATASET_VERSION), "--no-progress"]
+            for env, ts in tiers.items()]
+
+
+def missing_datasets(datasets: list[str]) -> list[str]:
+    """The datasets of ``datasets`` not on this machine, complete (``MINARI_DATASETS_PATH``)."""
+    from rewardlab.data.offline import METADATA_KEY, dataset_metadata
+    from rewardlab.errors import MissingDatasetError
+
+    missing = []
+    for d in datasets:
+        try:
+            own = dataset_metadata(dataset_id(d)).get(METADATA_KEY)
+        except MissingDatasetError:
+            own = None
+        if not isinstance(own, dict) or not own.get("complete"):
+            missing.append(d)
+    return missing
+
+
+def make_datasets(datasets: list[str], dry_run: bool = False) -> int:
+    """Run :func:`dataset_make_commands` one after another (cached: a complete tier is reused).
+
+    Returns:
+        0, or the exit code of the first command that failed."""
+    from rewardlab.data.offline import datasets_root
+
+    print(f"datasets under {datasets_root()} (MINARI_DATASETS_PATH)", flush=True)
+    for cmd in dataset_make_commands(datasets):
+        shown = shlex.join(["rewardlab", *cmd[3:]])
+        if dry_run:
+            print(f"would run: {shown}")
+            continue
+        print(f"{core.utc_now()}: {shown}", flush=True)
+        code = subprocess.run(cmd, env={**os.environ, **core.THREAD_ENV}).returncode
+        if code:
+            print(f"{shown} failed with exit code {code}", flush=True)
+            return code
+    return 0
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+def _group(k: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (k["dataset"], k["method"], k["queries"], k["updates"])
+
+
+def final_scores(runs: dict[str, dict[str, Any]]) -> dict[tuple, dict[int, float]]:
+    """``{(dataset, method, queries, updates): {seed: normalised score}}`` at each run's final
+    evaluation (runs without a normalised score, e.g. a dataset without reference scores,
+    left out)."""
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for key, run in runs.items():
+        if run["evals"] and run["evals"][-1].get("normalized_score") is not None:
+            k = parse_key(key)
+            out[_group(k)][k["seed"]] = float(run["evals"][-1]["normalized_score"])
+    return dict(out)
+
+
+def aggregate(records: list[dict[str, Any]], reps: int = fe.BOOTSTRAP_REPS
+              ) -> list[dict[str, Any]]:
+    """The result rows, one per (dataset, method, queries, updates) with finished runs.
+
+    Each row: ``task`` (env), ``dataset`` (``env/tier``), ``dataset_id``, ``method``,
+    ``queries``, ``updates``, ``seeds``, ``normalized_score_per_seed``,
+    ``gold_return_per_seed``, ``normalized_score_iqm``/``ci_low``/``ci_high`` (IQM and 95%
+    stratified-bootstrap CI, ``fe.iqm_ci``), ``true_reward_reference`` (the IQM of
+    ``iql_true`` on the dataset with as many updates; None without one), ``ratio_to_true``
+    (IQM / reference; None when the reference is missing or not positive), ``target`` and
+    ``meets_target`` (:data:`TARGETS`, else None), the mean reward-model accuracies and the
+    mean wall time.
+    """
+    runs = fe.completed_runs(records)
+    scores = final_scores(runs)
+    rows: list[dict[str, Any]] = []
+    for group in sorted(scores, key=lambda g: (g[0], list(METHODS).index(g[1])
+                                               if g[1] in METHODS else 99, g[2], g[3])):
+        dataset, method, queries, updates = group
+        seeds = sorted(scores[group])
+        per_seed = [scores[group][s] for s in seeds]
+        iqm, lo, hi = fe.iqm_ci(per_seed, reps=reps)
+        finished = [runs[run_key(dataset, method, queries, updates, s)] for s in seeds]
+        accs = defaultdict(list)
+        for run in finished:
+            for name, value in (run["done"].get("reward_model") or {}).items():
+                if value is not None:
+                    accs[name].append(value)
+        rows.append({
+            "task": dataset.split("/")[0], "dataset": dataset,
+            "dataset_id": finished[0]["done"].get("dataset_id"), "method": method,
+            "queries": queries, "updates": updates, "seeds": seeds,
+            "normalized_score_per_seed": per_seed,
+            "gold_return_per_seed": [float(r["evals"][-1]["gold_return"]) for r in finished],
+            "normalized_score_iqm": iqm, "ci_low": lo, "ci_high": hi,
+            "heldout_accuracy": _mean(accs.get("reward_model/heldout_accuracy")),
+            "random_pair_accuracy": _mean(accs.get("reward_model/random_pair_accuracy")),
+            "heldout_ece": _mean(accs.get("reward_model/heldout_ece")),
+            "wall_time_s": _mean([r["done"].get("wall_time_s") for r in finished
+                                  if r["done"].get("wall_time_s") is not None])})
+    refs = {(r["dataset"], r["updates"]): r["normalized_score_iqm"] for r in rows
+            if r["method"] == REFERENCE}
+    for r in rows:
+        # CPL runs its own update budget: its reference is the dataset's iql_true row with
+        # the most updates
+        ref = refs.get((r["dataset"], r["updates"]))
+        if ref is None and r["method"] == "cpl":
+            same = [(u, v) for (d, u), v in refs.items() if d == r["dataset"]]
+            ref = max(same)[1] if same else None
+        r["true_reward_reference"] = ref
+        r["ratio_to_true"] = (None if ref is None or ref <= 0
+                              else r["normalized_score_iqm"] / ref)
+        target = TARGETS.get((r["method"], r["queries"]))
+        r["target"] = target
+        r["meets_target"] = (None if target is None or r["ratio_to_true"] is None
+                             else r["ratio_to_true"] >= target)
+    return rows
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return None if not values else float(sum(values) / len(values))
+
+
+def winners(rows: list[dict[str, Any]], queries: int = 500) -> dict[str, str]:
+    """Per dataset, the method with the highest normalised IQM among the learned ones
+    (``iql_mlp``, ``iql_pt``, ``cpl``) at ``queries`` queries."""
+    best: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        if r["method"] != REFERENCE and r["queries"] == queries:
+            if r["dataset"] not in best or r["normalized_score_iqm"] > best[r["dataset"]][0]:
+                best[r["dataset"]] = (r["normalized_score_iqm"], r["method"])
+    return {d: m for d, (_, m) in sorted(best.items())}
+
+
+def grid_complete(rows: list[dict[str, Any]]) -> bool:
+    """Whether ``rows`` fill the issue's grid: every dataset x method x budget of
+    :data:`METHOD_QUERIES` at :data:`IQL_UPDATES` (:data:`CPL_UPDATES` for CPL), all of
+    :data:`FULL_SEEDS`."""
+    have = {(r["dataset"], r["method"], r["queries"], r["updates"]) for r in rows
+            if set(r["seeds"]) >= set(FULL_SEEDS)}
+    return all((d, m, q, CPL_UPDATES if m == "cpl" else IQL_UPDATES) in have
+               for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs)
+
+
+# ----------------------------------------------------------------------------- report
+
+NOTES = [
+    "Normalised score: D4RL's, 100 x (G - random) / (expert - random), G the mean true return "
+    f"of {EVAL_EPISODES} deterministic-policy episodes at the run's final evaluation, random "
+    "and expert the dataset's `ref_min_score`/`ref_max_score` (a uniformly random policy and "
+    "the expert that made the dataset, `rewardlab dataset make`). IQM and 95% stratified-"
+    "bootstrap CI over seeds with `rliable`. Reference: the IQM of `iql_true` (IQL on the "
+    "dataset's true reward) on the same dataset; ratio = IQM / reference.",
+    "Methods: `iql_mlp` IQL on the MLP-ensemble reward (disagreement-based selection), `iql_pt` "
+    "IQL on the Preference Transformer reward (uniform selection), `cpl` Contrastive Preference "
+    "Learning (no reward model, uniform selection, so the same pairs as `iql_pt` at the same "
+    "seed); every budget from the `oracle` teacher in "
+    f"{ROUNDS} rounds of {SEGMENT_LEN}-step segments before the first update. The learned "
+    "reward is rescaled as IQL does for D4RL locomotion (`offline.normalize_rewards`).",
+    f"Short runs, sized for the grid to fit in about 12 CPU-hours (the arithmetic is in "
+    f"`benchmarks/offline.py`'s docstring): IQL {IQL_UPDATES:,} gradient updates (the paper: "
+    f"1,000,000), CPL {CPL_UPDATES:,} (each over 96 pairs of 2 x 50 steps; BC for the first "
+    f"{int(CPL_BC_FRACTION * 100)}%).",
+]
+
+
+def render_section(rec: dict[str, Any]) -> str:
+    begin, end = core.section_markers(SECTION)
+    sel, rows = rec["selection"], rec["rows"]
+    lines = [begin, f"## {TITLE} (`benchmarks/offline.py`)", "",
+             f"- Command: `{rec['command']}`",
+             f"- Date (UTC): {rec['written_utc']}",
+             f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
+             f"torch {rec['machine']['torch']}; "
+             + (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
+                if rec.get("runner") == "ray" else "runs one at a time in one process")
+             + ", each pinned to a core of its own, 1 thread",
+             f"- Runs aggregated: {rec['runs_completed']} of the {rec['runs_selected']} selected "
+             f"runs, finished, from `{rec['jsonl']}`",
+             f"- Selection: datasets {', '.join(sel['datasets'])}; methods "
+             f"{', '.join(sel['methods'])}; seeds {', '.join(map(str, sel['seeds']))}; "
+             f"{sel['updates']} IQL updates, {sel['cpl_updates']} CPL updates"]
+    if not rec.get("grid_complete"):
+        lines.append("- **Not the issue's full grid yet**: read these rows as the cells "
+                     "filled so far.")
+    lines += ["",
+              "| task | dataset | method | queries | updates | seeds | normalised score IQM "
+              "| 95% CI | true-reward reference | ratio to true | target | reward model "
+              "held-out acc. |",
+              "|---|---|---|---:|---:|---|---:|---|---:|---:|---|---:|"]
+    for r in rows:
+        verdict = ("—" if r["meets_target"] is None else
+                   f"{'meets' if r['meets_target'] else 'misses'} >= {r['target']:.2f}")
+        lines.append(
+            f"| {r['task']} | {r['dataset'].split('/')[1]} | {r['method']} | "
+            f"{r['queries'] or '—'} | {r['updates']} | {', '.join(map(str, r['seeds']))} | "
+            f"{fe._f(r['normalized_score_iqm'], 1)} | "
+            f"{_ci1(r['ci_low'], r['ci_high'])} | {fe._f(r['true_reward_reference'], 1)} | "
+            f"{fe._f(r['ratio_to_true'])} | {verdict} | {fe._f(r['heldout_accuracy'])} |")
+    if not rows:
+        lines.append("| — | no finished run yet | | | | | | | | | | |")
+    best = winners(rows)
+    if best:
+        lines += ["", "Best learned method at 500 queries: "
+                  + "; ".join(f"{d}: `{m}`" for d, m in best.items()) + "."]
+    for note in rec["notes"]:
+        lines += ["", note]
+    lines += ["", end]
+    return "\n".join(lines)
+
+
+def _ci1(lo: float | None, hi: float | None) -> str:
+    return "—" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}]"
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="ENV/TIER")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--queries", nargs="+", type=int, default=None,
+                   help="query budgets of every learned method (default: the issue's, "
+                   "iql_mlp 100 and 500, iql_pt and cpl 500)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(FULL_SEEDS))
+    p.add_argument("--updates", type=int, default=IQL_UPDATES, help="IQL gradient updates")
+    p.add_argument("--cpl-updates", type=int, default=CPL_UPDATES, help="CPL gradient updates")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help="runs at once (Ray Tune trials, 1 CPU each)")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (ray.init address)")
+    p.add_argument("--no-ray", action="store_true",
+                   help="run the runs one after another in this process instead of on Ray")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--make-datasets", action="store_true",
+                   help="first run `rewardlab dataset make` for the selected datasets (cached)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the selected runs and their config overrides; run nothing")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing; aggregate the finished runs of the selection")
+    p.add_argument("--no-write", action="store_true",
+                   help="leave benchmarks/results and BENCHMARKS.md alone")
+    p.add_argument("--bootstrap-reps", type=int, default=fe.BOOTSTRAP_REPS)
+    p.add_argument("--records", type=Path, default=None,
+                   help="JSONL record file (default: benchmarks/results/offline_runs.jsonl)")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers: at least 1")
+    for d in args.datasets:
+        if d.count("/") != 1:
+            p.error(f"--datasets: expected ENV/TIER such as HalfCheetah-v5/medium-replay, "
+                    f"got {d!r}")
+    return args
+
+
+def selected_keys(args: argparse.Namespace) -> list[str]:
+    """Run keys of the selection, seed by seed and dataset by dataset with the reference
+    first, so that a selection cut short holds whole seeds."""
+    keys = []
+    for seed in args.seeds:
+        for d in args.datasets:
+            for m in sorted(args.methods, key=lambda m: m != REFERENCE):
+                budgets = ((0,) if m == REFERENCE else
+                           tuple(args.queries) if args.queries else METHOD_QUERIES[m])
+                updates = args.cpl_updates if m == "cpl" else args.updates
+                keys += [run_key(d, m, q, updates, seed) for q in budgets]
+    return list(dict.fromkeys(keys))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = core.command_line("offline.py", argv)
+    out_dir = args.out_dir.resolve()
+    jsonl = (args.records or RESULTS_DIR / f"{SECTION}_runs.jsonl").resolve()
+    keys = selected_keys(args)
+    overrides = {key: key_overrides(key) for key in keys}  # refuse bad selections first
+    if args.make_datasets and not args.aggregate_only:
+        code = make_datasets(args.datasets, dry_run=args.dry_run)
+        if code:
+            return code
+    found = fe.read_records(jsonl)
+    done, current = fe.completed_runs(found), current_runs(found)
+    stale = stale_runs({k: done[k] for k in keys if k in done and k not in current})
+    todo = [] if args.aggregate_only else [k for k in keys if k not in current]
+    n_done = sum(k in current for k in keys)
+    if args.dry_run:
+        for key in keys:
+            state = ("done" if key in current else "to run" if key not in stale else
+                     f"stale, runs again: differs in {', '.join(stale[key][:4])}")
+            print(f"{key} [{state}]: {shlex.join(overrides[key])}")
+        print(f"{len(keys)} runs selected, {n_done} done, {len(todo)} to run; "
+              f"records in {jsonl}; nothing run (--dry-run)")
+        return 0
+    if todo:
+        missing = missing_datasets(sorted({parse_key(k)["dataset"] for k in todo}))
+        if missing:
+            makes = "; ".join(shlex.join(["rewardlab", *c[3:]])
+                              for c in dataset_make_commands(missing))
+            print(f"missing datasets: {', '.join(missing)}; make them with --make-datasets "
+                  f"(or: {makes})", flush=True)
+            return 2
+    print(f"{core.utc_now()}: {len(keys)} runs selected, {n_done} done, {len(todo)} to run "
+          f"({'in this process' if args.no_ray else 'on Ray Tune'}, "
+          f"{1 if args.no_ray else args.workers} at a time); records in {jsonl}", flush=True)
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.no_ray:
+            for key in todo:
+                run_trial({"key": key, "out_dir": str(out_dir), "records": str(jsonl)})
+        else:
+            from rewardlab.errors import RewardLabError
+
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            try:
+                run_on_ray(todo, out_dir, jsonl, args.workers, args.address,
+                           f"{SECTION}-{stamp}")
+            except RewardLabError as err:  # e.g. a worker died; the finished runs still count
+                print(f"Ray: {err}", flush=True)
+    records = fe.read_records(jsonl)
+    finished = current_runs(records)
+    failed = [k for k in todo if k not in finished]
+    selection = set(keys)
+    chosen = [r for r in records if r.get("run") in selection]
+    for key, diff in sorted(stale_runs({k: v for k, v in fe.completed_runs(chosen).items()
+                                        if k not in finished}).items()):
+        print(f"left out (stale: differs in {', '.join(diff[:4])}): {key}", flush=True)
+    keep = {(k, run["done"]["attempt"]) for k, run in finished.items()}
+    chosen = [r for r in chosen if (r["run"], r.get("attempt")) in keep]
+    rows = aggregate(chosen, reps=args.bootstrap_reps)
+    rec = {"command": command, "section": SECTION, "written_utc": core.utc_now(),
+           "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
+           "runner": "in_process" if args.no_ray else "ray",
+           "jsonl": os.path.relpath(jsonl, REPO),
+           "selection": {"datasets": args.datasets, "methods": args.methods,
+                         "queries": args.queries, "seeds": args.seeds,
+                         "updates": args.updates, "cpl_updates": args.cpl_updates},
+           "sizing": {"iql_updates": IQL_UPDATES, "cpl_updates": CPL_UPDATES,
+                      "eval_points": EVAL_POINTS, "eval_episodes": EVAL_EPISODES},
+           "runs_selected": len(keys), "runs_completed": len(fe.completed_runs(chosen)),
+           "reference_method": REFERENCE, "grid_complete": grid_complete(rows),
+           "winners_500": winners(rows), "rows": rows, "notes": NOTES, "format_version": 1}
+    for r in rows:
+        print(f"{r['dataset']} {r['method']} q{r['queries']} u{r['updates']}: IQM "
+              f"{fe._f(r['normalized_score_iqm'], 1)} {_ci1(r['ci_low'], r['ci_high'])}, "
+              f"ratio to true {fe._f(r['ratio_to_true'])}, seeds {r['seeds']}", flush=True)
+    if failed:
+        print(f"{len(failed)} run(s) failed (see above): {', '.join(failed)}", flush=True)
+    if args.no_write:
+        print(render_section(rec))
+    else:
+        results = RESULTS_DIR / f"{SECTION}.json"
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(rec, indent=2) + "\n")
+        core.write_markdown_section(core.BENCHMARKS_MD, *core.section_markers(SECTION),
+                                    render_section(rec))
+        print(f"wrote {os.path.relpath(results, REPO)} and BENCHMARKS.md", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
