@@ -249,6 +249,28 @@ def setting_differences(found: Any, planned: Any, prefix: str = "") -> list[str]
     return [] if found == planned else [prefix.rstrip(".")]
 
 
+def with_later_keys(found: Any, planned: Any, prefix: str = "") -> Any:
+    """``found`` (a run's recorded settings) with the keys it predates taken from ``planned``,
+    as :func:`rewardlab.config.load_run_config` reads a saved config: a key added later
+    defaults to what runs did before it existed, except the keys of
+    :data:`rewardlab.config.SAVED_RUN_DEFAULTS`, which take the value older runs used (so
+    adding a config section does not make every finished run stale, while a default that
+    changed behaviour does)."""
+    from rewardlab.config import SAVED_RUN_DEFAULTS
+
+    if not (isinstance(found, dict) and isinstance(planned, dict)):
+        return found
+    out = {}
+    for name in planned:
+        dotted = f"{prefix}{name}"
+        if name in found:
+            out[name] = with_later_keys(found[name], planned[name], f"{dotted}.")
+        else:
+            out[name] = SAVED_RUN_DEFAULTS.get(dotted, planned[name])
+    out.update({name: value for name, value in found.items() if name not in planned})
+    return out
+
+
 def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """``{run key: differing settings}`` of the finished ``runs`` (:func:`completed_runs`) whose
     ``done`` record's settings are not what the key would run now (``["settings"]`` for a
@@ -256,8 +278,9 @@ def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     stale = {}
     for key, run in runs.items():
         found = run["done"].get("settings")
+        plan = planned_settings(key)
         diff = (["settings"] if found is None
-                else setting_differences(found, planned_settings(key)))
+                else setting_differences(with_later_keys(found, plan), plan))
         if diff:
             stale[key] = diff
     return stale
@@ -272,8 +295,8 @@ def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     def current(done: dict[str, Any]) -> bool:
         if done["run"] not in planned:
             planned[done["run"]] = planned_settings(done["run"])
-        found = done.get("settings")
-        return found is not None and not setting_differences(found, planned[done["run"]])
+        found, plan = done.get("settings"), planned[done["run"]]
+        return found is not None and not setting_differences(with_later_keys(found, plan), plan)
 
     return completed_runs(records, accept=current)
 
@@ -829,10 +852,10 @@ def main(argv: list[str] | None = None) -> int:
                      + (" ..." if len(stale[key]) > 4 else ""))
             print(f"{key} [{state}; backbone {planned_backbone(key)}]: "
                   f"{shlex.join(overrides[key])}")
-        print(f"{len(keys)} runs selected, {len(keys) - len(todo)} done, {len(todo)} to run; "
-              f"records in {jsonl}; nothing run (--dry-run)")
+        print(f"{len(keys)} runs selected, {sum(k in current for k in keys)} done, "
+              f"{len(todo)} to run; records in {jsonl}; nothing run (--dry-run)")
         return 0
-    print(f"{core.utc_now()}: {len(keys)} runs selected, {len(keys) - len(todo)} done, "
+    print(f"{core.utc_now()}: {len(keys)} runs selected, {sum(k in current for k in keys)} done, "
           f"{len(todo)} to run ({'in this process' if args.no_ray else 'on Ray Tune'}, "
           f"{1 if args.no_ray else args.workers} at a time); records in {jsonl}", flush=True)
     if todo:

@@ -354,6 +354,16 @@ def test_stale_runs_run_again_and_stay_out_of_the_table(fe, tmp_path, monkeypatc
         "gold_return"] == 3.0
     assert {r.get("attempt") for r in fe.current_records(fe.read_records(jsonl))
             if r.get("run") == pebble} == {"now"}
+    # a section added to the config later does not make a finished run stale; a key of
+    # SAVED_RUN_DEFAULTS absent from the record means the value older runs used
+    older = records(fe, pebble, {2000: 4.0}, "older")
+    del older[-1]["settings"]["offline"]
+    del older[-1]["settings"]["reward_model"]["precision"]  # meant float32: today's default
+    assert fe.stale_runs(fe.completed_runs(older)) == {}
+    from rewardlab import config as cfg
+
+    monkeypatch.setitem(cfg.SAVED_RUN_DEFAULTS, "reward_model.precision", "bfloat16")
+    assert fe.stale_runs(fe.completed_runs(older)) == {pebble: ["reward_model.precision"]}
     # the reference's settings leave out what it does not read
     assert "reward_model" not in fe.planned_settings(ref)
     assert fe.planned_settings(pebble)["reward_model"]["precision"] == "float32"
