@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hidden_sizes=[64, 64]": {"hidden_sizes": (64, 64)},
     "hidden_sizes=[128, 128]": {"hidden_sizes": (128, 128)},
     "members=1": {"members": 1},
+    "precision=bfloat16": {"precision": "bfloat16"},
 }
 
 

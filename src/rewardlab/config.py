@@ -601,7 +601,7 @@ class RewardModelConfig(BaseModel):
     precision: Literal["float32", "bfloat16", "auto"] = Field(
         "float32", description="Arithmetic of the reward model's training passes and query "
         "ranking (weights, Adam state and the agent's reward stay float32). bfloat16 autocast "
-        "fits 2.5-5x faster on CPUs with native bfloat16 (AVX512-BF16 or AMX; emulated and "
+        "fits 2.1-2.4x faster on CPUs with native bfloat16 (AVX512-BF16 or AMX; emulated and "
         "slower elsewhere) with the same accuracy on random pairs of experience, but in the "
         "default job the agent then reached a lower gold return (3 runs: 2825-3069 against "
         "3922-4326 in float32; README 'Benchmarks'), so the default stays float32. auto: "
