@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib
 import json
 import math
@@ -271,40 +272,46 @@ def with_later_keys(found: Any, planned: Any, prefix: str = "") -> Any:
     return out
 
 
-def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+#: ``run key -> the settings that key would run now`` (:func:`planned_settings`; the offline
+#: harness passes its own).
+Planner = Callable[[str], dict[str, Any]]
+
+
+def settings_drift(done: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Dotted names of the settings where a ``done`` record differs from ``plan`` (keys the
+    record predates filled by :func:`with_later_keys`); ``["settings"]`` for a record written
+    before settings were recorded."""
+    found = done.get("settings")
+    if found is None:
+        return ["settings"]
+    return setting_differences(with_later_keys(found, plan), plan)
+
+
+def stale_runs(runs: dict[str, dict[str, Any]], planned: Planner | None = None,
+               ) -> dict[str, list[str]]:
     """``{run key: differing settings}`` of the finished ``runs`` (:func:`completed_runs`) whose
-    ``done`` record's settings are not what the key would run now (``["settings"]`` for a
-    record that predates the field)."""
-    stale = {}
-    for key, run in runs.items():
-        found = run["done"].get("settings")
-        plan = planned_settings(key)
-        diff = (["settings"] if found is None
-                else setting_differences(with_later_keys(found, plan), plan))
-        if diff:
-            stale[key] = diff
-    return stale
+    ``done`` record's settings are not what the key would run now (``planned``, default
+    :func:`planned_settings`)."""
+    plan_of = planned or planned_settings
+    drift = {key: settings_drift(run["done"], plan_of(key)) for key, run in runs.items()}
+    return {key: diff for key, diff in drift.items() if diff}
 
 
-def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`completed_runs` counting only attempts made with the settings each key runs now:
-    a key's latest such attempt, even if a later attempt with other settings exists (e.g. a
-    default was tried and reverted)."""
-    planned: dict[str, dict[str, Any]] = {}
-
-    def current(done: dict[str, Any]) -> bool:
-        if done["run"] not in planned:
-            planned[done["run"]] = planned_settings(done["run"])
-        found, plan = done.get("settings"), planned[done["run"]]
-        return found is not None and not setting_differences(with_later_keys(found, plan), plan)
-
-    return completed_runs(records, accept=current)
+def current_runs(records: list[dict[str, Any]], planned: Planner | None = None,
+                 ) -> dict[str, dict[str, Any]]:
+    """:func:`completed_runs` counting only attempts made with the settings each key runs now
+    (``planned``, default :func:`planned_settings`): a key's latest such attempt, even if a
+    later attempt with other settings exists (e.g. a default was tried and reverted)."""
+    plan_of = functools.cache(planned or planned_settings)
+    return completed_runs(records, accept=lambda done: not settings_drift(
+        done, plan_of(done["run"])))
 
 
-def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def current_records(records: list[dict[str, Any]], planned: Planner | None = None,
+                    ) -> list[dict[str, Any]]:
     """``records`` without the eval/done records of attempts that are not current
     (:func:`current_runs`); records of no run (e.g. ``reference``) are kept."""
-    keep = {(k, run["done"]["attempt"]) for k, run in current_runs(records).items()}
+    keep = {(k, run["done"]["attempt"]) for k, run in current_runs(records, planned).items()}
     return [r for r in records if "run" not in r or (r["run"], r.get("attempt")) in keep]
 
 
@@ -380,13 +387,16 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- trials
 
-def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
+def run_trial(
+    params: dict[str, Any],
+    run: Callable[[str, Path], list[dict[str, Any]]] | None = None,
+) -> dict[str, Any] | None:
     """One run as a trial: ``params`` = ``{"key", "out_dir", "records"}`` (strings).
 
     Pins the process to a free core (``core.claim_core``), one torch thread, works in
-    ``out_dir`` (MuJoCo writes ``MUJOCO_LOG.TXT`` to the working directory), runs
-    :func:`execute` and appends the records to ``records`` itself. A failure is printed, not
-    raised, so it never stops the other trials.
+    ``out_dir`` (MuJoCo writes ``MUJOCO_LOG.TXT`` to the working directory), runs ``run``
+    (default :func:`execute`; the offline harness passes its own) and appends the records to
+    ``records`` itself. A failure is printed, not raised, so it never stops the other trials.
 
     Returns:
         The run's ``done`` record, or None if it failed.
@@ -401,8 +411,9 @@ def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
         import torch
 
         torch.set_num_threads(1)
+        out_dir.mkdir(parents=True, exist_ok=True)
         os.chdir(out_dir)
-        records = execute(key, out_dir)
+        records = (run or execute)(key, out_dir)
         append_records(jsonl, records)
     except Exception:
         print(f"{core.utc_now()}: FAILED {key}:\n{traceback.format_exc()}", flush=True)
@@ -430,8 +441,9 @@ def trial_env_vars() -> dict[str, str]:
 
 
 def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, address: str | None,
-               name: str) -> None:
-    """Every run of ``todo`` as a Ray Tune trial of :func:`ray_trial`, ``workers`` at a time.
+               name: str, trainable: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Every run of ``todo`` as a Ray Tune trial of ``trainable`` (default :func:`ray_trial`;
+    a module-level function of a benchmark script, pickled by reference), ``workers`` at a time.
 
     Raises:
         RewardLabError: if a trial crashed outside :func:`run_trial`'s own error handling (e.g.
@@ -440,9 +452,10 @@ def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, addres
     from rewardlab.algorithms.sweep import run_on_ray as ray_run
 
     # The trainable is pickled by reference (module and name), so the workers import it.
-    module = importlib.import_module("feedback_efficiency")
+    if trainable is None:
+        trainable = importlib.import_module("feedback_efficiency").ray_trial
     params = [{"key": k, "out_dir": str(out_dir), "records": str(jsonl)} for k in todo]
-    ray_run(module.ray_trial, params, name, out_dir / "ray", max_concurrent=workers,
+    ray_run(trainable, params, name, out_dir / "ray", max_concurrent=workers,
             cpus_per_trial=1, address=address, env_vars=trial_env_vars(), log_to_driver=True)
 
 

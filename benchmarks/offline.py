@@ -100,7 +100,6 @@ import shlex
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -246,34 +245,6 @@ def planned_settings(key: str) -> dict[str, Any]:
     return run_settings(key_config(key), parse_key(key)["method"])
 
 
-def current_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``fe.completed_runs`` counting only attempts with the settings each key runs now.
-
-    (``fe.current_runs`` does the same with its own keys; it would need a ``planned``
-    argument to serve here.)"""
-    planned: dict[str, dict[str, Any]] = {}
-
-    def current(done: dict[str, Any]) -> bool:
-        if done["run"] not in planned:
-            planned[done["run"]] = planned_settings(done["run"])
-        found = done.get("settings")
-        return found is not None and not fe.setting_differences(found, planned[done["run"]])
-
-    return fe.completed_runs(records, accept=current)
-
-
-def stale_runs(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """``{run key: differing settings}`` of finished ``runs`` not run with today's settings."""
-    out = {}
-    for key, run in runs.items():
-        found = run["done"].get("settings")
-        diff = (["settings"] if found is None
-                else fe.setting_differences(found, planned_settings(key)))
-        if diff:
-            out[key] = diff
-    return out
-
-
 def reward_model_metrics(metrics_file: Path) -> dict[str, float | None]:
     """The last logged value of every ``reward_model/*`` key in a run's ``metrics.jsonl``
     (held-out and fresh-query accuracy and ECE, accuracy on random pairs...); ``{}`` if the
@@ -333,33 +304,14 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- trials
 
 def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
-    """One run as a trial (``params`` = ``{"key", "out_dir", "records"}``), as
-    ``fe.run_trial`` does it: pinned to a free core, one thread, working in ``out_dir``; the
-    records are appended by the trial itself; a failure is printed, not raised.
+    """One run as a trial (``params`` = ``{"key", "out_dir", "records"}``): ``fe.run_trial``
+    with this module's :func:`execute` (pinned to a free core, one thread, records appended by
+    the trial, a failure printed, not raised).
 
     Returns:
         The run's ``done`` record, or None if it failed.
     """
-    key, out_dir, jsonl = params["key"], Path(params["out_dir"]), Path(params["records"])
-    cpu = core.claim_core()
-    cwd = os.getcwd()
-    t0 = time.perf_counter()
-    print(f"{core.utc_now()}: start {key} (pid {os.getpid()}, "
-          f"{'core ' + str(cpu) if cpu is not None else 'not pinned'})", flush=True)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory
-        records = execute(key, out_dir)
-        fe.append_records(jsonl, records)
-    except Exception:
-        print(f"{core.utc_now()}: FAILED {key}:\n{traceback.format_exc()}", flush=True)
-        return None
-    finally:
-        os.chdir(cwd)
-    scores = [r["normalized_score"] for r in records if r["kind"] == "eval"]
-    print(f"{core.utc_now()}: done {key} in {time.perf_counter() - t0:.0f} s, final "
-          f"normalised score {fe._f(scores[-1] if scores else None, 1)}", flush=True)
-    return records[-1]
+    return fe.run_trial(params, execute)
 
 
 def ray_trial(config: dict[str, Any]) -> None:
@@ -369,14 +321,10 @@ def ray_trial(config: dict[str, Any]) -> None:
 
 def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, address: str | None,
                name: str) -> None:
-    """Every run of ``todo`` as a Ray Tune trial of :func:`ray_trial` (as
-    ``fe.run_on_ray``, with this module's trainable), ``workers`` at a time."""
-    from rewardlab.algorithms.sweep import run_on_ray as ray_run
-
-    module = importlib.import_module("offline")  # pickled by reference: workers import it
-    params = [{"key": k, "out_dir": str(out_dir), "records": str(jsonl)} for k in todo]
-    ray_run(module.ray_trial, params, name, out_dir / "ray", max_concurrent=workers,
-            cpus_per_trial=1, address=address, env_vars=fe.trial_env_vars(), log_to_driver=True)
+    """Every run of ``todo`` as a Ray Tune trial of :func:`ray_trial` (``fe.run_on_ray``),
+    ``workers`` at a time."""
+    trainable = importlib.import_module("offline").ray_trial  # pickled by reference
+    fe.run_on_ray(todo, out_dir, jsonl, workers, address, name, trainable=trainable)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -670,8 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     found = fe.read_records(jsonl)
-    done, current = fe.completed_runs(found), current_runs(found)
-    stale = stale_runs({k: done[k] for k in keys if k in done and k not in current})
+    done, current = fe.completed_runs(found), fe.current_runs(found, planned_settings)
+    stale = fe.stale_runs({k: done[k] for k in keys if k in done and k not in current},
+                          planned_settings)
     todo = [] if args.aggregate_only else [k for k in keys if k not in current]
     n_done = sum(k in current for k in keys)
     if args.dry_run:
@@ -708,15 +657,14 @@ def main(argv: list[str] | None = None) -> int:
             except RewardLabError as err:  # e.g. a worker died; the finished runs still count
                 print(f"Ray: {err}", flush=True)
     records = fe.read_records(jsonl)
-    finished = current_runs(records)
+    finished = fe.current_runs(records, planned_settings)
     failed = [k for k in todo if k not in finished]
     selection = set(keys)
     chosen = [r for r in records if r.get("run") in selection]
-    for key, diff in sorted(stale_runs({k: v for k, v in fe.completed_runs(chosen).items()
-                                        if k not in finished}).items()):
+    for key, diff in sorted(fe.stale_runs({k: v for k, v in fe.completed_runs(chosen).items()
+                                           if k not in finished}, planned_settings).items()):
         print(f"left out (stale: differs in {', '.join(diff[:4])}): {key}", flush=True)
-    keep = {(k, run["done"]["attempt"]) for k, run in finished.items()}
-    chosen = [r for r in chosen if (r["run"], r.get("attempt")) in keep]
+    chosen = fe.current_records(chosen, planned_settings)
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     rec = {"command": command, "section": SECTION, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
