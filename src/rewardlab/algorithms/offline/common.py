@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -379,3 +379,48 @@ def load_module(prefix: str, module: nn.Module, tensors: Mapping[str, torch.Tens
     """Load a module's state dict saved by :func:`module_tensors`."""
     n = len(prefix) + 1
     module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+
+
+# ----------------------------------------------------------------------- agent checkpoints
+def agent_tensors(agent: Any, modules: Sequence[str], optimizers: Sequence[str],
+                  ) -> dict[str, torch.Tensor]:
+    """The tensors of an offline agent's ``modules`` and ``optimizers`` (attribute names)
+    under flat keys ``<name>.<param>``, for safetensors."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name in modules:
+        tensors.update(module_tensors(name, getattr(agent, name)))
+    for name in optimizers:
+        tensors.update(optimizer_tensors(getattr(agent, name), name)[0])
+    return tensors
+
+
+def save_agent(agent: Any, directory: str | Path, name: str,
+               tensors: Mapping[str, torch.Tensor], optimizers: Sequence[str]) -> None:
+    """Write ``<name>.safetensors`` (``tensors``) and ``<name>.json``: the agent's
+    ``obs_dim``, ``act_dim``, ``seed``, ``config``, ``updates``, action box and the param
+    groups of its ``optimizers``."""
+    meta = {
+        "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "seed": agent.seed,
+        "config": agent.config.model_dump(mode="json"), "updates": agent.updates,
+        "action_low": agent.box.low.tolist(), "action_high": agent.box.high.tolist(),
+        "param_groups": {n: optimizer_tensors(getattr(agent, n), n)[1] for n in optimizers},
+    }
+    save_checkpoint(directory, name, tensors, meta)
+
+
+def restore_agent(agent: Any, directory: str | Path, name: str, modules: Sequence[str],
+                  optimizers: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load what :func:`save_agent` wrote into ``agent`` (same architecture): its
+    ``modules``, ``optimizers`` and update count. Returns the checkpoint's tensors and meta
+    for whatever else the agent keeps (generators, normalisers).
+
+    Raises:
+        RunDirError: if the checkpoint is missing or from another format version.
+    """
+    tensors, meta = read_checkpoint(directory, name)
+    for n in modules:
+        load_module(n, getattr(agent, n), tensors)
+    for n in optimizers:
+        load_optimizer(getattr(agent, n), n, tensors, meta["param_groups"][n])
+    agent.updates = int(meta["updates"])
+    return tensors, meta

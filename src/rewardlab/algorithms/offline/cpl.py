@@ -64,20 +64,21 @@ from torch import nn
 
 from rewardlab.algorithms.offline.common import (
     ActionBox,
+    agent_tensors,
     as_tensor,
-    load_module,
-    load_optimizer,
     mlp,
-    module_tensors,
-    optimizer_tensors,
     read_checkpoint,
-    save_checkpoint,
+    restore_agent,
+    save_agent,
 )
 from rewardlab.config import CPLConfig
 from rewardlab.rewards.bradley_terry import preference_accuracy
 
 #: Name of the checkpoint files (``cpl.safetensors``, ``cpl.json``).
 CHECKPOINT_NAME = "cpl"
+#: The networks and optimisers a checkpoint holds (attribute names).
+MODULES = ("actor",)
+OPTIMIZERS = ("optimizer",)
 
 
 # --------------------------------------------------------------------------------- pure math
@@ -245,20 +246,12 @@ class CPL:
     # ----------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of the agent (actor, Adam moments, generator)."""
-        tensors = {"generator_state": self.generator.get_state()}
-        tensors.update(module_tensors("actor", self.actor))
-        tensors.update(optimizer_tensors(self.optimizer, "optimizer")[0])
-        return tensors
+        return {"generator_state": self.generator.get_state(),
+                **agent_tensors(self, MODULES, OPTIMIZERS)}
 
     def save(self, directory: str | Path) -> None:
         """Write ``cpl.safetensors`` and ``cpl.json``."""
-        meta = {
-            "obs_dim": self.obs_dim, "act_dim": self.act_dim, "seed": self.seed,
-            "config": self.config.model_dump(mode="json"), "updates": self.updates,
-            "action_low": self.box.low.tolist(), "action_high": self.box.high.tolist(),
-            "param_groups": optimizer_tensors(self.optimizer, "optimizer")[1],
-        }
-        save_checkpoint(directory, CHECKPOINT_NAME, self.state_dict(), meta)
+        save_agent(self, directory, CHECKPOINT_NAME, self.state_dict(), OPTIMIZERS)
 
     def load_into(self, directory: str | Path) -> None:
         """Restore a checkpoint of the same architecture into this agent (exact resume).
@@ -266,12 +259,10 @@ class CPL:
         Raises:
             RunDirError: if the checkpoint is missing or from another format version.
         """
-        tensors, meta = read_checkpoint(directory, CHECKPOINT_NAME)
-        load_module("actor", self.actor, tensors)
+        # the BC phase and the CPL phase use different optimisers: rebuild before loading
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.config.lr)
-        load_optimizer(self.optimizer, "optimizer", tensors, meta["param_groups"])
+        tensors, _ = restore_agent(self, directory, CHECKPOINT_NAME, MODULES, OPTIMIZERS)
         self.generator.set_state(tensors["generator_state"])
-        self.updates = int(meta["updates"])
 
     @classmethod
     def load(cls, directory: str | Path) -> CPL:

@@ -57,21 +57,22 @@ from torch import nn
 from rewardlab.algorithms.offline.common import (
     ActionBox,
     EnsembleMLP,
+    agent_tensors,
     as_tensor,
     cosine_lr,
-    load_module,
-    load_optimizer,
     mlp,
-    module_tensors,
-    optimizer_tensors,
     polyak_update,
     read_checkpoint,
-    save_checkpoint,
+    restore_agent,
+    save_agent,
 )
 from rewardlab.config import IQLConfig
 
 #: Name of the checkpoint files (``iql.safetensors``, ``iql.json``).
 CHECKPOINT_NAME = "iql"
+#: The networks and optimisers a checkpoint holds (attribute names).
+MODULES = ("actor", "critic", "value", "target_critic")
+OPTIMIZERS = ("actor_opt", "critic_opt", "value_opt")
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -318,23 +319,11 @@ class IQL:
     # ----------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of the agent (networks, target, Adam moments) under flat keys."""
-        tensors: dict[str, torch.Tensor] = {}
-        for name in ("actor", "critic", "value", "target_critic"):
-            tensors.update(module_tensors(name, getattr(self, name)))
-        for name in ("actor_opt", "critic_opt", "value_opt"):
-            tensors.update(optimizer_tensors(getattr(self, name), name)[0])
-        return tensors
+        return agent_tensors(self, MODULES, OPTIMIZERS)
 
     def save(self, directory: str | Path) -> None:
         """Write ``iql.safetensors`` (weights and optimiser state) and ``iql.json``."""
-        meta = {
-            "obs_dim": self.obs_dim, "act_dim": self.act_dim, "seed": self.seed,
-            "config": self.config.model_dump(mode="json"), "updates": self.updates,
-            "action_low": self.box.low.tolist(), "action_high": self.box.high.tolist(),
-            "param_groups": {n: optimizer_tensors(getattr(self, n), n)[1]
-                             for n in ("actor_opt", "critic_opt", "value_opt")},
-        }
-        save_checkpoint(directory, CHECKPOINT_NAME, self.state_dict(), meta)
+        save_agent(self, directory, CHECKPOINT_NAME, self.state_dict(), OPTIMIZERS)
 
     def load_into(self, directory: str | Path) -> None:
         """Restore a checkpoint of the same architecture into this agent (exact resume).
@@ -342,12 +331,7 @@ class IQL:
         Raises:
             RunDirError: if the checkpoint is missing or from another format version.
         """
-        tensors, meta = read_checkpoint(directory, CHECKPOINT_NAME)
-        for name in ("actor", "critic", "value", "target_critic"):
-            load_module(name, getattr(self, name), tensors)
-        for name in ("actor_opt", "critic_opt", "value_opt"):
-            load_optimizer(getattr(self, name), name, tensors, meta["param_groups"][name])
-        self.updates = int(meta["updates"])
+        restore_agent(self, directory, CHECKPOINT_NAME, MODULES, OPTIMIZERS)
 
     @classmethod
     def load(cls, directory: str | Path) -> IQL:

@@ -44,20 +44,21 @@ from torch import nn
 from rewardlab.algorithms.offline.common import (
     ActionBox,
     EnsembleMLP,
+    agent_tensors,
     as_tensor,
-    load_module,
-    load_optimizer,
     mlp,
-    module_tensors,
-    optimizer_tensors,
     polyak_update,
     read_checkpoint,
-    save_checkpoint,
+    restore_agent,
+    save_agent,
 )
 from rewardlab.config import TD3BCConfig
 
 #: Name of the checkpoint files (``td3bc.safetensors``, ``td3bc.json``).
 CHECKPOINT_NAME = "td3bc"
+#: The networks and optimisers a checkpoint holds (attribute names).
+MODULES = ("actor", "critic", "target_actor", "target_critic")
+OPTIMIZERS = ("actor_opt", "critic_opt")
 
 
 # --------------------------------------------------------------------------------- pure math
@@ -224,26 +225,13 @@ class TD3BC:
     # ----------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of the agent (networks, targets, Adam moments, normaliser, generator)."""
-        tensors: dict[str, torch.Tensor] = {
-            "obs_mean": self.obs_mean, "obs_std": self.obs_std,
-            "generator_state": self.generator.get_state(),
-        }
-        for name in ("actor", "critic", "target_actor", "target_critic"):
-            tensors.update(module_tensors(name, getattr(self, name)))
-        for name in ("actor_opt", "critic_opt"):
-            tensors.update(optimizer_tensors(getattr(self, name), name)[0])
-        return tensors
+        return {"obs_mean": self.obs_mean, "obs_std": self.obs_std,
+                "generator_state": self.generator.get_state(),
+                **agent_tensors(self, MODULES, OPTIMIZERS)}
 
     def save(self, directory: str | Path) -> None:
         """Write ``td3bc.safetensors`` and ``td3bc.json``."""
-        meta = {
-            "obs_dim": self.obs_dim, "act_dim": self.act_dim, "seed": self.seed,
-            "config": self.config.model_dump(mode="json"), "updates": self.updates,
-            "action_low": self.box.low.tolist(), "action_high": self.box.high.tolist(),
-            "param_groups": {n: optimizer_tensors(getattr(self, n), n)[1]
-                             for n in ("actor_opt", "critic_opt")},
-        }
-        save_checkpoint(directory, CHECKPOINT_NAME, self.state_dict(), meta)
+        save_agent(self, directory, CHECKPOINT_NAME, self.state_dict(), OPTIMIZERS)
 
     def load_into(self, directory: str | Path) -> None:
         """Restore a checkpoint of the same architecture into this agent (exact resume).
@@ -251,14 +239,9 @@ class TD3BC:
         Raises:
             RunDirError: if the checkpoint is missing or from another format version.
         """
-        tensors, meta = read_checkpoint(directory, CHECKPOINT_NAME)
-        for name in ("actor", "critic", "target_actor", "target_critic"):
-            load_module(name, getattr(self, name), tensors)
-        for name in ("actor_opt", "critic_opt"):
-            load_optimizer(getattr(self, name), name, tensors, meta["param_groups"][name])
+        tensors, _ = restore_agent(self, directory, CHECKPOINT_NAME, MODULES, OPTIMIZERS)
         self.obs_mean, self.obs_std = tensors["obs_mean"], tensors["obs_std"]
         self.generator.set_state(tensors["generator_state"])
-        self.updates = int(meta["updates"])
 
     @classmethod
     def load(cls, directory: str | Path) -> TD3BC:
