@@ -22,15 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _killing(fn: Callable[..., Any], nth: int, when: Callable[..., bool] = lambda *a: True
-             ) -> Callable[..., Any]:
+def _killing(fn: Callable[..., Any], nth: int, when: Callable[..., bool] = lambda *a: True,
+             sig: int = signal.SIGKILL) -> Callable[..., Any]:
+    """``fn`` sending this process ``sig`` at its ``nth`` call for which ``when`` holds."""
     calls = [0]
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if when(*args, **kwargs):
             calls[0] += 1
             if calls[0] == nth:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sig)
         return fn(*args, **kwargs)
 
     return wrapper

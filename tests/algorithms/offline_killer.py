@@ -16,25 +16,10 @@ and one SIGINT moment (Ctrl-C, through the real handler):
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from tests.algorithms.killer import _killing
-
-
-def _signalling(fn: Callable[..., Any], nth: int, sig: int) -> Callable[..., Any]:
-    calls = [0]
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == nth:
-            os.kill(os.getpid(), sig)
-        return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def arm(moment: str, nth: int) -> None:
@@ -52,7 +37,7 @@ def arm(moment: str, nth: int) -> None:
     elif moment == "during_training":
         IQL.update = _killing(IQL.update, nth)
     elif moment == "sigint_during_training":
-        IQL.update = _signalling(IQL.update, nth, signal.SIGINT)
+        IQL.update = _killing(IQL.update, nth, sig=signal.SIGINT)
     else:
         raise SystemExit(f"unknown moment {moment!r}")
 
