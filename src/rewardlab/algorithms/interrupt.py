@@ -24,6 +24,8 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
+from stable_baselines3.common.callbacks import BaseCallback
+
 #: Signals that stop training with a checkpoint.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -83,23 +85,26 @@ class StopSignals:
         if self.pressed:
             raise KeyboardInterrupt
 
-    def callback(self) -> Any:
+    def callback(self) -> _StopOnSignal:
         """An SB3 callback that ends ``model.learn`` at the next env step once a signal arrived.
 
         ``learn`` then returns normally (SB3 and SBX stop when ``_on_step`` returns ``False``)
         and the caller's next :meth:`check` raises.
         """
-        from stable_baselines3.common.callbacks import BaseCallback
-
-        signals = self
-
-        class _StopOnSignal(BaseCallback):
-            def _on_step(self) -> bool:
-                return not signals.pressed
-
-        return _StopOnSignal()
+        return _StopOnSignal(self)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:  # the second press: stop now, wherever we are
             raise KeyboardInterrupt
         self.received = signum
+
+
+class _StopOnSignal(BaseCallback):
+    """Ends SB3/SBX ``learn`` at the next env step once ``signals`` latched a stop signal."""
+
+    def __init__(self, signals: StopSignals) -> None:
+        super().__init__()
+        self.signals = signals
+
+    def _on_step(self) -> bool:
+        return not self.signals.pressed
