@@ -250,26 +250,20 @@ def setting_differences(found: Any, planned: Any, prefix: str = "") -> list[str]
     return [] if found == planned else [prefix.rstrip(".")]
 
 
-def with_later_keys(found: Any, planned: Any, prefix: str = "") -> Any:
-    """``found`` (a run's recorded settings) with the keys it predates taken from ``planned``,
-    as :func:`rewardlab.config.load_run_config` reads a saved config: a key added later
-    defaults to what runs did before it existed, except the keys of
-    :data:`rewardlab.config.SAVED_RUN_DEFAULTS`, which take the value older runs used (so
-    adding a config section does not make every finished run stale, while a default that
-    changed behaviour does)."""
-    from rewardlab.config import SAVED_RUN_DEFAULTS
+def with_later_keys(found: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
+    """``found`` (a run's recorded settings) read as :func:`rewardlab.config.load_run_config`
+    reads a saved config: the keys of :data:`rewardlab.config.SAVED_RUN_DEFAULTS` it predates
+    take the value older runs used (:func:`rewardlab.config.with_saved_run_defaults`), every
+    other key it predates today's value from ``planned`` (so adding a config section does not
+    make every finished run stale, while a default that changed behaviour does)."""
+    from rewardlab.config import with_saved_run_defaults
 
-    if not (isinstance(found, dict) and isinstance(planned, dict)):
-        return found
-    out = {}
-    for name in planned:
-        dotted = f"{prefix}{name}"
-        if name in found:
-            out[name] = with_later_keys(found[name], planned[name], f"{dotted}.")
-        else:
-            out[name] = SAVED_RUN_DEFAULTS.get(dotted, planned[name])
-    out.update({name: value for name, value in found.items() if name not in planned})
-    return out
+    def merge(have: Any, plan: Any) -> Any:
+        if not (isinstance(have, dict) and isinstance(plan, dict)):
+            return have
+        return {**plan, **{k: merge(v, plan.get(k)) for k, v in have.items()}}
+
+    return merge(with_saved_run_defaults(found), planned)
 
 
 #: ``run key -> the settings that key would run now`` (:func:`planned_settings`; the offline

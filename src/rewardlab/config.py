@@ -24,6 +24,7 @@ Scalar rules, for every section:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -1369,26 +1370,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 SAVED_RUN_DEFAULTS: dict[str, Any] = {"reward_model.precision": "float32"}
 
 
+def with_saved_run_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` (a run's saved config, or part of it, as nested mappings) with each
+    key of :data:`SAVED_RUN_DEFAULTS` it lacks, inside a section it has, set to the value
+    runs used before the key existed."""
+    out = copy.deepcopy(data)
+    for dotted, value in SAVED_RUN_DEFAULTS.items():
+        *sections, name = dotted.split(".")
+        node: Any = out
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(name, value)
+    return out
+
+
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The config saved in a run directory (``config.yaml``), with optional overrides.
 
     A saved config is a full dump (:func:`dump_config`), so a key it lacks was added later;
     for the keys of :data:`SAVED_RUN_DEFAULTS` it takes the value the run used then instead of
-    today's default (a resumed run keeps training as it started; benchmark reuse checks see
-    the difference).
+    today's default (:func:`with_saved_run_defaults`; a resumed run keeps training as it
+    started; benchmark reuse checks see the difference).
 
     Raises:
         ConfigError: as :func:`load_config`.
     """
-    data = read_config_file(path)
-    for dotted, value in SAVED_RUN_DEFAULTS.items():
-        *sections, name = dotted.split(".")
-        node: Any = data
-        for part in sections:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(name, value)
-    return build_config(data, overrides)
+    return build_config(with_saved_run_defaults(read_config_file(path)), overrides)
 
 
 def dump_config(config: TrainConfig) -> str:
