@@ -297,9 +297,11 @@ class ActionBox:
         self.scale = torch.from_numpy(((high_a - low_a) / 2).astype(np.float32))
 
     def to_unit(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(..., act_dim)`` float32 actions in the env's box -> the same in ``[-1, 1]``."""
         return (actions - self.center) / self.scale
 
     def from_unit(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(..., act_dim)`` float32 actions in ``[-1, 1]`` -> the same in the env's box."""
         return actions * self.scale + self.center
 
 

@@ -52,6 +52,9 @@ class TransitionColumns:
 
     def add(self, obs: Any, action: Any, next_obs: Any, reward: float, terminated: bool,
             truncated: bool, state: np.ndarray | None, next_state: np.ndarray | None) -> None:
+        """Append one env step: ``obs``/``next_obs`` ``(obs_dim,)``, ``action``
+        ``(act_dim,)``, the true reward, the episode-end flags and the MuJoCo states
+        (qpos, qvel; float64) before and after it; an episode end starts the next episode."""
         values = (obs, action, next_obs, reward, terminated, truncated, self.episode, self.step,
                   state, next_state)
         for name, value in zip(self.NAMES, values, strict=True):
@@ -104,10 +107,12 @@ class RecordingEnv(gym.Wrapper):
         self._obs: Any = None
 
     def reset(self, **kwargs: Any) -> Any:
+        """Reset the wrapped env and remember the first observation."""
         self._obs, info = self.env.reset(**kwargs)
         return self._obs, info
 
     def step(self, action: Any) -> Any:
+        """Step the wrapped env and record the transition in :attr:`columns`."""
         state = mujoco_state(self.env)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         self.columns.add(np.ravel(self._obs), np.ravel(action), np.ravel(next_obs),
