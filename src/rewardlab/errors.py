@@ -58,6 +58,20 @@ class UnknownPreferenceError(UnknownIdError):
     """A preference (answer) id is not stored."""
 
 
+class SegmentKindError(StoreError):
+    """Segments of the wrong kind for a read or write: e.g. text segments (a language model's
+    completions) read as control segments (observations and actions), or a query pairing one
+    of each.
+
+    Attributes:
+        ids: the segment ids of the wrong kind, sorted.
+    """
+
+    def __init__(self, message: str, ids: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+
 class ConflictError(StoreError):
     """A write conflicts with what is stored already; retrying the same write cannot help."""
 
