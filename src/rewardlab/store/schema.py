@@ -27,9 +27,9 @@ Tables:
 Schema history: version 1 allowed one answer per query (``preferences.query_id`` unique) and had
 no ``annotators``/``assignments`` tables; version 2 had no ``segments.dataset_id`` (the offline
 dataset a segment was cut from); version 3 had no text segments (``segments.kind``, ``prompt``,
-``completion``, ``prompt_ids``, ``completion_ids``, ``gold``). :class:`~rewardlab.store.
-FeedbackStore` upgrades a version 1, 2 or 3 database to version 4 when it opens it (rows and ids
-kept; old segments get a null ``dataset_id``, ``kind = 'control'`` and null text columns).
+``completion``, ``prompt_ids``, ``completion_ids``, ``gold``). The store upgrades a version 1,
+2 or 3 database to version 4 when it opens it (rows and ids kept; old segments get a null
+``dataset_id``, ``kind = 'control'`` and null text columns).
 """
 
 from __future__ import annotations
