@@ -97,6 +97,11 @@ class InvalidNameError(StoreError, ValueError):
     :func:`rewardlab.types.check_annotator_name`)."""
 
 
+class JudgeError(RewardLabError):
+    """A judge teacher cannot answer: its endpoint is unreachable or refuses (after retries),
+    or answers in a form that cannot be read (malformed JSON, no message content)."""
+
+
 class RunDirError(RewardLabError):
     """A run directory is missing, incomplete or belongs to an incompatible version."""
 
