@@ -557,3 +557,18 @@ def test_page_has_the_text_view(text_run) -> None:
         html = client.get("/").text
     assert 'id="text-query"' in html and 'id="left-text"' in html and 'id="right-text"' in html
     assert "innerHTML" not in html.split("function showText")[1].split("function clock")[0]
+
+
+def test_background_server_prefetch_skips_text_segments(text_run) -> None:
+    """The trainer's server queues clip renders of a round's segments: text ones have none."""
+    from rewardlab.web.server import BackgroundServer
+
+    run_dir, _, seg_ids, _ = text_run
+    server = BackgroundServer(run_dir, port=0)
+    try:
+        with FeedbackStore.open(run_dir) as s:
+            [control] = s.records.add_segments(fake_segments(1, length=T, seed=3))
+            server.prefetch([*seg_ids, control], s)  # no render states either: nothing queued
+    finally:
+        server.close()
+    assert not (run_dir / "clips").exists() or not any((run_dir / "clips").iterdir())
