@@ -5,6 +5,14 @@ teachers' answers, and reads back the arrays a reward model trains on. The modul
 helpers (:func:`insert_preferences`, :func:`current_round_in`, ...) work inside a transaction
 of the caller, so :class:`~rewardlab.store.annotation.Annotation` reuses them. This module never
 imports torch.
+
+Segments are of two kinds in one table: control segments (:class:`~rewardlab.types.Segment`:
+observations and actions; :meth:`Records.add_segments`, :meth:`Records.get_segments`,
+:meth:`Records.training_arrays`) and text segments (:class:`~rewardlab.types.TextSegment`: a
+prompt and a language model's completion; :meth:`Records.add_text_segments`,
+:meth:`Records.get_text_segments`, :meth:`Records.text_training_pairs`). Queries, answers and
+assignments are the same for both; a query compares two segments of one kind, and a reader of
+one kind refuses the other with :class:`~rewardlab.errors.SegmentKindError`.
 """
 
 from __future__ import annotations
