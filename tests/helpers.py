@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rewardlab.types import Segment
+from rewardlab.types import Segment, TextSegment
 
 POINT_GOAL = "rewardlab.envs.toy:PointGoal-v0"
 
@@ -202,3 +202,40 @@ def pendulum_replay_dataset(dataset_id: str = PENDULUM_DATASET, episodes: int = 
     dataset, _ = columns.dataset(dataset_id, "Pendulum-v1", refs=(refs[0], refs[1]))
     write_minari_dataset(dataset)
     return dataset_id
+
+
+#: Completions of :func:`text_segments`: clearly positive, neutral and negative ones.
+TEXT_COMPLETIONS = (
+    "a wonderful, happy day with good friends",
+    "the report lists the figures of the year",
+    "a terrible, sad and awful mistake",
+    "great fun and lovely music — ünïcødé 🙂",
+    "nothing happened on the way home",
+    "the worst, most horrible failure",
+)
+
+
+def text_segments(
+    n: int, prompts: int = 2, task_id: str = "sentiment/test-model", with_gold: bool = True
+) -> list[TextSegment]:
+    """``n`` completions of ``prompts`` prompts (segment ``i`` completes prompt ``i %
+    prompts``), cycling through :data:`TEXT_COMPLETIONS`; token ids are the UTF-8 bytes and gold
+    is a hand-set score (+1 positive, 0 neutral, -1 negative) when ``with_gold``."""
+    gold = (1.0, 0.0, -1.0, 1.0, 0.0, -1.0)
+    out = []
+    for i in range(n):
+        prompt = f"Prompt number {i % prompts} says"
+        completion = TEXT_COMPLETIONS[i % len(TEXT_COMPLETIONS)]
+        out.append(
+            TextSegment(
+                prompt=prompt,
+                completion=completion,
+                prompt_ids=np.frombuffer(prompt.encode(), dtype=np.uint8).astype(np.int32),
+                completion_ids=np.frombuffer(completion.encode(), dtype=np.uint8).astype(np.int32),
+                task_id=task_id,
+                prompt_id=i % prompts,
+                sample_id=i,
+                gold=gold[i % len(gold)] if with_gold else None,
+            )
+        )
+    return out

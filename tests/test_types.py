@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rewardlab.errors import RecordError
-from rewardlab.types import LABEL_TARGETS, Label, Preference, Query, Segment
+from rewardlab.types import LABEL_TARGETS, Label, Preference, Query, Segment, TextSegment
 
 
 def _segment(**kw):
@@ -85,3 +85,50 @@ def test_check_annotator_name_is_one_rule_for_every_path() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _text(**kw):
+    base = dict(
+        prompt="The weather", completion=" is lovely", prompt_ids=[10, 11],
+        completion_ids=np.array([12, 13, 14], dtype=np.int64), task_id="sentiment/m",
+        prompt_id=0, sample_id=3, gold=0.5,
+    )
+    base.update(kw)
+    return TextSegment(**base)
+
+
+def test_text_segment_casts_ids_to_int32_and_gold_is_a_one_step_return():
+    seg = _text()
+    assert seg.prompt_ids.dtype == np.int32 and seg.completion_ids.dtype == np.int32
+    assert seg.completion_ids.tolist() == [12, 13, 14]
+    assert seg.length == 1 and seg.true_return == 0.5
+    assert seg.true_rewards.dtype == np.float32 and seg.true_rewards.tolist() == [0.5]
+    assert _text(gold=None).true_rewards is None and _text(gold=None).true_return is None
+    assert _text(gold=np.float32(1)).gold == 1.0 and isinstance(_text(gold=1).gold, float)
+    empty = _text(completion="", completion_ids=[])  # EOS at once
+    assert empty.completion_ids.shape == (0,) and empty.completion_ids.dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(prompt=b"bytes"), "TextSegment.prompt: must be a string"),
+        (dict(completion="a\x00b"), "TextSegment.completion: contains a NUL character"),
+        (dict(completion="\ud800"), "TextSegment.completion: is not valid Unicode"),
+        (dict(prompt_ids=[[1, 2]]), "TextSegment.prompt_ids: expected a 1-d array"),
+        (dict(prompt_ids=[1.0, 2.0]), "TextSegment.prompt_ids: expected integer token ids"),
+        (dict(prompt_ids=[True]), "TextSegment.prompt_ids: expected integer token ids"),
+        (dict(completion_ids=[-1, 2]), re.escape("TextSegment.completion_ids: token ids must")),
+        (dict(completion_ids=[2**31]), re.escape("range [2147483648, 2147483648]")),
+        (dict(task_id=""), "TextSegment.task_id: must be a non-empty string"),
+        (dict(gold=float("nan")), "TextSegment.gold: must be finite"),
+        (dict(gold="high"), "TextSegment.gold: must be a real number"),
+        (dict(gold=True), "TextSegment.gold: must be a real number"),
+        (dict(prompt_id=-1), "TextSegment.prompt_id: must be an integer >= 0"),
+        (dict(sample_id=1.5), "TextSegment.sample_id: must be an integer >= 0"),
+        (dict(segment_id="7"), "TextSegment.segment_id: must be an integer or None"),
+    ],
+)
+def test_text_segment_errors_name_the_field(kw, message):
+    with pytest.raises(RecordError, match=message):
+        _text(**kw)

@@ -58,6 +58,20 @@ class UnknownPreferenceError(UnknownIdError):
     """A preference (answer) id is not stored."""
 
 
+class SegmentKindError(StoreError):
+    """Segments of the wrong kind for a read or write: e.g. text segments (a language model's
+    completions) read as control segments (observations and actions), or a query pairing one
+    of each.
+
+    Attributes:
+        ids: the segment ids of the wrong kind, sorted.
+    """
+
+    def __init__(self, message: str, ids: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.ids = ids
+
+
 class ConflictError(StoreError):
     """A write conflicts with what is stored already; retrying the same write cannot help."""
 
@@ -81,6 +95,11 @@ class NothingToUndoError(ConflictError):
 class InvalidNameError(StoreError, ValueError):
     """A name given to the store breaks its rules (e.g. an annotator name; see
     :func:`rewardlab.types.check_annotator_name`)."""
+
+
+class JudgeError(RewardLabError):
+    """A judge teacher cannot answer: its endpoint is unreachable or refuses (after retries),
+    or answers in a form that cannot be read (malformed JSON, no message content)."""
 
 
 class RunDirError(RewardLabError):

@@ -172,6 +172,139 @@ class Segment:
         return None if self.true_rewards is None else float(self.true_rewards.sum())
 
 
+#: Largest token id a :class:`TextSegment` holds (ids are stored as int32).
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def _check_text(name: str, value: object) -> str:
+    """A string that every store backend can hold: UTF-8 encodable, no NUL character."""
+    if not isinstance(value, str):
+        raise RecordError(f"{name}: must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise RecordError(
+            f"{name}: contains a NUL character (U+0000), which PostgreSQL text cannot hold; "
+            "replace it (e.g. with U+FFFD) before making the record"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            f"{name}: is not valid Unicode text (a lone surrogate at position {exc.start}); "
+            "decode token bytes with errors='replace'"
+        ) from None
+    return value
+
+
+def _as_token_ids(name: str, value: object) -> np.ndarray:
+    """A ``(n,)`` int32 copy of a 1-d array of token ids in ``[0, MAX_TOKEN_ID]``."""
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise RecordError(f"{name}: expected a 1-d array of token ids, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int32)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise RecordError(f"{name}: expected integer token ids, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() > MAX_TOKEN_ID:
+        raise RecordError(
+            f"{name}: token ids must be in [0, {MAX_TOKEN_ID}], got range "
+            f"[{int(arr.min())}, {int(arr.max())}]"
+        )
+    return arr.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class TextSegment:
+    """A language model's completion of a prompt, shown to a teacher as one side of a query.
+
+    The text counterpart of :class:`Segment`: a query compares two completions (normally of the
+    same prompt). Its gold score plays the part of a segment's true return: a text segment is a
+    one-step episode whose single reward is ``gold`` (see :attr:`true_rewards`), so the scripted
+    teachers of :mod:`rewardlab.feedback.teachers` answer text queries unchanged.
+
+    Attributes:
+        prompt: the prompt text (may be empty, e.g. for unconditional sampling).
+        completion: the generated continuation, decoded (may be empty).
+        prompt_ids: ``(P,)`` int32 token ids of the prompt, ``P >= 0``.
+        completion_ids: ``(C,)`` int32 token ids of the completion, ``C >= 0``.
+        task_id: which task and model produced it, e.g. ``"sentiment/gpt2-tiny"`` (the text
+            counterpart of ``Segment.env_id``; at most 255 characters when stored).
+        prompt_id: index of the prompt in the task's prompt set (>= 0); completions of the
+            same prompt share it.
+        sample_id: index of this completion among the samples drawn (>= 0).
+        gold: the task's gold score of the completion (e.g. VADER compound), or ``None`` when
+            unknown (e.g. text that people label with no gold scorer). Never shown to the
+            learner.
+        segment_id: database id once stored, else ``None``.
+
+    Both strings must be UTF-8 encodable (no lone surrogates) and free of NUL characters
+    (PostgreSQL text cannot hold ``U+0000``).
+
+    Raises:
+        RecordError: on a non-string or unencodable text, token ids that are not a 1-d integer
+            array in ``[0, 2**31 - 1]``, a non-finite gold score, an empty ``task_id`` or a
+            negative index.
+    """
+
+    prompt: str
+    completion: str
+    prompt_ids: np.ndarray
+    completion_ids: np.ndarray
+    task_id: str
+    prompt_id: int = 0
+    sample_id: int = 0
+    gold: float | None = None
+    segment_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_text("TextSegment.prompt", self.prompt)
+        _check_text("TextSegment.completion", self.completion)
+        for name in ("prompt_ids", "completion_ids"):
+            ids = _as_token_ids(f"TextSegment.{name}", getattr(self, name))
+            object.__setattr__(self, name, ids)
+        if not isinstance(self.task_id, str) or not self.task_id:
+            raise RecordError(
+                "TextSegment.task_id: must be a non-empty string such as 'sentiment/gpt2-tiny'"
+            )
+        if self.gold is not None:
+            if isinstance(self.gold, bool) or not isinstance(
+                self.gold, (int, float, np.integer, np.floating)
+            ):
+                raise RecordError(
+                    f"TextSegment.gold: must be a real number or None, got {self.gold!r}"
+                )
+            if not np.isfinite(self.gold):
+                raise RecordError(f"TextSegment.gold: must be finite, got {self.gold!r}")
+            object.__setattr__(self, "gold", float(self.gold))
+        for name in ("prompt_id", "sample_id"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise RecordError(f"TextSegment.{name}: must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.segment_id is not None:
+            if isinstance(self.segment_id, bool) or not isinstance(
+                self.segment_id, (int, np.integer)
+            ):
+                raise RecordError(
+                    f"TextSegment.segment_id: must be an integer or None, got {self.segment_id!r}"
+                )
+            object.__setattr__(self, "segment_id", int(self.segment_id))
+
+    @property
+    def length(self) -> int:
+        """Number of steps: 1 (a completion is scored once, as a whole)."""
+        return 1
+
+    @property
+    def true_rewards(self) -> np.ndarray | None:
+        """``(1,)`` float32 ``[gold]``: the one-step reward of the completion, or ``None``."""
+        return None if self.gold is None else np.array([self.gold], dtype=np.float32)
+
+    @property
+    def true_return(self) -> float | None:
+        """The gold score (the return of a one-step episode), or ``None`` when unknown."""
+        return self.gold
+
+
 @dataclass(frozen=True)
 class Query:
     """A request for a preference between two stored segments.

@@ -96,7 +96,7 @@ def test_segments_keep_their_dataset_provenance(store: FeedbackStore) -> None:
 
 
 def test_upgrades_a_version_2_database(store_url: str) -> None:
-    """v2 -> v3 on both backends: segments gain a null dataset_id, rows and ids are kept."""
+    """v2 -> v4 on both backends: segments gain a null dataset_id, rows and ids are kept."""
     with FeedbackStore(store_url) as s:
         old = s.records.add_segments(random_segments(2))
         [q] = s.records.add_queries([(old[0], old[1])], round=0)
@@ -117,8 +117,8 @@ def test_upgrades_a_version_2_database(store_url: str) -> None:
         version = con.exec_driver_sql(
             "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     engine.dispose()
-    assert version == [(SCHEMA_VERSION,)] == [("3",)]
-    with FeedbackStore(store_url) as s:  # reopening a version 3 database changes nothing
+    assert version == [(SCHEMA_VERSION,)] == [("4",)]
+    with FeedbackStore(store_url) as s:  # reopening a version 4 database changes nothing
         assert s.summary.counts()["segments"] == 3
 
 

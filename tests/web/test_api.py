@@ -15,7 +15,7 @@ from rewardlab.store import FeedbackStore
 from rewardlab.types import Label, Preference, Segment
 from rewardlab.web.app import MAX_BODY_BYTES, create_app
 from rewardlab.web.cli import add_annotator_command, login_link
-from tests.helpers import fake_segments
+from tests.helpers import fake_segments, text_segments
 
 T = 4
 API_ROUTES = [
@@ -87,6 +87,7 @@ def test_me_next_submit_recent_and_labels_in_store(run) -> None:
         assert client.get("/api/me", headers=h).json()["name"] == "alice"
         nxt = client.get("/api/next", headers=h).json()
         assert nxt["query_id"] == qids[0] and nxt["round"] == 0
+        assert nxt["kind"] == "clip" and nxt["prompt"] is None
         assert nxt["left"]["clip_url"] == f"/api/clips/{nxt['left']['segment_id']}.mp4"
         assert nxt["progress"]["round_size"] == 3 and nxt["progress"]["answered_in_round"] == 0
         assert client.get("/api/next", headers=h).json()["query_id"] == qids[0]  # refresh
@@ -481,3 +482,93 @@ def test_annotators_add_links_to_the_running_trainer(run, capsys) -> None:
     assert capsys.readouterr().out.startswith("http://127.0.0.1:4321/?token=")
     assert main(["annotators", "add", "erin", "--run", str(run_dir), "--port", "9"]) == 0
     assert capsys.readouterr().out.startswith("http://127.0.0.1:9/?token=")
+
+
+# ---------------------------------------------------------------------- text queries
+
+
+@pytest.fixture
+def text_run(tmp_path: Path) -> Iterator[tuple[Path, list[int], list[int], dict[str, str]]]:
+    """A run with 4 completions of 2 prompts, 2 round-0 text queries and annotator alice."""
+    run_dir = tmp_path / "text-run"
+    with FeedbackStore.open(run_dir) as s:
+        seg_ids = s.records.add_text_segments(text_segments(4, prompts=2))
+        qids = s.records.add_queries(
+            [(seg_ids[0], seg_ids[2]), (seg_ids[3], seg_ids[1])], round=0
+        )
+        tokens = {"alice": s.annotation.add_annotator("alice")[1]}
+    yield run_dir, qids, seg_ids, tokens
+
+
+def test_text_query_is_served_answered_and_stored(text_run) -> None:
+    run_dir, qids, seg_ids, tokens = text_run
+    segs = text_segments(4, prompts=2)
+    h = auth(tokens["alice"])
+    with client_for(run_dir) as client:
+        nxt = client.get("/api/next", headers=h).json()
+        assert nxt["query_id"] == qids[0] and nxt["kind"] == "text"
+        assert nxt["prompt"] == segs[0].prompt
+        assert nxt["left"] == {"segment_id": seg_ids[0], "completion": segs[0].completion}
+        assert nxt["right"] == {"segment_id": seg_ids[2], "completion": segs[2].completion}
+        assert nxt["progress"]["round_size"] == 2
+        # same keys, same auth, same rules as clips
+        assert client.get("/api/next").status_code == 401
+        resp = client.post("/api/preferences", headers=h,
+                           json={"query_id": qids[0], "label": "left"})
+        assert resp.status_code == 201
+        # committed before the 201: a separate connection reads it
+        with FeedbackStore.open(run_dir) as s:
+            assert s.records.answers_of("alice", [qids[0]]) == {qids[0]: Label.LEFT}
+        again = client.post("/api/preferences", headers=h,
+                            json={"query_id": qids[0], "label": "right"})
+        assert again.status_code == 409
+        nxt = client.get("/api/next", headers=h).json()
+        assert nxt["query_id"] == qids[1] and nxt["prompt"] == segs[1].prompt
+        assert nxt["left"]["completion"] == segs[3].completion  # the unicode one
+        assert "🙂" in nxt["left"]["completion"]
+        assert client.post("/api/preferences", headers=h,
+                           json={"query_id": qids[1], "label": "equal"}).status_code == 201
+        assert client.get("/api/next", headers=h).status_code == 204
+        # a text segment has no clip
+        clip = client.get(f"/api/clips/{seg_ids[0]}.mp4", headers=h)
+        assert clip.status_code == 404 and "text segment" in clip.json()["error"]
+        assert client.post("/api/undo", headers=h).json() == {"undone": qids[1]}
+    with FeedbackStore.open(run_dir) as s:
+        pairs = s.records.text_training_pairs()
+    assert pairs.query_ids.tolist() == [qids[0]] and pairs.labels.tolist() == [Label.LEFT]
+    assert pairs.left[0].completion == segs[0].completion
+
+
+def test_clip_and_text_rounds_in_one_store(text_run) -> None:
+    """A later round of clips after a text round: each query is served as its kind."""
+    run_dir, qids, _, tokens = text_run
+    with FeedbackStore.open(run_dir) as s:
+        a, b = s.records.add_segments(fake_segments(2, length=T, seed=2))
+        [clip_q] = s.records.add_queries([(a, b)], round=1)
+    with client_for(run_dir) as client:
+        nxt = client.get("/api/next", headers=auth(tokens["alice"])).json()
+    assert nxt["query_id"] == clip_q and nxt["kind"] == "clip"
+    assert nxt["left"] == {"segment_id": a, "clip_url": f"/api/clips/{a}.mp4"}
+
+
+def test_page_has_the_text_view(text_run) -> None:
+    run_dir, _, _, _ = text_run
+    with client_for(run_dir) as client:
+        html = client.get("/").text
+    assert 'id="text-query"' in html and 'id="left-text"' in html and 'id="right-text"' in html
+    assert "innerHTML" not in html.split("function showText")[1].split("function clock")[0]
+
+
+def test_background_server_prefetch_skips_text_segments(text_run) -> None:
+    """The trainer's server queues clip renders of a round's segments: text ones have none."""
+    from rewardlab.web.server import BackgroundServer
+
+    run_dir, _, seg_ids, _ = text_run
+    server = BackgroundServer(run_dir, port=0)
+    try:
+        with FeedbackStore.open(run_dir) as s:
+            [control] = s.records.add_segments(fake_segments(1, length=T, seed=3))
+            server.prefetch([*seg_ids, control], s)  # no render states either: nothing queued
+    finally:
+        server.close()
+    assert not (run_dir / "clips").exists() or not any((run_dir / "clips").iterdir())

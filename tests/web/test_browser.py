@@ -5,7 +5,8 @@ queries is served by uvicorn on loopback; an annotator opens the login link that
 ``rewardlab annotators add`` prints, watches both clips play, answers the whole round with the
 keyboard, undoes the last answer and answers it again, then gets the next rounds as training
 would add them (one while waiting, one that makes the query on screen stale); the labels are
-then read from the store.
+then read from the store. A second run holds text queries (a prompt and two completions):
+they are shown side by side as text and answered with the same keys and buttons.
 
 Needs the ``playwright`` Python package and a Chromium binary (``apt-get install chromium``; the
 path can be given as ``REWARDLAB_CHROMIUM``). Playwright's own browser download is never used.
@@ -29,7 +30,7 @@ import uvicorn
 
 from rewardlab.feedback.run_status import write_status
 from rewardlab.store import FeedbackStore
-from rewardlab.types import Label
+from rewardlab.types import Label, TextSegment
 from rewardlab.web.app import create_app
 from rewardlab.web.cli import add_annotator_command
 from tests.helpers import reacher_segments
@@ -309,3 +310,78 @@ def test_missing_or_wrong_token_is_explained(tmp_path: Path, browser) -> None:
                 assert page.locator("button[data-label]:enabled").count() == 0
             finally:
                 page.close()
+
+
+def _completion(i: int, prompt: str, completion: str) -> TextSegment:
+    return TextSegment(prompt, completion, [1, 2], [3, 4, 5], "sentiment/test", prompt_id=0,
+                       sample_id=i, gold=None)
+
+
+def test_label_text_queries_in_chromium(tmp_path: Path, browser) -> None:
+    """Two text queries: the prompt and both completions are shown as text (markup in a
+    completion stays text), the videos are hidden, keys and buttons answer as for clips."""
+    prompt = "The trip to the coast was"
+    texts = [
+        " a wonderful day — ünïcødé 🙂",
+        " <img src=x onerror=\"window.injected=1\"> <b>not bold</b>",
+        " long and tiring",
+        " pleasant enough",
+    ]
+    with FeedbackStore.open(tmp_path) as store:
+        ids = store.records.add_text_segments(
+            [_completion(i, prompt, t) for i, t in enumerate(texts)]
+        )
+        qids = store.records.add_queries([(ids[0], ids[1]), (ids[2], ids[3])], round=0)
+    problems: list[str] = []
+    with _serve(create_app(tmp_path)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        link = add_annotator_command(tmp_path, "grace", "127.0.0.1", port)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        try:
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on(
+                "console",
+                lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else 0,
+            )
+            page.goto(link)
+            page.locator("#left-text").wait_for(state="visible", timeout=WAIT_MS)
+            page.wait_for_function(
+                "() => document.querySelectorAll('button[data-label]:enabled').length === 4",
+                timeout=WAIT_MS,
+            )
+            _progress(page, 0, 0, size=2)
+            assert page.locator("#prompt").inner_text() == prompt
+            assert page.locator("#left-text .continuation").text_content() == texts[0]
+            assert page.locator("#right-text .continuation").text_content() == texts[1]
+            assert page.locator("#left-text").inner_text() == prompt + texts[0]
+            assert page.locator("#right-text img, #right-text b").count() == 0  # text, not HTML
+            assert page.evaluate("() => window.injected === undefined")
+            assert not page.locator("#clip-query").is_visible()
+            # side by side: the left box is left of the right box, on the same row
+            left_box = page.locator("#left-text").bounding_box()
+            right_box = page.locator("#right-text").bounding_box()
+            assert left_box["x"] + left_box["width"] <= right_box["x"]
+            assert abs(left_box["y"] - right_box["y"]) < 1
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "text => document.querySelector('#left-text .continuation').textContent === text",
+                arg=texts[2],
+                timeout=WAIT_MS,
+            )
+            _progress(page, 1, 1, size=2)
+            page.get_by_role("button", name="Equal").click()
+            page.locator("#waiting").wait_for(state="visible", timeout=WAIT_MS)
+            page.wait_for_function(
+                "() => document.querySelectorAll('#recent-list li').length === 2",
+                timeout=WAIT_MS,
+            )
+            assert _recent(page)[0].startswith(f"Query {qids[1]} (round 0): equal")
+        finally:
+            page.close()
+    assert problems == []
+    with FeedbackStore.open(tmp_path) as store:
+        prefs = store.records.preferences()
+    assert [(p.query_id, p.label, p.teacher_id) for p in prefs] == [
+        (qids[0], Label.RIGHT, "grace"),
+        (qids[1], Label.EQUAL, "grace"),
+    ]

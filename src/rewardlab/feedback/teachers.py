@@ -50,6 +50,14 @@ Deliberate differences from the B-Pref code (the answers have the same distribut
   multiplies by ``eps`` again, at every later update (``eps^2 * margin``); its PPO trainer and
   the paper use ``eps * margin`` throughout, as we do.
 
+Text queries (two completions of a prompt, :class:`rewardlab.types.TextSegment`): a completion
+is a one-step episode whose single reward is the task's gold score, so a text query's rewards
+are ``(batch, 2, 1)`` (:func:`one_step_rewards`, :meth:`ScriptedTeacher.label_text`) and every
+stage above applies unchanged. With one step the myopic discount has nothing to discount
+(``gamma^0 = 1``), so the ``myopic`` teacher answers exactly as the ``oracle`` does; the skip
+and equal thresholds use the margin ``mean gold score of recent samples`` (``set_margin(mean,
+1, 1)``: segment and episode are both one step), and ``beta`` is in inverse gold units.
+
 Everything is pure NumPy (no torch), vectorised over queries and steps, and seeded through an
 explicit ``np.random.Generator``. The teacher's parameters (:class:`TeacherConfig`) and the
 B-Pref presets (:data:`TEACHER_PRESETS`, :func:`teacher_preset`) live in :mod:`rewardlab.config`
@@ -73,6 +81,7 @@ __all__ = [
     "TeacherConfig",
     "discounted_segment_returns",
     "label_queries",
+    "one_step_rewards",
     "teacher_preset",
 ]
 
@@ -201,6 +210,27 @@ def label_queries(
     return labels
 
 
+def one_step_rewards(gold: np.ndarray) -> np.ndarray:
+    """Gold scores of text queries as the per-step rewards the teachers read.
+
+    A completion is a one-step episode whose reward is its gold score, so a query's two gold
+    scores become ``(batch, 2, 1)`` rewards for :func:`label_queries`.
+
+    Args:
+        gold: ``(batch, 2)`` real gold scores, index 0 = left completion, 1 = right.
+
+    Returns:
+        ``(batch, 2, 1)`` float64 rewards.
+
+    Raises:
+        RecordError: if ``gold`` is not ``(batch, 2)``, not real or not finite.
+    """
+    arr = np.asarray(gold)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise RecordError(f"gold: expected shape (batch, 2), got {arr.shape}")
+    return _check_rewards(arr[:, :, None])
+
+
 class ScriptedTeacher:
     """A stateful B-Pref scripted teacher: config, seeded generator, margin and counters.
 
@@ -324,6 +354,20 @@ class ScriptedTeacher:
         self.answered += int(labels.shape[0]) - n_skipped
         self.equal += int(np.count_nonzero(labels == Label.EQUAL))
         return labels
+
+    def label_text(self, gold: np.ndarray) -> np.ndarray:
+        """Answer a batch of text queries by their gold scores (see :func:`one_step_rewards`).
+
+        Args:
+            gold: ``(batch, 2)`` real gold scores of the left and right completions.
+
+        Returns:
+            ``(batch,)`` int8 :class:`~rewardlab.types.Label` codes.
+
+        Raises:
+            RecordError: if ``gold`` is not ``(batch, 2)``, not real or not finite.
+        """
+        return self.label(one_step_rewards(gold))
 
     def stats(self) -> dict[str, int]:
         """Counters so far: ``{"asked", "answered", "skipped", "equal"}`` (all int)."""

@@ -1,5 +1,8 @@
 """Feedback store: segments, queries and preference labels of a run, in a SQL database.
 
+Segments are control segments (observations and actions) or text segments (a prompt and a
+language model's completion, ``store.records.add_text_segments``), in the same table.
+
 The default backend is a SQLite file ``feedback.db`` in the run directory (WAL journal,
 ``synchronous=FULL``): a label is durable once the write method storing it returns. Any
 SQLAlchemy URL (e.g. PostgreSQL) works with the same schema. :class:`FeedbackStore` composes

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import AddConstraint, UniqueConstraint
 
 from rewardlab.errors import StoreError
-from rewardlab.store.schema import SCHEMA_VERSION, Base, MetaRow, PreferenceRow, SegmentRow
+from rewardlab.store.schema import (
+    CONTROL,
+    SCHEMA_VERSION,
+    Base,
+    MetaRow,
+    PreferenceRow,
+    SegmentRow,
+)
 
 __all__ = ["Database"]
 
@@ -112,11 +119,36 @@ def upgrade_from_v2(session: Session) -> None:
     conn.exec_driver_sql(f"ALTER TABLE segments ADD COLUMN dataset_id {kind}")
 
 
+#: Columns version 4 added to ``segments`` (text segments), in the order they are added.
+TEXT_COLUMNS = ("kind", "prompt", "completion", "prompt_ids", "completion_ids", "gold")
+
+
+def upgrade_from_v3(session: Session) -> None:
+    """Upgrade schema version 3 to 4 in the session's transaction.
+
+    Version 4 stores text segments (a language model's prompt and completion) in the same
+    ``segments`` table: it adds ``kind`` (``NOT NULL DEFAULT 'control'``, so every existing row
+    becomes a control segment) and the nullable ``prompt``, ``completion``, ``prompt_ids``,
+    ``completion_ids`` and ``gold``. ``ALTER TABLE ... ADD COLUMN`` with a constant default
+    works the same on SQLite and PostgreSQL. Columns that exist already are left alone.
+    """
+    conn = session.connection()
+    columns = {c["name"] for c in inspect(conn).get_columns("segments")}
+    table = SegmentRow.__table__
+    for name in TEXT_COLUMNS:
+        if name in columns:
+            continue
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        extra = f" DEFAULT '{CONTROL}' NOT NULL" if name == "kind" else ""
+        conn.exec_driver_sql(f"ALTER TABLE segments ADD COLUMN {quoted} {kind}{extra}")
+
+
 class Database:
     """A SQLAlchemy engine with the feedback store's schema, and its transactions.
 
     Opening creates the tables if missing, records :data:`~rewardlab.store.schema.SCHEMA_VERSION`
-    in a new database and upgrades a version 1 or 2 database in place.
+    in a new database and upgrades a version 1, 2 or 3 database in place.
 
     Args:
         url: SQLAlchemy database URL, e.g. ``"sqlite:////abs/run/feedback.db"`` or
@@ -220,10 +252,12 @@ class Database:
             row = session.get(MetaRow, "schema_version")
             if row is None:
                 session.add(MetaRow(key="schema_version", value=SCHEMA_VERSION))
-            elif row.value in ("1", "2"):
+            elif row.value in ("1", "2", "3"):
                 if row.value == "1":
                     upgrade_from_v1(session)
-                upgrade_from_v2(session)
+                if row.value in ("1", "2"):
+                    upgrade_from_v2(session)
+                upgrade_from_v3(session)
                 row.value = SCHEMA_VERSION
             elif row.value != SCHEMA_VERSION:
                 raise StoreError(

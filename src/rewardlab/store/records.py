@@ -5,12 +5,21 @@ teachers' answers, and reads back the arrays a reward model trains on. The modul
 helpers (:func:`insert_preferences`, :func:`current_round_in`, ...) work inside a transaction
 of the caller, so :class:`~rewardlab.store.annotation.Annotation` reuses them. This module never
 imports torch.
+
+Segments are of two kinds in one table: control segments (:class:`~rewardlab.types.Segment`:
+observations and actions; :meth:`Records.add_segments`, :meth:`Records.get_segments`,
+:meth:`Records.training_arrays`) and text segments (:class:`~rewardlab.types.TextSegment`: a
+prompt and a language model's completion; :meth:`Records.add_text_segments`,
+:meth:`Records.get_text_segments`, :meth:`Records.text_training_pairs`). Queries, answers and
+assignments are the same for both; a query compares two segments of one kind, and a reader of
+one kind refuses the other with :class:`~rewardlab.errors.SegmentKindError`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, select
@@ -19,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from rewardlab.errors import (
     AlreadyAnsweredError,
+    SegmentKindError,
     StaleRoundError,
     StoreError,
     UnknownQueryError,
@@ -35,10 +45,31 @@ from rewardlab.store.codec import (
     storable,
 )
 from rewardlab.store.engine import Database
-from rewardlab.store.schema import PreferenceRow, QueryRow, SegmentRow
-from rewardlab.types import Label, Preference, Query, Segment
+from rewardlab.store.schema import CONTROL, TEXT, PreferenceRow, QueryRow, SegmentRow
+from rewardlab.types import Label, Preference, Query, Segment, TextSegment
 
-__all__ = ["Records"]
+__all__ = ["Records", "TextPairs"]
+
+
+@dataclass(frozen=True)
+class TextPairs:
+    """Answered text queries, one entry per used answer, for fitting a text reward model.
+
+    Attributes:
+        left: the left completion of each answer (N :class:`TextSegment`; a segment in several
+            queries is the same object each time).
+        right: the right completion of each answer (N).
+        labels: ``(N,)`` int8 :class:`~rewardlab.types.Label` codes.
+        query_ids: ``(N,)`` int64 ids of the queries answered (query id order).
+    """
+
+    left: list[TextSegment]
+    right: list[TextSegment]
+    labels: np.ndarray
+    query_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.left)
 
 
 def to_query(row: QueryRow) -> Query:
@@ -82,8 +113,77 @@ def segment_rows(session: Session, ids: Sequence[int]) -> dict[int, SegmentRow]:
     return rows
 
 
+def require_kind(rows: Collection[SegmentRow], kind: str, action: str, hint: str) -> None:
+    """Raise :class:`SegmentKindError` naming the rows that are not of ``kind``.
+
+    Args:
+        rows: segment rows.
+        kind: :data:`~rewardlab.store.schema.CONTROL` or :data:`~rewardlab.store.schema.TEXT`.
+        action: what needs that kind, for the message (``"get_segments"``).
+        hint: what to use instead, for the message.
+    """
+    wrong = sorted({r.id for r in rows if (r.kind or CONTROL) != kind})
+    if wrong:
+        raise SegmentKindError(
+            f"feedback store: {action} reads {kind} segments, but segment ids "
+            f"{format_ids(wrong)} are not; {hint}",
+            tuple(wrong),
+        )
+
+
+def to_text_segment(row: SegmentRow) -> TextSegment:
+    """The :class:`TextSegment` of a text row (token ids decoded)."""
+    what = f"text segment {row.id}"
+    if row.prompt is None or row.completion is None or row.prompt_ids is None or (
+        row.completion_ids is None
+    ):
+        raise StoreError(f"feedback store: {what} misses its prompt or completion")
+    return TextSegment(
+        prompt=row.prompt,
+        completion=row.completion,
+        prompt_ids=decode_array(row.prompt_ids, f"{what} prompt_ids"),
+        completion_ids=decode_array(row.completion_ids, f"{what} completion_ids"),
+        task_id=row.env_id,
+        prompt_id=row.episode_id,
+        sample_id=row.start_step,
+        gold=row.gold,
+        segment_id=row.id,
+    )
+
+
+def text_segment_row(seg: TextSegment, now: float) -> SegmentRow:
+    """The row of a text segment (checked: a :class:`TextSegment`, short enough a task id).
+
+    Raises:
+        StoreError: if ``seg`` is not a :class:`TextSegment` or its task id is too long.
+    """
+    if not isinstance(seg, TextSegment):
+        raise StoreError(f"feedback store: expected a TextSegment, got {type(seg).__name__}")
+    check_length("TextSegment.task_id", seg.task_id)
+    return SegmentRow(
+        kind=TEXT,
+        env_id=seg.task_id,
+        episode_id=seg.prompt_id,
+        start_step=seg.sample_id,
+        length=1,
+        obs_dim=0,
+        act_dim=0,
+        obs=b"",
+        actions=b"",
+        true_rewards=None,
+        render_states=None,
+        created_at=now,
+        dataset_id=None,
+        prompt=seg.prompt,
+        completion=seg.completion,
+        prompt_ids=encode_array(seg.prompt_ids),
+        completion_ids=encode_array(seg.completion_ids),
+        gold=seg.gold,
+    )
+
+
 def to_segment(row: SegmentRow) -> Segment:
-    """The :class:`Segment` of a row (arrays decoded)."""
+    """The :class:`Segment` of a control row (arrays decoded)."""
     what = f"segment {row.id}"
     return Segment(
         obs=decode_array(row.obs, f"{what} obs"),
@@ -263,6 +363,7 @@ class Records:
                     ),
                     created_at=time.time(),
                     dataset_id=seg.dataset_id,
+                    kind=CONTROL,
                 )
             )
         if not rows:
@@ -283,12 +384,96 @@ class Records:
 
         Raises:
             UnknownSegmentError: naming the ids that are not stored.
+            SegmentKindError: naming the ids of text segments (read those with
+                :meth:`get_text_segments`).
             StoreError: if an id is not an integer, or the database read fails.
         """
         wanted = check_ids("segment ids", ids)
         with self.db.transaction("read segments") as session:
             rows = segment_rows(session, wanted)
+        require_kind(rows.values(), CONTROL, "get_segments", "read them with get_text_segments")
         return [to_segment(rows[i]) for i in wanted]
+
+    # ------------------------------------------------------------------ text segments
+
+    def add_text_segments(self, segments: Sequence[TextSegment]) -> list[int]:
+        """Store a language model's completions as text segments, in one transaction.
+
+        Text segments live in the ``segments`` table with the control ones (``kind = 'text'``),
+        so queries, answers, annotators and assignments treat both alike.
+
+        Args:
+            segments: the completions; each holds its ``prompt`` and ``completion`` text, their
+                ``(P,)``/``(C,)`` int32 token ids, its ``task_id``, ``prompt_id``,
+                ``sample_id`` and optional ``gold`` score. Their ``segment_id`` is ignored.
+
+        Returns:
+            The new segment ids, in the order given.
+
+        Raises:
+            StoreError: if an item is not a :class:`TextSegment`, a task id is longer than
+                255 characters, or the database write fails (then nothing is stored).
+        """
+        now = time.time()
+        rows = [text_segment_row(seg, now) for seg in segments]
+        if not rows:
+            return []
+        with self.db.transaction("add text segments", write=True) as session:
+            session.add_all(rows)
+            session.flush()
+            return [row.id for row in rows]
+
+    def get_text_segments(self, ids: Sequence[int]) -> list[TextSegment]:
+        """Load text segments by id.
+
+        Args:
+            ids: segment ids; repeats are allowed.
+
+        Returns:
+            The text segments in the order asked, with ``segment_id`` set and int32 token ids.
+
+        Raises:
+            UnknownSegmentError: naming the ids that are not stored.
+            SegmentKindError: naming the ids of control segments (read those with
+                :meth:`get_segments`).
+            StoreError: if an id is not an integer, or the database read fails.
+        """
+        wanted = check_ids("segment ids", ids)
+        with self.db.transaction("read text segments") as session:
+            rows = segment_rows(session, wanted)
+        require_kind(rows.values(), TEXT, "get_text_segments", "read them with get_segments")
+        decoded = {i: to_text_segment(row) for i, row in rows.items()}
+        return [decoded[i] for i in wanted]
+
+    def segment_kinds(self, ids: Sequence[int]) -> list[str]:
+        """The kind of each segment: ``"control"`` (:class:`Segment`) or ``"text"``
+        (:class:`TextSegment`).
+
+        Args:
+            ids: segment ids; repeats are allowed.
+
+        Returns:
+            One kind per id, in the order asked.
+
+        Raises:
+            UnknownSegmentError: naming the ids that are not stored.
+            StoreError: if an id is not an integer, or the database read fails.
+        """
+        wanted = check_ids("segment ids", ids)
+        unique = sorted(set(wanted))
+        kinds: dict[int, str] = {}
+        with self.db.transaction("read segment kinds") as session:
+            for chunk in chunks(storable(unique)):
+                for seg_id, kind in session.execute(
+                    select(SegmentRow.id, SegmentRow.kind).where(SegmentRow.id.in_(chunk))
+                ):
+                    kinds[seg_id] = kind or CONTROL
+        missing = [i for i in unique if i not in kinds]
+        if missing:
+            raise UnknownSegmentError(
+                f"feedback store: unknown segment ids: {format_ids(missing)}", tuple(missing)
+            )
+        return [kinds[i] for i in wanted]
 
     # ------------------------------------------------------------------ queries
 
@@ -308,6 +493,7 @@ class Records:
         Raises:
             RecordError: if a pair is not a valid :class:`Query` (negative or equal ids).
             UnknownSegmentError: naming the segment ids that are not stored.
+            SegmentKindError: if a pair holds a control and a text segment.
             StoreError: if the source is empty or too long, or the write fails (nothing is
                 stored on any error).
         """
@@ -326,7 +512,21 @@ class Records:
         ]
         segment_ids = [i for q in queries for i in (q.left_id, q.right_id)]
         with self.db.transaction("add queries", write=True) as session:
-            segment_rows(session, segment_ids)
+            found = segment_rows(session, segment_ids)
+            mixed = sorted(
+                {
+                    i
+                    for q in queries
+                    if (found[q.left_id].kind or CONTROL) != (found[q.right_id].kind or CONTROL)
+                    for i in (q.left_id, q.right_id)
+                }
+            )
+            if mixed:
+                raise SegmentKindError(
+                    "feedback store: a query compares two segments of the same kind; these "
+                    f"pairs mix a control and a text segment: segment ids {format_ids(mixed)}",
+                    tuple(mixed),
+                )
             session.add_all(rows)
             session.flush()
             return [row.id for row in rows]
@@ -548,6 +748,8 @@ class Records:
             int64. With no answer, ``obs`` and ``actions`` have shape ``(0, 2, 0, 0)``.
 
         Raises:
+            SegmentKindError: if an answered query is over text segments (read those with
+                :meth:`text_training_pairs`).
             StoreError: if the segments differ in length, ``obs_dim`` or ``act_dim``, or the
                 database read fails.
         """
@@ -561,6 +763,10 @@ class Records:
         seg_ids, inverse = np.unique(pair_ids, return_inverse=True)
         with self.db.transaction("read training arrays") as session:
             seg_rows = segment_rows(session, seg_ids.tolist())
+        require_kind(
+            seg_rows.values(), CONTROL, "training_arrays",
+            "answers to text queries are read with text_training_pairs",
+        )
         ordered = [seg_rows[int(i)] for i in seg_ids]
         shapes = {(r.length, r.obs_dim, r.act_dim) for r in ordered}
         if len(shapes) != 1:
@@ -577,6 +783,46 @@ class Records:
             "labels": labels,
             "query_ids": query_ids,
         }
+
+    def text_training_pairs(
+        self, include_skipped: bool = False, fallback_teachers: Collection[str] = ()
+    ) -> TextPairs:
+        """The answers to text queries with their two completions, for a text reward model.
+
+        The text counterpart of :meth:`training_arrays`: one entry per used answer (a query
+        answered by two people gives two entries with the same query id), in query id order.
+
+        Args:
+            include_skipped: also include queries answered ``Label.SKIP``.
+            fallback_teachers: as in :meth:`training_arrays`.
+
+        Returns:
+            A :class:`TextPairs` (empty when nothing is answered).
+
+        Raises:
+            SegmentKindError: if an answered query is over control segments (read those with
+                :meth:`training_arrays`).
+            StoreError: if the database read fails.
+        """
+        rows = self._answered(include_skipped, fallback_teachers)
+        query_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        labels = np.array([r[3] for r in rows], dtype=np.int8)
+        if not rows:
+            return TextPairs([], [], labels, query_ids)
+        wanted = sorted({i for r in rows for i in (r[1], r[2])})
+        with self.db.transaction("read text training pairs") as session:
+            seg_rows = segment_rows(session, wanted)
+        require_kind(
+            seg_rows.values(), TEXT, "text_training_pairs",
+            "answers to control queries are read with training_arrays",
+        )
+        decoded = {i: to_text_segment(row) for i, row in seg_rows.items()}
+        return TextPairs(
+            left=[decoded[r[1]] for r in rows],
+            right=[decoded[r[2]] for r in rows],
+            labels=labels,
+            query_ids=query_ids,
+        )
 
     def answers_of(self, teacher_id: str, query_ids: Sequence[int]) -> dict[int, Label]:
         """One teacher's answers to the given queries (queries it did not answer are absent).

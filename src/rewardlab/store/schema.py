@@ -1,7 +1,8 @@
 """Database schema of the feedback store (SQLAlchemy 2 typed declarative mapping).
 
-Only portable column types are used (Integer, BigInteger, Float, String, LargeBinary), so the
-same schema works on SQLite (the default, one ``feedback.db`` per run directory) and on PostgreSQL.
+Only portable column types are used (Integer, BigInteger, Float, String, Text, LargeBinary), so
+the same schema works on SQLite (the default, one ``feedback.db`` per run directory) and on
+PostgreSQL.
 
 Arrays are stored as NumPy ``.npy`` bytes (``np.save`` with ``allow_pickle=False``), never as
 pickles. Timestamps are float seconds since the Unix epoch (UTC), like
@@ -9,7 +10,13 @@ pickles. Timestamps are float seconds since the Unix epoch (UTC), like
 
 Tables:
     ``meta``: key/value pairs; ``schema_version`` is :data:`SCHEMA_VERSION`.
-    ``segments``: one row per :class:`rewardlab.types.Segment`.
+    ``segments``: one row per :class:`rewardlab.types.Segment` (``kind = 'control'``) or
+        :class:`rewardlab.types.TextSegment` (``kind = 'text'``). Both kinds share the table so
+        that queries, answers, annotators and assignments keep one code path. A text row holds
+        ``prompt``/``completion`` (text), ``prompt_ids``/``completion_ids`` (``.npy`` int32) and
+        ``gold`` (float or null); its ``env_id`` is the task id, ``episode_id`` the prompt
+        index, ``start_step`` the sample index, ``length`` 1, ``obs_dim``/``act_dim`` 0 and
+        ``obs``/``actions`` empty bytes. Control rows have null text columns.
     ``queries``: one row per :class:`rewardlab.types.Query` (a pair of segment ids).
     ``preferences``: answers to queries; a query may be answered by several teachers, at most
         once by each (``(query_id, teacher_id)`` is unique); ``label`` holds the integer code of
@@ -19,9 +26,10 @@ Tables:
 
 Schema history: version 1 allowed one answer per query (``preferences.query_id`` unique) and had
 no ``annotators``/``assignments`` tables; version 2 had no ``segments.dataset_id`` (the offline
-dataset a segment was cut from). :class:`rewardlab.store.FeedbackStore` upgrades a version 1 or
-2 database to version 3 when it opens it (rows and ids kept; old segments get a null
-``dataset_id``).
+dataset a segment was cut from); version 3 had no text segments (``segments.kind``, ``prompt``,
+``completion``, ``prompt_ids``, ``completion_ids``, ``gold``). The store upgrades a version 1,
+2 or 3 database to version 4 when it opens it (rows and ids kept; old segments get a null
+``dataset_id``, ``kind = 'control'`` and null text columns).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -46,7 +55,15 @@ from rewardlab.types import NAME_LENGTH
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Version of this schema, stored in ``meta`` under ``schema_version``.
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
+
+
+#: ``segments.kind`` of a :class:`rewardlab.types.Segment` (observations and actions).
+CONTROL = "control"
+#: ``segments.kind`` of a :class:`rewardlab.types.TextSegment` (a prompt and its completion).
+TEXT = "text"
+#: Width of the ``segments.kind`` column.
+KIND_LENGTH = 16
 
 
 def _now() -> float:
@@ -70,7 +87,9 @@ class SegmentRow(Base):
     """A stored segment. ``obs``/``actions``/``true_rewards`` are ``.npy`` float32 bytes;
     ``render_states`` (simulator states for rendering clips) ``.npy`` float64 bytes;
     ``dataset_id`` names the offline dataset it was cut from (null: the run's own experience),
-    ``episode_id``/``start_step`` then index that dataset (schema version 3)."""
+    ``episode_id``/``start_step`` then index that dataset (schema version 3). ``kind`` is
+    ``'control'`` or ``'text'``; a text segment's columns are described in the module
+    docstring (schema version 4)."""
 
     __tablename__ = "segments"
 
@@ -87,6 +106,14 @@ class SegmentRow(Base):
     render_states: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=_now)
     dataset_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
+    kind: Mapped[str] = mapped_column(
+        String(KIND_LENGTH), default=CONTROL, server_default=CONTROL
+    )
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    completion: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_ids: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    completion_ids: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    gold: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class QueryRow(Base):

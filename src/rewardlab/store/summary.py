@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from rewardlab.errors import StoreError
 from rewardlab.store.codec import chunks, decode_array
 from rewardlab.store.engine import Database
-from rewardlab.store.schema import PreferenceRow, QueryRow, SegmentRow
+from rewardlab.store.schema import TEXT, PreferenceRow, QueryRow, SegmentRow
 from rewardlab.types import Label
 
 __all__ = ["EXPORT_SUFFIXES", "Summaries"]
@@ -130,7 +130,7 @@ class Summaries:
         One row per preference, in the order stored, with the fields ``query_id``, ``round``,
         ``left_id``, ``right_id``, ``source``, ``label`` (lower-case name), ``teacher_id``,
         ``timestamp`` (epoch seconds) and ``left_true_return`` / ``right_true_return`` (sum
-        of the segment's true rewards, or null when unknown).
+        of the segment's true rewards, or a text segment's gold score; null when unknown).
 
         Args:
             path: output file; ``.jsonl`` writes JSON lines, ``.parquet`` a Parquet table.
@@ -198,9 +198,14 @@ class Summaries:
     def _true_returns(session: Session, ids: set[int]) -> dict[int, float]:
         returns: dict[int, float] = {}
         for chunk in chunks(sorted(ids)):
-            stmt = select(SegmentRow.id, SegmentRow.true_rewards).where(SegmentRow.id.in_(chunk))
-            for seg_id, blob in session.execute(stmt):
-                if blob is not None:
+            stmt = select(
+                SegmentRow.id, SegmentRow.true_rewards, SegmentRow.kind, SegmentRow.gold
+            ).where(SegmentRow.id.in_(chunk))
+            for seg_id, blob, kind, gold in session.execute(stmt):
+                if kind == TEXT:  # a completion is a one-step episode: its return is its gold
+                    if gold is not None:
+                        returns[seg_id] = float(gold)
+                elif blob is not None:
                     rewards = decode_array(blob, f"segment {seg_id} true_rewards")
                     returns[seg_id] = float(rewards.sum(dtype=np.float32))
         return returns

@@ -6,7 +6,8 @@ Routes (every ``/api/*`` route needs ``Authorization: Bearer <token>``, a token 
 
     GET  /                          the labelling page (self-contained HTML)
     GET  /api/me                    {annotator_id, name}
-    GET  /api/next                  the query to label, or 204 when nothing is pending
+    GET  /api/next                  the query to label (two clips, or a prompt and two
+                                    completions), or 204 when nothing is pending
     GET  /api/clips/{segment}.mp4   the segment's clip (rendered on demand, cached on disk)
     POST /api/preferences           {"query_id": int, "label": "left"|"right"|"equal"|"skip"}
     POST /api/undo                  delete the annotator's last answer of the current round
@@ -52,7 +53,7 @@ from rewardlab.errors import (
 from rewardlab.feedback.clips import ClipCache
 from rewardlab.feedback.run_status import read_status
 from rewardlab.store import FeedbackStore
-from rewardlab.types import Label, Preference, Segment
+from rewardlab.types import Label, Preference, Query, Segment
 from rewardlab.web.page import PAGE_HTML
 from rewardlab.web.schemas import (
     ClipRef,
@@ -63,6 +64,7 @@ from rewardlab.web.schemas import (
     Progress,
     Recent,
     RecentAnswer,
+    TextRef,
     TrainingStatus,
     Undone,
     parse_clip_name,
@@ -271,13 +273,16 @@ def create_app(
     # ------------------------------------------------------------------ helpers
 
     def prefetch(segment_ids: list[int]) -> None:
-        """Queue renders of clips not cached yet; never fails the request."""
+        """Queue renders of clips not cached yet (text segments have none); never fails the
+        request."""
         wanted = [i for i in dict.fromkeys(segment_ids) if not clips.path_for(i).exists()]
         if not wanted:
             return
         try:
+            kinds = store.records.segment_kinds(wanted)
+            control = [i for i, kind in zip(wanted, kinds, strict=True) if kind == "control"]
             segments = [
-                s for s in store.records.get_segments(wanted) if s.render_states is not None
+                s for s in store.records.get_segments(control) if s.render_states is not None
             ]
             clips.prefetch(segments)
         except (RewardLabError, RuntimeError) as exc:
@@ -285,9 +290,14 @@ def create_app(
 
     def load_segment(segment_id: int) -> Segment:
         try:
-            [segment] = store.records.get_segments([segment_id])
+            [kind] = store.records.segment_kinds([segment_id])
         except UnknownSegmentError:
             raise ApiError(404, f"unknown segment id {segment_id}") from None
+        if kind != "control":
+            raise ApiError(
+                404, f"segment {segment_id} is a {kind} segment: it is shown as text, not a clip"
+            )
+        [segment] = store.records.get_segments([segment_id])
         if segment.render_states is None:
             raise ApiError(
                 404,
@@ -295,6 +305,24 @@ def create_app(
                 "(only MuJoCo segments recorded with render states can be shown)",
             )
         return segment
+
+    def sides(query: Query) -> dict[str, Any]:
+        """``kind``, ``prompt``, ``left`` and ``right`` of a query's :class:`NextQuery`."""
+        if store.records.segment_kinds([query.left_id]) == ["text"]:
+            left, right = store.records.get_text_segments([query.left_id, query.right_id])
+            return {
+                "kind": "text",
+                "prompt": left.prompt,
+                "left": TextRef(segment_id=query.left_id, completion=left.completion),
+                "right": TextRef(segment_id=query.right_id, completion=right.completion),
+            }
+        return {
+            "kind": "clip",
+            "left": ClipRef(segment_id=query.left_id, clip_url=f"/api/clips/{query.left_id}.mp4"),
+            "right": ClipRef(
+                segment_id=query.right_id, clip_url=f"/api/clips/{query.right_id}.mp4"
+            ),
+        }
 
     # ------------------------------------------------------------------ routes
 
@@ -328,11 +356,8 @@ def create_app(
             suggestion=suggestion,
             query_id=query.query_id,
             round=query.round,
-            left=ClipRef(segment_id=query.left_id, clip_url=f"/api/clips/{query.left_id}.mp4"),
-            right=ClipRef(
-                segment_id=query.right_id, clip_url=f"/api/clips/{query.right_id}.mp4"
-            ),
             progress=Progress(**store.annotation.progress(who[1])),
+            **sides(query),
         )
 
     @app.get("/api/clips/{name}", response_class=FileResponse)

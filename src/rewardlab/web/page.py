@@ -3,7 +3,9 @@
 Kept as a Python string so it ships with the package without package-data configuration.
 The page reads ``?token=`` once, keeps it in ``sessionStorage``, removes it from the address
 bar and sends it as ``Authorization: Bearer`` on every API call. Clips are fetched with that
-header and played from blob URLs (a ``<video src>`` request cannot carry the header).
+header and played from blob URLs (a ``<video src>`` request cannot carry the header). A text
+query (``kind: "text"``) shows its prompt and the two completions side by side instead of the
+clips (set as ``textContent``, never as HTML); the keys and buttons are the same.
 """
 
 PAGE_HTML = r"""<!doctype html>
@@ -38,6 +40,14 @@ PAGE_HTML = r"""<!doctype html>
               background: #e8eaf2; }
   #training.waiting { background: #fff3cd; font-weight: 600; }
   #suggestion { text-align: center; color: #555; min-height: 1.2rem; }
+  #text-query { display: none; }
+  #prompt-line { text-align: center; margin: .8rem 0 .6rem; }
+  .clip > div.completion { font-weight: 400; text-align: left; white-space: pre-wrap;
+                           background: #fff; border: 1px solid #ccc; border-radius: 6px;
+                           padding: .8rem 1rem; min-height: 4rem; font-size: 1.1rem;
+                           overflow-wrap: anywhere; }
+  .completion .context { color: #777; }
+  .completion .continuation { font-weight: 600; }
 </style>
 </head>
 <body>
@@ -47,11 +57,19 @@ PAGE_HTML = r"""<!doctype html>
   <div id="progress" class="muted"></div>
   <div id="waiting">Nothing to label right now: waiting for the next round&hellip;</div>
   <div id="task">
-    <div class="clips">
+    <div class="clips" id="clip-query">
       <div class="clip"><div>Left</div>
         <video id="left" muted playsinline preload="auto"></video></div>
       <div class="clip"><div>Right</div>
         <video id="right" muted playsinline preload="auto"></video></div>
+    </div>
+    <div id="text-query">
+      <div id="prompt-line"><span class="muted">Which continuation is better?
+        Prompt:</span> <span id="prompt"></span></div>
+      <div class="clips">
+        <div class="clip"><div>Left</div><div class="completion" id="left-text"></div></div>
+        <div class="clip"><div>Right</div><div class="completion" id="right-text"></div></div>
+      </div>
     </div>
     <div id="suggestion"></div>
     <div class="buttons">
@@ -119,6 +137,32 @@ PAGE_HTML = r"""<!doctype html>
       v.load();
     })));
     restartBoth();
+  }
+
+  // a text query: the prompt (muted) and each completion (bold), as text, never as HTML
+  function showText(q) {
+    videos.forEach((v) => { v.pause(); v.removeAttribute("src"); v.load(); });
+    blobUrls.forEach((u) => URL.revokeObjectURL(u));
+    blobUrls = [];
+    $("clip-query").style.display = "none";
+    $("text-query").style.display = "block";
+    $("prompt").textContent = q.prompt || "";
+    [["left-text", q.left], ["right-text", q.right]].forEach(([id, side]) => {
+      const box = $(id);
+      box.textContent = "";
+      const context = document.createElement("span");
+      context.className = "context";
+      context.textContent = q.prompt || "";
+      const continuation = document.createElement("span");
+      continuation.className = "continuation";
+      continuation.textContent = side.completion;
+      box.append(context, continuation);
+    });
+  }
+  async function showClips(q) {
+    $("text-query").style.display = "none";
+    $("clip-query").style.display = "flex";
+    await loadClips(q);
   }
 
   function clock(seconds) {
@@ -194,7 +238,9 @@ PAGE_HTML = r"""<!doctype html>
       showProgress(q.progress);
       $("suggestion").textContent = q.suggestion ? "The scripted teacher answered \u201c" +
         q.suggestion + "\u201d: press the same key to confirm, another to override." : "";
-      if (!current || current.query_id !== q.query_id) await loadClips(q);
+      if (!current || current.query_id !== q.query_id) {
+        if (q.kind === "text") showText(q); else await showClips(q);
+      }
       current = q;
       setStatus("");
     } catch (e) {

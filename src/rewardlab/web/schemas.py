@@ -41,7 +41,9 @@ class PreferenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query_id: StrictInt = Field(ge=0, le=MAX_ID, description="id of the query answered")
-    label: LabelName = Field(description="which clip is better: left, right, equal or skip")
+    label: LabelName = Field(
+        description="which side (clip or completion) is better: left, right, equal or skip"
+    )
 
 
 class PreferenceOut(BaseModel):
@@ -55,6 +57,13 @@ class ClipRef(BaseModel):
 
     segment_id: int
     clip_url: str
+
+
+class TextRef(BaseModel):
+    """One side of a text query: a language model's completion of the query's prompt."""
+
+    segment_id: int
+    completion: str
 
 
 class Progress(BaseModel):
@@ -74,12 +83,19 @@ class Progress(BaseModel):
 
 
 class NextQuery(BaseModel):
-    """Answer of ``GET /api/next``: the query to label."""
+    """Answer of ``GET /api/next``: the query to label.
+
+    ``kind`` says what the two sides are: ``"clip"`` (videos of control segments, ``left`` and
+    ``right`` are :class:`ClipRef`) or ``"text"`` (two completions of ``prompt``, ``left`` and
+    ``right`` are :class:`TextRef`). Both are answered with the same labels.
+    """
 
     query_id: int
     round: int
-    left: ClipRef
-    right: ClipRef
+    kind: Literal["clip", "text"] = "clip"
+    prompt: str | None = Field(None, description="the prompt both completions continue (text)")
+    left: ClipRef | TextRef
+    right: ClipRef | TextRef
     progress: Progress
     suggestion: LabelName | None = Field(
         None, description="the scripted teacher's answer that people audit (mixed mode)"

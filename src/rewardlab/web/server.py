@@ -84,13 +84,17 @@ class BackgroundServer:
             raise RewardLabError("the annotation web app failed to start (see the log above)")
 
     def prefetch(self, segment_ids: list[int], store: FeedbackStore) -> None:
-        """Queue renders of these segments' clips (those with render states), ahead of people.
+        """Queue renders of these segments' clips (control segments with render states; text
+        segments have none), ahead of people.
 
         Raises:
             StoreError: if the segments cannot be read.
             RuntimeError: if the clip cache is closed.
         """
-        found = store.records.get_segments(segment_ids)
+        kinds = store.records.segment_kinds(segment_ids)
+        found = store.records.get_segments(
+            [i for i, kind in zip(segment_ids, kinds, strict=True) if kind == "control"]
+        )
         segments = [s for s in found if s.render_states is not None]
         if segments:
             self.app.state.clips.prefetch(segments)
