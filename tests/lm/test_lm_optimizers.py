@@ -88,9 +88,20 @@ def test_callback_rows_have_gold_proxy_and_kl(tiny_lm, tmp_path):
         assert -1 <= row["gold"] <= 1 and row["proxy"] >= 0
     assert abs(result.rows[0]["kl"]) < 0.05  # the policy is the reference at step 0
     assert math.isfinite(result.rows[-1]["trl_kl"])  # RLOO logged its KL (beta > 0)
+    assert all(row["beta"] == pytest.approx(0.05) for row in result.rows)
+    assert json.loads((tmp_path / "online_rl_config.json").read_text())["algorithm"] == "rloo"
     lines = (tmp_path / "eval.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [0.0, 1.0, 2.0]
     assert (result.policy_dir / "config.json").exists()
+
+
+def test_grpo_same_seed_same_run(tiny_lm, tmp_path):
+    config = OnlineRLConfig(steps=2, batch_size=8, num_generations=4, max_completion_length=6,
+                            learning_rate=1e-3, seed=3, eval_every=2, eval_samples_per_prompt=2)
+    runs = [train_online_rl(tiny_lm, TRAIN_PROMPTS, vader, tmp_path / str(i), config,
+                            gold=vader, eval_prompts=EVAL_PROMPTS) for i in range(2)]
+    assert runs[0].rows == runs[1].rows
+    assert runs[0].rows[-1]["kl"] != 0.0  # the policy moved
 
 
 @pytest.mark.learning

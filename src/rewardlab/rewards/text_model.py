@@ -304,14 +304,13 @@ class TextRewardEnsemble:
             ``(K, b)`` float32 logits (``b = N`` without ``member_index``), through
             :func:`~rewardlab.rewards.bradley_terry.preference_logits` on one-step segments.
         """
-        width = int(mask.sum(dim=-1).max())  # trim the padding common to the whole batch
-        ids, mask = ids[..., :width], mask[..., :width]
         returns = []
         for k, member in enumerate(self.members):
             sel = slice(None) if member_index is None else member_index[k]
             i, m = ids[sel], mask[sel]  # (b, 2, L)
-            r = member(i.reshape(-1, width), m.reshape(-1, width))  # (b * 2,)
-            returns.append(r.reshape(-1, 2))
+            width = int(m.sum(dim=-1).max())  # drop the padding common to these pairs
+            r = member(i[..., :width].reshape(-1, width), m[..., :width].reshape(-1, width))
+            returns.append(r.reshape(-1, 2))  # (b, 2)
         step_rewards = torch.stack(returns)[..., None]  # (K, b, 2, T=1)
         return preference_logits(step_rewards)
 

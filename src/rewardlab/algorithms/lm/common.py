@@ -196,9 +196,11 @@ class GoldProxyCallback(TrainerCallback):
     ``beta > 0``) is copied as ``trl_kl``.
 
     Rows (``self.rows``, and one JSON line each in ``jsonl_path`` if given): ``step``, ``gold``,
-    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl``, ``sqrt_kl``
-    (``sqrt(max(kl, 0))``), ``trl_kl`` (NaN if none) and ``disagreement`` (mean over samples of
-    the std of ensemble member scores, NaN without ``member_scores``).
+    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl`` (nats per completion),
+    ``sqrt_kl`` (``sqrt(max(kl, 0))``), ``trl_kl`` (NaN if none; TRL's is a per-token mean, not
+    per completion), ``beta`` (the trainer's KL coefficient, NaN if it has none) and
+    ``disagreement`` (mean over samples of the std of ensemble member scores, NaN without
+    ``member_scores``).
 
     Args:
         tokenizer: the policy's tokenizer.
@@ -241,7 +243,8 @@ class GoldProxyCallback(TrainerCallback):
         self.rows: list[dict[str, float]] = []
         self._last_step = -1
 
-    def evaluate(self, model, step: int, log_history: Sequence[dict] = ()) -> dict[str, float]:  # noqa: ANN001
+    def evaluate(self, model, step: int, log_history: Sequence[dict] = (),  # noqa: ANN001
+                 beta: float = math.nan) -> dict[str, float]:
         """Sample, score and measure the KL now; append and return the row."""
         s = sample(model, self.tokenizer, self.prompts, self.samples_per_prompt,
                    self.max_new_tokens, self.seed)
@@ -255,7 +258,7 @@ class GoldProxyCallback(TrainerCallback):
                                  .std(axis=0).mean())
         row = {"step": float(step), "gold": float(gold.mean()), "proxy": float(proxy.mean()),
                "gold_std": float(gold.std()), "proxy_std": float(proxy.std()), "kl": kl,
-               "sqrt_kl": math.sqrt(max(kl, 0.0)), "trl_kl": trl_kl,
+               "sqrt_kl": math.sqrt(max(kl, 0.0)), "trl_kl": trl_kl, "beta": beta,
                "disagreement": disagreement, "samples": float(len(s.completions))}
         self.rows.append(row)
         self._last_step = step
@@ -267,12 +270,18 @@ class GoldProxyCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, D102
         if state.global_step == 0:
-            self.evaluate(model, 0)
+            self.evaluate(model, 0, beta=_beta(args))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, D102
         if state.global_step % self.every == 0:
-            self.evaluate(model, state.global_step, state.log_history)
+            self.evaluate(model, state.global_step, state.log_history, _beta(args))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, D102
         if state.global_step != self._last_step:
-            self.evaluate(model, state.global_step, state.log_history)
+            self.evaluate(model, state.global_step, state.log_history, _beta(args))
+
+
+def _beta(args) -> float:  # noqa: ANN001
+    """The KL coefficient of a TRL config (OnlineDPO keeps a per-epoch list: its last)."""
+    beta = getattr(args, "beta", math.nan)
+    return float(beta[-1] if isinstance(beta, (list, tuple)) else beta)

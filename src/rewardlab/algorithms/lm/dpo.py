@@ -25,8 +25,9 @@ on CPU with no ``report_to`` and no checkpoints, and accept a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,13 @@ def _tokenizer(base_path: str | Path):  # noqa: ANN202
     return tokenizer
 
 
-def _finish(trainer, tokenizer, output_dir: Path) -> DPOResult:  # noqa: ANN001
+def _finish(trainer, tokenizer, output_dir: Path, settings: DPOSettings) -> DPOResult:  # noqa: ANN001
+    from transformers import PrinterCallback
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "dpo_settings.json").write_text(json.dumps(asdict(settings), indent=2))
+
+    trainer.remove_callback(PrinterCallback)  # logs are returned, not printed
     trainer.train()
     policy_dir = output_dir / "policy"
     trainer.save_model(str(policy_dir))
@@ -166,7 +173,7 @@ def train_dpo(
     Args:
         base_path: a ``save_pretrained`` causal-LM directory (policy and reference).
         triples: ``{"prompt", "chosen", "rejected"}`` (:func:`preference_triples`).
-        output_dir: receives TRL's outputs and ``policy/``.
+        output_dir: receives ``dpo_settings.json``, TRL's outputs and ``policy/``.
         settings: DPO settings (``epochs`` applies, ``steps`` does not).
         callbacks: ``transformers.TrainerCallback``s (e.g. a gold-vs-proxy evaluator).
 
@@ -183,7 +190,7 @@ def train_dpo(
     trainer = DPOTrainer(model=str(base_path), args=dpo_trl_config(settings, output_dir),
                          train_dataset=Dataset.from_dict(triples), processing_class=tokenizer,
                          callbacks=list(callbacks))
-    return _finish(trainer, tokenizer, Path(output_dir))
+    return _finish(trainer, tokenizer, Path(output_dir), settings)
 
 
 def train_online_dpo(
@@ -203,7 +210,7 @@ def train_online_dpo(
         base_path: a ``save_pretrained`` causal-LM directory.
         prompts: training prompts (cycled).
         annotator: the labeller, a text scorer (a judge's scores or a reward model).
-        output_dir: receives TRL's outputs and ``policy/``.
+        output_dir: receives ``dpo_settings.json``, TRL's outputs and ``policy/``.
         settings: DPO settings (``steps`` and ``max_new_tokens`` apply, ``epochs`` does not).
         callbacks: ``transformers.TrainerCallback``s.
 
@@ -222,4 +229,4 @@ def train_online_dpo(
         args=online_dpo_trl_config(settings, output_dir),
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), processing_class=tokenizer,
         callbacks=list(callbacks))
-    return _finish(trainer, tokenizer, Path(output_dir))
+    return _finish(trainer, tokenizer, Path(output_dir), settings)

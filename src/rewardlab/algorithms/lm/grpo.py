@@ -19,8 +19,9 @@ logs no KL. The policy is passed to TRL *by path*: TRL rebuilds the reference mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -132,7 +133,8 @@ def train_online_rl(
         base_path: a ``save_pretrained`` causal-LM directory (also the reference policy).
         prompts: training prompts (the dataset cycles over them).
         reward: the reward optimised, a text scorer (proxy reward model, judge or gold).
-        output_dir: receives TRL's outputs, ``policy/`` and ``eval.jsonl``.
+        output_dir: receives ``online_rl_config.json``, TRL's outputs, ``policy/`` and
+            ``eval.jsonl``.
         config: settings.
         gold: the gold scorer for evaluation (never passed to the trainer).
         eval_prompts: held-out prompts; evaluation runs when these and ``gold`` are given and
@@ -147,13 +149,15 @@ def train_online_rl(
         ValueError: with no training prompt.
     """
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import GRPOTrainer, RLOOTrainer
 
     config = config or OnlineRLConfig()
     if not prompts:
         raise ValueError("prompts: need at least one training prompt")
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "online_rl_config.json").write_text(json.dumps(asdict(config), indent=2))
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -172,6 +176,7 @@ def train_online_rl(
         model=str(base_path), reward_funcs=TRLReward(reward, "proxy"),
         args=trl_config(config, output_dir), processing_class=tokenizer,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), callbacks=all_callbacks)
+    trainer.remove_callback(PrinterCallback)  # logs are returned, not printed
     trainer.train()
     policy_dir = output_dir / "policy"
     trainer.save_model(str(policy_dir))
