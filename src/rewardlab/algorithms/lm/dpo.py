@@ -59,7 +59,7 @@ class DPOSettings:
     logging_steps: int = 1
     """TRL logging cadence."""
     bf16: bool = False
-    """bfloat16 autocast (TRL's default is on; off here: float32 on CPU)."""
+    """bfloat16 autocast (TRL's default is on; off here, as in ``OnlineRLConfig.bf16``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (TRL's default is on; memory only)."""
     extra_trl_args: dict = field(default_factory=dict)

@@ -59,8 +59,10 @@ class OnlineRLConfig:
     logging_steps: int = 1
     """TRL logging cadence (its ``log_history``)."""
     bf16: bool = False
-    """bfloat16 autocast (TRL's default is on; on this CPU and a tiny model it costs time and
-    rounds the log-probabilities the KL is computed from, so off here)."""
+    """bfloat16 autocast (TRL's default is on). Off here: it rounds the log-probabilities the
+    sample-based KL is computed from (a policy equal to its reference showed KL = 0.0015 nats
+    instead of 0), and with gradient checkpointing it was not faster on the tiny test model
+    (20 GRPO steps: 1.55/1.63 s CPU with TRL's defaults, 1.50/1.17 s without)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (TRL's default is on; it only saves memory)."""
     extra_trl_args: dict = field(default_factory=dict)
