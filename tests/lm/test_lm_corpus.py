@@ -66,6 +66,10 @@ def test_prompts_are_sentence_openings_seeded_and_split() -> None:
     # eval prompts come from eval paragraphs only
     held_starts = {" ".join(s.split()[:4]) for s in sentences(held)}
     assert set(corpus_prompts(held, 30, 4, np.random.default_rng(0))) <= held_starts
+    train_starts = {" ".join(s.split()[:4]) for s in sentences(train)}
+    assert held_starts & train_starts  # openings such as "The name of the" recur...
+    unseen = corpus_prompts(held, 10_000, 4, disjoint_from=train)
+    assert unseen and not set(unseen) & train_starts  # ...and disjoint_from drops them
     # more prompts than distinct ones: whole permutations, each used equally often
     few = ["One two three four five six seven. Eight nine ten eleven twelve thirteen fourteen."]
     many = corpus_prompts(few, 5, 3, np.random.default_rng(0))

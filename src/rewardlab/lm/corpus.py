@@ -172,14 +172,25 @@ def sentences(texts: Sequence[str]) -> list[str]:
     return [s for t in texts for s in _SENTENCE_END.split(t) if s]
 
 
+def _openings(texts: Sequence[str], prompt_words: int) -> list[str]:
+    """Distinct first ``prompt_words`` words of sentences of ``prompt_words + 3`` or more words."""
+    return list(dict.fromkeys(
+        " ".join(words[:prompt_words])
+        for words in (s.split() for s in sentences(texts))
+        if len(words) >= prompt_words + 3
+    ))
+
+
 def corpus_prompts(texts: Sequence[str], n: int, prompt_words: int = 4,
-                   rng: np.random.Generator | None = None) -> list[str]:
+                   rng: np.random.Generator | None = None,
+                   disjoint_from: Sequence[str] | None = None) -> list[str]:
     """Prompts for continuation tasks: the first words of corpus sentences.
 
     Only sentences with at least ``prompt_words + 3`` words are used (the prompt stops inside a
     sentence), and each distinct prompt counts once. Pass ``load_corpus(split="train")`` for
     training prompts and ``load_corpus(split="eval")`` for evaluation prompts: the two sets are
-    disjoint at the paragraph level (the same opening words can still begin sentences of both).
+    disjoint at the paragraph level, and with ``disjoint_from=load_corpus(split="train")`` no
+    evaluation prompt is even the opening of a training sentence.
 
     Args:
         texts: paragraphs, e.g. from :func:`load_corpus`.
@@ -187,6 +198,8 @@ def corpus_prompts(texts: Sequence[str], n: int, prompt_words: int = 4,
         prompt_words: words per prompt (split on spaces; the prompt has no trailing space).
         rng: draws the prompts; ``None`` returns the first ``n`` distinct prompts in corpus
             order.
+        disjoint_from: texts whose sentence openings are never returned (e.g. the training
+            paragraphs, when drawing evaluation prompts).
 
     Returns:
         ``n`` prompts. Without replacement while ``n`` is at most the number of distinct
@@ -201,15 +214,15 @@ def corpus_prompts(texts: Sequence[str], n: int, prompt_words: int = 4,
         raise ConfigError(f"n: must be an integer >= 1, got {n!r}")
     if prompt_words < 1:
         raise ConfigError(f"prompt_words: must be an integer >= 1, got {prompt_words!r}")
-    candidates = list(dict.fromkeys(
-        " ".join(words[:prompt_words])
-        for words in (s.split() for s in sentences(texts))
-        if len(words) >= prompt_words + 3
-    ))
+    candidates = _openings(texts, prompt_words)
+    if disjoint_from is not None:
+        taken = set(_openings(disjoint_from, prompt_words))
+        candidates = [c for c in candidates if c not in taken]
     if not candidates:
         raise ConfigError(
             f"prompt_words: no sentence of the {len(texts)} texts has {prompt_words + 3} or more "
-            "words; give more texts or fewer prompt_words")
+            "words (not counting openings of disjoint_from); give more texts or fewer "
+            "prompt_words")
     m = len(candidates)
     if rng is None:
         order = np.arange(n) % m
