@@ -21,6 +21,9 @@ schedule that cannot spend its query budget, a run too big for this machine's me
 unreachable store) is reported as one clear message naming the field, with exit status 2,
 before anything starts: ``train`` runs :func:`rewardlab.algorithms.preflight.preflight` before
 it creates the run directory.
+
+``report`` and ``compare`` also read language-model runs (``summary.json`` ``"track": "lm"``;
+:mod:`rewardlab.cli.lm_report`); ``compare`` refuses to mix them with control runs.
 """
 
 from __future__ import annotations
@@ -178,6 +181,11 @@ def _print_report(run_dir: Path, console: Console) -> None:
         raise RewardLabError(f"{run_dir}: not a run directory (no summary.json or metrics.jsonl)")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     rows = read_metrics(run_dir)
+    if _is_lm(run_dir, summary):
+        from rewardlab.cli.lm_report import print_lm_report
+
+        print_lm_report(run_dir, rows, summary, console, _print_feedback)
+        return
     offline = _is_offline(run_dir, summary)
     table = Table(title=f"run {run_dir}" + (" (x: gradient updates)" if offline else ""))
     # short headers: the table fits an 80-column terminal; offline runs count updates and
@@ -220,35 +228,59 @@ def _print_report(run_dir: Path, console: Console) -> None:
             + (" (interrupted; resume with --resume)" if summary.get("interrupted") else "")
         )
         if (run_dir / "feedback.db").exists():
-            from collections import Counter
-
-            from rewardlab.store.store import FeedbackStore
-
-            with FeedbackStore.open(run_dir) as store:
-                counts = store.summary.counts()
-                agree = store.summary.agreement()
-                by_teacher = Counter(p.teacher_id for p in store.records.preferences())
-                people = {a.name for a in store.annotation.annotators()}
-            console.print(
-                f"feedback: {counts['queries']} queries asked, {counts['answered']} answered "
-                f"({counts['skipped']} skipped), {counts['pending']} pending"
-            )
-            if by_teacher:
-                console.print("answers: " + ", ".join(
-                    f"{name} {n}" + (" (person)" if name in people else "")
-                    for name, n in by_teacher.most_common()
-                ))
-            if agree["overlapping"]:
-                frac = agree["fraction"]
-                console.print(
-                    f"annotator agreement: {agree['agreeing']} of {agree['compared']} overlapping "
-                    f"queries agree" + ("" if frac is None else f" ({frac:.0%})")
-                )
+            _print_feedback(run_dir, console)
         s, g = series(rows, "eval/gold_return")
         if g:
             console.print(f"gold return: first eval {g[0]:.1f}, final {g[-1]:.1f}, "
                           f"best {max(g):.1f}")
         console.print(f"plot: {run_dir / summary.get('plot', 'gold_vs_proxy.png')}")
+
+
+def _print_feedback(run_dir: Path, console: Console) -> None:
+    """The feedback store's counts, answers by teacher and annotator agreement."""
+    from collections import Counter
+
+    from rewardlab.store.store import FeedbackStore
+
+    with FeedbackStore.open(run_dir) as store:
+        counts = store.summary.counts()
+        agree = store.summary.agreement()
+        by_teacher = Counter(p.teacher_id for p in store.records.preferences())
+        people = {a.name for a in store.annotation.annotators()}
+    console.print(
+        f"feedback: {counts['queries']} queries asked, {counts['answered']} answered "
+        f"({counts['skipped']} skipped), {counts['pending']} pending"
+    )
+    if by_teacher:
+        console.print("answers: " + ", ".join(
+            f"{name} {n}" + (" (person)" if name in people else "")
+            for name, n in by_teacher.most_common()
+        ))
+    if agree["overlapping"]:
+        frac = agree["fraction"]
+        console.print(
+            f"annotator agreement: {agree['agreeing']} of {agree['compared']} overlapping "
+            f"queries agree" + ("" if frac is None else f" ({frac:.0%})")
+        )
+
+
+def _run_config(run_dir: Path) -> dict:
+    """``run_dir/config.yaml`` as a dict ({} when absent or unreadable)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _is_lm(run_dir: Path, summary: dict) -> bool:
+    """Whether the run trained a language-model policy (``summary["track"] == "lm"``, else an
+    algorithm of :data:`rewardlab.diagnostics.lm_curves.LM_ALGORITHMS` in its config)."""
+    from rewardlab.diagnostics.lm_curves import is_lm_run
+
+    return is_lm_run(_run_config(run_dir), summary)
 
 
 def _is_offline(run_dir: Path, summary: dict) -> bool:
@@ -279,8 +311,19 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from rewardlab.diagnostics.report_html import write_compare_report
 
-    console.print(f"comparison: {write_compare_report([Path(d) for d in args.run_dirs], args.out)}")
+    run_dirs = [Path(d) for d in args.run_dirs]
+    out = write_compare_report(run_dirs, args.out)  # refuses language-model + control runs
+    if all(_is_lm(d, _summary(d)) for d in run_dirs):
+        from rewardlab.cli.lm_report import print_lm_compare
+
+        print_lm_compare(run_dirs, console)
+    console.print(f"comparison: {out}")
     return 0
+
+
+def _summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:

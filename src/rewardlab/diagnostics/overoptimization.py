@@ -689,7 +689,9 @@ def describe_overoptimization(event: DivergenceEvent | Mapping[str, Any]) -> str
 
     Returns:
         The sentence (plain text, no markup; gold in gold-return units, proxy in its
-        standardised units).
+        standardised units). Amounts of at least 1 are given to one decimal, smaller ones to
+        two significant digits (a language-model gold score lies in ``[-1, 1]``: its drop of
+        0.04 must not read "0.0").
 
     Raises:
         ValueError: if a mapping lacks one of the required keys or holds a null or non-numeric
@@ -719,6 +721,11 @@ def describe_overoptimization(event: DivergenceEvent | Mapping[str, Any]) -> str
     p_text = "" if p is None or not math.isfinite(p) else f" (p = {p:.2g})"
     return (
         f"over-optimisation detected at step {int(values['step'])}: gold return "
-        f"{values['drop']:.1f} below its peak at step {int(values['peak_step'])} while the proxy "
-        f"return rose {values['proxy_gain_since_peak']:.1f}{p_text}"
+        f"{_amount(values['drop'])} below its peak at step {int(values['peak_step'])} while the "
+        f"proxy return rose {_amount(values['proxy_gain_since_peak'])}{p_text}"
     )
+
+
+def _amount(value: float) -> str:
+    """``12.3`` for amounts of at least 1, ``0.043`` (two significant digits) below."""
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.2g}"

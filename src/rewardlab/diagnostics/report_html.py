@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from rewardlab.config import OFFLINE_ALGORITHMS
+from rewardlab.diagnostics.lm_curves import is_lm_run
 from rewardlab.diagnostics.metrics import read_metrics, series
 from rewardlab.diagnostics.overoptimization import (
     GaoFit,
@@ -498,7 +499,9 @@ def _evaluations_table(rows: list[dict[str, Any]], offline: bool) -> str:
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of one run (default ``RUN_DIR/report.html``).
 
-    Offline runs (iql, td3bc, cpl) are plotted against gradient updates, with the D4RL
+    Language-model runs (:func:`rewardlab.diagnostics.lm_curves.is_lm_run`) get their own page,
+    :func:`rewardlab.diagnostics.report_lm.write_lm_run_report`. Offline runs (iql, td3bc,
+    cpl) are plotted against gradient updates, with the D4RL
     normalised score and the dataset's mean return, their reward model per feedback round
     (every round is asked before the first update), and no over-optimisation curve (an
     offline agent has no reference policy to measure a distance from).
@@ -516,6 +519,10 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     """
     run_dir = Path(run_dir)
     rows, summary, config = _load_run(run_dir)
+    if is_lm_run(config, summary):
+        from rewardlab.diagnostics.report_lm import write_lm_run_report
+
+        return write_lm_run_report(run_dir, out)
     env_id = str((config.get("env") or {}).get("id", summary.get("env", "?")))
     algo = str(config.get("algorithm", summary.get("algorithm", "?")))
     offline = algo in OFFLINE_ALGORITHMS
@@ -594,6 +601,10 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
 def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write one HTML page overlaying several runs (gold, proxy, gold against sqrt KL).
 
+    Language-model runs are compared by
+    :func:`rewardlab.diagnostics.report_lm.write_lm_compare_report`; language-model and
+    control runs cannot be mixed in one page.
+
     Args:
         run_dirs: the run directories (at least one).
         out: where to write the page.
@@ -602,13 +613,26 @@ def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Pat
         The path written.
 
     Raises:
-        RunDirError: if a directory holds no ``metrics.jsonl`` or no evaluation.
+        RunDirError: if a directory holds no ``metrics.jsonl`` or no evaluation, or the runs
+            mix language-model and control runs.
         ValueError: if ``run_dirs`` is empty.
         OSError: if the page cannot be written.
     """
     if not run_dirs:
         raise ValueError("run_dirs: give at least one run directory")
     runs = [(Path(r), *_load_run(Path(r))) for r in run_dirs]
+    lm = [is_lm_run(config, summary) for _, _, summary, config in runs]
+    if all(lm):
+        from rewardlab.diagnostics.report_lm import write_lm_compare_report
+
+        return write_lm_compare_report(run_dirs, out)
+    if any(lm):
+        names = ", ".join(str(r[0]) for r, is_lm in zip(runs, lm, strict=True) if is_lm)
+        raise RunDirError(
+            f"cannot compare language-model runs ({names}) with control runs: their steps "
+            "(optimizer steps vs environment steps), KL (per completion vs per state) and gold "
+            "units differ; compare each kind separately"
+        )
     fig = new_figure(13.0, 4.6)
     axes = fig.subplots(1, 3)
     table = []
