@@ -120,3 +120,8 @@ class MissingDatasetError(DatasetError):
     def __init__(self, message: str, dataset_id: str = "") -> None:
         super().__init__(message)
         self.dataset_id = dataset_id
+
+
+class ModelDirError(RewardLabError):
+    """A directory is not a loadable transformers causal language model with its tokenizer, or
+    a model cannot be written there."""

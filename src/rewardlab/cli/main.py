@@ -14,6 +14,7 @@ Commands::
     rewardlab dataset make [--env ENV] [--tiers random,medium,...] [--expert-steps N] [...]
     rewardlab dataset list
     rewardlab dataset info ID_OR_PATH
+    rewardlab lm pretrain [--out DIR] [--set key=value ...] [--no-progress]
 
 Bad input (unknown key, bad value, missing or malformed file, an env that cannot be made, a
 schedule that cannot spend its query budget, a run too big for this machine's memory, an
@@ -38,6 +39,7 @@ from rich.table import Table
 
 from rewardlab.algorithms.progress import safe_console
 from rewardlab.cli.dataset import add_dataset_parser, cmd_dataset
+from rewardlab.cli.lm import add_lm_parser, cmd_lm
 from rewardlab.errors import ConfigError, RewardLabError
 
 
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     add_dataset_parser(sub)  # dataset make | list | info (rewardlab.cli.dataset)
+    add_lm_parser(sub)  # lm pretrain (rewardlab.cli.lm)
     return p
 
 
@@ -350,11 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train, "report": cmd_report, "export": cmd_export, "config": cmd_config,
         "compare": cmd_compare, "sweep": cmd_sweep,
         "annotators": cmd_annotators, "annotate": cmd_annotate, "dataset": cmd_dataset,
+        "lm": cmd_lm,
     }
     try:
         return commands[args.command](args, console)
     except RewardLabError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return 2
     except KeyboardInterrupt:  # outside a training loop (which saves a checkpoint itself)
         console.print("interrupted; every label given so far is in the feedback store")
