@@ -97,7 +97,6 @@ def setup(config: TrainConfig, run_dir: str | Path, resume: bool, console: Conso
     checkpoint's state and ensemble, and the alarm replayed from the logged evaluations."""
     lm = config.lm
     seeds = child_seeds(config.seed)
-    run = RunDir.resume(run_dir, config) if resume else RunDir.create(run_dir, config)
     ui = TrainingProgress(console, config.algorithm,
                           len(lm.bon_n) if config.algorithm == "bon" else lm.steps,
                           config.progress_bar)
@@ -105,7 +104,8 @@ def setup(config: TrainConfig, run_dir: str | Path, resume: bool, console: Conso
         ui.message("base model: RewardLab's own (pretrained once, then cached)")
     base_dir = Path(lm.base_model) if lm.base_model else ensure_base_model(
         progress=config.progress_bar, console=console)
-    reference, tokenizer = load_policy(base_dir)
+    reference, tokenizer = load_policy(base_dir)  # a bad base_model fails before the run dir
+    run = RunDir.resume(run_dir, config) if resume else RunDir.create(run_dir, config)
     task = make_task(lm.task, max_new_tokens=lm.max_new_tokens)
     corpus = BaseModelConfig().corpus
     train_texts = load_corpus(corpus, "train")

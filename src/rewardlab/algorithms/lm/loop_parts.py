@@ -141,6 +141,24 @@ class LMRun:
 
 
 # ------------------------------------------------------------------------ building
+class GoldTeacher(ScriptedTeacher):
+    """A scripted teacher for text queries that answers an exact gold tie EQUAL.
+
+    A lexicon gold scores most neutral completions exactly 0 (about half the pairs of the
+    base policy's completions on ``sentiment``), and B-Pref's rational rule gives every tie
+    to LEFT: with the sides shown at random, half the labels would be coin flips the reward
+    model must fit. An exact tie is "can't tell" (target 0.5) instead; every other answer is
+    :meth:`ScriptedTeacher.label_text`'s (mistakes, skips and ``eps_equal`` included).
+    """
+
+    def label_text(self, gold: np.ndarray) -> np.ndarray:
+        """``(batch,)`` int8 labels of ``(batch, 2)`` gold scores, exact ties EQUAL."""
+        labels = super().label_text(gold)
+        gold = np.asarray(gold, dtype=np.float64)
+        labels[gold[:, 0] == gold[:, 1]] = Label.EQUAL
+        return labels
+
+
 def build_judge(config: TrainConfig, task: TextTask, seed: int) -> ScorerJudge | OpenAIJudge | None:
     """The judge of ``lm.judge`` (``None``: the scripted teacher answers on gold).
 
@@ -217,7 +235,7 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
         query_ids = existing
     else:
         query_ids = _ask_new(lm_run, policy, round_)
-    teacher = ScriptedTeacher(c.teacher.build(), seed=lm_run.seeds["teacher"] + round_)
+    teacher = GoldTeacher(c.teacher.build(), seed=lm_run.seeds["teacher"] + round_)
     answerer = lm_run.judge if lm_run.judge is not None else teacher
     labels = answer_text_queries(store, query_ids, answerer)
     counts = store.summary.counts()
@@ -235,7 +253,7 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
         segs = store.records.get_text_segments(
             [i for q in store.records.get_queries(query_ids) for i in (q.left_id, q.right_id)])
         gold = np.array([[a.gold, b.gold] for a, b in zip(segs[0::2], segs[1::2], strict=True)])
-        oracle = ScriptedTeacher("oracle").label_text(gold)
+        oracle = GoldTeacher("oracle").label_text(gold)
         agree = judge_agreement(labels.astype(np.int64), oracle.astype(np.int64))
         metrics["feedback/judge_gold_agreement"] = float(agree["agreement"])
         metrics["feedback/judge_gold_kappa"] = float(agree["kappa"])
