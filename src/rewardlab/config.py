@@ -925,14 +925,195 @@ class MitigationConfig(BaseModel):
     )
 
 
+#: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
+#: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
+LM_ALGORITHMS = ("grpo", "rloo", "dpo", "online_dpo", "bon")
+#: The tasks of :data:`rewardlab.lm.tasks.TASK_NAMES` (named here: config imports no scorer).
+LMTask = Literal["sentiment", "polarity_concise"]
+#: ``feedback`` defaults of a language-model run, for the keys a config does not give: round 0
+#: on the base policy's samples at optimizer step 0, then rounds every 50 steps.
+LM_FEEDBACK_DEFAULTS: dict[str, Any] = {
+    "total_budget": 120, "queries_per_round": 60, "first_round_at": 0, "round_every": 60,
+    "oversample": 4,
+}
+#: Settings of control runs that a language-model run does not read (dotted key -> what to
+#: use instead); refused when they differ from their default.
+LM_REFUSED: dict[str, str] = {
+    "dataset": "language-model runs sample their own text; drop dataset",
+    "total_steps": "language-model runs count optimizer steps: use lm.steps",
+    "env": "language-model runs have no environment; the task is lm.task",
+    "eval": "use lm.eval_every, lm.eval_prompts and lm.eval_samples_per_prompt",
+    "checkpoint_every": "use lm.checkpoint_every (optimizer steps)",
+    "reward_model": "the text reward model is set by lm.rm_* (members, epochs, lr, reduction, "
+                    "k_std, ...)",
+    "pebble": "a control method's section", "ppo": "a control method's section",
+    "offline": "an offline method's section", "iql": "an offline method's section",
+    "td3bc": "an offline method's section", "cpl": "an offline method's section",
+    "preference_transformer": "an offline method's section",
+    "mitigation": "control-run mitigations; for text use lm.rm_reduction (conservative "
+                  "ensembles) and lm.beta (KL coefficient)",
+    "teacher_bias": "a testbed setting of control runs",
+    "log_capacity": "a control-run buffer", "record_render_states": "a control-run setting",
+    "feedback.segment_len": "a text query compares two whole completions",
+    "feedback.recent_steps": "each round samples fresh completions of the current policy",
+}
+
+
+class LMConfig(BaseModel):
+    """A language-model run (``algorithm`` grpo, rloo, dpo, online_dpo or bon;
+    :mod:`rewardlab.algorithms.lm_loop`).
+
+    The base policy samples completions of corpus prompts; feedback rounds store them as text
+    segments, ask same-prompt pairs (the ``feedback`` section: ``total_budget``,
+    ``queries_per_round``, ``method``, ``oversample``; ``first_round_at`` and ``round_every``
+    count **optimizer steps**, round 0 is always at step 0 on the base policy's samples) and
+    have them answered by the scripted ``teacher`` applied to the gold score, or by a judge;
+    a Bradley-Terry ensemble is fit on every label and the policy is optimised against it.
+    grpo, rloo and online_dpo ask their later rounds during training, on the current policy's
+    samples; dpo and bon ask every round before training, on the base policy's.
+    """
+
+    model_config = _SECTION
+    base_model: str | None = Field(
+        None, min_length=1, description="The policy to start from: a local transformers "
+        "causal-LM directory (save_pretrained, with its tokenizer), or null for RewardLab's "
+        "own base model (pretrained once by `rewardlab lm pretrain`'s defaults, about 3 "
+        "minutes on one core, then cached)."
+    )
+    task: LMTask = Field(
+        "sentiment", description="Task and gold reward: sentiment (VADER compound of the "
+        "completion) or polarity_concise (TextBlob polarity minus length and repetition "
+        "penalties); see rewardlab.lm.tasks."
+    )
+    train_prompts: Int = Field(
+        512, ge=1, le=MAX_QUERIES, description="Training prompts (openings of sentences of "
+        "the corpus's train split), drawn with the run's seed."
+    )
+    eval_prompts: Int = Field(
+        16, ge=1, le=MAX_EPISODES, description="Held-out evaluation prompts (eval split, never "
+        "the opening of a training sentence)."
+    )
+    eval_samples_per_prompt: Int = Field(
+        4, ge=1, le=MAX_EPISODES, description="Completions sampled per evaluation prompt at "
+        "each evaluation (gold and proxy of the same samples; the alarm's Welch test needs "
+        "eval_prompts x eval_samples_per_prompt >= 2)."
+    )
+    max_new_tokens: Int = Field(
+        16, ge=1, le=4096, description="Most tokens per completion (prompt plus completion "
+        "must fit the model's positions)."
+    )
+    reward: Literal["learned", "gold"] = Field(
+        "learned", description="What the policy optimises: learned (the reward-model ensemble "
+        "fit on the labels) or gold (the task's gold reward itself: the reference run; no "
+        "labels are asked)."
+    )
+    judge: Literal["none", "lexicon", "endpoint"] = Field(
+        "none", description="Who answers the queries: none (the scripted teacher.preset "
+        "applied to the gold scores), lexicon (the task's judge scorer, a lexicon other than "
+        "gold) or endpoint (a chat model behind an OpenAI-compatible endpoint: judge_url, "
+        "judge_model). A judge's agreement with the gold oracle is logged every round."
+    )
+    judge_url: str | None = Field(
+        None, min_length=1, description="judge=endpoint: the API root, e.g. "
+        "http://127.0.0.1:8000/v1."
+    )
+    judge_model: str | None = Field(
+        None, min_length=1, description="judge=endpoint: the model name the server expects."
+    )
+    judge_api_key_env: str | None = Field(
+        None, min_length=1, description="judge=endpoint: environment variable holding the API "
+        "key (sent as a Bearer token; the key itself is never written to the config)."
+    )
+    rm_members: Int = Field(
+        3, ge=1, le=64, description="Reward-model ensemble size K (fine-tuned copies of the "
+        "base model's backbone with a scalar head)."
+    )
+    rm_epochs: Int = Field(
+        4, ge=1, le=MAX_REPEATS, description="Passes over every label at each refit (members "
+        "are warm-started from the previous fit)."
+    )
+    rm_lr: Float = Field(1e-4, gt=0, le=1, description="AdamW learning rate of the reward model.")
+    rm_batch_size: Int = Field(
+        16, ge=1, le=MAX_BATCH, description="Labelled pairs per reward-model gradient step."
+    )
+    rm_reduction: Literal["mean", "min", "mean_minus_std"] = Field(
+        "mean", description="How members combine into the proxy reward: mean, min (worst-case "
+        "optimisation) or mean_minus_std (uncertainty-weighted; Coste et al. 2023)."
+    )
+    rm_k_std: Float = Field(1.0, ge=0, description="k of mean_minus_std.")
+    rm_holdout_fraction: Float = Field(
+        0.15, ge=0, lt=1, description="Share of labelled queries kept out of the fit to "
+        "measure held-out accuracy and calibration (chosen by query id, stable across rounds)."
+    )
+    rm_max_length: Int = Field(
+        64, ge=2, le=4096, description="Tokens of prompt + completion the reward model reads "
+        "(longer texts lose their beginning)."
+    )
+    steps: Int = _steps(
+        150, description="Optimizer steps of the policy (grpo, rloo, dpo, online_dpo; bon "
+        "trains nothing)."
+    )
+    beta: Float = Field(
+        0.02, ge=0, description="KL coefficient to the reference (base) policy: GRPO/RLOO's "
+        "KL penalty (0: none, the KL is still measured), DPO's and online DPO's temperature "
+        "(> 0)."
+    )
+    learning_rate: Float = Field(
+        2e-4, gt=0, le=1, description="AdamW learning rate of the policy (linear decay to 0)."
+    )
+    batch_size: Int = Field(
+        16, ge=1, le=MAX_BATCH, description="Completions per optimizer step (grpo, rloo; a "
+        "multiple of num_generations) or preference pairs per step (dpo, online_dpo)."
+    )
+    num_generations: Int = Field(
+        4, ge=2, le=MAX_BATCH, description="grpo/rloo: completions per prompt forming a group "
+        "(advantages are relative within it)."
+    )
+    temperature: Float = Field(
+        1.0, gt=0, le=100, description="Sampling temperature of training rollouts "
+        "(evaluations always sample at 1, as the KL estimate needs)."
+    )
+    eval_every: Int = _steps(
+        10, description="Optimizer steps between evaluations (also at step 0 and at the end)."
+    )
+    checkpoint_every: Int = _steps(
+        25, description="Optimizer steps between checkpoints (the policy, its optimizer and "
+        "the reward model; also after each round and on Ctrl-C)."
+    )
+    bon_n: tuple[Annotated[Int, Field(ge=1, le=4096)], ...] = Field(
+        (1, 2, 4, 8, 16, 32), min_length=1, max_length=32, description="bon: the n of "
+        "best-of-n, ascending (KL to the base policy log n - (n-1)/n, Gao et al. 2022)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LMConfig:
+        if list(self.bon_n) != sorted(set(self.bon_n)):
+            raise ValueError(f"lm.bon_n: must be ascending without repeats, got "
+                             f"{list(self.bon_n)}")
+        if self.judge == "endpoint" and (self.judge_url is None or self.judge_model is None):
+            raise ValueError("lm.judge: endpoint needs lm.judge_url (e.g. "
+                             "http://127.0.0.1:8000/v1) and lm.judge_model")
+        if self.judge != "endpoint" and (self.judge_url or self.judge_model
+                                         or self.judge_api_key_env):
+            raise ValueError("lm.judge_url/judge_model/judge_api_key_env: only read with "
+                             "lm.judge=endpoint; set it or drop them")
+        if self.eval_prompts * self.eval_samples_per_prompt < 2:
+            raise ValueError("lm.eval_samples_per_prompt: eval_prompts x "
+                             "eval_samples_per_prompt must be >= 2 (the alarm's Welch test)")
+        return self
+
+
 class TrainConfig(BaseModel):
     """A whole training run. Every field can be set with ``--set dotted.key=value``."""
 
     model_config = _SECTION
-    algorithm: Literal["pebble", "pref_ppo", "iql", "td3bc", "cpl"] = Field(
+    algorithm: Literal[
+        "pebble", "pref_ppo", "iql", "td3bc", "cpl", "grpo", "rloo", "dpo", "online_dpo", "bon"
+    ] = Field(
         "pebble", description="Method: pebble or pref_ppo (online: the agent acts while it is "
-        "taught), or iql, td3bc or cpl (offline: from a fixed dataset, see the offline "
-        "section)."
+        "taught), iql, td3bc or cpl (offline: from a fixed dataset, see the offline "
+        "section), or grpo, rloo, dpo, online_dpo or bon (a language model on a text task, "
+        "see the lm section)."
     )
     dataset: str | None = Field(
         None, min_length=1, description="Offline methods only: the Minari dataset to learn "
@@ -978,6 +1159,7 @@ class TrainConfig(BaseModel):
     cpl: CPLConfig = Field(default_factory=CPLConfig)
     preference_transformer: PreferenceTransformerConfig = Field(
         default_factory=PreferenceTransformerConfig)
+    lm: LMConfig = Field(default_factory=LMConfig)
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the feedback store, one database per run (e.g. "
         "postgresql+psycopg://user@host/run42); default: SQLite feedback.db in the run dir."
@@ -1019,12 +1201,61 @@ class TrainConfig(BaseModel):
                 "log_capacity or shorten segment_len"
             )
         self._check_offline()
+        self._check_lm()
         return self
 
     @property
     def is_offline(self) -> bool:
         """Whether the method learns from a fixed dataset (iql, td3bc, cpl)."""
         return self.algorithm in OFFLINE_ALGORITHMS
+
+    @property
+    def is_lm(self) -> bool:
+        """Whether the method trains a language model (grpo, rloo, dpo, online_dpo, bon)."""
+        return self.algorithm in LM_ALGORITHMS
+
+    def _check_lm(self) -> None:
+        lm, fb = self.lm, self.feedback
+        if not self.is_lm:
+            if lm != LMConfig():
+                raise ValueError(
+                    f"lm: only the language-model methods ({', '.join(LM_ALGORITHMS)}) read "
+                    f"the lm section; set algorithm to one of them or drop the lm settings")
+            return
+        defaults = TrainConfig.model_construct()
+        for dotted, why in LM_REFUSED.items():
+            section, _, name = dotted.partition(".")
+            value, default = getattr(self, section), getattr(defaults, section)
+            if name:
+                value, default = getattr(value, name), getattr(default, name)
+            if value != default:
+                raise ValueError(
+                    f"{dotted}: not read by algorithm={self.algorithm} ({why}); leave it at "
+                    "its default")
+        if self.teacher.human:
+            raise ValueError(
+                "teacher.preset: people answering text queries during a language-model run is "
+                "not supported yet; use a scripted preset or lm.judge")
+        if self.algorithm == "online_dpo" and lm.judge == "endpoint":
+            raise ValueError(
+                "lm.judge: online_dpo scores each completion, and a chat endpoint judge only "
+                "compares pairs; use lm.judge=lexicon or none (the reward model labels)")
+        if self.algorithm in ("dpo", "online_dpo") and lm.beta <= 0:
+            raise ValueError(f"lm.beta: is DPO's temperature for algorithm={self.algorithm} and "
+                             f"must be > 0, got {lm.beta}")
+        if self.algorithm in ("grpo", "rloo") and lm.batch_size % lm.num_generations:
+            raise ValueError(
+                f"lm.batch_size ({lm.batch_size}) must be a multiple of lm.num_generations "
+                f"({lm.num_generations}): each step samples groups of num_generations "
+                "completions")
+        if self.algorithm == "dpo" and lm.reward == "gold":
+            raise ValueError("lm.reward: dpo learns from the stored labels, not from a reward; "
+                             "use lm.reward=learned (or algorithm=grpo for the gold reference)")
+        if fb.first_round_at != 0 and lm.reward == "learned":
+            raise ValueError(
+                f"feedback.first_round_at: language-model runs ask round 0 on the base policy's "
+                f"samples before the first optimizer step, so it must be 0, got "
+                f"{fb.first_round_at}")
 
     def _check_offline(self) -> None:
         if not self.is_offline:
@@ -1080,6 +1311,22 @@ class TrainConfig(BaseModel):
                 "feedback.recent_steps: offline labelling cuts segments from the whole dataset; "
                 "leave it unset"
             )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_feedback_defaults(cls, data: Any) -> Any:
+        """With a language-model algorithm, the ``feedback`` keys not given take
+        :data:`LM_FEEDBACK_DEFAULTS` (recorded so in config.yaml)."""
+        if not isinstance(data, dict) or data.get("algorithm") not in LM_ALGORITHMS:
+            return data
+        feedback = data.get("feedback") or {}
+        if isinstance(feedback, BaseModel):
+            given = {k: getattr(feedback, k) for k in feedback.model_fields_set}
+        elif isinstance(feedback, dict):
+            given = feedback
+        else:
+            return data  # reported by the field
+        return {**data, "feedback": {**LM_FEEDBACK_DEFAULTS, **given}}
 
     @model_validator(mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """Preference-based RL methods (one module each) and the entry point :func:`train`: the online
-PEBBLE and preference PPO, and the offline loop of IQL, TD3+BC and CPL
-(:mod:`rewardlab.algorithms.offline_loop`).
+PEBBLE and preference PPO, the offline loop of IQL, TD3+BC and CPL
+(:mod:`rewardlab.algorithms.offline_loop`), and the language-model loop of GRPO, RLOO, DPO,
+online DPO and best-of-n (:mod:`rewardlab.algorithms.lm_loop`).
 
 :func:`rewardlab.algorithms.preflight.preflight` checks a config against its env and this
 machine before a run starts (the CLI calls it before creating the run directory)."""
@@ -50,6 +51,14 @@ def train(
         from rewardlab.algorithms.backbones import limit_jax_threads
 
         limit_jax_threads(config.torch_threads)  # JAX's too, before it starts
+    if config.is_lm:
+        from transformers.utils import logging as hf_logging
+
+        from rewardlab.algorithms.lm_loop import train_lm
+
+        hf_logging.disable_progress_bar()  # weight loading/saving bars between our lines
+
+        return train_lm(config, run_dir, resume, console, server)
     if config.is_offline:
         from rewardlab.algorithms.offline_loop import train_offline
 

@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     else:
         config = load_config(args.config, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(
-            config.algorithm, config.dataset or config.env.id, config.seed
+            config.algorithm,
+            config.lm.task if config.is_lm else config.dataset or config.env.id, config.seed
         )
         if run_dir.exists() and not run_dir.is_dir():
             raise RewardLabError(f"--run-dir {run_dir}: exists and is not a directory")
@@ -135,12 +136,26 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
     # the env, the schedule, memory and the store; creates nothing. A resumed run may end
     # before its budget is spent (e.g. stopped early with a lower total_steps): not an error.
-    # An offline run evaluates in its dataset's env (env.id from the dataset).
-    config = with_dataset_env(config)
-    preflight(config, check_budget=not args.resume)
+    # An offline run evaluates in its dataset's env (env.id from the dataset). A
+    # language-model run has no env: its config checks are all it needs before it starts.
+    if not config.is_lm:
+        config = with_dataset_env(config)
+        preflight(config, check_budget=not args.resume)
     from rewardlab.algorithms import train
 
-    if config.is_offline:
+    if config.is_lm:
+        lm = config.lm
+        labels = (f"teacher {config.teacher.preset}" if lm.judge == "none"
+                  else f"judge {lm.judge}")
+        what = ("gold reward" if lm.reward == "gold"
+                else f"{config.feedback.total_budget} queries, {labels}")
+        length = (f"best-of-n {list(lm.bon_n)}" if config.algorithm == "bon"
+                  else f"{lm.steps} steps")
+        console.print(
+            f"[bold]rewardlab[/] {config.algorithm} on text task {lm.task}, seed {config.seed}, "
+            f"{length}, {what} -> {run_dir}"
+        )
+    elif config.is_offline:
         off = config.offline
         labels = (f"reward {off.reward_model} from {config.feedback.total_budget} queries"
                   if off.reward == "learned" else "true reward")

@@ -9,9 +9,9 @@ TRL reward adapter and the gold-vs-proxy evaluation callback.
   Gao et al. 2022 plot gold and proxy against ``sqrt(KL)``). It is unbiased; single estimates
   can be slightly negative when the policy is close to the reference.
 
-Sampling and log-probabilities here are local stand-ins for ``rewardlab.lm.generation`` (written
-in parallel); they use ``model.generate`` with TRL's sampling defaults (temperature 1, top-k
-off, top-p 1) so the KL estimate is of the distribution the trainers sample.
+Sampling, log-probabilities and the KL are :mod:`rewardlab.lm.generation`'s
+(:func:`~rewardlab.lm.generation.sample_completions` at TRL's sampling defaults: temperature 1,
+top-k off, top-p 1, so the KL estimate is of the distribution the trainers sample).
 """
 
 from __future__ import annotations
@@ -19,42 +19,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, TrainerCallback
+from transformers import TrainerCallback
+
+from rewardlab.lm.generation import (
+    TextSamples,
+    kl_to_reference,
+    sample_completions,
+    sequence_logprobs,
+)
 
 #: ``(prompts, completions) -> (n,)`` float scores of ``n`` completions of their prompts.
 TextScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
-@dataclass(frozen=True)
-class Samples:
-    """Sampled completions, one row per completion (prompts repeated ``n`` times each)."""
-
-    prompts: list[str]
-    """``(n_total,)`` the prompt of each completion."""
-    completions: list[str]
-    """``(n_total,)`` decoded completions (special tokens removed)."""
-    prompt_ids: torch.Tensor
-    """``(n_total, P)`` int64 left-padded prompt token ids."""
-    prompt_mask: torch.Tensor
-    """``(n_total, P)`` int64 attention mask of the prompts."""
-    completion_ids: torch.Tensor
-    """``(n_total, C)`` int64 sampled token ids (padding after the first EOS)."""
-    completion_mask: torch.Tensor
-    """``(n_total, C)`` int64, 1 up to and including the first EOS."""
-
-
-def completion_mask(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """``(n, C)`` int64 mask of the tokens up to and including each row's first EOS."""
-    is_eos = (ids == eos_token_id).long()
-    return ((is_eos.cumsum(dim=1) - is_eos) == 0).long()
-
-
-@torch.no_grad()
 def sample(
     model,  # noqa: ANN001 (a transformers causal LM)
     tokenizer,  # noqa: ANN001
@@ -63,77 +44,15 @@ def sample(
     max_new_tokens: int,
     seed: int,
     batch_size: int = 64,
-) -> Samples:
-    """Sample ``n`` completions of each prompt (batched ``model.generate``, temperature 1).
-
-    The global torch RNG is seeded inside ``torch.random.fork_rng`` and restored afterwards, so
-    the caller's random streams are untouched. The model is put in eval mode and restored.
-
-    Args:
-        model: a causal LM; tokenizer: its tokenizer (a pad token is required).
-        prompts: P prompts; n: completions per prompt (rows ``i*n .. i*n+n-1`` are prompt i's).
-        max_new_tokens: completion length cap (tokens); seed: the sampling seed.
-        batch_size: completions per ``generate`` call.
-
-    Returns:
-        :class:`Samples` with ``P * n`` rows.
-    """
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    gen_config = GenerationConfig(
-        do_sample=True, max_new_tokens=max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-        pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    rows = [p for p in prompts for _ in range(n)]
-    enc = tokenizer(rows, padding=True, return_tensors="pt")
-    tokenizer.padding_side = side
-    outs = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(rows), batch_size):
-            ids = enc["input_ids"][start : start + batch_size]
-            mask = enc["attention_mask"][start : start + batch_size]
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
-            outs.append(out[:, ids.shape[1]:])
-    model.train(was_training)
-    width = max(o.shape[1] for o in outs)
-    comp = torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=pad)
-                      for o in outs])
-    cmask = completion_mask(comp, tokenizer.eos_token_id)
-    texts = tokenizer.batch_decode(comp.masked_fill(cmask == 0, pad), skip_special_tokens=True)
-    return Samples(rows, texts, enc["input_ids"], enc["attention_mask"], comp, cmask)
+) -> TextSamples:
+    """Sample ``n`` completions of each prompt at temperature 1, untruncated:
+    :func:`rewardlab.lm.generation.sample_completions` (rows ``i*n .. i*n+n-1`` are prompt
+    ``i``'s; the global RNG and the model's mode are left as they were)."""
+    return sample_completions(model, tokenizer, list(prompts), n_per_prompt=n,
+                              max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
 
 
 @torch.no_grad()
-def completion_logprobs(model, samples: Samples, batch_size: int = 64) -> torch.Tensor:  # noqa: ANN001
-    """``log pi(y|x)`` of each sampled completion under ``model``, summed over its tokens.
-
-    Positions follow the attention mask (as ``generate`` numbers them for left-padded prompts).
-
-    Returns:
-        ``(n_total,)`` float64 log-probabilities (nats).
-    """
-    was_training = model.training
-    model.eval()
-    ids = torch.cat([samples.prompt_ids, samples.completion_ids], dim=1)
-    mask = torch.cat([samples.prompt_mask, samples.completion_mask], dim=1)
-    p_len = samples.prompt_ids.shape[1]
-    if p_len == 0:
-        raise ValueError("prompts: log-probabilities need a non-empty prompt")
-    out = []
-    for start in range(0, ids.shape[0], batch_size):
-        i, m = ids[start : start + batch_size], mask[start : start + batch_size]
-        pos = (m.cumsum(dim=1) - 1).clamp(min=0)
-        logits = model(input_ids=i, attention_mask=m, position_ids=pos).logits  # (b, L, V)
-        logp = torch.log_softmax(logits[:, p_len - 1 : -1].double(), dim=-1)  # (b, C, V)
-        tok = logp.gather(-1, i[:, p_len:, None]).squeeze(-1)  # (b, C)
-        out.append((tok * m[:, p_len:]).sum(dim=1))
-    model.train(was_training)
-    return torch.cat(out)
-
-
 def text_logprobs(
     model,  # noqa: ANN001
     tokenizer,  # noqa: ANN001
@@ -141,28 +60,29 @@ def text_logprobs(
     completions: Sequence[str],
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """``log pi(completion | prompt)`` of given texts, ``(n,)`` float64 nats (every completion
-    token counts, special tokens written in the text included, e.g. a trailing EOS)."""
-    side = tokenizer.padding_side
+    """``log pi(completion | prompt)`` of given texts, ``(n,)`` float32 nats (every completion
+    token counts, special tokens written in the text included, e.g. a trailing EOS), through
+    :func:`rewardlab.lm.generation.sequence_logprobs`.
+
+    Raises:
+        ValueError: if a prompt encodes to no token (the first completion token needs context).
+    """
+    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    if any(not ids for ids in p_ids):
+        raise ValueError("prompts: log-probabilities need a non-empty prompt")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    try:
-        tokenizer.padding_side = "left"
-        p = tokenizer(list(prompts), padding=True, return_tensors="pt", add_special_tokens=False)
-        tokenizer.padding_side = "right"
-        c = tokenizer(list(completions), padding=True, return_tensors="pt",
-                      add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-    ids = c["input_ids"].masked_fill(c["attention_mask"] == 0, pad)
-    samples = Samples(list(prompts), list(completions), p["input_ids"], p["attention_mask"],
-                      ids, c["attention_mask"])
-    return completion_logprobs(model, samples, batch_size)
-
-
-def kl_to_reference(policy, reference, samples: Samples) -> float:  # noqa: ANN001
-    """Monte Carlo ``KL(policy || reference)`` in nats per completion on the policy's samples."""
-    diff = completion_logprobs(policy, samples) - completion_logprobs(reference, samples)
-    return float(diff.mean())
+    samples = TextSamples(list(prompts), list(completions), [list(i) for i in p_ids],
+                          [list(i) for i in c_ids], 1, int(pad), tokenizer.eos_token_id)
+    was_training = model.training
+    model.eval()
+    out = []
+    for lo in range(0, len(samples), batch_size):
+        b = samples.batch(slice(lo, lo + batch_size))
+        out.append(sequence_logprobs(model, b["input_ids"], b["attention_mask"],
+                                     b["completion_mask"]))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 class TRLReward:
@@ -200,7 +120,8 @@ class GoldProxyCallback(TrainerCallback):
     ``sqrt_kl`` (``sqrt(max(kl, 0))``), ``trl_kl`` (NaN if none; TRL's is a per-token mean, not
     per completion), ``beta`` (the trainer's KL coefficient, NaN if it has none) and
     ``disagreement`` (mean over samples of the std of ensemble member scores, NaN without
-    ``member_scores``).
+    ``member_scores``), ``samples`` (completions scored) and ``completion_tokens`` (their mean
+    length in tokens, EOS included).
 
     Args:
         tokenizer: the policy's tokenizer.
@@ -212,6 +133,8 @@ class GoldProxyCallback(TrainerCallback):
         member_scores: optional ``(prompts, completions) -> (K, n)`` member scores, e.g.
             ``TextRewardEnsemble.score``.
         jsonl_path: optional file the rows are appended to.
+        on_row: optional function called with each row once it is made (e.g. a training
+            loop's logger and over-optimisation alarm).
     """
 
     def __init__(
@@ -227,6 +150,7 @@ class GoldProxyCallback(TrainerCallback):
         seed: int = 0,
         member_scores: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None,
         jsonl_path: str | Path | None = None,
+        on_row: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every: must be >= 1 optimiser step, got {every}")
@@ -240,6 +164,7 @@ class GoldProxyCallback(TrainerCallback):
         self.samples_per_prompt, self.max_new_tokens, self.seed = (
             samples_per_prompt, max_new_tokens, seed)
         self.jsonl_path = Path(jsonl_path) if jsonl_path is not None else None
+        self.on_row = on_row
         self.rows: list[dict[str, float]] = []
         self._last_step = -1
 
@@ -250,7 +175,7 @@ class GoldProxyCallback(TrainerCallback):
                    self.max_new_tokens, self.seed)
         gold = np.asarray(self.gold(s.prompts, s.completions), dtype=np.float64)
         proxy = np.asarray(self.proxy(s.prompts, s.completions), dtype=np.float64)
-        kl = kl_to_reference(model, self.reference, s)
+        kl = kl_to_reference(model, self.reference, s)["kl"]
         trl_kl = next((float(r["kl"]) for r in reversed(log_history) if "kl" in r), math.nan)
         disagreement = math.nan
         if self.member_scores is not None:
@@ -259,13 +184,16 @@ class GoldProxyCallback(TrainerCallback):
         row = {"step": float(step), "gold": float(gold.mean()), "proxy": float(proxy.mean()),
                "gold_std": float(gold.std()), "proxy_std": float(proxy.std()), "kl": kl,
                "sqrt_kl": math.sqrt(max(kl, 0.0)), "trl_kl": trl_kl, "beta": beta,
-               "disagreement": disagreement, "samples": float(len(s.completions))}
+               "disagreement": disagreement, "samples": float(len(s.completions)),
+               "completion_tokens": float(np.mean([len(c) for c in s.completion_ids]))}
         self.rows.append(row)
         self._last_step = step
         if self.jsonl_path is not None:
             self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             with self.jsonl_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.on_row is not None:
+            self.on_row(row)
         return row
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, D102

@@ -63,7 +63,8 @@ class DPOSettings:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (TRL's default is on; memory only)."""
     extra_trl_args: dict = field(default_factory=dict)
-    """Further ``DPOConfig``/``OnlineDPOConfig`` fields, passed as is."""
+    """Further ``DPOConfig``/``OnlineDPOConfig`` fields, passed as is (they override the ones
+    set here, e.g. ``max_steps``, ``save_strategy``/``save_steps``)."""
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
@@ -89,17 +90,17 @@ def dpo_trl_config(settings: DPOSettings, output_dir: str | Path):  # noqa: ANN2
     """TRL's ``DPOConfig`` for offline DPO with ``settings`` (CPU, no reporting, no saving)."""
     from trl import DPOConfig
 
-    return DPOConfig(beta=settings.beta, num_train_epochs=settings.epochs,
-                     **_common_args(settings, output_dir), **settings.extra_trl_args)
+    return DPOConfig(**{"beta": settings.beta, "num_train_epochs": settings.epochs,
+                        **_common_args(settings, output_dir), **settings.extra_trl_args})
 
 
 def online_dpo_trl_config(settings: DPOSettings, output_dir: str | Path):  # noqa: ANN201
     """TRL's experimental ``OnlineDPOConfig`` for online DPO with ``settings``."""
     from trl.experimental.online_dpo import OnlineDPOConfig
 
-    return OnlineDPOConfig(beta=[settings.beta], max_steps=settings.steps,
-                           max_new_tokens=settings.max_new_tokens,
-                           **_common_args(settings, output_dir), **settings.extra_trl_args)
+    return OnlineDPOConfig(**{"beta": [settings.beta], "max_steps": settings.steps,
+                              "max_new_tokens": settings.max_new_tokens,
+                              **_common_args(settings, output_dir), **settings.extra_trl_args})
 
 
 def preference_triples(
@@ -147,14 +148,16 @@ def _tokenizer(base_path: str | Path):  # noqa: ANN202
     return tokenizer
 
 
-def _finish(trainer, tokenizer, output_dir: Path, settings: DPOSettings) -> DPOResult:  # noqa: ANN001
+def _finish(trainer, tokenizer, output_dir: Path, settings: DPOSettings,  # noqa: ANN001
+            resume_from_checkpoint: str | Path | None = None) -> DPOResult:
     from transformers import PrinterCallback
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "dpo_settings.json").write_text(json.dumps(asdict(settings), indent=2))
 
     trainer.remove_callback(PrinterCallback)  # logs are returned, not printed
-    trainer.train()
+    trainer.train(resume_from_checkpoint=None if resume_from_checkpoint is None
+                  else str(resume_from_checkpoint))
     policy_dir = output_dir / "policy"
     trainer.save_model(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
@@ -167,6 +170,7 @@ def train_dpo(
     output_dir: str | Path,
     settings: DPOSettings | None = None,
     callbacks: Sequence = (),
+    resume_from_checkpoint: str | Path | None = None,
 ) -> DPOResult:
     """Offline DPO (Rafailov et al. 2023) of the causal LM at ``base_path`` on stored triples.
 
@@ -176,6 +180,7 @@ def train_dpo(
         output_dir: receives ``dpo_settings.json``, TRL's outputs and ``policy/``.
         settings: DPO settings (``epochs`` applies, ``steps`` does not).
         callbacks: ``transformers.TrainerCallback``s (e.g. a gold-vs-proxy evaluator).
+        resume_from_checkpoint: a ``checkpoint-N`` folder TRL saved, to continue from.
 
     Raises:
         ValueError: with no triple.
@@ -190,7 +195,7 @@ def train_dpo(
     trainer = DPOTrainer(model=str(base_path), args=dpo_trl_config(settings, output_dir),
                          train_dataset=Dataset.from_dict(triples), processing_class=tokenizer,
                          callbacks=list(callbacks))
-    return _finish(trainer, tokenizer, Path(output_dir), settings)
+    return _finish(trainer, tokenizer, Path(output_dir), settings, resume_from_checkpoint)
 
 
 def train_online_dpo(
@@ -200,6 +205,7 @@ def train_online_dpo(
     output_dir: str | Path,
     settings: DPOSettings | None = None,
     callbacks: Sequence = (),
+    resume_from_checkpoint: str | Path | None = None,
 ) -> DPOResult:
     """Online DPO (Guo et al. 2024) with TRL's ``OnlineDPOTrainer``: every step samples two
     completions of each prompt from the current policy, ``annotator`` scores both, and the
@@ -213,6 +219,7 @@ def train_online_dpo(
         output_dir: receives ``dpo_settings.json``, TRL's outputs and ``policy/``.
         settings: DPO settings (``steps`` and ``max_new_tokens`` apply, ``epochs`` does not).
         callbacks: ``transformers.TrainerCallback``s.
+        resume_from_checkpoint: a ``checkpoint-N`` folder TRL saved, to continue from.
 
     Raises:
         ValueError: with no prompt.
@@ -229,4 +236,4 @@ def train_online_dpo(
         args=online_dpo_trl_config(settings, output_dir),
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), processing_class=tokenizer,
         callbacks=list(callbacks))
-    return _finish(trainer, tokenizer, Path(output_dir), settings)
+    return _finish(trainer, tokenizer, Path(output_dir), settings, resume_from_checkpoint)

@@ -66,7 +66,8 @@ class OnlineRLConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (TRL's default is on; it only saves memory)."""
     extra_trl_args: dict = field(default_factory=dict)
-    """Further ``GRPOConfig``/``RLOOConfig`` fields, passed as is."""
+    """Further ``GRPOConfig``/``RLOOConfig`` fields, passed as is (they override the ones set
+    here, e.g. ``save_strategy``/``save_steps`` for checkpoints)."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ("grpo", "rloo"):
@@ -93,7 +94,7 @@ def trl_config(config: OnlineRLConfig, output_dir: str | Path):  # noqa: ANN201 
     from trl import GRPOConfig, RLOOConfig
 
     cls = GRPOConfig if config.algorithm == "grpo" else RLOOConfig
-    return cls(
+    args = dict(
         output_dir=str(output_dir), max_steps=config.steps,
         per_device_train_batch_size=config.batch_size, num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
@@ -102,8 +103,8 @@ def trl_config(config: OnlineRLConfig, output_dir: str | Path):  # noqa: ANN201 
         logging_steps=config.logging_steps, bf16=config.bf16,
         gradient_checkpointing=config.gradient_checkpointing, use_cpu=True, report_to=[],
         save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        **config.extra_trl_args,
     )
+    return cls(**{**args, **config.extra_trl_args})  # extra_trl_args may override, e.g. saving
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def train_online_rl(
     eval_prompts: Sequence[str] = (),
     member_scores=None,  # noqa: ANN001 (optional (prompts, completions) -> (K, n))
     callbacks: Sequence = (),
+    resume_from_checkpoint: str | Path | None = None,
 ) -> OnlineRLResult:
     """Train the causal LM saved at ``base_path`` by GRPO or RLOO on ``reward``.
 
@@ -143,6 +145,9 @@ def train_online_rl(
             ``config.eval_every > 0``.
         member_scores: optional ensemble member scores for the ``disagreement`` column.
         callbacks: further ``transformers.TrainerCallback``s.
+        resume_from_checkpoint: a ``checkpoint-N`` folder TRL saved (``save_strategy`` in
+            ``config.extra_trl_args``): training continues from its step, optimizer and RNG
+            states. The reference is still rebuilt from ``base_path``.
 
     Returns:
         :class:`OnlineRLResult`.
@@ -179,7 +184,8 @@ def train_online_rl(
         args=trl_config(config, output_dir), processing_class=tokenizer,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}), callbacks=all_callbacks)
     trainer.remove_callback(PrinterCallback)  # logs are returned, not printed
-    trainer.train()
+    trainer.train(resume_from_checkpoint=None if resume_from_checkpoint is None
+                  else str(resume_from_checkpoint))
     policy_dir = output_dir / "policy"
     trainer.save_model(str(policy_dir))
     tokenizer.save_pretrained(str(policy_dir))
