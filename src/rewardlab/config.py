@@ -930,10 +930,12 @@ class MitigationConfig(BaseModel):
 LM_ALGORITHMS = ("grpo", "rloo", "dpo", "online_dpo", "bon")
 #: The tasks of :data:`rewardlab.lm.tasks.TASK_NAMES` (named here: config imports no scorer).
 LMTask = Literal["sentiment", "polarity_concise"]
-#: ``feedback`` defaults of a language-model run, for the keys a config does not give: round 0
-#: on the base policy's samples at optimizer step 0, then rounds every 50 steps.
+#: ``feedback`` defaults of a language-model run, for the keys a config does not give: all 400
+#: queries in round 0, on the base policy's samples at optimizer step 0 (a proxy from few labels
+#: that GRPO then over-optimises: the default job of README "Language models"); with a larger
+#: ``total_budget`` later rounds follow every 100 optimizer steps, on the policy's samples.
 LM_FEEDBACK_DEFAULTS: dict[str, Any] = {
-    "total_budget": 120, "queries_per_round": 60, "first_round_at": 0, "round_every": 60,
+    "total_budget": 400, "queries_per_round": 400, "first_round_at": 0, "round_every": 100,
     "oversample": 4,
 }
 #: Settings of control runs that a language-model run does not read (dotted key -> what to
@@ -1032,7 +1034,7 @@ class LMConfig(BaseModel):
         4, ge=1, le=MAX_REPEATS, description="Passes over every label at each refit (members "
         "are warm-started from the previous fit)."
     )
-    rm_lr: Float = Field(1e-4, gt=0, le=1, description="AdamW learning rate of the reward model.")
+    rm_lr: Float = Field(3e-4, gt=0, le=1, description="AdamW learning rate of the reward model.")
     rm_batch_size: Int = Field(
         16, ge=1, le=MAX_BATCH, description="Labelled pairs per reward-model gradient step."
     )
@@ -1050,19 +1052,19 @@ class LMConfig(BaseModel):
         "(longer texts lose their beginning)."
     )
     steps: Int = _steps(
-        150, description="Optimizer steps of the policy (grpo, rloo, dpo, online_dpo; bon "
+        300, description="Optimizer steps of the policy (grpo, rloo, dpo, online_dpo; bon "
         "trains nothing)."
     )
     beta: Float = Field(
-        0.02, ge=0, description="KL coefficient to the reference (base) policy: GRPO/RLOO's "
+        0.03, ge=0, description="KL coefficient to the reference (base) policy: GRPO/RLOO's "
         "KL penalty (0: none, the KL is still measured), DPO's and online DPO's temperature "
         "(> 0)."
     )
     learning_rate: Float = Field(
-        2e-4, gt=0, le=1, description="AdamW learning rate of the policy (linear decay to 0)."
+        3e-4, gt=0, le=1, description="AdamW learning rate of the policy (linear decay to 0)."
     )
     batch_size: Int = Field(
-        16, ge=1, le=MAX_BATCH, description="Completions per optimizer step (grpo, rloo; a "
+        32, ge=1, le=MAX_BATCH, description="Completions per optimizer step (grpo, rloo; a "
         "multiple of num_generations) or preference pairs per step (dpo, online_dpo)."
     )
     num_generations: Int = Field(
@@ -1074,10 +1076,10 @@ class LMConfig(BaseModel):
         "(evaluations always sample at 1, as the KL estimate needs)."
     )
     eval_every: Int = _steps(
-        10, description="Optimizer steps between evaluations (also at step 0 and at the end)."
+        15, description="Optimizer steps between evaluations (also at step 0 and at the end)."
     )
     checkpoint_every: Int = _steps(
-        25, description="Optimizer steps between checkpoints (the policy, its optimizer and "
+        50, description="Optimizer steps between checkpoints (the policy, its optimizer and "
         "the reward model; also after each round and on Ctrl-C)."
     )
     bon_n: tuple[Annotated[Int, Field(ge=1, le=4096)], ...] = Field(

@@ -219,7 +219,7 @@ def _print_report(run_dir: Path, console: Console) -> None:
             continue
         proxy = r.get("eval/proxy_return")
         dis = r.get("reward_model/disagreement_on_policy")
-        kl = r.get(last[1])
+        kl = r.get(last[1], r.get("eval/sqrt_kl"))  # language-model runs log eval/sqrt_kl
         table.add_row(
             str(r["step"]), f"{r['eval/gold_return']:.1f}",
             "-" if proxy is None else f"{proxy:.1f}", str(int(queries)),

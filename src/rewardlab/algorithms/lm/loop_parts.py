@@ -399,7 +399,8 @@ def eval_metrics(row: dict[str, float]) -> dict[str, float]:
 
 
 def record_eval(lm_run: LMRun, step: int, metrics: dict[str, float]) -> dict[str, float]:
-    """Feed an evaluation to the alarm, log it at ``step`` and print its line."""
+    """Feed an evaluation to the alarm, log it at ``step``, print its line and refresh
+    ``status.json``."""
     metrics = {**metrics, "time/elapsed_s": lm_run.clock.elapsed()}
     proxy = metrics["eval/proxy_return"]
     if lm_run.ensemble is not None and math.isfinite(proxy):
@@ -411,6 +412,8 @@ def record_eval(lm_run: LMRun, step: int, metrics: dict[str, float]) -> dict[str
     lm_run.run.log(step, metrics)
     lm_run.last_eval = metrics
     lm_run.ui.message(describe_eval(step, metrics))
+    lm_run.state.step = max(lm_run.state.step, step)
+    write_lm_status(lm_run, "training")
     return metrics
 
 
