@@ -405,17 +405,21 @@ def measure_wrapper_overhead(repeats: int = 5, grpo_steps: int = 20, epochs: int
             "wrapper_overhead": {name: r["cpu_slowdown"] for name, r in results.items()}}
 
 
-def _pinned_overhead() -> dict[str, Any]:
-    core.pin_worker()  # a core of its own, one thread (the lock goes with the process)
-    return measure_wrapper_overhead()
+def in_pinned_child(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a fresh (spawned) child process pinned to a free core with one torch
+    thread (``core.pin_worker``; the core's lock is released when the child ends); returns its
+    result. ``fn`` must be a module-level function (pickled by reference)."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx,
+                                                initializer=core.pin_worker) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def run_wrapper_overhead(jsonl: Path, command: str) -> dict[str, Any]:
-    """Measure the wrapper cost in a child process pinned to a free core and append it to
-    ``jsonl`` as a ``kind: "wrapper_overhead"`` record (returned)."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        report = pool.submit(_pinned_overhead).result()
+    """Measure the wrapper cost (:func:`measure_wrapper_overhead`) in a child process pinned to
+    a free core and append it to ``jsonl`` as a ``kind: "wrapper_overhead"`` record
+    (returned)."""
+    report = in_pinned_child(measure_wrapper_overhead)
     record = {"kind": "wrapper_overhead", "measured_utc": core.utc_now(), "command": command,
               "machine": core.machine_info(), **report}
     fe.append_records(jsonl, [record])
@@ -812,14 +816,19 @@ def selected_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[
 
 def ensure_base(base_model: str | None) -> None:
     """Pretrain RewardLab's base model once before the runs (cached: reused if present), so
-    parallel trials never pretrain it twice. Nothing to do with ``--base-model``."""
+    parallel trials never pretrain it twice; in a child pinned to a free core
+    (:func:`in_pinned_child`). Nothing to do with ``--base-model``."""
     if base_model is not None:
         return
-    from rewardlab.lm.base_model import ensure_base_model
-
     print(f"{core.utc_now()}: base model: RewardLab's own (pretrained once, then cached)",
           flush=True)
-    print(f"base model at {ensure_base_model(progress=False)}", flush=True)
+    print(f"base model at {in_pinned_child(_base_model_dir)}", flush=True)
+
+
+def _base_model_dir() -> str:
+    from rewardlab.lm.base_model import ensure_base_model
+
+    return str(ensure_base_model(progress=False))
 
 
 def main(argv: list[str] | None = None) -> int:
