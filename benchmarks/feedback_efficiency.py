@@ -216,11 +216,19 @@ def key_config(key: str) -> Any:
     return load_config(None, [*key_overrides(key), *extra])
 
 
+#: Config sections no control run reads (the language-model track's ``lm``): left out of the
+#: recorded and planned settings, so a change to their defaults never makes a run stale (runs
+#: made while ``lm`` was in the config recorded it; :func:`settings_drift` drops it from them).
+NOT_READ_BY_CONTROL_RUNS = ("lm",)
+
+
 def run_settings(config: Any, method: str) -> dict[str, Any]:
     """The settings a run of ``method`` reads, as JSON: the whole config of a PEBBLE variant;
     for the reference methods every section but ``core.UNUSED_BY_REFERENCE`` (so a change to,
     e.g., the reward model does not make the references stale)."""
-    drop = set() if method in PEBBLE_VARIANTS else set(core.UNUSED_BY_REFERENCE)
+    drop = set(NOT_READ_BY_CONTROL_RUNS)
+    if method not in PEBBLE_VARIANTS:
+        drop |= set(core.UNUSED_BY_REFERENCE)
     return json.loads(json.dumps(config.model_dump(mode="json", exclude=drop)))
 
 
@@ -278,6 +286,7 @@ def settings_drift(done: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     found = done.get("settings")
     if found is None:
         return ["settings"]
+    found = {k: v for k, v in found.items() if k not in NOT_READ_BY_CONTROL_RUNS}
     return setting_differences(with_later_keys(found, plan), plan)
 
 

@@ -477,3 +477,16 @@ def test_claim_core_takes_a_free_core_and_pins_every_thread(fe, tmp_path):
     assert claim() == {"core": None, "again": None, "main": cores, "thread": cores}
     for f in held:
         f.close()
+
+
+def test_language_model_settings_never_make_a_control_run_stale(fe):
+    """``lm`` is no control run's setting: it is not recorded, and a run that recorded it (made
+    while its defaults were different) is still current."""
+    key = fe.run_key("Pendulum-v1", "pebble", "oracle", 20, 2000, 0)
+    planned = fe.planned_settings(key)
+    assert "lm" not in planned
+    done = records(fe, key, {2000: 1.0}, "a")[-1]
+    done["settings"]["lm"] = {"beta": 123.0}  # recorded by an older harness, other defaults
+    assert fe.settings_drift(done, planned) == []
+    done["settings"]["reward_model"]["lr"] = 1e-3  # a setting the run reads still counts
+    assert fe.settings_drift(done, planned) == ["reward_model.lr"]

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardlab.config import LM_ALGORITHMS  # the one list of language-model algorithms
 from rewardlab.diagnostics.overoptimization import GaoFit, GaoForm, fit_gao
 from rewardlab.errors import RunDirError
 
@@ -49,8 +50,6 @@ __all__ = [
     "read_lm_samples",
 ]
 
-#: Algorithms whose runs train a language-model policy (the ``lm`` track).
-LM_ALGORITHMS = ("grpo", "rloo", "dpo", "online_dpo", "bon")
 
 #: Per-evaluation metric keys :func:`lm_eval_curves` extracts (besides ``step``).
 LM_EVAL_KEYS = (
