@@ -282,11 +282,14 @@ Planner = Callable[[str], dict[str, Any]]
 def settings_drift(done: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """Dotted names of the settings where a ``done`` record differs from ``plan`` (keys the
     record predates filled by :func:`with_later_keys`); ``["settings"]`` for a record written
-    before settings were recorded."""
+    before settings were recorded. A section of :data:`NOT_READ_BY_CONTROL_RUNS` in the record
+    is ignored unless ``plan`` has it too (a language-model run's plan reads ``lm``)."""
     found = done.get("settings")
     if found is None:
         return ["settings"]
-    found = {k: v for k, v in found.items() if k not in NOT_READ_BY_CONTROL_RUNS}
+    # a control run's plan has no ``lm`` section; a language-model run's plan (another
+    # harness's planner) has one, and there it is what the run reads
+    found = {k: v for k, v in found.items() if k not in NOT_READ_BY_CONTROL_RUNS or k in plan}
     return setting_differences(with_later_keys(found, plan), plan)
 
 

@@ -55,3 +55,9 @@ def engine() -> ModuleType:
 def off() -> ModuleType:
     """benchmarks/offline.py."""
     return _load("offline")
+
+
+@pytest.fixture(scope="module")
+def lmo() -> ModuleType:
+    """benchmarks/lm_overoptimization.py."""
+    return _load("lm_overoptimization")
