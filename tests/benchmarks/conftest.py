@@ -61,3 +61,9 @@ def off() -> ModuleType:
 def lmo() -> ModuleType:
     """benchmarks/lm_overoptimization.py."""
     return _load("lm_overoptimization")
+
+
+@pytest.fixture(scope="module")
+def fidelity() -> ModuleType:
+    """benchmarks/proxy_fidelity.py."""
+    return _load("proxy_fidelity")
