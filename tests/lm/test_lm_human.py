@@ -26,7 +26,12 @@ from rewardlab.cli.main import main  # noqa: E402
 from rewardlab.diagnostics.metrics import read_metrics  # noqa: E402
 from rewardlab.store import FeedbackStore  # noqa: E402
 from rewardlab.types import Label  # noqa: E402
-from tests.algorithms.test_human_e2e import Person, _annotator, _trainer  # noqa: E402
+from tests.algorithms.test_human_e2e import (  # noqa: E402
+    Person,
+    _annotator,
+    _trainer,
+    _wait_for_people,
+)
 from tests.lm.test_lm_loop import TINY_RUN, answers, argv, evals  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -205,3 +210,23 @@ def test_an_unanswered_round_times_out_to_the_scripted_teacher(tiny_base_model_d
     assert [r["feedback/people_answered"] for r in rounds] == [0, 0]
     assert {t for _, t, _ in answers(run)} == {"oracle"} and len(answers(run)) == 20
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+def test_ctrl_c_while_waiting_for_people_stops_the_run(tiny_base_model_dir, tmp_path):
+    """The wait for people is a safe point: Ctrl-C there stops the run (exit 130, ``status:
+    stopped``) with the round's queries kept."""
+    run = tmp_path / "run"
+    _annotator(run)
+    proc = _trainer(run, lm_human(tiny_base_model_dir, "bon", "human.on_timeout=wait"))
+    try:
+        _wait_for_people(proc, run)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, proc.stderr.read().decode()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["interrupted"]
+    with FeedbackStore.open(run) as store:
+        assert store.summary.counts()["queries"] == 10
