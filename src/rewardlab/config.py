@@ -969,8 +969,10 @@ class LMConfig(BaseModel):
     segments, ask same-prompt pairs (the ``feedback`` section: ``total_budget``,
     ``queries_per_round``, ``method``, ``oversample``; ``first_round_at`` and ``round_every``
     count **optimizer steps**, round 0 is always at step 0 on the base policy's samples) and
-    have them answered by the scripted ``teacher`` applied to the gold score, or by a judge;
-    a Bradley-Terry ensemble is fit on every label and the policy is optimised against it.
+    have them answered by the scripted ``teacher`` applied to the gold score, by a judge, or by
+    people in the annotation web app (``teacher=human`` and the ``human`` section, as for
+    control runs); a Bradley-Terry ensemble is fit on every label and the policy is optimised
+    against it.
     grpo, rloo and online_dpo ask their later rounds during training, on the current policy's
     samples; dpo and bon ask every round before training, on the base policy's.
     """
@@ -1234,10 +1236,14 @@ class TrainConfig(BaseModel):
                 raise ValueError(
                     f"{dotted}: not read by algorithm={self.algorithm} ({why}); leave it at "
                     "its default")
-        if self.teacher.human:
+        if self.teacher.human and lm.judge != "none":
             raise ValueError(
-                "teacher.preset: people answering text queries during a language-model run is "
-                "not supported yet; use a scripted preset or lm.judge")
+                f"lm.judge: teacher=human has people answer the text queries, and lm.judge="
+                f"{lm.judge} would answer them too; choose one (lm.judge=none for people)")
+        if self.teacher.human and lm.reward == "gold":
+            raise ValueError(
+                "teacher.preset: lm.reward=gold asks no query, so nobody would be asked; use "
+                "lm.reward=learned for people's labels, or a scripted preset")
         if self.algorithm == "online_dpo" and lm.judge == "endpoint":
             raise ValueError(
                 "lm.judge: online_dpo scores each completion, and a chat endpoint judge only "

@@ -1,23 +1,19 @@
 """The chat-completions judge against a real HTTP server on 127.0.0.1 that the test starts.
 
-The server (stdlib ``http.server`` in a thread, random port) implements ``POST
-/v1/chat/completions`` with a deterministic rule: it answers the letter of the continuation
-that says "good" more often ("tie" when equal). The model name picks a behaviour: ``rule``
-(normal), ``flaky`` (HTTP 500 on every other request), ``down`` (always 503), ``garbage``
-(a 200 whose body is not JSON), ``shapeless`` (JSON without choices), ``chatty`` (an
+The server (:mod:`tests.feedback.chat_server`: stdlib ``http.server`` in a thread, random port)
+implements ``POST /v1/chat/completions`` with a deterministic rule: it answers the letter of the
+continuation that says "good" more often ("tie" when equal). The model name picks a behaviour:
+``rule`` (normal), ``flaky`` (HTTP 500 on every other request), ``down`` (always 503),
+``garbage`` (a 200 whose body is not JSON), ``shapeless`` (JSON without choices), ``chatty`` (an
 unreadable reply), ``slow`` (answers after the client's timeout), ``secret`` (401 without the
 right bearer token), ``missing`` (404).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -25,94 +21,19 @@ import pytest
 from rewardlab.errors import ConfigError, JudgeError
 from rewardlab.feedback.judges import OpenAIJudge, parse_choice
 from rewardlab.types import Label
+from tests.feedback.chat_server import ChatServer, chat_url, running_chat_server
 
 LEFT, RIGHT, EQUAL, SKIP = int(Label.LEFT), int(Label.RIGHT), int(Label.EQUAL), int(Label.SKIP)
 
 
-class ChatServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.requests: list[dict] = []
-        self.headers_seen: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-        self.count = 0
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: ChatServer
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path != "/v1/chat/completions":
-            self._send(404, b'{"error": "no such route"}')
-            return
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.count += 1
-            count = self.server.count
-            self.server.requests.append(payload)
-            self.server.headers_seen.append(dict(self.headers))
-        model = payload["model"]
-        if model == "missing":
-            self._send(404, b'{"error": {"message": "model missing not found"}}')
-            return
-        if model == "secret" and self.headers.get("Authorization") != "Bearer s3cret":
-            self._send(401, b'{"error": {"message": "invalid api key"}}')
-            return
-        if model == "down" or (model == "flaky" and count % 2 == 1):
-            self._send(500 if model == "flaky" else 503, b'{"error": "overloaded"}')
-            return
-        if model == "garbage":
-            self._send(200, b"<html>not json{", "text/html")
-            return
-        if model == "shapeless":
-            self._send(200, b'{"id": "x", "object": "chat.completion"}')
-            return
-        if model == "slow":
-            time.sleep(1.0)
-        text = payload["messages"][0]["content"]
-        a = re.search(r"Continuation A: (.*)", text).group(1)
-        b = re.search(r"Continuation B: (.*)", text).group(1)
-        good_a, good_b = a.split().count("good"), b.split().count("good")
-        answer = "A" if good_a > good_b else "B" if good_b > good_a else "tie"
-        if model == "chatty":
-            answer = "Hmm, I would rather not say."
-        body = {
-            "id": f"chatcmpl-{count}",
-            "object": "chat.completion",
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                         "finish_reason": "stop"}],
-        }
-        self._send(200, json.dumps(body).encode())
-
-
 @pytest.fixture
 def server() -> Iterator[ChatServer]:
-    srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_chat_server() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(10)
 
 
 def _url(srv: ChatServer) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    return chat_url(srv)
 
 
 LEFTS = ["good good day", "a day", "good", "good good good", "bad", "fine", "good", "x"] * 3

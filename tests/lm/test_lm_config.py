@@ -33,6 +33,13 @@ def test_lm_defaults_and_feedback_defaults_for_lm_runs(tmp_path):
     assert load_run_config(path) == config
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo", "online_dpo", "bon"])
+def test_people_may_teach_every_lm_method(algorithm):
+    config = load_config(None, [f"algorithm={algorithm}", "teacher.preset=human",
+                                "human.on_timeout=scripted", "human.mixed=true"])
+    assert config.teacher.human and config.human.mixed and config.lm.judge == "none"
+
+
 def test_every_lm_task_is_a_task_the_lm_package_makes():
     from rewardlab.lm.tasks import TASK_NAMES
 
@@ -46,7 +53,10 @@ def test_every_lm_task_is_a_task_the_lm_package_makes():
     (["algorithm=bon", "feedback.segment_len=10"], "feedback.segment_len: not read"),
     (["algorithm=dpo", "reward_model.members=5"], "reward_model: not read by algorithm=dpo"),
     (["algorithm=grpo", "mitigation.early_stop=disagreement"], "mitigation: not read"),
-    (["algorithm=grpo", "teacher=human"], "teacher.preset: people answering text queries"),
+    (["algorithm=grpo", "teacher=human", "lm.judge=lexicon"],
+     "lm.judge: teacher=human has people answer the text queries"),
+    (["algorithm=grpo", "teacher=human", "lm.reward=gold"],
+     "teacher.preset: lm.reward=gold asks no query"),
     (["algorithm=dpo", "lm.beta=0"], "lm.beta: is DPO's temperature"),
     (["algorithm=dpo", "lm.reward=gold"], "lm.reward: dpo learns from the stored labels"),
     (["algorithm=grpo", "lm.batch_size=10"], "lm.batch_size (10) must be a multiple"),

@@ -1,5 +1,6 @@
 """``rewardlab train`` for the language-model methods, end to end on the tiny base model:
-the run-directory contract, resume after Ctrl-C, and SIGKILL at any moment losing no label."""
+the run-directory contract, resume after Ctrl-C, and SIGKILL at any moment losing no label
+(grpo; dpo, online_dpo and bon during a round and, with an optimizer, during training)."""
 
 from __future__ import annotations
 
@@ -104,22 +105,27 @@ def test_gold_reward_asks_no_query(tiny_base_model_dir, tmp_path):
     assert json.loads((run / "summary.json").read_text())["store"]["queries"] == 0
 
 
-def _signal(run: Path, base: Path, moment: str, nth: int) -> subprocess.CompletedProcess:
+def _signal(run: Path, base: Path, moment: str, nth: int,
+            algorithm: str = "grpo") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}",
            "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "tests.lm.lm_killer", moment, str(nth), "--",
-         *argv(run, base, "grpo")], env=env, capture_output=True, text=True, timeout=300)
+         *argv(run, base, algorithm)], env=env, capture_output=True, text=True, timeout=600)
 
 
-def _check_resumed(run: Path, before: list[tuple[int, str, str]]) -> None:
+def _check_resumed(run: Path, before: list[tuple[int, str, str]],
+                   algorithm: str = "grpo") -> None:
     after = answers(run)
     assert set(before) <= set(after)  # every label given before is kept, as it was
     assert len({(q, t) for q, t, _ in after}) == len(after) == 20  # none asked twice
     rows = evals(run)
-    assert [r["step"] for r in rows] == [0, 3, 6]  # each evaluation logged once
+    steps = [0, 1, 2] if algorithm == "bon" else [0, 3, 6]
+    assert [r["step"] for r in rows] == steps  # each evaluation logged once
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["steps"] == 6
+    # bon counts the n-grid entries evaluated, the others optimizer steps
+    assert summary["status"] == "finished" and summary["steps"] == (
+        3 if algorithm == "bon" else 6)
 
 
 def test_ctrl_c_stops_with_a_checkpoint_and_resume_finishes(tiny_base_model_dir, tmp_path):
@@ -153,3 +159,31 @@ def test_sigkill_then_resume_keeps_every_label(tiny_base_model_dir, tmp_path, mo
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     _check_resumed(run, before)
     assert Counter(t for _, t, _ in answers(run)) == {"oracle": 20}
+
+
+@pytest.mark.parametrize(("algorithm", "moment", "nth", "labels_before"), [
+    # dpo and bon ask both rounds before training: the 2nd round's queries are stored,
+    # unanswered; online_dpo asks round 1 at step 4 of training, from checkpoint-3's policy
+    ("dpo", "during_round", 2, 10),
+    ("online_dpo", "during_round", 2, 10),
+    ("bon", "during_round", 2, 10),
+    # killed at step 5: dpo resumes from checkpoint-3, online_dpo from checkpoint-4 (saved
+    # after round 1); bon has no optimizer step
+    ("dpo", "during_training", 5, 20),
+    ("online_dpo", "during_training", 5, 20),
+])
+def test_sigkill_then_resume_keeps_every_label_for_each_method(
+        tiny_base_model_dir, tmp_path, algorithm, moment, nth, labels_before):
+    run = tmp_path / "run"
+    done = _signal(run, tiny_base_model_dir, moment, nth, algorithm)
+    assert done.returncode == -9, done.stderr[-2000:]
+    before = answers(run)
+    assert len(before) == labels_before
+    with FeedbackStore.open(run) as store:
+        asked = len(store.records.get_queries())
+    assert asked == 20  # the 2nd round's queries were stored before the kill
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    _check_resumed(run, before, algorithm)
+    assert Counter(t for _, t, _ in answers(run)) == {"oracle": 20}
+    rounds = [r for r in read_metrics(run) if "feedback/round" in r]
+    assert [r["feedback/round"] for r in rounds] == [1, 2]  # each round logged once

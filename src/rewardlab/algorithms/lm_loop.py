@@ -11,7 +11,9 @@ ensemble, and a TRL optimiser, with gold and proxy logged side by side.
    round 0 (every round for ``dpo`` and ``bon``) samples completions of training prompts from
    the base policy, stores them as text segments with their gold score, asks same-prompt
    pairs (uniform in round 0, then ``feedback.method`` on the ensemble), has them answered by
-   the scripted ``teacher`` on gold or by ``lm.judge`` (judge-vs-gold agreement logged), and
+   the scripted ``teacher`` on gold, by ``lm.judge`` (judge-vs-gold agreement logged) or by
+   people in the annotation web app (``teacher=human``: the prompt and both completions side
+   by side; the run waits for them as control runs do, :mod:`rewardlab.feedback.human`), and
    refits the :class:`~rewardlab.rewards.text_model.TextRewardEnsemble` on every label
    (fresh-query accuracy before, held-out accuracy and ECE after). Skipped with
    ``lm.reward=gold``.
@@ -33,8 +35,10 @@ the loop state, the metrics length, the ensemble as it was at step N) names it. 
 continues TRL from that checkpoint (``resume_from_checkpoint``; the reference is still the base
 model's path, never the checkpoint) with the ensemble of the same step; labels already in the
 store are reused, never asked again; a kill loses no label (the store commits each round's
-answers in one transaction). Ctrl-C or SIGTERM end training at the next optimizer step with a
-checkpoint and ``status: stopped``.
+answers in one transaction, and the web app each person's answer before acknowledging it).
+Ctrl-C or SIGTERM end training at the next optimizer step with a checkpoint, or during a wait
+for people (the latest checkpoint stands; on resume the round is finished with every answer
+already given kept), and ``status: stopped``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from rewardlab.algorithms.lm.loop_parts import (
     LMState,
     RunCheckpoint,
     StopAndProgress,
+    build_human,
     build_judge,
     eval_metrics,
     new_ensemble,
@@ -79,6 +84,8 @@ from rewardlab.algorithms.run_dir import RunDir, Stopwatch
 from rewardlab.config import TrainConfig
 from rewardlab.diagnostics.overoptimization import DivergenceMonitor
 from rewardlab.diagnostics.plots import plot_gold_vs_proxy
+from rewardlab.errors import RewardLabError
+from rewardlab.feedback.human import AnnotationServer
 from rewardlab.feedback.rounds import total_rounds
 from rewardlab.lm.base_model import BaseModelConfig, ensure_base_model, load_policy
 from rewardlab.lm.corpus import corpus_prompts, load_corpus
@@ -92,9 +99,11 @@ TRL_DIR = "trl"
 
 
 # ------------------------------------------------------------------------ 1. set-up
-def setup(config: TrainConfig, run_dir: str | Path, resume: bool, console: Console) -> LMRun:
+def setup(config: TrainConfig, run_dir: str | Path, resume: bool, console: Console,
+          server: AnnotationServer | None = None) -> LMRun:
     """Every piece of the run, each from its own config section and seed; on resume, the
-    checkpoint's state and ensemble, and the alarm replayed from the logged evaluations."""
+    checkpoint's state and ensemble, and the alarm replayed from the logged evaluations; with
+    ``teacher=human``, the people answering in ``server``'s web app."""
     lm = config.lm
     seeds = child_seeds(config.seed)
     ui = TrainingProgress(console, config.algorithm,
@@ -121,15 +130,18 @@ def setup(config: TrainConfig, run_dir: str | Path, resume: bool, console: Conso
                     if run.checkpoint_state is not None and saved.exists()
                     else new_ensemble(config, base_dir, seeds["reward_model"]))
     n_eval = lm.eval_prompts * lm.eval_samples_per_prompt
+    store = _open_store(config, run.path)
+    signals = StopSignals()
     lm_run = LMRun(
-        config=config, run=run, store=_open_store(config, run.path), task=task,
+        config=config, run=run, store=store, task=task,
         base_dir=base_dir, reference=reference, tokenizer=tokenizer,
         train_prompts=train_prompts, eval_prompts=eval_prompts, ensemble=ensemble,
         judge=build_judge(config, task, seeds["teacher"]),
         normalization=normalization_sample(config, reference, tokenizer, train_prompts,
                                            seeds["diagnostics"]),
-        seeds=seeds, state=state, ui=ui, alarm=DivergenceMonitor(n_eval), signals=StopSignals(),
+        seeds=seeds, state=state, ui=ui, alarm=DivergenceMonitor(n_eval), signals=signals,
         clock=Stopwatch(state.elapsed_s),
+        human=build_human(config, run, store, ui, server, signals.check),
     )
     if run.checkpoint_state is not None:
         replay_alarm(lm_run.alarm, run)
@@ -214,11 +226,19 @@ def dpo_settings(lm_run: LMRun) -> DPOSettings:
 
 
 def optimise_dpo(lm_run: LMRun) -> None:
-    """Offline DPO (Rafailov et al. 2023) on every stored preference (LEFT/RIGHT answers)."""
-    pairs = lm_run.store.records.text_training_pairs()
+    """Offline DPO (Rafailov et al. 2023) on every stored preference (LEFT/RIGHT answers; in
+    mixed mode people's answers override the scripted pre-labels)."""
+    pairs = lm_run.store.records.text_training_pairs(
+        fallback_teachers=lm_run.fallback_teachers)
     triples = preference_triples([a.prompt for a in pairs.left],
                                  [a.completion for a in pairs.left],
                                  [b.completion for b in pairs.right], pairs.labels.tolist())
+    if not triples["prompt"]:
+        raise RewardLabError(
+            "dpo: the store holds no LEFT/RIGHT answer to train on (every query was skipped, "
+            "unanswered or EQUAL); answer the queries with `rewardlab annotate "
+            f"{lm_run.run.path}`, then continue with `rewardlab train --resume "
+            f"{lm_run.run.path}` (or use human.on_timeout=scripted)")
     train_dpo(lm_run.base_dir, triples, lm_run.run.path / TRL_DIR, dpo_settings(lm_run),
               callbacks=callbacks(lm_run), resume_from_checkpoint=resume_point(lm_run))
 
@@ -274,7 +294,8 @@ OPTIMISERS = {"grpo": optimise_online_rl, "rloo": optimise_online_rl, "dpo": opt
 
 # ------------------------------------------------------------------------ the loop
 def train_lm(config: TrainConfig, run_dir: str | Path, resume: bool = False,
-             console: Console | None = None, server: Any = None) -> dict[str, Any]:
+             console: Console | None = None,
+             server: AnnotationServer | None = None) -> dict[str, Any]:
     """Train ``config.algorithm`` (grpo, rloo, dpo, online_dpo or bon) on ``config.lm.task``.
 
     Args:
@@ -283,8 +304,10 @@ def train_lm(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         resume: continue the run in ``run_dir`` from its newest checkpoint (from the start,
             reusing its stored labels, if it has none).
         console: where progress goes (default: standard error).
-        server: unused (people do not answer text queries during a run yet; the config
-            refuses ``teacher=human``).
+        server: the annotation web app people answer text queries in (``teacher=human``;
+            e.g. :class:`rewardlab.web.server.BackgroundServer`, which ``rewardlab train``
+            starts with ``human.serve``); ``None``: people use ``rewardlab annotate``. Closed
+            when the run ends, as the control loops do.
 
     Returns:
         The run summary (also ``run_dir/summary.json``): ``track: lm``, ``status``
@@ -295,9 +318,10 @@ def train_lm(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         RunDirError: if ``run_dir`` already holds a run (new run) or holds none (resume).
         ModelDirError: if ``lm.base_model`` is not a loadable causal-LM directory.
         ConfigError: e.g. a missing judge API key variable.
+        RewardLabError: dpo with no LEFT/RIGHT answer stored (e.g. people skipped them all).
     """
     console = console or safe_console()
-    lm_run = setup(config, run_dir, resume, console)
+    lm_run = setup(config, run_dir, resume, console, server)
     status = "failed"
     lm_run.ui.start(lm_run.state.step)
     write_lm_status(lm_run, "training")
@@ -325,6 +349,8 @@ def train_lm(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         finally:
             lm_run.ui.stop()
             lm_run.state.elapsed_s = lm_run.clock.elapsed()
+            if lm_run.human is not None:
+                lm_run.human.close(lm_run.state.step, status != "finished")
             write_lm_status(lm_run, status)
             plot = plot_gold_vs_proxy(
                 lm_run.run.path, f"{config.algorithm} on {config.lm.task}",

@@ -284,25 +284,78 @@ def feedback_round(
     recent = log.finished_returns[-MARGIN_EPISODES:]
     if recent:
         teacher.set_margin(float(np.mean(recent)), schedule.segment_len, episode_limit)
+
+    def scripted(positions: np.ndarray) -> int:
+        return _answer_scripted(store, teacher, [query_ids[i] for i in positions],
+                                gold[positions])
+
+    labels, outcome, answer_seconds = answer_round(
+        round=round, step=step, query_ids=query_ids, segment_ids=seg_ids, store=store,
+        scripted=scripted, scripted_id=teacher.teacher_id, human=human)
+    seconds.update(answer_seconds)
+    return RoundResult(round, query_ids, obs, actions, labels, method, reused, pool_dis,
+                       outcome, seconds)
+
+
+def answer_round(
+    *,
+    round: int,
+    step: int,
+    query_ids: list[int],
+    segment_ids: list[int],
+    store: FeedbackStore,
+    scripted: Callable[[np.ndarray], int],
+    scripted_id: str,
+    human: HumanTeacher | None,
+) -> tuple[np.ndarray, RoundOutcome | None, dict[str, float]]:
+    """Have a round's stored queries answered: by the scripted teacher, by people, or both.
+
+    Without people the scripted teacher answers every query. With people (``teacher=human``)
+    training waits for them (:meth:`HumanTeacher.collect`); in mixed mode the scripted teacher
+    pre-labels the whole round first and people's answers override its; on a timeout with
+    ``human.on_timeout=scripted`` it answers the queries nobody answered. Shared by the control
+    rounds (:func:`feedback_round`) and the language-model rounds
+    (:func:`rewardlab.algorithms.lm.loop_parts.feedback_round`); idempotent, like a round.
+
+    Args:
+        round: the round (its queries are stored).
+        step: training step (shown to people).
+        query_ids: the round's query ids in id order (the order of the positions
+            :meth:`HumanTeacher.collect` hands back).
+        segment_ids: the round's segment ids (clips rendered ahead for people).
+        store: the run's feedback store.
+        scripted: answers the queries at these ``(k,)`` int64 positions of ``query_ids`` that
+            it has not answered yet, stores the answers (one transaction) and returns how many
+            it stored; never called with ``k = 0``.
+        scripted_id: the ``teacher_id`` of ``scripted``'s answers (in mixed mode they count
+            only where no person answered).
+        human: people answering in the web app, or ``None``.
+
+    Returns:
+        ``(labels, outcome, seconds)``: ``(n,)`` int8 labels training uses
+        (:func:`round_labels`; ``SKIP`` where nobody answered), how people answered (``None``
+        without people), and wall seconds in the scripted teacher (``teacher``) and waiting
+        for people (``human_wait``).
+
+    Raises:
+        KeyboardInterrupt: passes through while waiting for people.
+        StoreError: if the store cannot be read or written.
+    """
+    seconds: dict[str, float] = {}
     outcome = None
     if human is None or human.config.mixed:
         t0 = time.perf_counter()
-        _answer_scripted(store, teacher, query_ids, gold)
+        if query_ids:
+            scripted(np.arange(len(query_ids), dtype=np.int64))
         seconds["teacher"] = time.perf_counter() - t0
     if human is not None:
         def answer_rest(positions: np.ndarray) -> int:
-            if positions.size == 0:
-                return 0
-            return _answer_scripted(
-                store, teacher, [query_ids[i] for i in positions], gold[positions]
-            )
+            return 0 if positions.size == 0 else scripted(positions)
 
-        outcome = human.collect(round, seg_ids, step, answer_rest)
+        outcome = human.collect(round, segment_ids, step, answer_rest)
         seconds["human_wait"] = outcome.waited_s
-    fallback = (teacher.teacher_id,) if human is not None and human.config.mixed else ()
-    labels = round_labels(store, query_ids, fallback)
-    return RoundResult(round, query_ids, obs, actions, labels, method, reused, pool_dis,
-                       outcome, seconds)
+    fallback = (scripted_id,) if human is not None and human.config.mixed else ()
+    return round_labels(store, query_ids, fallback), outcome, seconds
 
 
 def _stored_round(

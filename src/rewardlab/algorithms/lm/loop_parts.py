@@ -30,9 +30,10 @@ from rewardlab.diagnostics.overoptimization import (
     DivergenceMonitor,
     describe_overoptimization,
 )
+from rewardlab.feedback.human import AnnotationServer, HumanTeacher
 from rewardlab.feedback.judges import OpenAIJudge, ScorerJudge, answer_text_queries, judge_agreement
 from rewardlab.feedback.queries import same_prompt_pairs, select_queries
-from rewardlab.feedback.rounds import round_size, round_step, total_rounds
+from rewardlab.feedback.rounds import answer_round, round_size, round_step, total_rounds
 from rewardlab.feedback.run_status import write_status
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.lm.generation import sample_completions
@@ -59,7 +60,8 @@ class LMState:
         stage: ``feedback`` (rounds before optimisation), ``optimise`` or ``done``.
         trl_checkpoint: the TRL ``checkpoint-N`` folder this checkpoint continues from.
         elapsed_s: wall seconds so far, across resumes.
-        seconds: wall seconds per activity (``queries``, ``reward_training``).
+        seconds: wall seconds per activity (``queries``, ``reward_training``; with people
+            also ``human_wait``).
     """
 
     step: int = 0
@@ -93,6 +95,7 @@ class LMRun:
         train_prompts: training prompts; eval_prompts: held-out ones.
         ensemble: the reward-model ensemble (``None`` with ``lm.reward=gold`` and no labels).
         judge: the judge answering queries (``None``: the scripted teacher on gold).
+        human: people answering queries in the web app (``teacher=human``), else ``None``.
         normalization: ``(prompts, completions)`` of the base policy the proxy is standardised
             on.
         seeds: the run's child seeds (:func:`rewardlab.seeding.child_seeds`).
@@ -122,12 +125,21 @@ class LMRun:
     alarm: DivergenceMonitor
     signals: StopSignals
     clock: Stopwatch
+    human: HumanTeacher | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
 
     @property
     def needs_labels(self) -> bool:
         """Whether the run asks queries (a learned reward, or DPO on the labels)."""
         return self.config.lm.reward == "learned"
+
+    @property
+    def fallback_teachers(self) -> tuple[str, ...]:
+        """Teachers whose answers count only where no person answered (mixed mode: the
+        scripted teacher that pre-labels), as the store's ``fallback_teachers``."""
+        if self.human is None or not self.human.config.mixed:
+            return ()
+        return (scripted_teacher_id(self.config),)
 
     def proxy(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """The reward as optimised: the ensemble's (reduced, standardised), or gold."""
@@ -157,6 +169,34 @@ class GoldTeacher(ScriptedTeacher):
         gold = np.asarray(gold, dtype=np.float64)
         labels[gold[:, 0] == gold[:, 1]] = Label.EQUAL
         return labels
+
+
+def scripted_teacher(config: TrainConfig, seed: int) -> GoldTeacher:
+    """The scripted teacher on gold (with people: ``human.scripted``, which answers on timeout
+    or pre-labels in mixed mode), with the ``teacher`` section's overrides."""
+    human = config.teacher.human
+    return GoldTeacher(config.teacher.build(config.human.scripted if human else None),
+                       seed=seed)
+
+
+def scripted_teacher_id(config: TrainConfig) -> str:
+    """The ``teacher_id`` of :func:`scripted_teacher`'s answers."""
+    return scripted_teacher(config, 0).teacher_id
+
+
+def build_human(config: TrainConfig, run: RunDir, store: FeedbackStore, ui: TrainingProgress,
+                server: AnnotationServer | None, stop_check: Callable[[], None],
+                ) -> HumanTeacher | None:
+    """People answering text queries in the web app when ``teacher=human`` (else ``None``):
+    the control loops' :class:`~rewardlab.feedback.human.HumanTeacher` (annotators made and
+    their links printed on a new run; ``status.json`` for the page), counting optimizer steps.
+    Its wait for people calls ``stop_check`` at every poll (Ctrl-C stops the run there)."""
+    if not config.teacher.human:
+        return None
+    total = len(config.lm.bon_n) if config.algorithm == "bon" else config.lm.steps
+    return HumanTeacher(config.human, run.path, store, scripted_teacher_id(config),
+                        config.feedback.total_budget, total, ui.message, ui.status, server,
+                        stop_check)
 
 
 def build_judge(config: TrainConfig, task: TextTask, seed: int) -> ScorerJudge | OpenAIJudge | None:
@@ -220,13 +260,21 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
     round's size), selects the round's queries (uniform in round 0 or before any fit, else
     ``feedback.method`` on the ensemble's preference probabilities), stores the completions as
     :class:`~rewardlab.types.TextSegment` s with their gold score and the queries, and has them
-    answered by the judge or by the scripted teacher on gold
-    (:func:`~rewardlab.feedback.judges.answer_text_queries`). A round whose queries are already
-    in the store (a run resumed after a kill) reuses them and asks only unanswered ones.
+    answered (:func:`~rewardlab.feedback.rounds.answer_round`, as control rounds are) by the
+    judge, by the scripted teacher on gold
+    (:func:`~rewardlab.feedback.judges.answer_text_queries`), or by people in the web app
+    (``teacher=human``: the run waits for them, ``human.on_timeout`` acting after
+    ``human.timeout_s``; in mixed mode the scripted teacher pre-labels). A round whose queries
+    are already in the store (a run resumed after a kill) reuses them and asks only unanswered
+    ones; answers already given (people's included) are kept.
 
     Returns:
-        The round's ``feedback/`` metrics (judge-vs-gold agreement for a judge), plus
-        ``_query_ids`` (list) for the refit's fresh-query check.
+        The round's ``feedback/`` metrics (judge-vs-gold agreement for a judge; with people
+        ``people_answered``, ``timed_out``, ``scripted_on_timeout`` and ``time/human_wait_s``),
+        plus ``_query_ids`` (list) for the refit's fresh-query check.
+
+    Raises:
+        KeyboardInterrupt: passes through while waiting for people (Ctrl-C).
     """
     c, store = lm_run.config, lm_run.store
     t0 = time.perf_counter()
@@ -235,9 +283,22 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
         query_ids = existing
     else:
         query_ids = _ask_new(lm_run, policy, round_)
-    teacher = GoldTeacher(c.teacher.build(), seed=lm_run.seeds["teacher"] + round_)
+    query_ids = sorted(int(q) for q in query_ids)  # id order: HumanTeacher's positions
+    teacher = scripted_teacher(c, lm_run.seeds["teacher"] + round_)
     answerer = lm_run.judge if lm_run.judge is not None else teacher
-    labels = answer_text_queries(store, query_ids, answerer)
+    answerer_id = answerer.judge_id if lm_run.judge is not None else teacher.teacher_id
+
+    def scripted(positions: np.ndarray) -> int:
+        ids = [query_ids[i] for i in positions]
+        before = len(store.records.answers_of(answerer_id, ids))
+        answer_text_queries(store, ids, answerer)
+        return len(ids) - before
+
+    segment_ids = [i for q in store.records.get_queries(query_ids)
+                   for i in (q.left_id, q.right_id)] if lm_run.human is not None else []
+    labels, outcome, seconds = answer_round(
+        round=round_, step=step, query_ids=query_ids, segment_ids=segment_ids, store=store,
+        scripted=scripted, scripted_id=answerer_id, human=lm_run.human)
     counts = store.summary.counts()
     metrics: dict[str, Any] = {
         "feedback/round": float(round_ + 1),
@@ -249,6 +310,13 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
         "feedback/reused_round": float(bool(existing)),
         "feedback/round_step": float(step),
     }
+    if outcome is not None:
+        lm_run.state.seconds["human_wait"] = (lm_run.state.seconds.get("human_wait", 0.0)
+                                              + seconds["human_wait"])
+        metrics["feedback/people_answered"] = float(outcome.answered)
+        metrics["feedback/timed_out"] = float(outcome.timed_out)
+        metrics["feedback/scripted_on_timeout"] = float(outcome.scripted)
+        metrics["time/human_wait_s"] = lm_run.state.seconds["human_wait"]
     if lm_run.judge is not None:
         segs = store.records.get_text_segments(
             [i for q in store.records.get_queries(query_ids) for i in (q.left_id, q.right_id)])
@@ -257,7 +325,8 @@ def feedback_round(lm_run: LMRun, policy: Any, round_: int, step: int) -> dict[s
         agree = judge_agreement(labels.astype(np.int64), oracle.astype(np.int64))
         metrics["feedback/judge_gold_agreement"] = float(agree["agreement"])
         metrics["feedback/judge_gold_kappa"] = float(agree["kappa"])
-    lm_run.state.seconds["queries"] += time.perf_counter() - t0
+    lm_run.state.seconds["queries"] += (time.perf_counter() - t0
+                                        - seconds.get("human_wait", 0.0))
     metrics["_query_ids"] = list(query_ids)
     return metrics
 
@@ -318,7 +387,8 @@ def refit(lm_run: LMRun, round_metrics: dict[str, Any], round_: int) -> dict[str
     ensemble, lm = lm_run.ensemble, lm_run.config.lm
     assert ensemble is not None
     t0 = time.perf_counter()
-    data = lm_run.store.records.text_training_pairs()
+    data = lm_run.store.records.text_training_pairs(
+        fallback_teachers=lm_run.fallback_teachers)
     triples = [(a.prompt, a.completion, b.completion)
                for a, b in zip(data.left, data.right, strict=True)]
     targets = LABEL_TARGETS[data.labels.astype(np.int64)]
@@ -513,15 +583,21 @@ def trl_checkpoint_args(config: TrainConfig) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ status and summary
 def write_lm_status(lm_run: LMRun, state: str) -> None:
-    """``status.json``: what the run is doing now (see :mod:`rewardlab.feedback.run_status`)."""
+    """``status.json``: what the run is doing now (see :mod:`rewardlab.feedback.run_status`);
+    with people, through :meth:`HumanTeacher.write` (the app's address, ``on_timeout`` and the
+    mixed-mode pre-labelling teacher for the page)."""
     fb = lm_run.config.feedback
     nxt = None
     if lm_run.needs_labels and lm_run.state.rounds < total_rounds(fb):
         nxt = round_step(fb, lm_run.state.rounds)
-    write_status(lm_run.run.path, state=state, track="lm", step=lm_run.state.step,
-                 total_steps=lm_run.config.lm.steps, round=lm_run.state.rounds,
+    fields = {"track": "lm", "step": lm_run.state.step, "round": lm_run.state.rounds,
+              "next_round_step": nxt}
+    if lm_run.human is not None:
+        lm_run.human.write(state, **fields)
+        return
+    write_status(lm_run.run.path, state=state, total_steps=lm_run.config.lm.steps,
                  asked=lm_run.store.summary.counts()["queries"], budget=fb.total_budget,
-                 next_round_step=nxt, app_url=None)
+                 app_url=None, **fields)
 
 
 def summarize(lm_run: LMRun, status: str, plot: Path | None) -> dict[str, Any]:
