@@ -77,14 +77,19 @@ class Person(threading.Thread):
                 time.sleep(0.05)
                 continue
             q = resp.json()
-            left, right = store.records.get_segments(
-                [q["left"]["segment_id"], q["right"]["segment_id"]]
-            )
-            better_left = left.true_rewards.sum() > right.true_rewards.sum()
-            label = "left" if better_left != self.contrary else "right"
+            label = self.choose(q, store)
             resp = client.post("/api/preferences", json={"query_id": q["query_id"], "label": label})
             assert resp.status_code == 201, resp.text
             self.answers[q["query_id"]] = label
+
+    def choose(self, query: dict, store: FeedbackStore) -> str:
+        """The label for a query the app handed out (``/api/next``'s JSON): the segment with
+        the higher gold return (a contrary person: the lower)."""
+        left, right = store.records.get_segments(
+            [query["left"]["segment_id"], query["right"]["segment_id"]]
+        )
+        better_left = left.true_rewards.sum() > right.true_rewards.sum()
+        return "left" if better_left != self.contrary else "right"
 
 
 def _annotator(run_dir: Path, name: str = "ada") -> str:

@@ -60,24 +60,16 @@ class TextPerson(Person):
         super().__init__(run_dir, token, contrary)
         self.suggestions: dict[int, str | None] = {}
 
-    def _label(self, client: httpx.Client, store: FeedbackStore) -> None:
-        while not self.stop.is_set():
-            resp = client.get("/api/next")
-            if resp.status_code == 204:
-                time.sleep(0.05)
-                continue
-            q = resp.json()
-            left, right = store.records.get_text_segments(
-                [q["left"]["segment_id"], q["right"]["segment_id"]])
-            # the page is shown the prompt and both completions, as stored
-            assert q["kind"] == "text" and q["prompt"] == left.prompt == right.prompt
-            assert (q["left"]["completion"], q["right"]["completion"]) == (
-                left.completion, right.completion)
-            label = text_label(left.gold, right.gold, self.contrary)
-            resp = client.post("/api/preferences", json={"query_id": q["query_id"], "label": label})
-            assert resp.status_code == 201, resp.text
-            self.answers[q["query_id"]] = label
-            self.suggestions[q["query_id"]] = q.get("suggestion")
+    def choose(self, query: dict, store: FeedbackStore) -> str:
+        """The label by the completions' gold scores, after checking the page was handed the
+        prompt and both completions as stored; the suggestion shown is kept."""
+        left, right = store.records.get_text_segments(
+            [query["left"]["segment_id"], query["right"]["segment_id"]])
+        assert query["kind"] == "text" and query["prompt"] == left.prompt == right.prompt
+        assert (query["left"]["completion"], query["right"]["completion"]) == (
+            left.completion, right.completion)
+        self.suggestions[query["query_id"]] = query.get("suggestion")
+        return text_label(left.gold, right.gold, self.contrary)
 
 
 def lm_human(base: Path, algorithm: str, *extra: str) -> list[str]:
