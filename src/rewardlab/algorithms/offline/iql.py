@@ -38,7 +38,8 @@ Speed: the update runs as one jitted JAX function
 clamp and lerp reproduced), about 2.5x less CPU time per update than PyTorch eager on this
 machine (``benchmarks/offline_update_speed.py``); the networks, their initialisation,
 :meth:`IQL.act` and the checkpoints stay PyTorch modules and ``torch.optim.Adam`` state, so
-checkpoints are unchanged and load both ways. A test keeps the former PyTorch update as the reference.
+checkpoints are unchanged and load both ways. A test keeps the former PyTorch update as the
+reference.
 
 Library decision: torchrl 0.14.1's ``IQLLoss`` installs with our torch 2.13.0 and implements
 the same three losses, but its networks must be ``TensorDictModule``/``ProbabilisticActor``
