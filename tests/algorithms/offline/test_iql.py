@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rewardlab.algorithms.offline.common import (
+    agent_tensors,
     as_tensor,
     cosine_lr,
     polyak_update,
@@ -15,6 +16,8 @@ from rewardlab.algorithms.offline.common import (
 )
 from rewardlab.algorithms.offline.iql import (
     IQL,
+    MODULES,
+    OPTIMIZERS,
     awr_weights,
     episode_ends,
     expectile_loss,
@@ -215,6 +218,10 @@ def test_update_matches_the_pytorch_reference_over_many_updates(bandit):
         for (key, p), q in zip(getattr(agent, name).named_parameters(),
                                getattr(ref, name).parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+    # the checkpoint's tensors are those the PyTorch update's agent had (same keys, shapes)
+    want_tensors = agent_tensors(ref, MODULES, OPTIMIZERS)
+    assert {k: v.shape for k, v in agent.state_dict().items()} == {
+        k: v.shape for k, v in want_tensors.items()}
     for name in ("actor_opt", "critic_opt", "value_opt"):
         got_state = getattr(agent, name).state_dict()
         want_state = getattr(ref, name).state_dict()

@@ -26,6 +26,7 @@ in PyTorch's layouts: ``nn.Linear`` weights ``(out, in)``, ``EnsembleLinear`` we
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -128,8 +129,27 @@ def adam(params: Params, grads: Params, m: Params, v: Params, step_size: jax.Arr
 
 
 # ---------------------------------------------------------------------------------- update
-def _step(state: State, batch: tuple[jax.Array, ...], scalars: jax.Array,
-          cfg: StepConfig) -> tuple[State, jax.Array]:
+#: The names of :func:`iql_step`'s metrics, in order.
+METRICS = ("value_loss", "critic_loss", "actor_loss", "v_mean", "q_mean", "adv_mean",
+           "weight_mean")
+
+
+@functools.partial(jax.jit, static_argnums=(3,), donate_argnums=(0,))
+def iql_step(state: State, batch: tuple[jax.Array, ...], scalars: jax.Array,
+             cfg: StepConfig) -> tuple[State, jax.Array]:
+    """One IQL update (jitted; the input state's buffers are donated: do not reuse them).
+
+    Args:
+        state: :data:`State`, float32.
+        batch: ``(observations (B, obs_dim), actions (B, act_dim) in [-1, 1], rewards (B,),
+            next_observations (B, obs_dim), terminals (B,) 1.0 = terminated)``, float32.
+        scalars: ``(4,)`` float32 ``[value step size, actor step size, critic step size,
+            sqrt(1 - beta2^t)]``, the step sizes ``lr / (1 - beta1^t)`` of Adam step ``t``.
+        cfg: :class:`StepConfig` (static: a new value compiles again).
+
+    Returns:
+        ``(new state, (7,) float32 metrics in the order of METRICS)``.
+    """
     obs, act, rew, next_obs, terminals = batch
     n = obs.shape[0]
     obs_act = jnp.concatenate([obs, act], axis=-1)
@@ -181,23 +201,3 @@ def _step(state: State, batch: tuple[jax.Array, ...], scalars: jax.Array,
     metrics = jnp.stack([value_loss, critic_loss, actor_loss, v.mean(), q.mean(), adv.mean(),
                          weights.mean()])
     return new_state, metrics
-
-
-#: The names of :func:`iql_step`'s metrics, in order.
-METRICS = ("value_loss", "critic_loss", "actor_loss", "v_mean", "q_mean", "adv_mean",
-           "weight_mean")
-
-iql_step = jax.jit(_step, static_argnums=(3,), donate_argnums=(0,))
-iql_step.__doc__ = """One IQL update (jitted; the input state's buffers are donated).
-
-Args:
-    state: :data:`State`, float32.
-    batch: ``(observations (B, obs_dim), actions (B, act_dim) in [-1, 1], rewards (B,),
-        next_observations (B, obs_dim), terminals (B,) 1.0 = terminated)``, float32.
-    scalars: ``(4,)`` float32 ``[value step size, actor step size, critic step size,
-        sqrt(1 - beta2^t)]``, the step sizes ``lr / (1 - beta1^t)`` of Adam step ``t``.
-    cfg: :class:`StepConfig` (static).
-
-Returns:
-    ``(new state, (7,) float32 metrics in the order of METRICS)``.
-"""
