@@ -47,7 +47,8 @@ def train(
     import torch
 
     torch.set_num_threads(config.torch_threads)  # process-wide: set here, never at import
-    if config.algorithm == "pebble" and config.pebble.backbone != "sac":
+    if (config.algorithm == "pebble" and config.pebble.backbone != "sac"
+            or config.algorithm == "iql"):  # SBX backbones; IQL's update is a JAX step
         from rewardlab.algorithms.backbones import limit_jax_threads
 
         limit_jax_threads(config.torch_threads)  # JAX's too, before it starts

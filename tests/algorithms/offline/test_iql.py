@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -5,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from rewardlab.algorithms.offline.common import rng_from_state, rng_state
+from rewardlab.algorithms.offline.common import (
+    agent_tensors,
+    as_tensor,
+    cosine_lr,
+    polyak_update,
+    rng_from_state,
+    rng_state,
+)
 from rewardlab.algorithms.offline.iql import (
     IQL,
+    MODULES,
+    OPTIMIZERS,
     awr_weights,
     episode_ends,
     expectile_loss,
@@ -124,3 +134,120 @@ def test_save_load_gives_identical_outputs_and_exact_resume(bandit, tmp_path):
     assert resumed.updates == 10
     for key, value in agent.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+# ------------------------------------------------------------ the update against PyTorch
+class TorchReferenceIQL:
+    """The PyTorch-eager update IQL had before its step moved to JAX (commit 694dbe3), kept
+    as the reference the jitted step must reproduce: three ``torch.optim.Adam`` steps, the
+    value network run twice after its step, then Polyak averaging."""
+
+    def __init__(self, agent: IQL) -> None:
+        self.cfg, self.box = agent.config, agent.box
+        self.actor = copy.deepcopy(agent.actor)
+        self.critic = copy.deepcopy(agent.critic)
+        self.value = copy.deepcopy(agent.value)
+        self.target_critic = copy.deepcopy(agent.target_critic)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.critic_lr)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=self.cfg.value_lr)
+        self.updates = 0
+
+    def update(self, batch):
+        cfg = self.cfg
+        obs = as_tensor(batch["observations"])
+        act = self.box.to_unit(as_tensor(batch["actions"]))
+        rew = as_tensor(batch["rewards"])
+        next_obs = as_tensor(batch["next_observations"])
+        not_done = 1.0 - as_tensor(batch["terminals"])
+        obs_act = torch.cat([obs, act], dim=-1)
+        with torch.no_grad():
+            q_target = self.target_critic(obs_act).min(dim=0).values
+        v = self.value(obs).squeeze(-1)
+        value_loss = expectile_loss(q_target - v, cfg.expectile)
+        self.value_opt.zero_grad(set_to_none=True)
+        value_loss.backward()
+        self.value_opt.step()
+        with torch.no_grad():
+            v_new = self.value(obs).squeeze(-1)
+            adv = q_target - v_new
+            weights = awr_weights(q_target, v_new, cfg.beta, cfg.max_weight)
+        lr = cosine_lr(cfg.actor_lr, self.updates, cfg.total_updates)
+        for group in self.actor_opt.param_groups:
+            group["lr"] = lr
+        mean, std = self.actor(obs)
+        actor_loss = -(weights * gaussian_log_prob(act, mean, std)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        with torch.no_grad():
+            target = rew + cfg.discount * not_done * self.value(next_obs).squeeze(-1)
+        q = self.critic(obs_act)
+        critic_loss = (q - target).square().sum(dim=0).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        polyak_update(self.target_critic, self.critic, cfg.polyak)
+        self.updates += 1
+        return {"train/value_loss": value_loss.item(), "train/critic_loss": critic_loss.item(),
+                "train/actor_loss": actor_loss.item(), "train/v_mean": v.mean().item(),
+                "train/q_mean": q.mean().item(), "train/adv_mean": float(adv.mean()),
+                "train/weight_mean": float(weights.mean()), "train/actor_lr": lr}
+
+
+def test_update_matches_the_pytorch_reference_over_many_updates(bandit):
+    """The jitted step computes what the PyTorch update computed: the same metrics (relative
+    1e-4; float32 rounding differs between XLA and MKL) over 30 updates, then the same weights,
+    Adam moments and steps, including across a hand-over to the modules (act) mid-run."""
+    cfg = IQLConfig(hidden_sizes=(32, 32), expectile=0.8, beta=2.0, discount=0.9,
+                    polyak=0.05, total_updates=30)
+    agent = IQL(OBS_DIM, ACT_DIM, cfg, seed=2, action_low=np.array([-2.0]),
+                action_high=np.array([1.0]))
+    ref = TorchReferenceIQL(agent)
+    rng = np.random.default_rng(4)
+    for i in range(30):
+        batch = bandit.sample(64, rng)
+        batch["terminals"][: 8 * (i % 4)] = 0.0  # some bootstrapped steps
+        got, want = agent.update(batch), ref.update(batch)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (i, key)
+        if i == 14:  # hand the state to the modules and back
+            agent.act(bandit.observations[:3])
+    for name in ("actor", "critic", "value", "target_critic"):
+        for (key, p), q in zip(getattr(agent, name).named_parameters(),
+                               getattr(ref, name).parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+    # the checkpoint's tensors are those the PyTorch update's agent had (same keys, shapes)
+    want_tensors = agent_tensors(ref, MODULES, OPTIMIZERS)
+    assert {k: v.shape for k, v in agent.state_dict().items()} == {
+        k: v.shape for k, v in want_tensors.items()}
+    for name in ("actor_opt", "critic_opt", "value_opt"):
+        got_state = getattr(agent, name).state_dict()
+        want_state = getattr(ref, name).state_dict()
+        assert got_state["param_groups"] == want_state["param_groups"]
+        for pid, per_param in want_state["state"].items():
+            assert float(got_state["state"][pid]["step"]) == float(per_param["step"]) == 30
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(got_state["state"][pid][key], per_param[key],
+                                           rtol=1e-3, atol=1e-8, msg=f"{name}.{pid}.{key}")
+
+
+def test_update_reads_weights_written_into_the_modules(bandit):
+    """Writing into a module between updates (e.g. loading weights) is what the next update
+    starts from."""
+    agent = IQL(OBS_DIM, ACT_DIM, IQLConfig(hidden_sizes=(16,)), seed=0)
+    rng = np.random.default_rng(0)
+    agent.update(bandit.sample(32, rng))
+    with torch.no_grad():
+        for p in agent.value.parameters():
+            p.zero_()
+    ref = TorchReferenceIQL(agent)
+    ref.updates = 1
+    ref.value_opt.load_state_dict(agent.value_opt.state_dict())
+    ref.actor_opt.load_state_dict(agent.actor_opt.state_dict())
+    ref.critic_opt.load_state_dict(agent.critic_opt.state_dict())
+    batch = bandit.sample(32, rng)
+    got, want = agent.update(batch), ref.update(batch)
+    assert got["train/v_mean"] == 0.0 == want["train/v_mean"]
+    assert got["train/value_loss"] == pytest.approx(want["train/value_loss"], rel=1e-5)

@@ -1,6 +1,7 @@
 """Offline RL from a fixed dataset, one module per method, each on plain arrays:
 
-* :mod:`~rewardlab.algorithms.offline.iql`: implicit Q-learning (Kostrikov et al. 2022);
+* :mod:`~rewardlab.algorithms.offline.iql`: implicit Q-learning (Kostrikov et al. 2022), its
+  update jitted in :mod:`~rewardlab.algorithms.offline.iql_step` (JAX);
 * :mod:`~rewardlab.algorithms.offline.td3bc`: TD3+BC (Fujimoto & Gu 2021);
 * :mod:`~rewardlab.algorithms.offline.cpl`: contrastive preference learning, straight from
   labelled segment pairs (Hejna et al. 2024);
