@@ -40,12 +40,15 @@ the script before any run starts, naming the command that makes it.
 Sizing (``IQL_UPDATES``, ``CPL_UPDATES``, evaluations), for the 100 runs of the grid in about
 12 CPU-hours on this machine (2 logical CPUs, AMD EPYC). Measured on
 2026-12-03 with ``taskset -c 1`` on a core shared with other work (load average 3.7): one IQL
-update (batch 256, 256 x 256 networks, 17-d observations, 6-d actions) 28 ms; one CPL update
+update (batch 256, 256 x 256 networks, 17-d observations, 6-d actions) 5.6 ms of CPU time since
+the update became one jitted JAX step (``benchmarks/offline_update_speed.py``: 177 updates per
+CPU-second against 73 for the PyTorch update it replaced, which took 28 ms of wall time on that
+shared core; the first update of a run also compiles, a few CPU-seconds); one CPL update
 (96 pairs of 2 x 50 steps, 512 x 512 actor) 514 ms; one Preference Transformer epoch over
 450 pairs of 50 steps 2.3 s, so a 100-epoch fit about 230 s. The grid is 80 IQL runs and 20
 CPL runs:
 
-* IQL: 80 runs x 10,000 updates x 28 ms = 22,400 s (6.2 h);
+* IQL: 80 runs x 50,000 updates x 5.6 ms = 22,400 s (6.2 h);
 * CPL: 20 runs x 1,000 updates x 514 ms = 10,280 s (2.9 h); a CPL update sees 9,600
   state-actions, an IQL update 256, so 1,000 CPL updates pass 9.6 M state-actions through the
   actor against IQL's 2.6 M, about 190 passes over the 500 labelled pairs;
@@ -62,7 +65,9 @@ CPL runs:
 
 Total about 42,900 s = 11.9 CPU-hours, about 6 h of wall time with ``--workers 2``. IQL's
 paper trains for 1,000,000 updates and CPL's for 500,000: these are short runs, compared like
-with like (every IQL row has the same updates as its ``iql_true`` reference). CPL's
+with like (every IQL row has the same updates as its ``iql_true`` reference); the runs
+recorded at 10,000 updates, before the JAX step, have other keys (``u10000``) and stay out of
+the default selection. CPL's
 behaviour-cloning phase and learning-rate warm-up keep the authors' shares of the run (40% and
 10%: ``cpl.bc_steps``, ``cpl.warmup_steps``).
 
@@ -137,7 +142,7 @@ TEACHER = "oracle"
 ROUNDS = 10
 SEGMENT_LEN = 50
 #: Gradient updates per run (see the module docstring for the arithmetic).
-IQL_UPDATES = 10_000
+IQL_UPDATES = 50_000
 CPL_UPDATES = 1_000
 #: CPL's behaviour-cloning and warm-up shares of the run (the authors' 40k and 10k of 100k).
 CPL_BC_FRACTION, CPL_WARMUP_FRACTION = 0.4, 0.1
