@@ -48,8 +48,8 @@ def test_defaults_are_the_issue_grid(off):
                              "Walker2d-v5/medium-replay", "HalfCheetah-v5/medium-expert"]
     keys = off.selected_keys(args)
     assert len(keys) == 4 * 5 * 5  # datasets x (true, mlp 100, mlp 500, pt 500, cpl 500) x seeds
-    assert keys[:5] == [f"{HC_MR}/iql_true/q0/u10000/s0", f"{HC_MR}/iql_mlp/q100/u10000/s0",
-                        f"{HC_MR}/iql_mlp/q500/u10000/s0", f"{HC_MR}/iql_pt/q500/u10000/s0",
+    assert keys[:5] == [f"{HC_MR}/iql_true/q0/u50000/s0", f"{HC_MR}/iql_mlp/q100/u50000/s0",
+                        f"{HC_MR}/iql_mlp/q500/u50000/s0", f"{HC_MR}/iql_pt/q500/u50000/s0",
                         f"{HC_MR}/cpl/q500/u1000/s0"]
     # --queries replaces every learned method's budgets
     keys = off.selected_keys(off.parse_args(["--queries", "50", "--seeds", "0",
