@@ -44,7 +44,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # benchmarks/core.py; importing it also pins one BLAS/OpenMP/XLA thread per process
-from core import REPO, command_line, git_state, machine_info, utc_now  # noqa: E402
+from core import (  # noqa: E402
+    BENCHMARKS_MD,
+    REPO,
+    command_line,
+    git_state,
+    machine_info,
+    section_markers,
+    utc_now,
+    write_markdown_section,
+)
 
 RESULTS_JSON = REPO / "benchmarks" / "results" / "offline_update_speed.json"
 #: The last commit with IQL's PyTorch-eager update.
@@ -117,15 +126,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--baseline-ref", default=BASELINE_REF,
                    help="git commit whose iql.py is the 'old' side")
-    p.add_argument("--no-write", action="store_true", help="print, do not write the JSON")
+    p.add_argument("--no-write", action="store_true",
+                   help="print, do not write the JSON or BENCHMARKS.md")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing; write BENCHMARKS.md's section from the saved JSON")
     args = p.parse_args(argv)
     if args.updates < args.rounds or args.rounds < 1:
         p.error("--updates must be at least --rounds, and --rounds at least 1")
     return args
 
 
+def render(rec: dict[str, Any]) -> str:
+    """The ``offline_update_speed`` section of BENCHMARKS.md from a results record."""
+    begin, end = section_markers("offline_update_speed")
+    load0, load1 = rec["load_average_at_start"][0], rec["load_average_at_end"][0]
+    rows = [
+        f"| {side} ({rec[side]['implementation']}) | {rec[side]['updates_per_s']:.1f} | "
+        f"{rec[side]['updates_per_cpu_s']:.1f} | {rec[side]['ms_per_update_cpu']:.1f} |"
+        for side in ("old", "new")
+    ]
+    settings = rec["settings"]
+    return "\n".join([
+        begin,
+        "## IQL update speed (`benchmarks/offline_update_speed.py`)",
+        "",
+        f"- Command: `{rec['command']}`",
+        f"- Date (UTC): {rec['date_utc']}; machine: {rec['machine']['cpu']}, "
+        f"{rec['machine']['cpu_count']} logical CPUs, torch {rec['machine']['torch']}; one "
+        f"thread; 1-min load average {load0:.1f} at start, {load1:.1f} at end (a shared core: "
+        "both sides slowed alike, updates per CPU-second is the steadier figure)",
+        f"- IQL update, batch {settings['batch_size']}, networks {settings['hidden_sizes']}, "
+        f"obs {settings['obs_dim']}-d, actions {settings['act_dim']}-d; {settings['updates']} "
+        f"timed updates per side in {settings['rounds']} alternating rounds, the same batches",
+        "",
+        "| implementation | updates/s (wall) | updates per CPU-s | CPU ms per update |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"Speedup {rec['speedup']:.2f}x wall, {rec['speedup_cpu']:.2f}x CPU; the new side's "
+        f"first update (compile) took {rec['new']['compile_s']:.1f} s; the first update's "
+        f"losses differ by at most {rec['first_update_max_rel_diff']:.1e} (relative).",
+        end,
+    ])
+
+
+def write_section(rec: dict[str, Any]) -> None:
+    """Write :func:`render` into BENCHMARKS.md."""
+    begin, end = section_markers("offline_update_speed")
+    write_markdown_section(BENCHMARKS_MD, begin, end, render(rec))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:
+        write_section(json.loads(RESULTS_JSON.read_text()))
+        print(f"wrote the offline_update_speed section of {BENCHMARKS_MD.name}", flush=True)
+        return 0
     command = command_line("offline_update_speed.py", argv)
     import torch
 
@@ -193,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(rec, indent=2) + "\n")
-    print(f"wrote {RESULTS_JSON.relative_to(REPO)}", flush=True)
+    write_section(rec)
+    print(f"wrote {RESULTS_JSON.relative_to(REPO)} and BENCHMARKS.md", flush=True)
     return 0
 
 

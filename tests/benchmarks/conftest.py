@@ -67,3 +67,9 @@ def lmo() -> ModuleType:
 def fidelity() -> ModuleType:
     """benchmarks/proxy_fidelity.py."""
     return _load("proxy_fidelity")
+
+
+@pytest.fixture(scope="module")
+def update_speed() -> ModuleType:
+    """benchmarks/offline_update_speed.py."""
+    return _load("offline_update_speed")
