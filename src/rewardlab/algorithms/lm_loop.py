@@ -87,7 +87,8 @@ from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.errors import RewardLabError
 from rewardlab.feedback.human import AnnotationServer
 from rewardlab.feedback.rounds import total_rounds
-from rewardlab.lm.base_model import BaseModelConfig, ensure_base_model, load_policy
+from rewardlab.lm.base_config import BaseModelConfig
+from rewardlab.lm.base_model import ensure_base_model, load_policy
 from rewardlab.lm.corpus import corpus_prompts, load_corpus
 from rewardlab.lm.tasks import make_task
 from rewardlab.rewards.text_model import TextRewardEnsemble
