@@ -16,11 +16,13 @@ from rewardlab.algorithms.lm.best_of_n import BestOfNConfig, best_of_n, kl_best_
 from rewardlab.algorithms.lm.common import sample, text_logprobs  # noqa: E402
 from rewardlab.algorithms.lm.dpo import (  # noqa: E402
     DPOSettings,
+    dpo_trl_config,
+    online_dpo_trl_config,
     preference_triples,
     train_dpo,
     train_online_dpo,
 )
-from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl  # noqa: E402
+from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl, trl_config  # noqa: E402
 from rewardlab.types import Label  # noqa: E402
 from tests.helpers import permutation_p_value  # noqa: E402
 from tests.lm.tiny_text_model import SUBJECTS, build_tiny_lm, gold  # noqa: E402
@@ -117,6 +119,27 @@ def test_grpo_on_gold_beats_the_base_policy(tiny_lm, tmp_path):
     p = permutation_p_value(after.astype(np.float64), before.astype(np.float64),
                             np.random.default_rng(0))
     assert after.mean() > before.mean() and p < 0.05, (before.mean(), after.mean(), p)
+
+
+def test_the_trl_settings_are_shared_and_extra_args_override_them(tmp_path):
+    """GRPO/RLOO and offline/online DPO take the same TRL plumbing from their settings'
+    shared fields; ``extra_trl_args`` override it and the method's own fields."""
+    extra = {"save_strategy": "steps", "save_steps": 3, "max_steps": 9}
+    configs = [
+        trl_config(OnlineRLConfig(algorithm="rloo", seed=5, logging_steps=2,
+                                  extra_trl_args=extra), tmp_path),
+        dpo_trl_config(DPOSettings(seed=5, logging_steps=2, extra_trl_args=extra), tmp_path),
+        online_dpo_trl_config(DPOSettings(seed=5, logging_steps=2, extra_trl_args=extra),
+                              tmp_path),
+    ]
+    for c in configs:
+        assert (c.seed, c.data_seed, c.logging_steps, c.bf16, c.gradient_checkpointing) == (
+            5, 5, 2, False, False)
+        assert c.use_cpu and c.report_to == [] and c.disable_tqdm
+        assert (c.save_strategy, c.save_steps, c.max_steps) == ("steps", 3, 9)
+    for settings in (OnlineRLConfig, DPOSettings):
+        with pytest.raises(ValueError, match="logging_steps"):
+            settings(logging_steps=0)
 
 
 def test_preference_triples_drop_equal_and_skip():
