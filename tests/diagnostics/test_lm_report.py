@@ -32,7 +32,7 @@ from rewardlab.diagnostics.overoptimization import (
     describe_overoptimization,
 )
 from rewardlab.diagnostics.plots import new_figure
-from rewardlab.diagnostics.report_lm import draw_lm_gao
+from rewardlab.diagnostics.report_lm_figures import draw_lm_gao
 
 SAMPLES, GOLD_STD = 64, 0.2
 GOLD_REF = 0.1
