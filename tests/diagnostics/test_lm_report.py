@@ -368,6 +368,28 @@ def test_compare_lm_runs(tmp_path, capsys):
     assert f"comparison: {out}" in terminal
 
 
+def test_lm_reports_read_each_metrics_file_once(tmp_path, monkeypatch):
+    """report_html tells a language-model run by its summary/config and hands it over before
+    reading metrics.jsonl; the language-model pages read each run's metrics once."""
+    from rewardlab.diagnostics import report_html
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _write_lm_run(tmp_path / name, samples=False)
+    reads: list[Path] = []
+
+    def counted(run_dir):
+        reads.append(Path(run_dir))
+        return read_metrics(run_dir)
+
+    monkeypatch.setattr(report_html, "read_metrics", counted)
+    report_html.write_run_report(tmp_path / "a")
+    assert reads == [tmp_path / "a"]
+    reads.clear()
+    report_html.write_compare_report([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp.html")
+    assert reads == [tmp_path / "a", tmp_path / "b"]
+
+
 def test_compare_refuses_mixing_lm_and_control_runs(tmp_path, capsys):
     lm_run, control = tmp_path / "lm", tmp_path / "control"
     lm_run.mkdir()
