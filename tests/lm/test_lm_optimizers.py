@@ -12,8 +12,9 @@ pytest.importorskip("vaderSentiment")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from rewardlab.algorithms.lm import common  # noqa: E402
 from rewardlab.algorithms.lm.best_of_n import BestOfNConfig, best_of_n, kl_best_of_n  # noqa: E402
-from rewardlab.algorithms.lm.common import sample, text_logprobs  # noqa: E402
+from rewardlab.algorithms.lm.common import GoldProxyCallback, sample, text_logprobs  # noqa: E402
 from rewardlab.algorithms.lm.dpo import (  # noqa: E402
     DPOSettings,
     dpo_trl_config,
@@ -23,6 +24,7 @@ from rewardlab.algorithms.lm.dpo import (  # noqa: E402
     train_online_dpo,
 )
 from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl, trl_config  # noqa: E402
+from rewardlab.algorithms.lm.loop_eval import eval_metrics  # noqa: E402
 from rewardlab.types import Label  # noqa: E402
 from tests.helpers import permutation_p_value  # noqa: E402
 from tests.lm.tiny_text_model import SUBJECTS, build_tiny_lm, gold  # noqa: E402
@@ -95,6 +97,24 @@ def test_callback_rows_have_gold_proxy_and_kl(tiny_lm, tmp_path):
     lines = (tmp_path / "eval.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [0.0, 1.0, 2.0]
     assert (result.policy_dir / "config.json").exists()
+
+
+def test_a_negative_kl_estimate_is_logged_raw_beside_sqrt_kl_zero(monkeypatch):
+    """The callback's row and the run's ``eval/`` metrics keep the Monte-Carlo KL estimate as
+    it is (here -0.02 nats) and give ``sqrt_kl`` 0 for it."""
+    from types import SimpleNamespace
+
+    texts = SimpleNamespace(prompts=["a", "b"], completions=["x", "yy"],
+                            completion_ids=[[5], [6, 7]])
+    monkeypatch.setattr(common, "sample", lambda *args, **kwargs: texts)
+    monkeypatch.setattr(common, "kl_to_reference",
+                        lambda *args, **kwargs: {"kl": -0.02, "sqrt_kl": 0.0})
+    reference = SimpleNamespace(eval=lambda: reference)
+    callback = GoldProxyCallback(None, reference, ["a", "b"], vader, vader)
+    row = callback.evaluate(model=None, step=4)
+    assert row["kl"] == -0.02 and row["sqrt_kl"] == 0.0
+    metrics = eval_metrics({**row, "disagreement": math.nan})
+    assert metrics["eval/kl"] == -0.02 and metrics["eval/sqrt_kl"] == 0.0
 
 
 def test_grpo_same_seed_same_run(tiny_lm, tmp_path):

@@ -33,6 +33,7 @@ from rewardlab.lm.generation import (
     kl_to_reference,
     sample_completions,
     sequence_logprobs,
+    sqrt_kl,
 )
 
 #: ``(prompts, completions) -> (n,)`` float scores of ``n`` completions of their prompts.
@@ -165,12 +166,14 @@ class GoldProxyCallback(TrainerCallback):
     ``beta > 0``) is copied as ``trl_kl``.
 
     Rows (``self.rows``, and one JSON line each in ``jsonl_path`` if given): ``step``, ``gold``,
-    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl`` (nats per completion),
-    ``sqrt_kl`` (``sqrt(max(kl, 0))``), ``trl_kl`` (NaN if none; TRL's is a per-token mean, not
-    per completion), ``beta`` (the trainer's KL coefficient, NaN if it has none) and
-    ``disagreement`` (mean over samples of the std of ensemble member scores, NaN without
-    ``member_scores``), ``samples`` (completions scored) and ``completion_tokens`` (their mean
-    length in tokens, EOS included).
+    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl`` (nats per completion:
+    the Monte-Carlo estimate as is, unclamped, so it may be slightly negative near the
+    reference), ``sqrt_kl`` (:func:`~rewardlab.lm.generation.sqrt_kl`: ``sqrt(max(kl, 0))``, 0
+    for a negative estimate, whose square root is undefined), ``trl_kl`` (NaN if none; TRL's
+    is a per-token mean, not per completion), ``beta`` (the trainer's KL coefficient, NaN if
+    it has none) and ``disagreement`` (mean over samples of the std of ensemble member scores,
+    NaN without ``member_scores``), ``samples`` (completions scored) and
+    ``completion_tokens`` (their mean length in tokens, EOS included).
 
     Args:
         tokenizer: the policy's tokenizer.
@@ -224,7 +227,7 @@ class GoldProxyCallback(TrainerCallback):
                    self.max_new_tokens, self.seed)
         gold = np.asarray(self.gold(s.prompts, s.completions), dtype=np.float64)
         proxy = np.asarray(self.proxy(s.prompts, s.completions), dtype=np.float64)
-        kl = kl_to_reference(model, self.reference, s)["kl"]
+        kl = kl_to_reference(model, self.reference, s)["kl"]  # unclamped
         trl_kl = next((float(r["kl"]) for r in reversed(log_history) if "kl" in r), math.nan)
         disagreement = math.nan
         if self.member_scores is not None:
@@ -232,7 +235,7 @@ class GoldProxyCallback(TrainerCallback):
                                  .std(axis=0).mean())
         row = {"step": float(step), "gold": float(gold.mean()), "proxy": float(proxy.mean()),
                "gold_std": float(gold.std()), "proxy_std": float(proxy.std()), "kl": kl,
-               "sqrt_kl": math.sqrt(max(kl, 0.0)), "trl_kl": trl_kl, "beta": beta,
+               "sqrt_kl": sqrt_kl(kl), "trl_kl": trl_kl, "beta": beta,
                "disagreement": disagreement, "samples": float(len(s.completions)),
                "completion_tokens": float(np.mean([len(c) for c in s.completion_ids]))}
         self.rows.append(row)

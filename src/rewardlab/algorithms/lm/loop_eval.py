@@ -18,7 +18,10 @@ from rewardlab.diagnostics.overoptimization import (
 
 def eval_metrics(row: dict[str, float]) -> dict[str, float]:
     """The contract's ``eval/`` keys of a
-    :class:`~rewardlab.algorithms.lm.common.GoldProxyCallback` row."""
+    :class:`~rewardlab.algorithms.lm.common.GoldProxyCallback` row: ``eval/kl`` is the raw
+    Monte-Carlo KL estimate (nats per completion, unclamped: it may be slightly negative near
+    the reference) and ``eval/sqrt_kl`` beside it is ``sqrt(max(kl, 0))`` (0 for a negative
+    estimate, whose square root is undefined)."""
     return {
         "eval/gold_return": row["gold"], "eval/gold_return_std": row["gold_std"],
         "eval/proxy_return": row["proxy"], "eval/proxy_return_std": row["proxy_std"],
