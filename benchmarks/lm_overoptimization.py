@@ -245,11 +245,11 @@ def key_config(key: str, base_model: str | None = None) -> Any:
 
 def base_model_key(config: Any) -> str:
     """What the base policy is: the ``lm.base_model`` path, or for RewardLab's own model the
-    cache key of its recipe (:meth:`~rewardlab.lm.base_model.BaseModelConfig.cache_key`; a
+    cache key of its recipe (:meth:`~rewardlab.lm.base_config.BaseModelConfig.cache_key`; a
     changed recipe makes every run stale). Computed, never pretrained."""
     if config.lm.base_model is not None:
         return str(Path(config.lm.base_model).resolve())
-    from rewardlab.lm.base_model import BaseModelConfig
+    from rewardlab.lm.base_config import BaseModelConfig
 
     return f"rewardlab:{BaseModelConfig().cache_key()}"
 

@@ -9,12 +9,8 @@ import pytest
 pytest.importorskip("transformers", reason='the lm extra: pip install -e ".[lm]"')
 
 from rewardlab.cli.main import main  # noqa: E402
-from rewardlab.lm.base_model import (  # noqa: E402
-    BASE_MODEL_FILE,
-    CACHE_ENV,
-    BaseModelConfig,
-    load_policy,
-)
+from rewardlab.lm.base_config import BASE_MODEL_FILE, BaseModelConfig  # noqa: E402
+from rewardlab.lm.base_model import CACHE_ENV, load_policy  # noqa: E402
 
 MICRO = ["vocab_size=300", "n_positions=16", "n_embd=16", "n_layer=1", "n_head=2", "steps=4",
          "batch_size=2", "seq_len=16", "warmup_steps=1", "eval_every=2", "eval_windows=4"]

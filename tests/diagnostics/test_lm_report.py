@@ -32,7 +32,7 @@ from rewardlab.diagnostics.overoptimization import (
     describe_overoptimization,
 )
 from rewardlab.diagnostics.plots import new_figure
-from rewardlab.diagnostics.report_lm import draw_lm_gao
+from rewardlab.diagnostics.report_lm_figures import draw_lm_gao
 
 SAMPLES, GOLD_STD = 64, 0.2
 GOLD_REF = 0.1
@@ -366,6 +366,28 @@ def test_compare_lm_runs(tmp_path, capsys):
     assert re.search(r"plain .? ?grpo .? ?0\.100 .? ?0\.600 .? ?0\.407 .? ?1\.000 .? ?1\.000",
                      terminal)
     assert f"comparison: {out}" in terminal
+
+
+def test_lm_reports_read_each_metrics_file_once(tmp_path, monkeypatch):
+    """report_html tells a language-model run by its summary/config and hands it over before
+    reading metrics.jsonl; the language-model pages read each run's metrics once."""
+    from rewardlab.diagnostics import report_html
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _write_lm_run(tmp_path / name, samples=False)
+    reads: list[Path] = []
+
+    def counted(run_dir):
+        reads.append(Path(run_dir))
+        return read_metrics(run_dir)
+
+    monkeypatch.setattr(report_html, "read_metrics", counted)
+    report_html.write_run_report(tmp_path / "a")
+    assert reads == [tmp_path / "a"]
+    reads.clear()
+    report_html.write_compare_report([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp.html")
+    assert reads == [tmp_path / "a", tmp_path / "b"]
 
 
 def test_compare_refuses_mixing_lm_and_control_runs(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Shared fixtures of the language-model tests: one tiny base model per test session.
 
-``tiny_base_config`` is a :class:`~rewardlab.lm.base_model.BaseModelConfig` of a 2-layer,
+``tiny_base_config`` is a :class:`~rewardlab.lm.base_config.BaseModelConfig` of a 2-layer,
 64-wide GPT-2 with a 512-token vocabulary, pretrained for 50 steps on the ``pydoc`` corpus
 (about 10 s on one core); ``tiny_base_model_dir`` is that model pretrained once per session and
 saved with ``save_pretrained`` (load it with :func:`rewardlab.lm.base_model.load_policy`, or
@@ -16,7 +16,9 @@ import pytest
 
 pytest.importorskip("transformers", reason='the lm extra: pip install -e ".[lm]"')
 
-from rewardlab.lm.base_model import BaseModelConfig, load_policy, pretrain  # noqa: E402
+from rewardlab.lm.base_config import BaseModelConfig  # noqa: E402
+from rewardlab.lm.base_model import load_policy  # noqa: E402
+from rewardlab.lm.pretraining import pretrain  # noqa: E402
 
 #: ``--set`` overrides of the tiny config (also what the CLI tests pass).
 TINY_BASE_OVERRIDES = [

@@ -22,19 +22,19 @@ from tests.algorithms.killer import _killing
 
 def arm(moment: str, nth: int) -> None:
     """Patch the library so that the ``nth`` arrival at ``moment`` signals the process."""
-    from rewardlab.algorithms.lm import loop_parts
+    from rewardlab.algorithms.lm import loop_callbacks, loop_rounds
 
     def always(*args: object, **kwargs: object) -> bool:
         return True
 
     if moment == "during_round":
-        loop_parts.answer_text_queries = _killing(loop_parts.answer_text_queries, nth)
+        loop_rounds.answer_text_queries = _killing(loop_rounds.answer_text_queries, nth)
     elif moment == "during_training":
-        loop_parts.StopAndProgress.on_step_end = _killing(
-            loop_parts.StopAndProgress.on_step_end, nth, always)
+        loop_callbacks.StopAndProgress.on_step_end = _killing(
+            loop_callbacks.StopAndProgress.on_step_end, nth, always)
     elif moment == "sigint_during_training":
-        loop_parts.StopAndProgress.on_step_end = _killing(
-            loop_parts.StopAndProgress.on_step_end, nth, always, sig=signal.SIGINT)
+        loop_callbacks.StopAndProgress.on_step_end = _killing(
+            loop_callbacks.StopAndProgress.on_step_end, nth, always, sig=signal.SIGINT)
     else:
         raise SystemExit(f"unknown moment {moment!r}")
 

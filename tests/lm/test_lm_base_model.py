@@ -12,18 +12,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rewardlab.errors import ConfigError, ModelDirError
-from rewardlab.lm import base_model
-from rewardlab.lm.base_model import (
-    BASE_MODEL_FILE,
-    CACHE_ENV,
-    BaseModelConfig,
-    ensure_base_model,
-    load_policy,
-    pretrain,
-    read_base_record,
-    train_tokenizer,
-)
+from rewardlab.lm import base_model, pretraining
+from rewardlab.lm.base_config import BASE_MODEL_FILE, BaseModelConfig
+from rewardlab.lm.base_model import CACHE_ENV, ensure_base_model, load_policy, read_base_record
 from rewardlab.lm.corpus import load_corpus
+from rewardlab.lm.pretraining import pretrain
+from rewardlab.lm.tokenizer import token_stream, train_tokenizer
 
 #: A model that pretrains in a couple of seconds (determinism and cache tests).
 MICRO = ["vocab_size=300", "n_positions=16", "n_embd=16", "n_layer=1", "n_head=2",
@@ -86,9 +80,9 @@ def test_pretrained_dir_loads_and_learned(tiny_base_model_dir: Path,
         assert torch.equal(model(x).logits, mine(x).logits)
     assert mine_tok("The object")["input_ids"] == tok("The object")["input_ids"]
     # the saved weights are the trained ones: they give the recorded final eval loss
-    eval_ids = base_model._token_stream(tok, load_corpus(split="eval"))
+    eval_ids = token_stream(tok, load_corpus(split="eval"))
     n, t = min(32, len(eval_ids) // 32), 32
-    loss = base_model._evaluate(mine, eval_ids[: n * t].view(n, t), 8)
+    loss = pretraining._evaluate(mine, eval_ids[: n * t].view(n, t), 8)
     assert loss == pytest.approx(record["final_eval_loss"], abs=1e-5)
 
 

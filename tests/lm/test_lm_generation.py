@@ -14,6 +14,7 @@ from rewardlab.lm.generation import (
     kl_to_reference,
     sample_completions,
     sequence_logprobs,
+    sqrt_kl,
 )
 
 PROMPTS = ["The object is", "A", "When the interpreter reaches the end of", ""]
@@ -108,6 +109,12 @@ def test_sampling_errors_name_the_argument(tiny_policy) -> None:  # noqa: ANN001
         sample_completions(model, tok, ["a"], top_p=0.0)
     with pytest.raises(ConfigError, match="max_new_tokens: a prompt of 1 tokens plus 64"):
         sample_completions(model, tok, ["a"], max_new_tokens=64)
+
+
+def test_sqrt_kl_is_zero_for_a_negative_estimate() -> None:
+    assert sqrt_kl(4.0) == 2.0 and sqrt_kl(0.0) == 0.0
+    assert sqrt_kl(-0.003) == 0.0  # a Monte-Carlo estimate below 0: d = 0, not an error
+    assert np.isnan(sqrt_kl(float("nan")))
 
 
 def test_kl_is_zero_to_itself_and_positive_to_a_perturbed_copy(tiny_policy) -> None:  # noqa: ANN001

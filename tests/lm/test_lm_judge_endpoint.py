@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("vaderSentiment")
 
-from rewardlab.algorithms.lm.loop_parts import GoldTeacher  # noqa: E402
+from rewardlab.algorithms.lm.loop_answerers import GoldTeacher  # noqa: E402
 from rewardlab.cli.main import main  # noqa: E402
 from rewardlab.diagnostics.metrics import read_metrics  # noqa: E402
 from rewardlab.feedback.judges import judge_agreement  # noqa: E402

@@ -12,15 +12,19 @@ pytest.importorskip("vaderSentiment")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from rewardlab.algorithms.lm import common  # noqa: E402
 from rewardlab.algorithms.lm.best_of_n import BestOfNConfig, best_of_n, kl_best_of_n  # noqa: E402
-from rewardlab.algorithms.lm.common import sample, text_logprobs  # noqa: E402
+from rewardlab.algorithms.lm.common import GoldProxyCallback, sample, text_logprobs  # noqa: E402
 from rewardlab.algorithms.lm.dpo import (  # noqa: E402
     DPOSettings,
+    dpo_trl_config,
+    online_dpo_trl_config,
     preference_triples,
     train_dpo,
     train_online_dpo,
 )
-from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl  # noqa: E402
+from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl, trl_config  # noqa: E402
+from rewardlab.algorithms.lm.loop_eval import eval_metrics  # noqa: E402
 from rewardlab.types import Label  # noqa: E402
 from tests.helpers import permutation_p_value  # noqa: E402
 from tests.lm.tiny_text_model import SUBJECTS, build_tiny_lm, gold  # noqa: E402
@@ -95,6 +99,24 @@ def test_callback_rows_have_gold_proxy_and_kl(tiny_lm, tmp_path):
     assert (result.policy_dir / "config.json").exists()
 
 
+def test_a_negative_kl_estimate_is_logged_raw_beside_sqrt_kl_zero(monkeypatch):
+    """The callback's row and the run's ``eval/`` metrics keep the Monte-Carlo KL estimate as
+    it is (here -0.02 nats) and give ``sqrt_kl`` 0 for it."""
+    from types import SimpleNamespace
+
+    texts = SimpleNamespace(prompts=["a", "b"], completions=["x", "yy"],
+                            completion_ids=[[5], [6, 7]])
+    monkeypatch.setattr(common, "sample", lambda *args, **kwargs: texts)
+    monkeypatch.setattr(common, "kl_to_reference",
+                        lambda *args, **kwargs: {"kl": -0.02, "sqrt_kl": 0.0})
+    reference = SimpleNamespace(eval=lambda: reference)
+    callback = GoldProxyCallback(None, reference, ["a", "b"], vader, vader)
+    row = callback.evaluate(model=None, step=4)
+    assert row["kl"] == -0.02 and row["sqrt_kl"] == 0.0
+    metrics = eval_metrics({**row, "disagreement": math.nan})
+    assert metrics["eval/kl"] == -0.02 and metrics["eval/sqrt_kl"] == 0.0
+
+
 def test_grpo_same_seed_same_run(tiny_lm, tmp_path):
     config = OnlineRLConfig(steps=2, batch_size=8, num_generations=4, max_completion_length=6,
                             learning_rate=1e-3, seed=3, eval_every=2, eval_samples_per_prompt=2)
@@ -117,6 +139,27 @@ def test_grpo_on_gold_beats_the_base_policy(tiny_lm, tmp_path):
     p = permutation_p_value(after.astype(np.float64), before.astype(np.float64),
                             np.random.default_rng(0))
     assert after.mean() > before.mean() and p < 0.05, (before.mean(), after.mean(), p)
+
+
+def test_the_trl_settings_are_shared_and_extra_args_override_them(tmp_path):
+    """GRPO/RLOO and offline/online DPO take the same TRL plumbing from their settings'
+    shared fields; ``extra_trl_args`` override it and the method's own fields."""
+    extra = {"save_strategy": "steps", "save_steps": 3, "max_steps": 9}
+    configs = [
+        trl_config(OnlineRLConfig(algorithm="rloo", seed=5, logging_steps=2,
+                                  extra_trl_args=extra), tmp_path),
+        dpo_trl_config(DPOSettings(seed=5, logging_steps=2, extra_trl_args=extra), tmp_path),
+        online_dpo_trl_config(DPOSettings(seed=5, logging_steps=2, extra_trl_args=extra),
+                              tmp_path),
+    ]
+    for c in configs:
+        assert (c.seed, c.data_seed, c.logging_steps, c.bf16, c.gradient_checkpointing) == (
+            5, 5, 2, False, False)
+        assert c.use_cpu and c.report_to == [] and c.disable_tqdm
+        assert (c.save_strategy, c.save_steps, c.max_steps) == ("steps", 3, 9)
+    for settings in (OnlineRLConfig, DPOSettings):
+        with pytest.raises(ValueError, match="logging_steps"):
+            settings(logging_steps=0)
 
 
 def test_preference_triples_drop_equal_and_skip():

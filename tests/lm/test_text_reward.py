@@ -10,11 +10,11 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("vaderSentiment")
 
+from rewardlab.rewards.text_eval import reliability_bins  # noqa: E402
 from rewardlab.rewards.text_model import (  # noqa: E402
     TextRewardConfig,
     TextRewardEnsemble,
     reduce_scores,
-    reliability_bins,
 )
 from tests.lm.tiny_text_model import build_tiny_lm, gold, sentences  # noqa: E402
 

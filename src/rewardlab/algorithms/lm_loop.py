@@ -3,11 +3,11 @@ ensemble, and a TRL optimiser, with gold and proxy logged side by side.
 
 :func:`train_lm` is the whole method, top to bottom, for ``algorithm`` ``grpo``, ``rloo``,
 ``dpo``, ``online_dpo`` and ``bon``. Its stages, called by name in this order
-(:mod:`rewardlab.algorithms.lm.loop_parts` holds them):
+(the ``loop_*`` modules of :mod:`rewardlab.algorithms.lm` hold them):
 
 1. The base policy: ``lm.base_model``, or RewardLab's own (:func:`~rewardlab.lm.base_model.
    ensure_base_model`: pretrained once, then cached). It is also the KL reference.
-2. Feedback before optimisation (:func:`~rewardlab.algorithms.lm.loop_parts.run_round`):
+2. Feedback before optimisation (:func:`~rewardlab.algorithms.lm.loop_rounds.run_round`):
    round 0 (every round for ``dpo`` and ``bon``) samples completions of training prompts from
    the base policy, stores them as text segments with their gold score, asks same-prompt
    pairs (uniform in round 0, then ``feedback.method`` on the ensemble), has them answered by
@@ -60,23 +60,23 @@ from rewardlab.algorithms.lm.dpo import (
     train_online_dpo,
 )
 from rewardlab.algorithms.lm.grpo import OnlineRLConfig, train_online_rl
-from rewardlab.algorithms.lm.loop_parts import (
+from rewardlab.algorithms.lm.loop_answerers import build_human, build_judge
+from rewardlab.algorithms.lm.loop_callbacks import (
     FeedbackRounds,
-    LMRun,
-    LMState,
     RunCheckpoint,
     StopAndProgress,
-    build_human,
-    build_judge,
-    eval_metrics,
+    trl_checkpoint_args,
+)
+from rewardlab.algorithms.lm.loop_eval import eval_metrics, record_eval
+from rewardlab.algorithms.lm.loop_rounds import run_round
+from rewardlab.algorithms.lm.loop_state import (
+    LMRun,
+    LMState,
     new_ensemble,
     normalization_sample,
-    record_eval,
     replay_alarm,
-    run_round,
     save_checkpoint,
     summarize,
-    trl_checkpoint_args,
     write_lm_status,
 )
 from rewardlab.algorithms.progress import TrainingProgress, safe_console
@@ -87,7 +87,8 @@ from rewardlab.diagnostics.plots import plot_gold_vs_proxy
 from rewardlab.errors import RewardLabError
 from rewardlab.feedback.human import AnnotationServer
 from rewardlab.feedback.rounds import total_rounds
-from rewardlab.lm.base_model import BaseModelConfig, ensure_base_model, load_policy
+from rewardlab.lm.base_config import BaseModelConfig
+from rewardlab.lm.base_model import ensure_base_model, load_policy
 from rewardlab.lm.corpus import corpus_prompts, load_corpus
 from rewardlab.lm.tasks import make_task
 from rewardlab.rewards.text_model import TextRewardEnsemble

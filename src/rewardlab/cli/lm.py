@@ -4,10 +4,10 @@ Commands::
 
     rewardlab lm pretrain [--out DIR] [--set key=value ...] [--no-progress]
 
-``pretrain`` makes the base policy (:func:`rewardlab.lm.base_model.pretrain`): without
+``pretrain`` makes the base policy (:func:`rewardlab.lm.pretraining.pretrain`): without
 ``--out`` into the cache (``$REWARDLAB_LM_CACHE`` or ``~/.cache/rewardlab/lm``), reused when
 it is there already; with ``--out DIR`` into ``DIR``, which must not exist or be empty. Keys of
-``--set`` are the fields of :class:`~rewardlab.lm.base_model.BaseModelConfig`. Bad input exits
+``--set`` are the fields of :class:`~rewardlab.lm.base_config.BaseModelConfig`. Bad input exits
 2 with one message naming the field, before any work starts; transformers is imported only
 when a command runs, so ``rewardlab --help`` works without the ``lm`` extra.
 """
@@ -41,15 +41,14 @@ def add_lm_parser(sub: Any) -> None:
 
 def cmd_pretrain(args: argparse.Namespace, console: Console) -> int:
     """Run ``rewardlab lm pretrain``."""
+    from rewardlab.lm.base_config import BaseModelConfig, require_transformers
     from rewardlab.lm.base_model import (
-        BaseModelConfig,
         default_cache_root,
         ensure_base_model,
         is_complete,
-        pretrain,
         read_base_record,
-        require_transformers,
     )
+    from rewardlab.lm.pretraining import pretrain
 
     config = BaseModelConfig.from_overrides(list(args.overrides))
     require_transformers()

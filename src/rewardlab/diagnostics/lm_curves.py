@@ -11,9 +11,11 @@ as the language-model run contract says:
 * ``eval/gold_return`` (and ``_std``, ddof 0) and ``eval/proxy_return`` (and ``_std``): mean
   gold score and mean proxy score (the learned reward as optimised) of the same evaluation
   samples, ``eval/samples`` of them;
-* ``eval/kl``: ``KL(pi || pi_ref)`` per completion in nats (Monte Carlo; for best-of-n the
-  analytic ``log n - (n - 1) / n``) and ``eval/sqrt_kl`` its square root, the ``d`` axis of
-  Gao, Schulman & Hilton 2022, "Scaling Laws for Reward Model Overoptimization";
+* ``eval/kl``: ``KL(pi || pi_ref)`` per completion in nats (Monte Carlo, logged unclamped, so
+  slightly negative estimates near the reference stay visible; for best-of-n the analytic
+  ``log n - (n - 1) / n``) and ``eval/sqrt_kl`` its square root (0 for a negative estimate),
+  the ``d`` axis of Gao, Schulman & Hilton 2022, "Scaling Laws for Reward Model
+  Overoptimization";
 * ``reward_model/disagreement_on_policy``: the ensemble's std of member scores on the samples.
 
 :func:`lm_benchmark_fields` turns such rows into the benchmark row fields ``gold_peak``,

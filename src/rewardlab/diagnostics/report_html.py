@@ -65,15 +65,26 @@ ROUND_KEYS = (
 EPIC_CANON, EPIC_COVERAGE = 256, 512
 
 
-def _load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+def _load_meta(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(summary, config)`` of a run directory (each ``{}`` when absent), without reading its
+    metrics: enough to tell a language-model run (:func:`is_lm_run`) before loading rows.
+
+    Raises:
+        RunDirError: if ``run_dir`` holds no ``metrics.jsonl``.
+    """
     if not (run_dir / "metrics.jsonl").exists():
         raise RunDirError(f"{run_dir}: not a run directory (no metrics.jsonl)")
-    rows = read_metrics(run_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    return rows, summary, config or {}
+    return summary, config or {}
+
+
+def _load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """``(rows, summary, config)`` of a run directory (:func:`_load_meta` and its metrics)."""
+    summary, config = _load_meta(run_dir)
+    return read_metrics(run_dir), summary, config
 
 
 def _value_at(rows: list[dict[str, Any]], key: str, steps: np.ndarray) -> np.ndarray:
@@ -518,11 +529,12 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
         OSError: if the page cannot be written.
     """
     run_dir = Path(run_dir)
-    rows, summary, config = _load_run(run_dir)
-    if is_lm_run(config, summary):
+    summary, config = _load_meta(run_dir)
+    if is_lm_run(config, summary):  # decided before the metrics are read: that page reads them
         from rewardlab.diagnostics.report_lm import write_lm_run_report
 
         return write_lm_run_report(run_dir, out)
+    rows = read_metrics(run_dir)
     env_id = str((config.get("env") or {}).get("id", summary.get("env", "?")))
     algo = str(config.get("algorithm", summary.get("algorithm", "?")))
     offline = algo in OFFLINE_ALGORITHMS
@@ -620,19 +632,21 @@ def write_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Pat
     """
     if not run_dirs:
         raise ValueError("run_dirs: give at least one run directory")
-    runs = [(Path(r), *_load_run(Path(r))) for r in run_dirs]
-    lm = [is_lm_run(config, summary) for _, _, summary, config in runs]
-    if all(lm):
+    metas = [(Path(r), *_load_meta(Path(r))) for r in run_dirs]
+    lm = [is_lm_run(config, summary) for _, summary, config in metas]
+    if all(lm):  # decided before any metrics are read: that page reads them
         from rewardlab.diagnostics.report_lm import write_lm_compare_report
 
         return write_lm_compare_report(run_dirs, out)
     if any(lm):
-        names = ", ".join(str(r[0]) for r, is_lm in zip(runs, lm, strict=True) if is_lm)
+        names = ", ".join(str(m[0]) for m, is_lm in zip(metas, lm, strict=True) if is_lm)
         raise RunDirError(
             f"cannot compare language-model runs ({names}) with control runs: their steps "
             "(optimizer steps vs environment steps), KL (per completion vs per state) and gold "
             "units differ; compare each kind separately"
         )
+    runs = [(run_dir, read_metrics(run_dir), summary, config)
+            for run_dir, summary, config in metas]
     fig = new_figure(13.0, 4.6)
     axes = fig.subplots(1, 3)
     table = []

@@ -12,7 +12,8 @@ against ``d = sqrt(KL(pi || pi_ref))`` with the Gao et al. 2022 fit of the run's
 (Eq. 1 best-of-n, Eq. 2 RL) and its peak; the reward model per feedback round (held-out and
 fresh accuracy, ECE, judge-vs-gold agreement) and the ensemble's disagreement on the policy's
 samples; tables of evaluations and rounds; and, when the run saved ``samples/*.jsonl``, a few
-completions at the first evaluation, at the gold peak and at the end.
+completions at the first evaluation, at the gold peak and at the end. This module renders the
+pages; the figures are drawn by :mod:`rewardlab.diagnostics.report_lm_figures`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from rewardlab.diagnostics.lm_curves import (
-    LMGaoAnalysis,
     bon_event_note,
     describe_lm_fit,
     describe_lm_peak,
@@ -41,23 +39,27 @@ from rewardlab.diagnostics.lm_curves import (
 )
 from rewardlab.diagnostics.metrics import series
 from rewardlab.diagnostics.overoptimization import describe_overoptimization
-from rewardlab.diagnostics.plots import GOLD_COLOR, PROXY_COLOR, new_figure, step_axis
 from rewardlab.diagnostics.report_html import (
     _event_row,
     _fmt,
     _load_run,
     _page,
-    _png,
     _setting,
     _table,
     _teacher_text,
+)
+from rewardlab.diagnostics.report_lm_figures import (
+    FORM_NAMES,
+    plot_lm_compare,
+    plot_lm_curves,
+    plot_lm_gao,
+    plot_lm_reward_model,
 )
 from rewardlab.errors import RunDirError
 
 __all__ = [
     "LM_ROUND_KEYS",
     "SAMPLES_SHOWN",
-    "draw_lm_gao",
     "judge_text",
     "last_value",
     "lm_compare_rows",
@@ -79,8 +81,6 @@ LM_ROUND_KEYS = (
 #: Completions shown per chosen evaluation in the text-samples section.
 SAMPLES_SHOWN = 3
 
-_FORM_NAMES = {"bon": "best-of-n (Gao et al. 2022 Eq. 1)", "rl": "RL (Gao et al. 2022 Eq. 2)"}
-_D_LABEL = "d = sqrt(KL(π ‖ π_ref)) per completion (sqrt-nats)"
 
 
 def _lm(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,182 +110,6 @@ def judge_text(config: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     return teacher if judge in (None, "", "none") else f"{teacher}; judge {_setting(judge)}"
 
 
-# ---------------------------------------------------------------------------------- plots
-
-
-def _x_of(curves: Mapping[str, np.ndarray], bon: bool) -> tuple[np.ndarray, str]:
-    """x values and label of the step plots: ``n`` (log scale) for best-of-n runs that log it,
-    else the step."""
-    if bon and np.isfinite(curves["eval/bon_n"]).all() and curves["eval/bon_n"].size:
-        return curves["eval/bon_n"], "n (best of n samples per prompt, log scale)"
-    return curves["step"].astype(np.float64), "optimizer steps"
-
-
-def _plot_lm_curves(rows: list[dict[str, Any]], curves: Mapping[str, np.ndarray],
-                    title: str, bon: bool) -> str:
-    fig = new_figure(8.5, 4.8)
-    ax = fig.subplots()
-    x, x_label = _x_of(curves, bon)
-    gold, std = curves["eval/gold_return"], curves["eval/gold_return_std"]
-    ax.errorbar(x, gold, yerr=np.where(np.isfinite(std), std, 0.0), fmt="o-", color=GOLD_COLOR,
-                capsize=2, ms=4, lw=1.5, zorder=3)
-    handles: list[Any] = [Line2D([], [], color=GOLD_COLOR, marker="o", ms=4,
-                                 label="gold score, mean ± std of the evaluation samples")]
-    ax.set_ylabel("gold score (task's true reward, per completion)", color=GOLD_COLOR)
-    ax.tick_params(axis="y", colors=GOLD_COLOR)
-    proxy = curves["eval/proxy_return"]
-    if np.isfinite(proxy).any():
-        ax2 = ax.twinx()
-        ok = np.isfinite(proxy)
-        ax2.plot(x[ok], proxy[ok], "s--", color=PROXY_COLOR, ms=4, lw=1.2, zorder=3)
-        ax2.set_ylabel("proxy score (learned reward as optimised)", color=PROXY_COLOR)
-        ax2.tick_params(axis="y", colors=PROXY_COLOR)
-        handles.append(Line2D([], [], color=PROXY_COLOR, marker="s", ls="--", ms=4,
-                              label="proxy score of the same samples, right axis"))
-    if gold.size:
-        peak = int(np.argmax(gold))
-        ax.plot([x[peak]], [gold[peak]], "*", color="red", ms=13, zorder=4)
-        handles.append(Line2D([], [], color="red", marker="*", ls="", ms=10,
-                              label="observed gold peak"))
-    event = _event_row(rows)
-    if event is not None and not bon:
-        ax.axvline(float(event["diagnostics/overoptimization_step"]), color="red", ls="-.",
-                   lw=1.5, zorder=2)
-        handles.append(Line2D([], [], color="red", ls="-.", lw=1.5, label=(
-            f"over-optimisation detected at step {int(event['diagnostics/overoptimization_step'])}"
-        )))
-    rounds = series(rows, "feedback/round")[0]
-    if not bon and rounds:
-        for r in rounds:
-            ax.axvline(r, color="grey", alpha=0.25, lw=0.8, zorder=1)
-        handles.append(Line2D([], [], color="grey", alpha=0.5, lw=0.8, label="feedback round"))
-    if x_label.startswith("n "):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel(x_label)
-    else:
-        step_axis(ax, x_label)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    return _png(fig, f"gold and proxy score against {x_label}")
-
-
-def draw_lm_gao(fig: Figure, gao: LMGaoAnalysis, curves: Mapping[str, np.ndarray]) -> None:
-    """Draw gold (left axis) and proxy (right axis) against ``d = sqrt(KL)`` into ``fig``, with
-    the run's Gao et al. 2022 fit, its peak (a triangle and a dotted vertical line) and the
-    observed gold peak (a star). The legend sits below the axes.
-
-    Args:
-        fig: an empty figure (:func:`rewardlab.diagnostics.plots.new_figure`).
-        gao: the run's :func:`~rewardlab.diagnostics.lm_curves.lm_gao_analysis`.
-        curves: the run's :func:`~rewardlab.diagnostics.lm_curves.lm_eval_curves`.
-    """
-    ax = fig.subplots()
-    ax.plot(gao.d, gao.gold, "o", color=GOLD_COLOR, ms=5, zorder=3)
-    handles: list[Any] = [Line2D([], [], color=GOLD_COLOR, marker="o", ls="",
-                                 label="gold score per evaluation (left axis)")]
-    if gao.gold.size:
-        peak = int(np.argmax(gao.gold))
-        ax.plot([gao.d[peak]], [gao.gold[peak]], "*", color="red", ms=13, zorder=4)
-        handles.append(Line2D([], [], color="red", marker="*", ls="", ms=10,
-                              label="observed gold peak"))
-    fit = gao.fit
-    if fit is not None and gao.d.size:
-        top = float(gao.d.max()) * 1.1
-        if math.isfinite(fit.peak_d) and fit.peak_d <= 2.0 * top:
-            top = max(top, fit.peak_d * 1.1)
-        grid = np.linspace(0.0, max(top, 1e-3), 200)
-        ax.plot(grid, gao.predict_gold(grid), "-", color="tab:green")
-        handles.append(Line2D([], [], color="tab:green", label=(
-            f"{_FORM_NAMES[gao.form]} fit: alpha={fit.alpha:.3g}, beta={fit.beta:.3g}, "
-            f"R²={fit.r2:.2f}")))
-        if math.isfinite(fit.peak_d) and fit.peak_d <= grid[-1]:
-            ax.plot([fit.peak_d], [gao.gold_ref + fit.peak_gold], "^", color="tab:green",
-                    ms=10, mec="k", zorder=4)
-            ax.axvline(fit.peak_d, color="tab:green", ls=":", lw=1)
-            handles.append(Line2D([], [], color="tab:green", marker="^", mec="k", ls="",
-                                  label=f"fitted peak: d*={fit.peak_d:.3g}, "
-                                        f"gold {gao.gold_ref + fit.peak_gold:.3g}"))
-    if math.isfinite(gao.gold_ref):
-        ax.axhline(gao.gold_ref, color="grey", lw=0.6)
-    d_all, proxy = curves["eval/sqrt_kl"], curves["eval/proxy_return"]
-    ok = np.isfinite(d_all) & np.isfinite(proxy)
-    if ok.any():
-        ax2 = ax.twinx()
-        ax2.plot(d_all[ok], proxy[ok], "s", mfc="none", color=PROXY_COLOR, ms=5)
-        ax2.set_ylabel("proxy score (learned reward as optimised)", color=PROXY_COLOR)
-        ax2.tick_params(axis="y", colors=PROXY_COLOR)
-        handles.append(Line2D([], [], color=PROXY_COLOR, marker="s", mfc="none", ls="",
-                              label="proxy score per evaluation (right axis)"))
-    ax.set_xlabel(_D_LABEL)
-    ax.set_ylabel("gold score (mean over the evaluation samples)", color=GOLD_COLOR)
-    ax.tick_params(axis="y", colors=GOLD_COLOR)
-    ax.grid(True, alpha=0.3)
-    ax.set_title("Gold and proxy against distance from the reference policy (Gao et al. 2022)",
-                 fontsize=10)
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-
-
-def _plot_lm_gao(gao: LMGaoAnalysis, curves: Mapping[str, np.ndarray]) -> str:
-    fig = new_figure(8.5, 4.8)
-    draw_lm_gao(fig, gao, curves)
-    return _png(fig, "gold and proxy score against sqrt KL with the Gao et al. 2022 fit")
-
-
-def _round_points(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(feedback round, value) of ``key`` at the rows that log both; (step, value) when the run
-    logs no rounds."""
-    pairs = [(float(r["feedback/round"]), float(r[key])) for r in rows
-             if r.get(key) is not None and r.get("feedback/round") is not None]
-    if not pairs:
-        s, v = series(rows, key)
-        return [float(x) for x in s], v
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def _plot_lm_reward_model(rows: list[dict[str, Any]], curves: Mapping[str, np.ndarray],
-                          bon: bool) -> str:
-    fig = new_figure(10.0, 4.4)
-    ax1, ax2 = fig.subplots(1, 2)
-    by_round = any(r.get("feedback/round") is not None for r in rows)
-    for key, style, color in (
-        ("reward_model/heldout_accuracy", "o-", "tab:blue"),
-        ("reward_model/fresh_accuracy", "s--", "tab:blue"),
-        ("reward_model/train_accuracy", "v:", "tab:cyan"),
-        ("reward_model/heldout_ece", "o-", "tab:red"),
-        ("feedback/judge_gold_agreement", "D-.", "tab:green"),
-    ):
-        x, v = _round_points(rows, key)
-        if v:
-            what = key.split("/")[1].replace("heldout", "held-out").replace("_", " ")
-            what = what.replace("ece", "ECE").replace("judge gold", "judge-vs-gold")
-            ax1.plot(x, v, style, color=color, ms=4, label=what)
-    ax1.set_xlabel("feedback round" if by_round else "optimizer steps")
-    ax1.xaxis.get_major_locator().set_params(integer=True)
-    ax1.set_ylabel("accuracy, agreement and ECE (0 to 1)")
-    ax1.set_ylim(-0.02, 1.02)
-    ax1.grid(True, alpha=0.3)
-    ax1.set_title("Reward model per feedback round", fontsize=10)
-    if ax1.get_lines():
-        ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
-                   frameon=False)
-    x, x_label = _x_of(curves, bon)
-    dis = curves["reward_model/disagreement_on_policy"]
-    ok = np.isfinite(dis)
-    ax2.plot(x[ok], dis[ok], "^:", color="tab:gray", ms=4)
-    if x_label.startswith("n "):
-        ax2.set_xscale("log", base=2)
-        ax2.set_xlabel(x_label)
-    else:
-        step_axis(ax2, x_label)
-    ax2.set_ylabel("ensemble std of member scores")
-    ax2.grid(True, alpha=0.3)
-    ax2.set_title("Ensemble disagreement on the evaluation samples", fontsize=10)
-    return _png(fig, "reward model accuracy and calibration per round, and ensemble "
-                     "disagreement on the policy's samples")
-
-
-# ---------------------------------------------------------------------------------- html
 
 
 def _settings(config: Mapping[str, Any], summary: Mapping[str, Any], rows: list[dict[str, Any]],
@@ -416,7 +240,7 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
                      + html.escape(describe_lm_fit(fields, d_max)) + ".</p>")
     task = _lm(config).get("task", summary.get("task", "?"))
     parts.append("<h2>Gold and proxy score</h2>"
-                 + _plot_lm_curves(rows, curves, f"{algo} on {task}", bon))
+                 + plot_lm_curves(rows, curves, f"{algo} on {task}", bon))
     parts.append(
         "<h2>Over-optimisation curve</h2><p class='note'>d is the square root of the KL "
         "divergence of the policy from the reference (base) policy per completion, in nats, "
@@ -425,18 +249,18 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
         + "; the fit is of gold minus its value at the smallest d (the reference evaluation, "
         f"step {_fmt(int(gao.step[int(np.argmin(gao.d))]) if gao.d.size else None)}, "
         f"d = {_fmt(gao.d_ref)}).</p>"
-        + _plot_lm_gao(gao, curves))
+        + plot_lm_gao(gao, curves))
     fit = gao.fit
     if fit is not None:
         peak = (f"{_fmt(fit.peak_d)}" if math.isfinite(fit.peak_d)
                 else "no finite peak: fitted gold still rising")
-        fit_row = [_FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak,
+        fit_row = [FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak,
                    gao.gold_ref + fit.peak_gold if math.isfinite(fit.peak_gold) else None]
     else:
-        fit_row = [_FORM_NAMES[form], f"no fit: {gao.reason}", None, None, None, None]
+        fit_row = [FORM_NAMES[form], f"no fit: {gao.reason}", None, None, None, None]
     parts.append(_table(["form", "alpha", "beta", "R²", "fitted peak d* (sqrt-nats)",
                          "fitted gold at d*"], [fit_row]))
-    parts.append("<h2>Reward model</h2>" + _plot_lm_reward_model(rows, curves, bon))
+    parts.append("<h2>Reward model</h2>" + plot_lm_reward_model(rows, curves, bon))
     round_rows = [r for r in rows if r.get("feedback/round") is not None]
     if round_rows:
         parts.append(_table(["step", "round", *[k for k, _ in LM_ROUND_KEYS]], [
@@ -459,6 +283,33 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
     return out
 
 
+def _load_lm_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """``(rows, summary, config)`` of a language-model run directory.
+
+    Raises:
+        RunDirError: if it holds no ``metrics.jsonl`` or is not a language-model run.
+    """
+    rows, summary, config = _load_run(run_dir)
+    if not is_lm_run(config, summary):
+        raise RunDirError(f"{run_dir}: not a language-model run")
+    return rows, summary, config
+
+
+def _compare_row(run_dir: Path, rows: list[dict[str, Any]], summary: Mapping[str, Any],
+                 config: Mapping[str, Any]) -> dict[str, Any]:
+    """A loaded run's row of :func:`lm_compare_rows`.
+
+    Raises:
+        RunDirError: if the run has no evaluation.
+    """
+    algo = str(config.get("algorithm", summary.get("algorithm", "?")))
+    try:
+        fields = lm_benchmark_fields(rows, gao_form_for(algo))
+    except ValueError as err:
+        raise RunDirError(f"{run_dir}: no evaluation logged ({err})") from err
+    return {"run": run_dir.name, "algorithm": algo, **fields}
+
+
 def lm_compare_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One row per language-model run for ``rewardlab compare``: its name, algorithm, and
     :func:`~rewardlab.diagnostics.lm_curves.lm_benchmark_fields`.
@@ -467,27 +318,17 @@ def lm_compare_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         RunDirError: if a directory holds no ``metrics.jsonl``, is not a language-model run or
             has no evaluation.
     """
-    out = []
-    for run_dir in map(Path, run_dirs):
-        rows, summary, config = _load_run(run_dir)
-        if not is_lm_run(config, summary):
-            raise RunDirError(f"{run_dir}: not a language-model run")
-        algo = str(config.get("algorithm", summary.get("algorithm", "?")))
-        try:
-            fields = lm_benchmark_fields(rows, gao_form_for(algo))
-        except ValueError as err:
-            raise RunDirError(f"{run_dir}: no evaluation logged ({err})") from err
-        out.append({"run": run_dir.name, "algorithm": algo, **fields})
-    return out
+    return [_compare_row(Path(r), *_load_lm_run(Path(r))) for r in run_dirs]
 
 
 def write_lm_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write one HTML page overlaying several language-model runs.
 
     Gold and proxy against steps, and gold against ``d = sqrt(KL)`` with each run's Gao fit
-    (Eq. 1 for best-of-n runs, Eq. 2 otherwise) and its fitted peak, then a table of gold at
+    (Eq. 1 for best-of-n runs, Eq. 2 otherwise) and its fitted peak
+    (:func:`~rewardlab.diagnostics.report_lm_figures.plot_lm_compare`), then a table of gold at
     the first evaluation, at the peak and at the end, and ``sqrt(KL)`` at the peak (observed
-    and fitted).
+    and fitted). Each run's ``metrics.jsonl`` is read once.
 
     Args:
         run_dirs: language-model run directories (at least one).
@@ -503,52 +344,12 @@ def write_lm_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> 
     """
     if not run_dirs:
         raise ValueError("run_dirs: give at least one run directory")
-    table = lm_compare_rows(run_dirs)
-    fig = new_figure(13.0, 4.8)
-    axes = fig.subplots(1, 3)
-    # x of the step panels: n for best-of-n runs, the optimizer step otherwise; a best-of-n
-    # run among RL runs appears in the distance panel only (n and steps share no axis)
-    all_bon = all(r["algorithm"] == "bon" for r in table)
-    any_bon = any(r["algorithm"] == "bon" for r in table)
-    colors = [f"C{i % 10}" for i in range(len(table))]
-    for run_dir, row, color in zip(map(Path, run_dirs), table, colors, strict=True):
-        rows, _, _ = _load_run(run_dir)
-        curves = lm_eval_curves(rows)
-        if all_bon or row["algorithm"] != "bon":
-            x, _ = _x_of(curves, all_bon)
-            axes[0].plot(x, curves["eval/gold_return"], "o-", ms=3, color=color)
-            axes[1].plot(x, curves["eval/proxy_return"], "s--", ms=3, color=color)
-        gao = lm_gao_analysis(curves, row["gao_form"])
-        axes[2].plot(gao.d, gao.gold, "o", ms=3, color=color)
-        if gao.fit is not None and gao.d.size:
-            grid = np.linspace(0.0, max(float(gao.d.max()) * 1.05, 1e-3), 150)
-            axes[2].plot(grid, gao.predict_gold(grid), "-", color=color, lw=1)
-            if math.isfinite(gao.fit.peak_d) and gao.fit.peak_d <= grid[-1]:
-                axes[2].plot([gao.fit.peak_d], [gao.gold_ref + gao.fit.peak_gold], "^",
-                             color=color, ms=8, mec="k")
-    for ax, title, ylabel in zip(
-        axes, ("Gold score", "Proxy score", "Gold against distance (Gao et al. 2022 fits)"),
-        ("gold score (mean over evaluation samples)", "proxy score (learned reward as optimised)",
-         "gold score"), strict=True,
-    ):
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    for ax in axes[:2]:
-        if all_bon:
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("n (best of n samples per prompt, log scale)")
-        else:
-            step_axis(ax, "optimizer steps" + (" (RL runs; best-of-n runs: right panel only)"
-                                               if any_bon else ""))
-    axes[2].set_xlabel(_D_LABEL)
-    handles = [Line2D([], [], color=color, marker="o", ms=3, label=r["run"])
-               for r, color in zip(table, colors, strict=True)]
-    handles += [Line2D([], [], color="k", ls="-", lw=1, label="fitted Gao curve"),
-                Line2D([], [], color="k", marker="^", mec="k", ls="", label="fitted peak")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)),
-               fontsize=8, frameon=False)
-    body = _png(fig, "language-model runs overlaid") + _table(
+    table, run_curves = [], []
+    for run_dir in map(Path, run_dirs):
+        rows, summary, config = _load_lm_run(run_dir)
+        table.append(_compare_row(run_dir, rows, summary, config))
+        run_curves.append(lm_eval_curves(rows))
+    body = plot_lm_compare(table, run_curves) + _table(
         ["run", "algorithm", "gold first", "gold at peak", "gold at end", "drop (s.e.)",
          "sqrt KL at peak", "fitted d*", "fitted gold at d*", "fit R²"],
         [[r["run"], r["algorithm"], r["gold_first"], r["gold_peak"], r["gold_final"],

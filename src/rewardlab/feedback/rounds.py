@@ -315,7 +315,7 @@ def answer_round(
     pre-labels the whole round first and people's answers override its; on a timeout with
     ``human.on_timeout=scripted`` it answers the queries nobody answered. Shared by the control
     rounds (:func:`feedback_round`) and the language-model rounds
-    (:func:`rewardlab.algorithms.lm.loop_parts.feedback_round`); idempotent, like a round.
+    (:func:`rewardlab.algorithms.lm.loop_rounds.feedback_round`); idempotent, like a round.
 
     Args:
         round: the round (its queries are stored).

@@ -237,6 +237,17 @@ def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
     return torch.where(scored, token_lp, torch.zeros_like(token_lp)).sum(-1)
 
 
+def sqrt_kl(kl: float) -> float:
+    """Gao et al. 2022's distance ``d = sqrt(KL)`` of a KL estimate (nats -> sqrt-nats).
+
+    A Monte-Carlo KL estimate can be slightly negative (the policy close to its reference);
+    the square root of a negative number is undefined, so a negative estimate gives ``d = 0``.
+    The estimate itself is always logged unclamped beside it (``eval/kl`` next to
+    ``eval/sqrt_kl``), so a negative one stays visible. NaN stays NaN.
+    """
+    return math.sqrt(max(kl, 0.0)) if not math.isnan(kl) else math.nan
+
+
 def kl_to_reference(policy: PreTrainedModel, reference: PreTrainedModel, samples: TextSamples,
                     batch_size: int = 64) -> dict[str, Any]:
     """Monte-Carlo estimate of KL(policy || reference) on completions sampled from the policy.
@@ -246,8 +257,9 @@ def kl_to_reference(policy: PreTrainedModel, reference: PreTrainedModel, samples
     completion). Gao et al. 2022 ("Scaling Laws for Reward Model Overoptimization") measure
     distance from the initial policy by ``d = sqrt(KL)``. Unbiased only if the samples were
     drawn from ``policy`` at temperature 1 without truncation (the defaults of
-    :func:`sample_completions`); a finite-sample estimate can be slightly negative, so
-    ``sqrt_kl`` is ``sqrt(max(kl, 0))``. Both models must share the tokenizer.
+    :func:`sample_completions`); a finite-sample estimate can be slightly negative: ``kl`` is
+    returned as estimated, unclamped, and ``sqrt_kl`` is :func:`sqrt_kl` of it
+    (``sqrt(max(kl, 0))``, 0 for a negative estimate). Both models must share the tokenizer.
 
     Args:
         policy: the policy the samples came from.
@@ -256,8 +268,9 @@ def kl_to_reference(policy: PreTrainedModel, reference: PreTrainedModel, samples
         batch_size: sequences per forward pass.
 
     Returns:
-        ``{"kl": float, "sqrt_kl": float, "kl_std_error": float (standard error of the mean;
-        nan for one sample), "per_sample": (N,) float64 array, "n": N}``.
+        ``{"kl": float (nats per completion, may be negative), "sqrt_kl": float (>= 0),
+        "kl_std_error": float (standard error of the mean; nan for one sample),
+        "per_sample": (N,) float64 array, "n": N}``.
     """
     per_sample = np.empty(len(samples), dtype=np.float64)
     modes = policy.training, reference.training
@@ -275,7 +288,7 @@ def kl_to_reference(policy: PreTrainedModel, reference: PreTrainedModel, samples
         reference.train(modes[1])
     n = len(per_sample)
     kl = float(per_sample.mean()) if n else float("nan")
-    return {"kl": kl, "sqrt_kl": math.sqrt(max(kl, 0.0)) if n else float("nan"),
+    return {"kl": kl, "sqrt_kl": sqrt_kl(kl),
             "kl_std_error": float(per_sample.std(ddof=1) / math.sqrt(n)) if n > 1 else
             float("nan"),
             "per_sample": per_sample, "n": n}

@@ -30,6 +30,11 @@ Design (one code path with the control track):
   completions); :meth:`TextRewardEnsemble.reward` then returns ``(reduced - mean) / std``, so a
   policy optimiser sees rewards of unit scale at the reference. :meth:`score` is never normalised.
 
+The fitting loop is :mod:`rewardlab.rewards.text_fit` (:meth:`TextRewardEnsemble.fit`) and the
+held-out checks (accuracy, calibration, disagreement) :mod:`rewardlab.rewards.text_eval`
+(:meth:`TextRewardEnsemble.evaluate`); this module is the ensemble itself: members, scores,
+reductions, normalisation and checkpoints.
+
 Checkpoints are ``text_reward.safetensors`` (every member's weights), ``text_reward.json``
 (config, normalisation), ``backbone/config.json`` and ``tokenizer/`` (``tokenizer.json``): no
 pickle.
@@ -41,7 +46,7 @@ import copy
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -50,13 +55,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rewardlab.diagnostics.reward_eval import expected_calibration_error
 from rewardlab.errors import RunDirError
-from rewardlab.rewards.bradley_terry import (
-    bradley_terry_loss,
-    preference_accuracy,
-    preference_logits,
-)
+from rewardlab.rewards.bradley_terry import bradley_terry_loss, preference_logits
+from rewardlab.rewards.text_eval import evaluate_ensemble
+from rewardlab.rewards.text_fit import fit_ensemble
 
 Reduction = Literal["mean", "min", "mean_minus_std"]
 #: ``(prompt, left completion, right completion)``; the label says which completion is preferred.
@@ -130,56 +132,6 @@ def reduce_scores(
     if how == "mean_minus_std":
         return (scores.mean(axis=0) - k * scores.std(axis=0)).astype(np.float32)
     raise ValueError(f"how: must be 'mean', 'min' or 'mean_minus_std', got {how!r}")
-
-
-def reliability_bins(
-    probs: np.ndarray, outcomes: np.ndarray, n_bins: int = 10
-) -> dict[str, list[float]]:
-    """Reliability diagram of P[left preferred]: the bins of
-    :func:`~rewardlab.diagnostics.reward_eval.expected_calibration_error`.
-
-    Args:
-        probs: ``(n,)`` float in [0, 1], predicted P[left preferred].
-        outcomes: ``(n,)`` float in [0, 1] (1 left, 0 right, 0.5 equal); NaN entries ignored.
-        n_bins: equal-width bins ``((b-1)/n_bins, b/n_bins]`` (p = 0 in the first).
-
-    Returns:
-        ``{"confidence", "frequency", "count"}``, each a list of ``n_bins`` values: the mean
-        predicted probability, the observed frequency of "left preferred" (NaN for empty bins)
-        and the number of pairs per bin.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(outcomes, dtype=np.float64)
-    used = ~np.isnan(y)
-    p, y = p[used], y[used]
-    bins = np.clip(np.ceil(p * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.bincount(bins, weights=p, minlength=n_bins) / count
-        freq = np.bincount(bins, weights=y, minlength=n_bins) / count
-    return {"confidence": conf.tolist(), "frequency": freq.tolist(), "count": count.tolist()}
-
-
-@dataclass(frozen=True)
-class PreferenceMetrics:
-    """Held-out checks of a text reward ensemble on labelled pairs."""
-
-    accuracy: float
-    """Members' mean accuracy on decided (non-equal) pairs."""
-    ensemble_accuracy: float
-    """Accuracy of the ensemble-mean P[left preferred] (> 0.5 means left) on decided pairs."""
-    ece: float
-    """Expected calibration error (10 bins, probability units) of the ensemble-mean P[left]."""
-    prob_std: float
-    """Disagreement: mean over pairs of the members' std of P[left preferred]."""
-    score_std: float
-    """Disagreement: mean over texts of the members' std of their scores (score units)."""
-    reliability: dict[str, list[float]] = field(default_factory=dict)
-    """Reliability bins of the ensemble-mean P[left] (see :func:`reliability_bins`)."""
-
-    def scalars(self, prefix: str = "reward_model/heldout_") -> dict[str, float]:
-        """The scalar metrics as ``{prefix + name: value}`` (reliability bins left out)."""
-        return {f"{prefix}{k}": float(v) for k, v in asdict(self).items() if k != "reliability"}
 
 
 class _Member(nn.Module):
@@ -327,106 +279,19 @@ class TextRewardEnsemble:
         logits = self.pair_logits(ids, mask)
         return bradley_terry_loss(logits, torch.as_tensor(targets, dtype=torch.float32))
 
-    # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        pairs: Sequence[TextPair],
-        targets: np.ndarray,
-        epochs: int = 3,
-        batch_size: int = 32,
-        lr: float = 1e-4,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-    ) -> list[dict[str, float]]:
-        """Fine-tune every member on labelled pairs (AdamW, constant learning rate).
-
-        Pairs whose target is NaN (``Label.SKIP`` through ``rewardlab.types.LABEL_TARGETS``) are
-        dropped. A random ``val_fraction`` of the rest (drawn with ``seed``) is held out. Each
-        epoch every member draws its own permutation of the training pairs.
-
-        Args:
-            pairs: N ``(prompt, left completion, right completion)`` texts.
-            targets: ``(N,)`` float P[left preferred]: 1 LEFT, 0 RIGHT, 0.5 EQUAL, NaN SKIP.
-            epochs: passes over the training pairs (>= 1).
-            batch_size: pairs per optimiser step.
-            lr: AdamW learning rate.
-            seed: seeds the split and the shuffles.
-            val_fraction: held-out share in [0, 1).
-
-        Returns:
-            One row per epoch: ``epoch``, ``train_loss`` and ``train_accuracy`` (members' mean
-            over the epoch's batches), ``val_loss`` and ``val_accuracy`` (members' mean on the
-            held-out pairs after the epoch; NaN without held-out pairs).
-
-        Raises:
-            ValueError: on mismatched lengths, targets outside [0, 1], no usable pair or a bad
-                argument.
-        """
-        targets = np.asarray(targets, dtype=np.float32)
-        if targets.shape != (len(pairs),):
-            raise ValueError(f"targets: expected shape ({len(pairs)},), got {targets.shape}")
-        if epochs < 1 or batch_size < 1 or not 0 <= val_fraction < 1:
-            raise ValueError("epochs and batch_size: must be >= 1; val_fraction: in [0, 1)")
-        keep = np.flatnonzero(~np.isnan(targets))
-        if np.any((targets[keep] < 0) | (targets[keep] > 1)):
-            raise ValueError("targets: must be P[left preferred] in [0, 1] or NaN (skip)")
-        if keep.size == 0:
-            raise ValueError("fit: no labelled pair (all targets NaN)")
-        rng = np.random.default_rng(seed)
-        keep = rng.permutation(keep)
-        n_val = int(round(val_fraction * keep.size))
-        val_idx, train_idx = keep[:n_val], keep[n_val:]
-        if train_idx.size == 0:
-            raise ValueError("val_fraction: leaves no pair to train on; lower it")
-        ids, mask = self.tokenize_pairs([pairs[i] for i in train_idx])
-        y = torch.from_numpy(targets[train_idx])
-        val = None
-        if n_val:
-            vids, vmask = self.tokenize_pairs([pairs[i] for i in val_idx])
-            val = (vids, vmask, torch.from_numpy(targets[val_idx]))
-        optimizer = torch.optim.AdamW(
-            self.members.parameters(), lr=lr, weight_decay=self.config.weight_decay)
-        gen = torch.Generator().manual_seed(seed)
-        k, n = self.config.members, train_idx.size
-        history = []
-        for epoch in range(1, epochs + 1):
-            self.members.train()
-            order = torch.argsort(torch.rand(k, n, generator=gen), dim=1)  # (K, n)
-            loss_sum, acc_sum, batches = 0.0, 0.0, 0
-            for start in range(0, n, batch_size):
-                idx = order[:, start : start + batch_size]  # (K, b)
-                logits = self.pair_logits(ids, mask, idx)  # (K, b)
-                loss = bradley_terry_loss(logits, y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.config.max_grad_norm > 0:
-                    for member in self.members:
-                        nn.utils.clip_grad_norm_(member.parameters(), self.config.max_grad_norm)
-                optimizer.step()
-                with torch.no_grad():
-                    loss_sum += float(loss) / k
-                    acc_sum += float(_batched_accuracy(logits, y[idx]).nanmean())
-                batches += 1
-            row = {"epoch": float(epoch), "train_loss": loss_sum / batches,
-                   "train_accuracy": acc_sum / batches,
-                   "val_loss": math.nan, "val_accuracy": math.nan}
-            if val is not None:
-                row["val_loss"], row["val_accuracy"] = self._val(*val)
-            history.append(row)
-        self.members.eval()
-        return history
-
-    @torch.inference_mode()
-    def _val(self, ids: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        self.members.eval()
-        logits = self._chunked_logits(ids, mask)
-        loss = float(bradley_terry_loss(logits, y)) / self.config.members
-        return loss, float(preference_accuracy(logits, y).mean())
-
-    def _chunked_logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def chunked_pair_logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`pair_logits` of every member on all N pairs, ``predict_batch_size // 2`` pairs
+        per forward pass: ``(N, 2, L)`` int64 ids and mask -> ``(K, N)`` float32."""
         step = max(1, self.config.predict_batch_size // 2)
         return torch.cat([self.pair_logits(ids[i : i + step], mask[i : i + step])
                           for i in range(0, ids.shape[0], step)], dim=1)
+
+    # ------------------------------------------------------------------ training
+    #: Fine-tune every member on labelled pairs (AdamW, constant learning rate):
+    #: :func:`rewardlab.rewards.text_fit.fit_ensemble` as a method,
+    #: ``ensemble.fit(pairs, targets, epochs=3, batch_size=32, lr=1e-4, seed=0,
+    #: val_fraction=0.1)`` -> one row of losses and accuracies per epoch.
+    fit = fit_ensemble
 
     # ---------------------------------------------------------------- prediction
     @torch.inference_mode()
@@ -489,45 +354,17 @@ class TextRewardEnsemble:
         """Each member's ``R_left - R_right``, ``(members, N)`` float32."""
         self.members.eval()
         ids, mask = self.tokenize_pairs(pairs)
-        return self._chunked_logits(ids, mask)
+        return self.chunked_pair_logits(ids, mask)
 
     def preference_probs(self, pairs: Sequence[TextPair]) -> np.ndarray:
         """Each member's P[left preferred] ``(members, N)`` float32 (Christiano et al. Eq. 1)."""
         return torch.sigmoid(self.preference_logits(pairs)).numpy()
 
-    def evaluate(
-        self, pairs: Sequence[TextPair], targets: np.ndarray, n_bins: int = 10
-    ) -> PreferenceMetrics:
-        """Accuracy, calibration and disagreement on labelled pairs (NaN targets ignored).
-
-        Args:
-            pairs: N pairs; targets: ``(N,)`` float P[left preferred] (NaN = skip).
-            n_bins: calibration bins.
-
-        Raises:
-            ValueError: if no target is finite.
-        """
-        targets = np.asarray(targets, dtype=np.float32)
-        keep = ~np.isnan(targets)
-        if not keep.any():
-            raise ValueError("targets: no labelled pair to evaluate on")
-        pairs = [p for p, kept in zip(pairs, keep, strict=True) if kept]
-        y = targets[keep]
-        logits = self.preference_logits(pairs)  # (K, N)
-        probs = torch.sigmoid(logits).numpy()
-        yt = torch.from_numpy(y)
-        mean_p = probs.mean(axis=0)
-        scores = self.score([p for p, _, _ in pairs] * 2,
-                            [a for _, a, _ in pairs] + [b for _, _, b in pairs])
-        return PreferenceMetrics(
-            accuracy=float(preference_accuracy(logits, yt).mean()),
-            ensemble_accuracy=float(preference_accuracy(
-                torch.from_numpy(mean_p - 0.5), yt)),
-            ece=expected_calibration_error(np.clip(mean_p, 0, 1).astype(np.float64), y, n_bins),
-            prob_std=float(probs.std(axis=0).mean()),
-            score_std=float(scores.std(axis=0).mean()),
-            reliability=reliability_bins(mean_p, y, n_bins),
-        )
+    #: Accuracy, calibration and disagreement on labelled pairs (NaN targets ignored):
+    #: :func:`rewardlab.rewards.text_eval.evaluate_ensemble` as a method,
+    #: ``ensemble.evaluate(pairs, targets, n_bins=10)`` ->
+    #: :class:`~rewardlab.rewards.text_eval.PreferenceMetrics`.
+    evaluate = evaluate_ensemble
 
     # --------------------------------------------------------------- checkpoints
     def save(self, directory: str | Path) -> None:
@@ -583,10 +420,3 @@ class TextRewardEnsemble:
         model.reward_mean = float(meta["reward_mean"])
         model.reward_std = float(meta["reward_std"])
         return model
-
-
-def _batched_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-member accuracy when each member has its own targets: ``(K, b)`` -> ``(K,)``."""
-    decided = targets != 0.5
-    correct = ((logits > 0) == (targets > 0.5)) & decided
-    return correct.sum(dim=1).float() / decided.sum(dim=1).float()

@@ -1,5 +1,6 @@
 """What the language-model optimisers share: text scorers, sampling, KL to the reference, the
-TRL reward adapter and the gold-vs-proxy evaluation callback.
+TRL settings every trainer takes (:class:`TRLSettings`, :func:`trl_config_kwargs`), the TRL
+reward adapter and the gold-vs-proxy evaluation callback.
 
 * A **text scorer** is any callable ``(prompts, completions) -> (n,)`` float array: a gold
   reward (e.g. VADER), a judge, or a :class:`~rewardlab.rewards.text_model.TextRewardEnsemble`.
@@ -19,7 +20,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +33,57 @@ from rewardlab.lm.generation import (
     kl_to_reference,
     sample_completions,
     sequence_logprobs,
+    sqrt_kl,
 )
 
 #: ``(prompts, completions) -> (n,)`` float scores of ``n`` completions of their prompts.
 TextScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TRLSettings:
+    """The TRL plumbing every optimiser's settings share (named as in TRL); the settings of
+    :func:`~rewardlab.algorithms.lm.grpo.train_online_rl` and of the DPO trainers
+    (:class:`~rewardlab.algorithms.lm.grpo.OnlineRLConfig`,
+    :class:`~rewardlab.algorithms.lm.dpo.DPOSettings`) inherit these fields (keyword-only) and
+    :func:`trl_config_kwargs` turns them into TRL config arguments.
+
+    Raises:
+        ValueError: naming ``logging_steps`` if it is below 1.
+    """
+
+    seed: int = 0
+    """Seeds TRL (``transformers.set_seed``) and the data order (``data_seed``)."""
+    logging_steps: int = 1
+    """TRL logging cadence in optimiser steps (its ``log_history``)."""
+    bf16: bool = False
+    """bfloat16 autocast (TRL's default is on). Off here: it rounds the log-probabilities the
+    sample-based KL is computed from (a GRPO policy equal to its reference showed KL = 0.0015
+    nats instead of 0), and with gradient checkpointing it was not faster on the tiny test
+    model (20 GRPO steps: 1.55/1.63 s CPU with TRL's defaults, 1.50/1.17 s without)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (TRL's default is on; it only saves memory)."""
+    extra_trl_args: dict = field(default_factory=dict)
+    """Further fields of the TRL config, passed as is (they override the ones set from these
+    settings, e.g. ``max_steps``, ``save_strategy``/``save_steps`` for checkpoints)."""
+
+    def __post_init__(self) -> None:
+        if self.logging_steps < 1:
+            raise ValueError(f"logging_steps: must be >= 1, got {self.logging_steps}")
+
+
+def trl_config_kwargs(settings: TRLSettings, output_dir: str | Path,
+                      **method_args: Any) -> dict[str, Any]:
+    """The keyword arguments of a TRL config (``GRPOConfig``, ``DPOConfig``, ...): the
+    method's own ``method_args``, the plumbing of ``settings`` (CPU, no ``report_to``, no
+    checkpoint saving, no progress bar, one data-loader process, seeded, float32 unless
+    ``settings.bf16``), then ``settings.extra_trl_args``, which override both."""
+    plumbing = dict(
+        output_dir=str(output_dir), seed=settings.seed, data_seed=settings.seed,
+        logging_steps=settings.logging_steps, bf16=settings.bf16,
+        gradient_checkpointing=settings.gradient_checkpointing, use_cpu=True, report_to=[],
+        save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
+    return {**method_args, **plumbing, **settings.extra_trl_args}
 
 
 def sample(
@@ -116,12 +166,14 @@ class GoldProxyCallback(TrainerCallback):
     ``beta > 0``) is copied as ``trl_kl``.
 
     Rows (``self.rows``, and one JSON line each in ``jsonl_path`` if given): ``step``, ``gold``,
-    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl`` (nats per completion),
-    ``sqrt_kl`` (``sqrt(max(kl, 0))``), ``trl_kl`` (NaN if none; TRL's is a per-token mean, not
-    per completion), ``beta`` (the trainer's KL coefficient, NaN if it has none) and
-    ``disagreement`` (mean over samples of the std of ensemble member scores, NaN without
-    ``member_scores``), ``samples`` (completions scored) and ``completion_tokens`` (their mean
-    length in tokens, EOS included).
+    ``proxy`` (means over samples), ``gold_std``, ``proxy_std``, ``kl`` (nats per completion:
+    the Monte-Carlo estimate as is, unclamped, so it may be slightly negative near the
+    reference), ``sqrt_kl`` (:func:`~rewardlab.lm.generation.sqrt_kl`: ``sqrt(max(kl, 0))``, 0
+    for a negative estimate, whose square root is undefined), ``trl_kl`` (NaN if none; TRL's
+    is a per-token mean, not per completion), ``beta`` (the trainer's KL coefficient, NaN if
+    it has none) and ``disagreement`` (mean over samples of the std of ensemble member scores,
+    NaN without ``member_scores``), ``samples`` (completions scored) and
+    ``completion_tokens`` (their mean length in tokens, EOS included).
 
     Args:
         tokenizer: the policy's tokenizer.
@@ -175,7 +227,7 @@ class GoldProxyCallback(TrainerCallback):
                    self.max_new_tokens, self.seed)
         gold = np.asarray(self.gold(s.prompts, s.completions), dtype=np.float64)
         proxy = np.asarray(self.proxy(s.prompts, s.completions), dtype=np.float64)
-        kl = kl_to_reference(model, self.reference, s)["kl"]
+        kl = kl_to_reference(model, self.reference, s)["kl"]  # unclamped
         trl_kl = next((float(r["kl"]) for r in reversed(log_history) if "kl" in r), math.nan)
         disagreement = math.nan
         if self.member_scores is not None:
@@ -183,7 +235,7 @@ class GoldProxyCallback(TrainerCallback):
                                  .std(axis=0).mean())
         row = {"step": float(step), "gold": float(gold.mean()), "proxy": float(proxy.mean()),
                "gold_std": float(gold.std()), "proxy_std": float(proxy.std()), "kl": kl,
-               "sqrt_kl": math.sqrt(max(kl, 0.0)), "trl_kl": trl_kl, "beta": beta,
+               "sqrt_kl": sqrt_kl(kl), "trl_kl": trl_kl, "beta": beta,
                "disagreement": disagreement, "samples": float(len(s.completions)),
                "completion_tokens": float(np.mean([len(c) for c in s.completion_ids]))}
         self.rows.append(row)

@@ -27,18 +27,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rewardlab.algorithms.lm.common import TextScorer, TRLReward
+from rewardlab.algorithms.lm.common import TextScorer, TRLReward, TRLSettings, trl_config_kwargs
 from rewardlab.types import Label
 
 
 @dataclass(frozen=True)
-class DPOSettings:
-    """Settings of :func:`train_dpo` and :func:`train_online_dpo` (TRL's names)."""
+class DPOSettings(TRLSettings):
+    """Settings of :func:`train_dpo` and :func:`train_online_dpo` (TRL's names); the
+    keyword-only ``seed``, ``logging_steps``, ``bf16``, ``gradient_checkpointing`` and
+    ``extra_trl_args`` (here ``DPOConfig``/``OnlineDPOConfig`` fields) come from
+    :class:`~rewardlab.algorithms.lm.common.TRLSettings`."""
 
     beta: float = 0.1
     """DPO temperature beta of Eq. (7): larger keeps the policy closer to the reference."""
@@ -54,53 +57,38 @@ class DPOSettings:
     """Prompt + completion tokens (<= the model's ``n_positions``)."""
     max_new_tokens: int = 16
     """Completion length cap of the online samples (tokens)."""
-    seed: int = 0
-    """Seeds TRL and the data order."""
-    logging_steps: int = 1
-    """TRL logging cadence."""
-    bf16: bool = False
-    """bfloat16 autocast (TRL's default is on; off here, as in ``OnlineRLConfig.bf16``)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (TRL's default is on; memory only)."""
-    extra_trl_args: dict = field(default_factory=dict)
-    """Further ``DPOConfig``/``OnlineDPOConfig`` fields, passed as is (they override the ones
-    set here, e.g. ``max_steps``, ``save_strategy``/``save_steps``)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"beta: the DPO temperature must be > 0, got {self.beta}")
         if self.learning_rate <= 0 or self.epochs <= 0:
             raise ValueError("learning_rate and epochs: must be > 0")
-        if min(self.batch_size, self.steps, self.max_length, self.max_new_tokens,
-               self.logging_steps) < 1:
-            raise ValueError("batch_size, steps, max_length, max_new_tokens, logging_steps: "
-                             "must be >= 1")
+        if min(self.batch_size, self.steps, self.max_length, self.max_new_tokens) < 1:
+            raise ValueError("batch_size, steps, max_length, max_new_tokens: must be >= 1")
 
 
-def _common_args(settings: DPOSettings, output_dir: str | Path) -> dict:
-    return dict(output_dir=str(output_dir), learning_rate=settings.learning_rate,
-                per_device_train_batch_size=settings.batch_size, max_length=settings.max_length,
-                seed=settings.seed, data_seed=settings.seed,
-                logging_steps=settings.logging_steps, bf16=settings.bf16,
-                gradient_checkpointing=settings.gradient_checkpointing, use_cpu=True, report_to=[],
-                save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
+def _dpo_args(settings: DPOSettings) -> dict:
+    """The arguments offline and online DPO share beyond the TRL plumbing."""
+    return dict(learning_rate=settings.learning_rate,
+                per_device_train_batch_size=settings.batch_size, max_length=settings.max_length)
 
 
 def dpo_trl_config(settings: DPOSettings, output_dir: str | Path):  # noqa: ANN201 (DPOConfig)
     """TRL's ``DPOConfig`` for offline DPO with ``settings`` (CPU, no reporting, no saving)."""
     from trl import DPOConfig
 
-    return DPOConfig(**{"beta": settings.beta, "num_train_epochs": settings.epochs,
-                        **_common_args(settings, output_dir), **settings.extra_trl_args})
+    return DPOConfig(**trl_config_kwargs(settings, output_dir, beta=settings.beta,
+                                         num_train_epochs=settings.epochs, **_dpo_args(settings)))
 
 
 def online_dpo_trl_config(settings: DPOSettings, output_dir: str | Path):  # noqa: ANN201
     """TRL's experimental ``OnlineDPOConfig`` for online DPO with ``settings``."""
     from trl.experimental.online_dpo import OnlineDPOConfig
 
-    return OnlineDPOConfig(**{"beta": [settings.beta], "max_steps": settings.steps,
-                              "max_new_tokens": settings.max_new_tokens,
-                              **_common_args(settings, output_dir), **settings.extra_trl_args})
+    return OnlineDPOConfig(**trl_config_kwargs(
+        settings, output_dir, beta=[settings.beta], max_steps=settings.steps,
+        max_new_tokens=settings.max_new_tokens, **_dpo_args(settings)))
 
 
 def preference_triples(

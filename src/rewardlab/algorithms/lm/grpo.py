@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from rewardlab.algorithms.lm.common import GoldProxyCallback, TextScorer, TRLReward
+from rewardlab.algorithms.lm.common import (
+    GoldProxyCallback,
+    TextScorer,
+    TRLReward,
+    TRLSettings,
+    trl_config_kwargs,
+)
 
 
 @dataclass(frozen=True)
-class OnlineRLConfig:
-    """Settings of :func:`train_online_rl` (the TRL trainer's, named as in TRL)."""
+class OnlineRLConfig(TRLSettings):
+    """Settings of :func:`train_online_rl` (the TRL trainer's, named as in TRL); the
+    keyword-only ``seed``, ``logging_steps``, ``bf16``, ``gradient_checkpointing`` and
+    ``extra_trl_args`` (here ``GRPOConfig``/``RLOOConfig`` fields) come from
+    :class:`~rewardlab.algorithms.lm.common.TRLSettings`. ``seed`` also seeds the evaluation
+    samples."""
 
     algorithm: Literal["grpo", "rloo"] = "grpo"
     """``grpo`` (TRL ``GRPOTrainer``) or ``rloo`` (TRL ``RLOOTrainer``)."""
@@ -50,30 +60,17 @@ class OnlineRLConfig:
     still measures the KL)."""
     temperature: float = 1.0
     """Sampling temperature of the policy's rollouts."""
-    seed: int = 0
-    """Seeds TRL (``transformers.set_seed``), the data order and the evaluation samples."""
     eval_every: int = 10
     """Evaluation cadence in optimiser steps (0: no evaluation callback)."""
     eval_samples_per_prompt: int = 4
     """Completions sampled per held-out prompt at each evaluation."""
-    logging_steps: int = 1
-    """TRL logging cadence (its ``log_history``)."""
-    bf16: bool = False
-    """bfloat16 autocast (TRL's default is on). Off here: it rounds the log-probabilities the
-    sample-based KL is computed from (a policy equal to its reference showed KL = 0.0015 nats
-    instead of 0), and with gradient checkpointing it was not faster on the tiny test model
-    (20 GRPO steps: 1.55/1.63 s CPU with TRL's defaults, 1.50/1.17 s without)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (TRL's default is on; it only saves memory)."""
-    extra_trl_args: dict = field(default_factory=dict)
-    """Further ``GRPOConfig``/``RLOOConfig`` fields, passed as is (they override the ones set
-    here, e.g. ``save_strategy``/``save_steps`` for checkpoints)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.algorithm not in ("grpo", "rloo"):
             raise ValueError(f"algorithm: must be 'grpo' or 'rloo', got {self.algorithm!r}")
-        if self.steps < 1 or self.max_completion_length < 1 or self.logging_steps < 1:
-            raise ValueError("steps, max_completion_length and logging_steps: must be >= 1")
+        if self.steps < 1 or self.max_completion_length < 1:
+            raise ValueError("steps and max_completion_length: must be >= 1")
         if self.num_generations < 2:
             raise ValueError(f"num_generations: group advantages need >= 2, got "
                              f"{self.num_generations}")
@@ -94,17 +91,11 @@ def trl_config(config: OnlineRLConfig, output_dir: str | Path):  # noqa: ANN201 
     from trl import GRPOConfig, RLOOConfig
 
     cls = GRPOConfig if config.algorithm == "grpo" else RLOOConfig
-    args = dict(
-        output_dir=str(output_dir), max_steps=config.steps,
-        per_device_train_batch_size=config.batch_size, num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        learning_rate=config.learning_rate, beta=config.beta,
-        temperature=config.temperature, seed=config.seed, data_seed=config.seed,
-        logging_steps=config.logging_steps, bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing, use_cpu=True, report_to=[],
-        save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-    )
-    return cls(**{**args, **config.extra_trl_args})  # extra_trl_args may override, e.g. saving
+    return cls(**trl_config_kwargs(
+        config, output_dir, max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length, learning_rate=config.learning_rate,
+        beta=config.beta, temperature=config.temperature))
 
 
 @dataclass(frozen=True)
