@@ -654,6 +654,35 @@ def headline_complete(rows: list[dict[str, Any]]) -> bool:
 
 # ----------------------------------------------------------------------------- report
 
+def grid_header(rec: dict[str, Any], title: str, script: str, aggregated: str | None = None,
+                default_runner: str | None = None) -> list[str]:
+    """The lines after the begin marker of a grid harness's BENCHMARKS.md section: title,
+    command, date, machine and runner, and which runs were aggregated. Shared by this harness,
+    ``offline.py`` and ``lm_overoptimization.py``.
+
+    Args:
+        rec: the aggregate record (``command``, ``written_utc``, ``machine``, ``runner``,
+            ``workers``, ``runs_completed``, ``runs_selected``, ``jsonl``).
+        title: the section title.
+        script: the harness's file name, shown beside the title.
+        aggregated: the "Runs aggregated" text (default: finished of selected, from the JSONL).
+        default_runner: the ``runner`` assumed when the record has none.
+    """
+    if aggregated is None:
+        aggregated = (f"{rec['runs_completed']} of the {rec['runs_selected']} selected runs, "
+                      f"finished, from `{rec['jsonl']}`")
+    runner = (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
+              if rec.get("runner", default_runner) == "ray"
+              else "runs one at a time in one process")
+    return [f"## {title} (`benchmarks/{script}`)", "",
+            f"- Command: `{rec['command']}`",
+            f"- Date (UTC): {rec['written_utc']}",
+            f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
+            f"torch {rec['machine']['torch']}; {runner}, each pinned to a core of its own, "
+            "1 thread",
+            f"- Runs aggregated: {aggregated}"]
+
+
 def render_section(rec: dict[str, Any]) -> str:
     sel = rec["selection"]
     section = rec.get("section", "feedback_efficiency")
@@ -664,15 +693,8 @@ def render_section(rec: dict[str, Any]) -> str:
                   if rec.get("aggregate_all") else
                   f"{rec['runs_completed']} of the {rec['runs_selected']} selected runs, "
                   f"finished, from `{rec['jsonl']}`")
-    lines = [begin, f"## {SECTIONS[section][0]} (`benchmarks/feedback_efficiency.py`)", "",
-             f"- Command: `{rec['command']}`",
-             f"- Date (UTC): {rec['written_utc']}",
-             f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
-             f"torch {rec['machine']['torch']}; "
-             + (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
-                if rec.get("runner", "ray") == "ray" else "runs one at a time in one process")
-             + ", each pinned to a core of its own, 1 thread",
-             f"- Runs aggregated: {aggregated}",
+    lines = [begin, *grid_header(rec, SECTIONS[section][0], "feedback_efficiency.py",
+                                 aggregated, default_runner="ray"),
              f"- Selection: envs {', '.join(sel['envs'])}; methods {', '.join(sel['methods'])}; "
              f"teachers {', '.join(sel['teachers'])}; query budgets "
              f"{', '.join(map(str, sel['queries']))}; seeds {', '.join(map(str, sel['seeds']))}; "

@@ -698,16 +698,7 @@ def _f(x: float | None, digits: int = 3) -> str:
 def render_section(rec: dict[str, Any]) -> str:
     begin, end = core.section_markers(SECTION)
     sel, rows = rec["selection"], rec["rows"]
-    lines = [begin, f"## {TITLE} (`benchmarks/lm_overoptimization.py`)", "",
-             f"- Command: `{rec['command']}`",
-             f"- Date (UTC): {rec['written_utc']}",
-             f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
-             f"torch {rec['machine']['torch']}; "
-             + (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
-                if rec.get("runner") == "ray" else "runs one at a time in one process")
-             + ", each pinned to a core of its own, 1 thread",
-             f"- Runs aggregated: {rec['runs_completed']} of the {rec['runs_selected']} selected "
-             f"runs, finished, from `{rec['jsonl']}`",
+    lines = [begin, *fe.grid_header(rec, TITLE, "lm_overoptimization.py"),
              f"- Selection: tasks {', '.join(sel['tasks'])}; optimizers "
              f"{', '.join(sel['optimizers'])}; labels {', '.join(map(str, sel['labels']))}; "
              f"variants {', '.join(sel['variants'])}; seeds {', '.join(map(str, sel['seeds']))}"]

@@ -512,16 +512,7 @@ NOTES = [
 def render_section(rec: dict[str, Any]) -> str:
     begin, end = core.section_markers(SECTION)
     sel, rows = rec["selection"], rec["rows"]
-    lines = [begin, f"## {TITLE} (`benchmarks/offline.py`)", "",
-             f"- Command: `{rec['command']}`",
-             f"- Date (UTC): {rec['written_utc']}",
-             f"- Machine: {rec['machine']['cpu']}, {rec['machine']['cpu_count']} logical CPUs, "
-             f"torch {rec['machine']['torch']}; "
-             + (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
-                if rec.get("runner") == "ray" else "runs one at a time in one process")
-             + ", each pinned to a core of its own, 1 thread",
-             f"- Runs aggregated: {rec['runs_completed']} of the {rec['runs_selected']} selected "
-             f"runs, finished, from `{rec['jsonl']}`",
+    lines = [begin, *fe.grid_header(rec, TITLE, "offline.py"),
              f"- Selection: datasets {', '.join(sel['datasets'])}; methods "
              f"{', '.join(sel['methods'])}; seeds {', '.join(map(str, sel['seeds']))}; "
              f"{sel['updates']} IQL updates, {sel['cpl_updates']} CPL updates"]
