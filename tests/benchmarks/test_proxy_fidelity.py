@@ -32,9 +32,11 @@ def test_pair_accuracy_is_one_when_proxy_orders_as_gold_and_zero_when_reversed(f
     assert np.isnan(fidelity.pair_accuracy(flat, np.random.default_rng(1), 500))
 
 
-def test_probe_run_reads_a_checkpoint_in_write_order(fidelity, tmp_path):
-    """A ring-buffer log that wrapped: the probe reads its rows oldest first, so the segment
-    sums and the gold-on-proxy slope come out of the steps as they were taken."""
+def test_probe_run_reads_a_checkpoint_in_write_order(fidelity, tmp_path, monkeypatch):
+    """A ring-buffer log that wrapped: the probe reads its rows oldest first, so "recent" is
+    the last steps taken (here the last 50, where gold = -3 x proxy; before them gold = 3 x
+    proxy), not the last rows of the array."""
+    monkeypatch.setattr(fidelity, "RECENT", 50)
     obs_dim, act_dim, steps, capacity = 3, 2, 130, 100
     rng = np.random.default_rng(0)
     log = TransitionLog(capacity, 1, obs_dim, act_dim)
@@ -42,7 +44,7 @@ def test_probe_run_reads_a_checkpoint_in_write_order(fidelity, tmp_path):
     for t in range(steps):
         obs = rng.normal(size=(1, obs_dim)).astype(np.float32)
         act = rng.normal(size=(1, act_dim)).astype(np.float32)
-        gold = 3.0 * model.reward(obs, act)  # gold = 3 x proxy: perfect ranking, slope 3
+        gold = (3.0 if t < steps - 50 else -3.0) * model.reward(obs, act)
         log.add(obs, act, gold, np.array([t % 10 == 9]))
     ckpt = tmp_path / "run" / "checkpoints" / "latest"
     ckpt.mkdir(parents=True)
@@ -57,9 +59,9 @@ def test_probe_run_reads_a_checkpoint_in_write_order(fidelity, tmp_path):
         "store": {"answered": 12}, "final_eval": {"eval/gold_return": 4.5}}))
     row = fidelity.probe_run(run, {("Toy-v0", 7, steps): 9.0})
     assert row["steps"] == capacity and row["labels"] == 12 and row["seed"] == 7
-    assert row["step_spearman"] == pytest.approx(1.0)
-    assert row["pair_accuracy"] == 1.0 and row["pair_accuracy_recent"] == 1.0
-    assert row["gold_per_proxy_unit"] == pytest.approx(3.0, rel=1e-4)
+    assert row["step_spearman_recent"] == pytest.approx(-1.0)
+    assert row["pair_accuracy_recent"] == 0.0
+    assert row["gold_per_proxy_unit"] == pytest.approx(-3.0, rel=1e-4)
     assert row["final_gold"] == 4.5 and row["reference_gold"] == 9.0
     assert "| run | 12 |" in fidelity.render(
         {"command": "c", "date": "d", "machine": {"cpu": "x", "cpu_count": 2}, "rows": [row]})
