@@ -122,9 +122,21 @@ def probe_run(run_dir: Path, references: dict[tuple[str, int, int], float],
               ) -> dict[str, Any]:
     """The fidelity numbers of one finished run (see the module docstring).
 
+    Args:
+        run_dir: a finished run directory (``config.yaml``, ``checkpoints/latest`` with the
+            reward model and ``transition_log.npz``; ``summary.json`` if present).
+        references: ``{(env, seed, steps): final gold}`` of true-reward runs.
+
+    Returns:
+        One table row: the module docstring's keys, floats (Spearman and accuracies unitless,
+        ``gold_std_recent`` in gold reward per step).
+
     Raises:
-        FileNotFoundError: if the run has no final checkpoint with a transition log.
+        FileNotFoundError: if the run has no final checkpoint with a transition log, or no
+            ``config.yaml``.
     """
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run directory)")
     import torch
 
     from rewardlab.rewards.model import RewardModel
@@ -234,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": utc_now(), "machine": machine_info(), "git": git_state(),
         "recent_steps": RECENT, "pairs": PAIRS,
-        "rows": [probe_run(run, references) for run in runs],
     }
+    try:
+        record["rows"] = [probe_run(run, references) for run in runs]
+    except FileNotFoundError as exc:
+        p.error(f"run_dirs: {exc}; pass finished runs (their last checkpoint is read)")
     text = render(record)
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(record, indent=2) + "\n")
