@@ -24,7 +24,8 @@ Every combination env x method x teacher x query budget x seed selected by the f
   ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
   ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_2x64`` (a 2 x 64
   reward model instead of PEBBLE's 3 x 256), ``pebble_tanh`` (PEBBLE's tanh on the reward
-  model's output).
+  model's output), ``pebble_targeted`` (each round's queries cut from the steps since the
+  previous round only), ``pebble_surf`` (SURF's semi-supervised labels and temporal cropping).
 * ``true_reward``: the same agent PEBBLE uses (the configured ``pebble.backbone`` with the
   ``pebble.sac`` settings) trained on the true reward from step 0, with the same derived seeds
   and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
@@ -117,6 +118,12 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     "pebble_rm_2x64": ("reward_model.hidden_sizes=[64, 64]",),
     # PEBBLE's tanh on the reward model's output (RewardLab's default has none)
     "pebble_tanh": ("reward_model.output_activation=tanh",),
+    # queries cut from the steps since the previous round only (issue 11: the policy lags a
+    # proxy that is faithful on what it did; ask about what it does now)
+    "pebble_targeted": ("mitigation.targeted_feedback=true",),
+    # SURF (Park et al. 2022): 10 unlabelled pairs per label, pseudo-labelled at tau = 0.99,
+    # mu = 4, temporal cropping of up to 5 steps at each end (SURF's published settings)
+    "pebble_surf": ("reward_model.unlabeled_ratio=10", "reward_model.crop_steps=5"),
 }
 #: The normaliser: the same agent as PEBBLE's on the true reward.
 REFERENCE = "true_reward"
@@ -791,7 +798,12 @@ NOTES = [
     "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
     "update (PEBBLE Alg. 1 resets it); `pebble_rm_2x64` uses a reward model of 2 hidden "
     "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256; `pebble_tanh` puts "
-    "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none).",
+    "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none); "
+    "`pebble_targeted` cuts each round's candidate segments from the steps collected since the "
+    "previous round only (`mitigation.targeted_feedback`); `pebble_surf` adds SURF's "
+    "semi-supervised labels and temporal cropping (Park et al. 2022: 10 unlabelled pairs per "
+    "label, pseudo-labelled at P >= 0.99, 4 unlabelled pairs per labelled one in each step, "
+    "windows of 40-50 of the 50 steps).",
     "Earlier ablation runs (Pendulum-v1, SB3 SAC backbone, scored against `sac_true`) are kept "
     "in `benchmarks/results/ablations_runs_sb3_sac_pendulum.jsonl`.",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "

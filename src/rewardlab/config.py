@@ -625,6 +625,31 @@ class RewardModelConfig(BaseModel):
         True, description="Standardise the agent's reward to mean 0, std 1 over recent "
         "experience after every update."
     )
+    unlabeled_ratio: Int = Field(
+        0, ge=0, le=1000, description="SURF (Park et al. 2022) semi-supervised reward "
+        "learning: unlabelled segment pairs per labelled query, cut at random from the "
+        "experience (or dataset) at every fit; each member trains on the pairs it is "
+        "confident about (pseudo_label_threshold) with its own prediction as the label. "
+        "0 (default) turns it off; SURF used 10 to 100."
+    )
+    pseudo_label_threshold: Float = Field(
+        0.99, gt=0.5, le=1.0, description="SURF's tau: a member pseudo-labels an unlabelled "
+        "pair only when its P[preferred side] reaches this (SURF: 0.95-0.99)."
+    )
+    unlabeled_weight: Float = Field(
+        1.0, ge=0, description="SURF's lambda: weight of the pseudo-label loss."
+    )
+    unlabeled_batch_multiple: Int = Field(
+        4, ge=1, le=64, description="SURF's mu: unlabelled pairs per labelled pair in each "
+        "gradient step (SURF's published commands: 4)."
+    )
+    crop_steps: Int = Field(
+        0, ge=0, le=MAX_STEPS, description="SURF's temporal cropping: every training pass "
+        "sums each segment's reward over a random window of T - U{0..2*crop_steps} steps "
+        "(T = feedback.segment_len) at a random offset, drawn per segment; 0 (default) turns "
+        "it off. SURF crops 5 steps either way around 50-step segments cut 5 steps longer; "
+        "the stored segment is what was labelled, so here the window stays inside it."
+    )
 
 
 # ---------------------------------------------------------------------------- offline methods
@@ -1203,6 +1228,21 @@ class TrainConfig(BaseModel):
                 f"feedback.segment_len ({self.feedback.segment_len}) exceeds log_capacity "
                 f"({self.log_capacity}), the steps kept to cut segments from; raise "
                 "log_capacity or shorten segment_len"
+            )
+        rm = self.reward_model
+        if not self.is_lm and 2 * rm.crop_steps >= self.feedback.segment_len:
+            raise ValueError(
+                f"reward_model.crop_steps ({rm.crop_steps}): a cropped window of "
+                f"feedback.segment_len - 2 * crop_steps steps must keep at least one step of "
+                f"the {self.feedback.segment_len}-step segments; lower crop_steps below "
+                f"{(self.feedback.segment_len + 1) // 2}"
+            )
+        transformer = self.is_offline and self.offline.reward_model == "transformer"
+        if transformer and (rm.unlabeled_ratio or rm.crop_steps):
+            raise ValueError(
+                "reward_model.unlabeled_ratio / crop_steps: SURF's semi-supervised labels and "
+                "cropping train the MLP ensemble; offline.reward_model=transformer does not "
+                "use them: set both to 0 or use offline.reward_model=mlp"
             )
         self._check_offline()
         self._check_lm()

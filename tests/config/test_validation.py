@@ -97,6 +97,8 @@ def test_cross_field_checks_name_both_fields():
     _refused(["ppo.n_steps=1", "ppo.n_envs=1"], "ppo.n_steps", "ppo.n_envs")
     _refused(["feedback.queries_per_round=300"], "feedback.queries_per_round",
              "feedback.total_budget")
+    _refused(["reward_model.crop_steps=25", "feedback.segment_len=50"],
+             "reward_model.crop_steps (25)", "lower crop_steps below 25")
 
 
 def test_store_url_must_look_like_a_url():

@@ -66,3 +66,16 @@ def test_accuracy_ignores_equal_labels():
     logits = torch.tensor([[1.0, -1.0, 5.0, -2.0]])
     targets = torch.tensor([1.0, 1.0, 0.5, 0.0])
     assert preference_accuracy(logits, targets).item() == pytest.approx(2 / 3)
+
+
+def test_weights_mask_pairs_but_the_mean_keeps_the_whole_batch():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])  # (K=2, B=3)
+    targets = torch.tensor([1.0, 0.0, 1.0])
+    plain = bradley_terry_loss(logits, targets)
+    assert torch.allclose(bradley_terry_loss(logits, targets, torch.ones(2, 3)), plain)
+    assert bradley_terry_loss(logits, targets, torch.zeros(2, 3)) == 0
+    only_first = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    per_pair = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 0], targets[0].expand(2), reduction="none")
+    expected = (per_pair / 3).sum()  # averaged over all 3 pairs, SURF Eq. 5
+    assert torch.allclose(bradley_terry_loss(logits, targets, only_first), expected)

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import torch
 
 from rewardlab.config import RewardModelConfig
-from rewardlab.rewards.model import RewardModel, holdout_mask, native_bfloat16, training_dtype
+from rewardlab.rewards.model import (
+    RewardModel,
+    crop_mask,
+    holdout_mask,
+    native_bfloat16,
+    training_dtype,
+)
 
 
 def _linear_reward_data(rng: np.random.Generator, n: int, t: int = 10, od: int = 4, ad: int = 2):
@@ -109,3 +116,48 @@ def test_selection_probs_rank_like_preference_probs():
     assert fast.shape == exact.shape and fast.dtype == np.float32
     np.testing.assert_allclose(fast, exact, atol=0.02)
     assert np.corrcoef(fast.std(axis=0), exact.std(axis=0))[0, 1] > 0.99  # same disagreement
+
+
+# ------------------------------------------------------------------ SURF (Park et al. 2022)
+def test_crop_mask_keeps_one_window_per_segment_within_the_range():
+    gen = torch.Generator().manual_seed(0)
+    mask = crop_mask((3, 400, 2), 20, 4, gen)
+    assert mask.shape == (3, 400, 2, 20) and mask.dtype == torch.float32
+    lengths = mask.sum(-1)
+    assert lengths.min() == 12 and lengths.max() == 20  # T - U{0..2c}, both ends reached
+    steps = torch.diff(mask, dim=-1, prepend=torch.zeros(3, 400, 2, 1))
+    assert ((steps == 1).sum(-1) == 1).all()  # one contiguous window each
+    starts = mask.argmax(-1)
+    assert (starts[..., 0] != starts[..., 1]).any()  # the two sides are cropped apart
+    assert starts.max() > 0 and (starts + lengths.long()).max() == 20
+    with pytest.raises(ValueError, match="crop_steps"):
+        crop_mask((1,), 10, 5, gen)
+
+
+def test_surf_fit_pseudo_labels_confident_unlabelled_pairs():
+    rng = np.random.default_rng(0)
+    obs, act, y = _linear_reward_data(rng, 1100)
+    cfg = RewardModelConfig(hidden_sizes=(64, 64), max_epochs=100, target_accuracy=1.0,
+                            unlabeled_ratio=10, pseudo_label_threshold=0.95, crop_steps=2)
+    model = RewardModel(4, 2, cfg, seed=0)
+    fit = model.fit(obs[:100], act[:100], y[:100], obs[100:], act[100:])
+    assert 0.05 < fit["pseudo_labeled_fraction"] < 1.0
+    assert model.accuracy(obs[100:], act[100:], y[100:]) >= 0.85
+    with pytest.raises(ValueError, match="unlabelled pairs"):
+        model.fit(obs[:10], act[:10], y[:10], obs[10:20, :, :5], act[10:20, :, :5])
+
+
+def test_unconfident_unlabelled_pairs_do_not_change_the_fit():
+    """Pairs of two identical segments have P = 0.5 under every member: never pseudo-labelled,
+    so the fit equals the supervised one (up to the chunks' summation order)."""
+    rng = np.random.default_rng(1)
+    obs, act, y = _linear_reward_data(rng, 200)
+    same_obs = np.repeat(obs[:50, :1], 2, axis=1)
+    same_act = np.repeat(act[:50, :1], 2, axis=1)
+    cfg = RewardModelConfig(hidden_sizes=(32,), max_epochs=5, unlabeled_ratio=1)
+    plain, surf = RewardModel(4, 2, cfg, seed=3), RewardModel(4, 2, cfg, seed=3)
+    plain.fit(obs, act, y)
+    fit = surf.fit(obs, act, y, same_obs, same_act)
+    assert fit["pseudo_labeled_fraction"] == 0.0
+    for a, b in zip(plain.net.parameters(), surf.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

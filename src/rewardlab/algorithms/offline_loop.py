@@ -163,8 +163,12 @@ def refit_after_round(
     rows = np.unique(np.linspace(0, dataset.n_steps - 1, NORMALIZATION_ROWS).astype(np.int64))
     norm = ((dataset.observations[rows], dataset.actions[rows]) if isinstance(model, RewardModel)
             else (None, None))
+    unlabeled = (t.surf_unlabeled(config.reward_model.unlabeled_ratio, data["labels"].size,
+                                  dataset.transition_log(), config.feedback.segment_len, seed,
+                                  result.round)
+                 if isinstance(model, RewardModel) else None)
     fit = fit_reward_model(model, data, config.reward_model.holdout_fraction,  # type: ignore
-                           *norm)
+                           *norm, unlabeled=unlabeled)
     state.add_seconds({"reward_training": time.perf_counter() - t0})
     if model.updates > 0:
         fit["reward_model/random_pair_accuracy"] = random_pair_accuracy(

@@ -44,7 +44,7 @@ from rewardlab.diagnostics.reward_eval import rank_correlation
 from rewardlab.envs.make import EnvDims, make_env
 from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn, mujoco_state_fn
 from rewardlab.feedback.human import AnnotationServer, HumanTeacher
-from rewardlab.feedback.rounds import RoundResult, next_round_step
+from rewardlab.feedback.rounds import RoundResult, next_round_step, unlabeled_pairs
 from rewardlab.feedback.teachers import ScriptedTeacher
 from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
@@ -61,6 +61,9 @@ from rewardlab.types import Label
 NORMALIZATION_ROWS = 50_000
 #: Segment pairs of the run's experience the reward model is checked on after each round.
 RANDOM_PAIRS = 500
+#: Third seed word of the generator of SURF's unlabelled pairs (the diagnostics' random pairs
+#: use ``[seed, round]``).
+UNLABELED_STREAM = 1
 
 
 # ------------------------------------------------------------------------ loop state
@@ -246,6 +249,19 @@ def fresh_metrics(reward_model: RewardModel, result: RoundResult) -> dict[str, f
                          "reward_model/fresh")
 
 
+def surf_unlabeled(
+    ratio: int, labels: int, log: TransitionLog, segment_len: int, seed: int, round: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """SURF's unlabelled pairs for one fit (``reward_model.unlabeled_ratio`` random pairs of
+    ``log`` per stored label, :func:`rewardlab.feedback.rounds.unlabeled_pairs`, drawn with a
+    generator of their own seeded by ``seed`` and the round, so a resumed run draws the same),
+    or ``None`` when the ratio or the label count is 0."""
+    if ratio == 0 or labels == 0:
+        return None
+    rng = np.random.default_rng([seed, round, UNLABELED_STREAM])
+    return unlabeled_pairs(log, ratio * labels, segment_len, rng)
+
+
 def refit_after_round(
     reward_model: RewardModel, store: FeedbackStore, result: RoundResult,
     holdout_fraction: float, fallback_teachers: tuple[str, ...], log: TransitionLog,
@@ -253,14 +269,19 @@ def refit_after_round(
 ) -> dict[str, float]:
     """The reward fit after a round: check the ensemble on the fresh queries, refit it on every
     label in the store (:func:`rewardlab.rewards.fit.fit_reward_model`, standardised on the
-    last ``NORMALIZATION_ROWS`` steps), measure it on random pairs of the run's experience
-    against gold (:func:`rewardlab.diagnostics.reward_checks.random_pair_accuracy`, with a
-    generator of its own seeded by ``seed`` and the round), and return the round's metrics."""
+    last ``NORMALIZATION_ROWS`` steps, with SURF's unlabelled pairs when
+    ``reward_model.unlabeled_ratio`` is set: :func:`surf_unlabeled`), measure it on random
+    pairs of the run's experience against gold
+    (:func:`rewardlab.diagnostics.reward_checks.random_pair_accuracy`, with a generator of its
+    own seeded by ``seed`` and the round), and return the round's metrics."""
     fresh = fresh_metrics(reward_model, result)
     t0 = time.perf_counter()
     data = store.records.training_arrays(fallback_teachers=fallback_teachers)
     fit = fit_reward_model(reward_model, data, holdout_fraction,
-                           *log.recent_flat(NORMALIZATION_ROWS))
+                           *log.recent_flat(NORMALIZATION_ROWS),
+                           unlabeled=surf_unlabeled(reward_model.config.unlabeled_ratio,
+                                                    data["labels"].size, log, segment_len,
+                                                    seed, result.round))
     state.add_seconds({"reward_training": time.perf_counter() - t0})
     if reward_model.updates > 0:
         rng = np.random.default_rng([seed, result.round])

@@ -156,6 +156,29 @@ def sample_candidate_pairs(
     return windows, pairs
 
 
+def unlabeled_pairs(
+    log: TransitionLog, count: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random segment pairs of ``log`` that nobody is asked about: SURF's unlabelled data
+    (Park et al. 2022, Alg. 1: ``inv_label_ratio`` random pairs per labelled one), cut as
+    :func:`sample_candidate_pairs` cuts candidates, from the whole log.
+
+    Args:
+        log: experience (or an offline dataset's transition log) to cut from.
+        count: pairs wanted (fewer when the log holds too few distinct windows).
+        length: steps per segment.
+        rng: the fit's generator.
+
+    Returns:
+        ``obs (P, 2, T, obs_dim)`` and ``actions (P, 2, T, act_dim)`` float32, ``P <= count``.
+
+    Raises:
+        ValueError: if the log holds fewer than two windows of ``length`` steps.
+    """
+    windows, pairs = sample_candidate_pairs(log, count, length, rng)
+    return windows["obs"][pairs], windows["actions"][pairs]
+
+
 # ----------------------------------------------------------------------------- the round
 @dataclass
 class RoundResult:

@@ -34,7 +34,9 @@ def preference_logits(step_rewards: torch.Tensor) -> torch.Tensor:
     return returns[..., 0] - returns[..., 1]
 
 
-def bradley_terry_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def bradley_terry_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy between Bradley-Terry predictions and (soft) preference labels.
 
     Each member's loss is averaged over its batch; the members' losses are summed, so every
@@ -44,9 +46,12 @@ def bradley_terry_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         logits: ``(members, batch)`` float, ``R_left - R_right`` from :func:`preference_logits`.
         targets: ``(batch,)`` or ``(members, batch)`` float in ``[0, 1]``: P[left preferred]
             (1.0 left, 0.0 right, 0.5 equal; see ``rewardlab.types.LABEL_TARGETS``).
+        weights: optional ``(members, batch)`` float per-pair weights, still averaged over the
+            whole batch (SURF's masked pseudo-label loss, Park et al. 2022, Eq. 5:
+            ``mean_b 1[conf_b >= tau] CE_b``).
 
     Returns:
-        Scalar tensor: ``sum_k mean_b CE_k,b``.
+        Scalar tensor: ``sum_k mean_b w_k,b CE_k,b`` (``w = 1`` without weights).
 
     Raises:
         ValueError: if the shapes do not broadcast to ``logits``.
@@ -61,6 +66,8 @@ def bradley_terry_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     per_pair = F.binary_cross_entropy_with_logits(
         logits, targets.to(logits.dtype), reduction="none"
     )
+    if weights is not None:
+        per_pair = per_pair * weights
     return per_pair.mean(dim=1).sum()
 
 

@@ -20,6 +20,7 @@ def fit_reward_model(
     holdout_fraction: float,
     norm_obs: np.ndarray | None,
     norm_actions: np.ndarray | None,
+    unlabeled: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Fit on every labelled query outside the held-out split, then measure and renormalise.
 
@@ -36,10 +37,13 @@ def fit_reward_model(
             on; norm_actions: ``(M, act_dim)``. ``None``: no standardisation (a model without
             one, e.g. the Preference Transformer, duck-typed: ``fit``, ``accuracy`` and
             ``preference_probs`` are all this function calls then).
+        unlabeled: optional ``(obs (U, 2, T, obs_dim), actions (U, 2, T, act_dim))`` float32
+            unlabelled segment pairs for SURF's pseudo-labels (:meth:`RewardModel.fit`).
 
     Returns:
         ``reward_model/`` metrics: ``loss``, ``train_accuracy``, ``epochs``,
-        ``heldout_accuracy``, ``heldout_ece``, ``heldout_queries``.
+        ``heldout_accuracy``, ``heldout_ece``, ``heldout_queries`` (and
+        ``pseudo_labeled_fraction`` with unlabelled pairs).
     """
     if data["labels"].size == 0:
         return {"reward_model/heldout_accuracy": float("nan"),
@@ -47,13 +51,17 @@ def fit_reward_model(
     targets = LABEL_TARGETS[data["labels"].astype(np.int64)]
     held = holdout_mask(data["query_ids"], holdout_fraction)
     train = ~held if (~held).any() else np.ones_like(held)
-    fit = reward_model.fit(data["obs"][train], data["actions"][train], targets[train])
+    extra = {} if unlabeled is None else {"unlabeled_obs": unlabeled[0],
+                                          "unlabeled_actions": unlabeled[1]}
+    fit = reward_model.fit(data["obs"][train], data["actions"][train], targets[train], **extra)
     metrics = {
         "reward_model/loss": fit["loss"],
         "reward_model/train_accuracy": fit["train_accuracy"],
         "reward_model/epochs": fit["epochs"],
         "reward_model/heldout_queries": float(held.sum()),
     }
+    if "pseudo_labeled_fraction" in fit:
+        metrics["reward_model/pseudo_labeled_fraction"] = fit["pseudo_labeled_fraction"]
     metrics.update(label_metrics(
         reward_model, data["obs"][held], data["actions"][held], data["labels"][held],
         "reward_model/heldout",

@@ -67,6 +67,39 @@ def holdout_mask(query_ids: np.ndarray, fraction: float) -> np.ndarray:
     return (hashed.astype(np.float64) / 2**32) < fraction
 
 
+def crop_mask(
+    shape: tuple[int, ...] | torch.Size, t_len: int, crop: int, generator: torch.Generator
+) -> torch.Tensor:
+    """SURF's temporal cropping (Park et al. 2022, Sec. 4.2) as a mask over segment steps.
+
+    Each segment keeps one contiguous window of ``t_len - U{0, ..., 2 * crop}`` steps at a
+    uniformly random offset, drawn independently per segment (so the two sides of a pair are
+    cropped differently, as in SURF). SURF cuts segments ``crop`` steps longer on each side
+    and crops lengths within ``crop`` of the labelled length; RewardLab's stored segment is
+    exactly what was labelled, so the window stays inside it.
+
+    Args:
+        shape: leading shape of the segments, e.g. ``(members, pairs, 2)``.
+        t_len: steps per segment ``T``.
+        crop: ``crop_steps``; needs ``2 * crop < t_len``.
+        generator: the draws' generator.
+
+    Returns:
+        ``(*shape, T)`` float32, 1 inside each segment's window and 0 outside.
+
+    Raises:
+        ValueError: if ``2 * crop >= t_len`` (no step would be left).
+    """
+    if 2 * crop >= t_len:
+        raise ValueError(f"crop_steps ({crop}): 2 * crop_steps must be below the segment "
+                         f"length ({t_len})")
+    shape = tuple(shape)
+    lengths = t_len - torch.randint(0, 2 * crop + 1, shape, generator=generator)
+    starts = (torch.rand(shape, generator=generator) * (t_len - lengths + 1)).long()
+    steps = torch.arange(t_len)
+    return ((steps >= starts[..., None]) & (steps < (starts + lengths)[..., None])).float()
+
+
 class RewardModel:
     """Bradley-Terry reward ensemble: fit on labelled segment pairs, predict per-step rewards.
 
@@ -91,6 +124,10 @@ class RewardModel:
         self.act_dim = act_dim
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
+        #: SURF's draws (unlabelled-pair order, crop windows) have a stream of their own, so
+        #: turning SURF on leaves the labelled shuffles as they were
+        self.surf_generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = RewardEnsemble(
@@ -112,7 +149,8 @@ class RewardModel:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, obs: np.ndarray, actions: np.ndarray, targets: np.ndarray
+        self, obs: np.ndarray, actions: np.ndarray, targets: np.ndarray,
+        unlabeled_obs: np.ndarray | None = None, unlabeled_actions: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Train every member on the labelled pairs until accurate or out of epochs.
 
@@ -121,14 +159,29 @@ class RewardModel:
         and backward passes run under bfloat16 autocast when :attr:`train_dtype` says so (the
         weights, the Adam state and the Bradley-Terry logits stay float32).
 
+        With unlabelled pairs and ``config.unlabeled_weight > 0`` this is SURF (Park et al.
+        2022, "SURF: Semi-supervised Reward Learning with Data Augmentation for
+        Feedback-efficient Preference-based RL", Eq. 5-6 and Alg. 1): every gradient step also
+        takes ``unlabeled_batch_multiple`` unlabelled pairs per labelled one (each member its
+        own shuffle); a member labels an unlabelled pair with its own prediction on the whole
+        segments and trains on it only when ``max(P, 1 - P) >= pseudo_label_threshold``, with
+        weight ``unlabeled_weight``. With ``config.crop_steps > 0`` (SURF's temporal cropping)
+        every training pass, labelled and pseudo-labelled, sums each segment's reward over a
+        random window of its steps (:func:`crop_mask`). The stopping accuracy is always on the
+        whole labelled segments.
+
         Args:
             obs: ``(N, 2, T, obs_dim)`` float32 segment pairs (index 0 = left).
             actions: ``(N, 2, T, act_dim)`` float32.
             targets: ``(N,)`` float32 P[left preferred] in {0, 0.5, 1}.
+            unlabeled_obs: optional ``(U, 2, T, obs_dim)`` float32 unlabelled segment pairs.
+            unlabeled_actions: ``(U, 2, T, act_dim)`` float32, given with ``unlabeled_obs``.
 
         Returns:
-            ``{"loss", "train_accuracy", "epochs"}``: the last epoch's mean loss per member,
-            the members' mean training accuracy and the number of epochs run.
+            ``{"loss", "train_accuracy", "epochs"}``: the last epoch's mean labelled loss per
+            member, the members' mean training accuracy and the number of epochs run; with
+            unlabelled pairs also ``pseudo_labeled_fraction``, the share of (member,
+            unlabelled pair) draws of the last epoch confident enough to train on.
 
         Raises:
             ValueError: if there are no pairs or the shapes disagree.
@@ -146,18 +199,39 @@ class RewardModel:
         x_all = torch.from_numpy(np.concatenate([obs, actions], axis=-1)).to(self.device)
         y_all = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(self.device)
         t_len, width = x_all.shape[2], x_all.shape[3]
+        semi = (unlabeled_obs is not None and unlabeled_actions is not None
+                and unlabeled_obs.shape[0] > 0 and cfg.unlabeled_weight > 0)
+        if semi:
+            if (unlabeled_obs.shape[1:] != obs.shape[1:]  # type: ignore[union-attr]
+                    or unlabeled_actions.shape != (  # type: ignore[union-attr]
+                        *unlabeled_obs.shape[:3], actions.shape[3])):  # type: ignore[union-attr]
+                raise ValueError(
+                    f"fit: unlabelled pairs {unlabeled_obs.shape} / "  # type: ignore[union-attr]
+                    f"{unlabeled_actions.shape} do not match the "  # type: ignore[union-attr]
+                    f"labelled {obs.shape} / {actions.shape}"
+                )
+            xu_all = torch.from_numpy(np.concatenate(
+                [unlabeled_obs, unlabeled_actions], axis=-1)).to(self.device)  # type: ignore
+            n_unlabeled = xu_all.shape[0]
+        mu = cfg.unlabeled_batch_multiple if semi else 0
         batch = min(cfg.batch_size, n)
         self.net.train()
         low = self.train_dtype != torch.float32
-        loss_value, acc, epoch = float("nan"), 0.0, 0
+        loss_value, acc, epoch, pseudo = float("nan"), 0.0, 0, float("nan")
         # Each batch is pushed through in chunks of FIT_CHUNK_ELEMENTS activations per member and
         # the gradients accumulated (each chunk's loss weighted by its share of the batch, so
         # the step is the batch's): the activations of a chunk stay in cache, so the
         # memory-bound activation and copy kernels run faster on CPU than in one pass over the
-        # whole batch (see benchmarks/reward_throughput.py).
-        chunk = max(1, FIT_CHUNK_ELEMENTS // (2 * t_len * max(cfg.hidden_sizes)))  # pairs
+        # whole batch (see benchmarks/reward_throughput.py). A chunk of c labelled pairs
+        # carries its mu * c unlabelled ones in the same forward pass.
+        chunk = max(1, FIT_CHUNK_ELEMENTS // (2 * t_len * max(cfg.hidden_sizes) * (1 + mu)))
         for epoch in range(1, cfg.max_epochs + 1):  # noqa: B007 (epoch is reported)
             order = torch.argsort(torch.rand(k, n, generator=self.generator), dim=1)
+            if semi:
+                order_u = torch.argsort(
+                    torch.rand(k, n_unlabeled, generator=self.surf_generator), dim=1
+                ).to(self.device)
+                cursor, confident, drawn = 0, 0, 0
             total_loss, correct, decided = 0.0, torch.zeros(k), 0
             for start in range(0, n, batch):
                 idx = order[:, start : start + batch].to(self.device)  # (K, b)
@@ -168,24 +242,56 @@ class RewardModel:
                     c = cidx.shape[1]
                     x = x_all[cidx]  # (K, c, 2, T, width)
                     y = y_all[cidx]  # (K, c)
+                    if semi:  # this chunk's share of the step's mu * b unlabelled pairs
+                        pos = (cursor + mu * c0 + torch.arange(mu * c, device=self.device)
+                               ) % n_unlabeled
+                        x = torch.cat([x, xu_all[order_u[:, pos]]], dim=1)
+                    rows = x.shape[1]
                     with torch.autocast(self.device.type, dtype=self.train_dtype, enabled=low):
-                        r = self.net.forward_members(x.reshape(k, c * 2 * t_len, width))
-                    logits = preference_logits(r.float().reshape(k, c, 2, t_len))
-                    loss = bradley_terry_loss(logits, y) * (c / b)
-                    loss.backward()
-                    total_loss += loss.item() * b / k
+                        r = self.net.forward_members(x.reshape(k, rows * 2 * t_len, width))
+                    r = r.float().reshape(k, rows, 2, t_len)
+                    logits = preference_logits(r[:, :c])  # whole segments: the accuracy
+                    loss = bradley_terry_loss(self._cropped_logits(r[:, :c], logits), y)
+                    total_loss += loss.item() * c / k
+                    if semi:
+                        u_logits = preference_logits(r[:, c:])
+                        with torch.no_grad():
+                            conf = torch.sigmoid(u_logits.abs()) >= cfg.pseudo_label_threshold
+                            labels_u = (u_logits > 0).float()
+                            confident += int(conf.sum())
+                            drawn += conf.numel()
+                        loss = loss + cfg.unlabeled_weight * bradley_terry_loss(
+                            self._cropped_logits(r[:, c:], u_logits), labels_u, conf.float())
+                    (loss * (c / b)).backward()
                     with torch.no_grad():
                         dec = y != 0.5
                         correct += (((logits > 0) == (y > 0.5)) & dec).sum(dim=1).cpu()
                         decided += int(dec[0].sum())
                 self.optimizer.step()
+                if semi:
+                    cursor = (cursor + mu * b) % n_unlabeled
             loss_value = total_loss / n
             acc = float(correct.mean()) / decided if decided else 1.0
+            if semi:
+                pseudo = confident / drawn
             if acc > cfg.target_accuracy:
                 break
         self.net.eval()
         self.updates += 1
-        return {"loss": loss_value, "train_accuracy": acc, "epochs": float(epoch)}
+        out = {"loss": loss_value, "train_accuracy": acc, "epochs": float(epoch)}
+        if semi:
+            out["pseudo_labeled_fraction"] = pseudo
+        return out
+
+    def _cropped_logits(self, step_rewards: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """The training logits of ``step_rewards (K, rows, 2, T)``: ``whole`` (the logits of the
+        whole segments) without cropping, else the logits of random windows (:func:`crop_mask`,
+        drawn from :attr:`surf_generator`)."""
+        if not self.config.crop_steps:
+            return whole
+        mask = crop_mask(step_rewards.shape[:3], step_rewards.shape[3], self.config.crop_steps,
+                         self.surf_generator).to(step_rewards.device)
+        return preference_logits(step_rewards * mask)
 
     # ---------------------------------------------------------------- prediction
     @torch.inference_mode()
@@ -315,6 +421,7 @@ class RewardModel:
             for name, value in state.items():
                 tensors[f"adam.{pid}.{name}"] = torch.as_tensor(value).cpu().contiguous()
         tensors["generator_state"] = self.generator.get_state()
+        tensors["surf_generator_state"] = self.surf_generator.get_state()
         save_file(tensors, str(directory / "reward_model.safetensors"))
         meta = {
             "format_version": 1,
@@ -340,6 +447,7 @@ class RewardModel:
         self.reward_mean, self.reward_std = loaded.reward_mean, loaded.reward_std
         self.updates = loaded.updates
         self.generator.set_state(loaded.generator.get_state())
+        self.surf_generator.set_state(loaded.surf_generator.get_state())
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> RewardModel:
@@ -371,6 +479,8 @@ class RewardModel:
                     "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"],
                 }
         model.generator.set_state(tensors["generator_state"])
+        if "surf_generator_state" in tensors:  # absent from checkpoints written before SURF
+            model.surf_generator.set_state(tensors["surf_generator_state"])
         model.reward_mean = float(meta["reward_mean"])
         model.reward_std = float(meta["reward_std"])
         model.updates = int(meta["updates"])
