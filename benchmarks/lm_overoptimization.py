@@ -465,15 +465,15 @@ def _json_num(x: Any) -> Any:
 
 def pooled_gao_fit(runs_rows: list[list[dict[str, Any]]], form: str) -> dict[str, Any]:
     """One Gao fit to every seed's evaluations pooled: each seed's gain over its own gold at its
-    smallest ``d``, fitted by :func:`rewardlab.diagnostics.overoptimization.fit_gao`.
+    smallest ``d``, fitted by :func:`rewardlab.diagnostics.gao_fit.fit_gao`.
 
     Returns:
         ``{"form", "alpha", "beta", "r2", "peak_d", "peak_gold" (absolute: mean reference gold
         + fitted peak gain), "gold_ref" (mean reference gold), "points"}``; NaN values and a
         ``reason`` when there is no fit.
     """
+    from rewardlab.diagnostics.gao_fit import fit_gao
     from rewardlab.diagnostics.lm_curves import lm_eval_curves, lm_gao_analysis
-    from rewardlab.diagnostics.overoptimization import fit_gao
 
     ds, gains, refs = [], [], []
     for rows in runs_rows:
@@ -615,7 +615,7 @@ def plot_curves(records: list[dict[str, Any]], rows: list[dict[str, Any]], path:
     matplotlib.use("Agg")  # a headless command; set here, where the plot is made
     import matplotlib.pyplot as plt
 
-    from rewardlab.diagnostics.overoptimization import gao_curve
+    from rewardlab.diagnostics.gao_fit import gao_curve
 
     runs = fe.completed_runs(records)
     plain = [r for r in rows if r["variant"] == PLAIN]

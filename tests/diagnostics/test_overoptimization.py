@@ -6,16 +6,10 @@ import pytest
 import torch
 from scipy import stats
 
-from rewardlab.diagnostics.metrics import MetricLogger, read_metrics
-from rewardlab.diagnostics.overoptimization import (
-    DivergenceEvent,
-    detect_divergence,
-    fit_gao,
-    gao_curve,
-    gold_proxy_curves,
-    kl_gaussian_policies,
-    mean_state_kl,
-)
+from rewardlab.diagnostics.gao_fit import fit_gao, gao_curve
+from rewardlab.diagnostics.metrics import MetricLogger, gold_proxy_curves, read_metrics
+from rewardlab.diagnostics.overoptimization import DivergenceEvent, detect_divergence
+from rewardlab.diagnostics.policy_kl import kl_gaussian_policies, mean_state_kl
 
 # ---------------------------------------------------------------------------- Gao et al. fits
 

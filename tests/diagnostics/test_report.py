@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from rewardlab.cli.main import main
+from rewardlab.diagnostics.gao_fit import GaoFit
 from rewardlab.diagnostics.metrics import MetricLogger, read_metrics
 from rewardlab.diagnostics.overoptimization import (
     EVENT_KEYS,
     DivergenceMonitor,
-    GaoFit,
     describe_overoptimization,
     detect_divergence,
 )

@@ -4,7 +4,7 @@ Gao et al. 2022 ("Scaling Laws for Reward Model Overoptimization") measure how f
 has moved a policy by ``d = sqrt(KL(pi || pi_init))``. Here ``pi_ref`` is a frozen copy of the
 policy taken at the first reward-model update, and the KL is the closed form between the two
 diagonal Gaussian action distributions (pre-squash for SAC, where KL is invariant under the
-squashing), averaged over states (:func:`rewardlab.diagnostics.overoptimization.mean_state_kl`).
+squashing), averaged over states (:func:`rewardlab.diagnostics.policy_kl.mean_state_kl`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import SACPolicy
 
-from rewardlab.diagnostics.overoptimization import kl_gaussian_policies, mean_state_kl
+from rewardlab.diagnostics.policy_kl import kl_gaussian_policies, mean_state_kl
 
 
 def frozen_copy(policy: BasePolicy) -> BasePolicy:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from rewardlab.config import LM_ALGORITHMS  # the one list of language-model algorithms
-from rewardlab.diagnostics.overoptimization import GaoFit, GaoForm, fit_gao
+from rewardlab.diagnostics.gao_fit import GaoFit, GaoForm, fit_gao
 from rewardlab.errors import RunDirError
 
 __all__ = [
@@ -174,7 +174,7 @@ def lm_gao_analysis(curves: Mapping[str, np.ndarray], form: GaoForm) -> LMGaoAna
 
     Gao, Schulman & Hilton 2022, Eq. 1 (best-of-n) ``R(d) = d (alpha - beta d)`` or Eq. 2 (RL)
     ``R(d) = d (alpha - beta log d)``, ``d = sqrt(KL(pi || pi_ref))``, fitted by
-    :func:`rewardlab.diagnostics.overoptimization.fit_gao` to ``R = gold - gold_ref``, with
+    :func:`rewardlab.diagnostics.gao_fit.fit_gao` to ``R = gold - gold_ref``, with
     ``gold_ref`` the gold score of the evaluation at the smallest ``d`` (``d = 0``).
 
     Args:

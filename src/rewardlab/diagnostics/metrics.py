@@ -2,6 +2,8 @@
 
 Keys are namespaced (``eval/``, ``reward_model/``, ``feedback/``, ``train/``, ``time/``,
 ``rollout/``); a key without a namespace is refused, so dashboards stay navigable.
+:func:`read_metrics` reads the rows back, :func:`series` one key of them and
+:func:`gold_proxy_curves` the evaluation curves (gold and proxy return by step).
 """
 
 from __future__ import annotations
@@ -9,10 +11,21 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 NAMESPACES = ("eval", "reward_model", "feedback", "train", "time", "rollout", "diagnostics")
+
+#: Metric keys :func:`gold_proxy_curves` extracts (besides ``step``).
+EVAL_KEYS = (
+    "eval/gold_return",
+    "eval/proxy_return",
+    "eval/gold_return_std",
+    "eval/episode_length",
+)
 
 
 #: Seconds :meth:`MetricLogger.close` waits for TensorBoard's writer to close.
@@ -109,3 +122,43 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]
             steps.append(int(r["step"]))
             values.append(float(r[key]))
     return steps, values
+
+
+def gold_proxy_curves(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Evaluation curves from ``metrics.jsonl`` rows, aligned by env step.
+
+    Data plumbing (no paper), feeding
+    :func:`rewardlab.diagnostics.overoptimization.detect_divergence`. Takes the rows as
+    :func:`read_metrics` returns them and keeps every step at which
+    at least one of :data:`EVAL_KEYS` is logged (non-null). Several rows at the same step are
+    merged, a later non-null value overriding an earlier one (e.g. rows re-logged after a
+    resume); a key missing at a step is NaN.
+
+    Args:
+        rows: metric rows, each with an int ``"step"`` and namespaced keys.
+
+    Returns:
+        ``{"step": (n,) int64 sorted ascending, "eval/gold_return": (n,) float64,
+        "eval/proxy_return": (n,) float64, "eval/gold_return_std": (n,) float64,
+        "eval/episode_length": (n,) float64}``; returns in return units, length in env steps.
+
+    Raises:
+        ValueError: if a row with an eval key has no ``"step"``.
+    """
+    merged: dict[int, dict[str, float]] = {}
+    for row in rows:
+        present = {k: row[k] for k in EVAL_KEYS if row.get(k) is not None}
+        if not present:
+            continue
+        if row.get("step") is None:
+            raise ValueError(f"rows: a row with eval keys has no 'step': {dict(row)!r}")
+        merged.setdefault(int(row["step"]), {}).update(
+            {k: float(v) for k, v in present.items()}
+        )
+    step_list = sorted(merged)
+    out: dict[str, np.ndarray] = {"step": np.asarray(step_list, dtype=np.int64)}
+    for key in EVAL_KEYS:
+        out[key] = np.asarray(
+            [merged[s].get(key, math.nan) for s in step_list], dtype=np.float64
+        )
+    return out

@@ -1,222 +1,43 @@
-"""Reward over-optimisation: Gao scaling-law fits, gold/proxy divergence detection, policy KL.
+"""Reward over-optimisation alarm: gold/proxy divergence detection and its one-sentence report.
 
-Pure NumPy/SciPy maths (no torch, no training loops) for the over-optimisation lab:
+Pure NumPy/SciPy maths (no torch, no training loops):
 
-* :func:`fit_gao` fits the functional forms of Gao, Schulman & Hilton 2022, "Scaling Laws for
-  Reward Model Overoptimization" (Eq. 1 best-of-n, Eq. 2 RL) to gold reward against
-  ``d = sqrt(KL(pi || pi_init))`` and locates the peak of the fitted curve.
 * :func:`detect_divergence` flags, noise-aware, the first evaluation at which the gold (true)
   return has fallen significantly below its running peak while the proxy (learned-reward) return
-  has risen since that peak and is still rising: the signature of reward hacking.
-  :class:`DivergenceMonitor` runs it online, one evaluation at a time, and
+  has risen since that peak and is still rising: the signature of reward hacking (Gao et al.
+  2022). :class:`DivergenceMonitor` runs it online, one evaluation at a time, and
   :func:`describe_overoptimization` words the event identically for the terminal,
-  ``rewardlab report`` and ``report.html``.
-* :func:`kl_gaussian_policies` / :func:`mean_state_kl` give the closed-form KL between diagonal
-  Gaussian policies, the ``d`` axis of the Gao plots.
-* :func:`gold_proxy_curves` pulls the evaluation curves out of ``metrics.jsonl`` rows.
+  ``rewardlab report`` and ``report.html``; :data:`EVENT_KEYS` are the metric keys it is
+  logged under.
+
+The Gao et al. 2022 fits are in :mod:`rewardlab.diagnostics.gao_fit`, the policy KL of their
+``d`` axis in :mod:`rewardlab.diagnostics.policy_kl`, and a run's evaluation curves come from
+:func:`rewardlab.diagnostics.metrics.gold_proxy_curves`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 __all__ = [
-    "EVAL_KEYS",
     "EVENT_KEYS",
     "DivergenceEvent",
     "DivergenceMonitor",
-    "GaoFit",
     "describe_overoptimization",
     "detect_divergence",
-    "fit_gao",
-    "gao_curve",
-    "gold_proxy_curves",
-    "kl_gaussian_policies",
-    "mean_state_kl",
 ]
-
-GaoForm = Literal["bon", "rl"]
-
-#: Metric keys :func:`gold_proxy_curves` extracts (besides ``step``).
-EVAL_KEYS = (
-    "eval/gold_return",
-    "eval/proxy_return",
-    "eval/gold_return_std",
-    "eval/episode_length",
-)
 
 #: Fewest evaluations (with a finite gold return) for the robust, series-based noise estimate.
 MIN_EVALS_ROBUST = 5
 
 # 1 / Phi^{-1}(3/4): turns a median absolute deviation into a Gaussian standard deviation.
 _MAD_TO_STD = 1.482602218505602
-
-
-# --------------------------------------------------------------------------------------------
-# Gao et al. 2022 functional forms
-# --------------------------------------------------------------------------------------------
-
-
-def _check_form(form: str) -> None:
-    if form not in ("bon", "rl"):
-        raise ValueError(f"form: must be 'bon' or 'rl', got {form!r}")
-
-
-def _d_log_d(d: np.ndarray) -> np.ndarray:
-    """``d * log(d)`` with its limit 0 at ``d = 0`` (no warning)."""
-    positive = d > 0
-    return np.where(positive, d * np.log(np.where(positive, d, 1.0)), 0.0)
-
-
-def _gao_features(d: np.ndarray, form: str) -> np.ndarray:
-    """Design matrix ``(n, 2)`` such that ``R(d) = X @ [alpha, beta]``."""
-    if form == "bon":
-        return np.stack([d, -(d**2)], axis=-1)
-    return np.stack([d, -_d_log_d(d)], axis=-1)
-
-
-def gao_curve(d: np.ndarray, alpha: float, beta: float, form: GaoForm) -> np.ndarray:
-    """Gold reward predicted by a Gao et al. 2022 functional form.
-
-    Gao, Schulman & Hilton 2022, "Scaling Laws for Reward Model Overoptimization", Eq. 1
-    (best-of-n) ``R_bon(d) = d (alpha - beta d)`` and Eq. 2 (RL)
-    ``R_RL(d) = d (alpha - beta log d)``, with ``R_RL(0) = 0`` (the limit of ``d log d``).
-
-    Args:
-        d: ``(...)`` float, ``d = sqrt(KL(pi || pi_init))`` in sqrt-nats, ``>= 0``.
-        alpha: coefficient ``alpha`` (gold-reward units per sqrt-nat).
-        beta: coefficient ``beta`` (gold-reward units per nat for ``"bon"``, per sqrt-nat for
-            ``"rl"``).
-        form: ``"bon"`` (Eq. 1) or ``"rl"`` (Eq. 2).
-
-    Returns:
-        ``(...)`` float64 gold reward relative to the initial policy (same shape as ``d``).
-
-    Raises:
-        ValueError: if ``form`` is unknown or ``d`` has negative or NaN entries.
-    """
-    _check_form(form)
-    d = np.asarray(d, dtype=np.float64)
-    if np.any(~(d >= 0)):
-        raise ValueError("d: must be >= 0 (d = sqrt(KL)) and not NaN")
-    return _gao_features(d, form) @ np.array([alpha, beta], dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class GaoFit:
-    """Least-squares fit of a Gao et al. 2022 functional form (Eq. 1 or Eq. 2).
-
-    Attributes:
-        form: ``"bon"`` (``R = d (alpha - beta d)``) or ``"rl"`` (``R = d (alpha - beta log d)``).
-        alpha: fitted ``alpha`` (gold-reward units per sqrt-nat).
-        beta: fitted ``beta``.
-        r2: coefficient of determination ``1 - SS_res / SS_tot`` with ``SS_tot`` about the mean
-            of ``gold``. The model has no intercept, so ``r2`` can be negative for a bad fit;
-            NaN when ``gold`` is constant.
-        peak_d: ``d`` in ``[0, inf]`` at which the fitted curve is largest over ``d >= 0``:
-            ``alpha / (2 beta)`` (bon) or ``exp(alpha / beta - 1)`` (rl) when ``beta > 0``
-            (for bon with ``alpha <= 0`` and ``beta > 0`` the maximum is at the boundary
-            ``d = 0``). With ``beta <= 0`` there is no interior peak: ``inf`` when the curve grows
-            without bound (``beta < 0``, or ``beta == 0`` and ``alpha > 0``), else ``0.0``.
-        peak_gold: the fitted curve at ``peak_d`` (``alpha^2 / (4 beta)`` for bon,
-            ``beta * peak_d`` for rl; ``inf`` when unbounded). Gold units, relative to the
-            initial policy.
-    """
-
-    form: GaoForm
-    alpha: float
-    beta: float
-    r2: float
-    peak_d: float
-    peak_gold: float
-
-    def predict(self, d: np.ndarray) -> np.ndarray:
-        """Fitted gold reward at ``d`` (``(...)`` float, sqrt-nats) -> ``(...)`` float64."""
-        return gao_curve(d, self.alpha, self.beta, self.form)
-
-
-def _gao_peak(alpha: float, beta: float, form: str) -> tuple[float, float]:
-    """``(argmax, max)`` of the fitted curve over ``d >= 0``; see :class:`GaoFit`."""
-    if beta > 0:
-        if form == "bon":
-            if alpha <= 0:
-                return 0.0, 0.0
-            return alpha / (2.0 * beta), alpha**2 / (4.0 * beta)
-        # d/dd [d (alpha - beta log d)] = alpha - beta log d - beta = 0
-        exponent = alpha / beta - 1.0
-        if exponent > 709.0:  # exp overflows float64: peak beyond representable d
-            return math.inf, math.inf
-        peak_d = math.exp(exponent)
-        return peak_d, beta * peak_d
-    if beta < 0 or alpha > 0:
-        return math.inf, math.inf
-    return 0.0, 0.0
-
-
-def fit_gao(d: np.ndarray, gold: np.ndarray, form: GaoForm) -> GaoFit:
-    """Fit Gao et al. 2022's gold-reward scaling law by linear least squares.
-
-    Gao, Schulman & Hilton 2022, "Scaling Laws for Reward Model Overoptimization": with
-    ``d = sqrt(KL(pi || pi_init))``, Eq. 1 ``R_bon(d) = d (alpha_bon - beta_bon d)`` for
-    best-of-n sampling (there ``KL_bon = log n - (n - 1) / n``) and Eq. 2
-    ``R_RL(d) = d (alpha_RL - beta_RL log d)`` for RL. Both are linear in ``(alpha, beta)``
-    with features ``[d, -d^2]`` and ``[d, -d log d]`` (``d log d -> 0`` at ``d = 0``), so the
-    fit is ordinary least squares (``np.linalg.lstsq``), no intercept.
-
-    Args:
-        d: ``(n,)`` float, ``sqrt(KL(pi || pi_init))`` of each policy, in sqrt-nats, ``>= 0``
-            (e.g. ``sqrt(mean_state_kl(...))``).
-        gold: ``(n,)`` float, the gold (true) reward of each policy *minus the initial
-            policy's* (so that ``R(0) = 0``), in gold-return units.
-        form: ``"bon"`` (Eq. 1) or ``"rl"`` (Eq. 2).
-
-    Returns:
-        A :class:`GaoFit` with ``alpha``, ``beta``, ``r2`` and the peak of the fitted curve
-        (``peak_d = alpha / (2 beta)`` for bon, ``exp(alpha / beta - 1)`` for rl when
-        ``beta > 0``; ``inf`` when the fitted curve has no maximum, see :class:`GaoFit`).
-
-    Raises:
-        ValueError: if ``form`` is unknown; if ``d`` or ``gold`` is not 1-D, their shapes
-            differ, they hold non-finite values or ``d`` is negative; if the features have
-            rank < 2 (fewer than two distinct informative ``d`` values, e.g. all ``d = 0``).
-    """
-    _check_form(form)
-    d = np.asarray(d, dtype=np.float64)
-    gold = np.asarray(gold, dtype=np.float64)
-    if d.ndim != 1:
-        raise ValueError(f"d: expected a 1-D array, got shape {d.shape}")
-    if gold.shape != d.shape:
-        raise ValueError(f"gold: expected shape {d.shape} (like d), got {gold.shape}")
-    if not np.all(np.isfinite(d)) or np.any(d < 0):
-        raise ValueError("d: must be finite and >= 0 (d = sqrt(KL))")
-    if not np.all(np.isfinite(gold)):
-        raise ValueError("gold: must be finite")
-    x = _gao_features(d, form)
-    coef, _, rank, _ = np.linalg.lstsq(x, gold, rcond=None)
-    if rank < 2:
-        raise ValueError(
-            f"d: the {form!r} features have rank {rank} < 2; need at least two distinct "
-            "positive d values (and, for 'rl', not only d in {0, 1})"
-        )
-    alpha, beta = float(coef[0]), float(coef[1])
-    resid = gold - x @ coef
-    ss_res = float(resid @ resid)
-    centred = gold - gold.mean()
-    ss_tot = float(centred @ centred)
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
-    peak_d, peak_gold = _gao_peak(alpha, beta, form)
-    return GaoFit(form=form, alpha=alpha, beta=beta, r2=r2, peak_d=peak_d, peak_gold=peak_gold)
-
-
-# --------------------------------------------------------------------------------------------
-# Divergence detection
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -467,141 +288,6 @@ def detect_divergence(
         proxy_gain_since_peak=float(proxy_gain[i]),
         p_value=float(p_adj[i]),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# KL between diagonal Gaussian policies
-# --------------------------------------------------------------------------------------------
-
-
-def kl_gaussian_policies(
-    mean_p: np.ndarray, std_p: np.ndarray, mean_q: np.ndarray, std_q: np.ndarray
-) -> np.ndarray:
-    """Per-state ``KL(p || q)`` between diagonal Gaussian action distributions, in nats.
-
-    Closed form for ``p = N(mu_p, diag(sigma_p^2))``, ``q = N(mu_q, diag(sigma_q^2))``
-    (the Kullback & Leibler 1951 divergence; standard univariate-Gaussian closed form, summed
-    over the independent action dimensions), used for the ``d = sqrt(KL)`` axis of Gao et al.
-    2022::
-
-        KL = sum_k [ log(sigma_q,k / sigma_p,k)
-                     + (sigma_p,k^2 + (mu_p,k - mu_q,k)^2) / (2 sigma_q,k^2) - 1/2 ].
-
-    Args:
-        mean_p: ``(N, act_dim)`` float, mean of ``p`` at each of ``N`` states.
-        std_p: ``(N, act_dim)`` float, standard deviation of ``p`` (``> 0``).
-        mean_q: ``(N, act_dim)`` float, mean of ``q``.
-        std_q: ``(N, act_dim)`` float, standard deviation of ``q`` (``> 0``).
-
-        The four are broadcast together (e.g. a state-independent ``(act_dim,)`` std, as in
-        SB3's PPO); the broadcast shape must be 2-D.
-
-    Returns:
-        ``(N,)`` float64, ``KL(p(.|s_n) || q(.|s_n)) >= 0`` in nats.
-
-    Raises:
-        ValueError: if the inputs do not broadcast to a 2-D shape, hold non-finite values, or a
-            standard deviation is ``<= 0``; the message names the argument.
-    """
-    arrays = {
-        "mean_p": np.asarray(mean_p, dtype=np.float64),
-        "std_p": np.asarray(std_p, dtype=np.float64),
-        "mean_q": np.asarray(mean_q, dtype=np.float64),
-        "std_q": np.asarray(std_q, dtype=np.float64),
-    }
-    for name, arr in arrays.items():
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: must be finite")
-        if name.startswith("std") and np.any(arr <= 0):
-            raise ValueError(f"{name}: standard deviations must be > 0")
-    try:
-        mp, sp, mq, sq = np.broadcast_arrays(*arrays.values())
-    except ValueError as err:
-        shapes = {k: v.shape for k, v in arrays.items()}
-        raise ValueError(
-            f"mean_p, std_p, mean_q, std_q: shapes do not broadcast: {shapes}"
-        ) from err
-    if mp.ndim != 2:
-        raise ValueError(
-            f"mean_p, std_p, mean_q, std_q: expected to broadcast to (N, act_dim), got {mp.shape}"
-        )
-    ratio = (sp / sq) ** 2
-    per_dim = 0.5 * (ratio + ((mp - mq) / sq) ** 2 - 1.0 - np.log(ratio))
-    return np.maximum(per_dim.sum(axis=1), 0.0)
-
-
-def mean_state_kl(
-    mean_p: np.ndarray, std_p: np.ndarray, mean_q: np.ndarray, std_q: np.ndarray
-) -> float:
-    """Mean per-state KL between two diagonal Gaussian policies over visited states, in nats.
-
-    Estimator: ``(1/N) sum_n KL(pi(.|s_n) || pi_init(.|s_n))`` on states ``s_n`` visited by the
-    *current* policy ``pi = p`` (a Monte Carlo estimate of ``E_{s ~ d_pi} KL(pi || pi_init)``,
-    the per-step KL; the per-trajectory KL of Gao et al. 2022 is ``T`` times it for ``T``-step
-    episodes). Use ``d = sqrt(mean_state_kl(...))`` as the ``d`` axis of :func:`fit_gao`. For SB3
-    Gaussian policies pass the distribution's mean and std; for squashed-Gaussian (SAC, tanh)
-    policies pass the pre-squash Gaussian: KL is invariant under the invertible tanh, so it is
-    also the KL of the squashed actions. (For PPO's clipped actions the pre-clip KL is an upper
-    bound, by the data-processing inequality.) See :func:`kl_gaussian_policies`.
-
-    Args:
-        mean_p, std_p: ``(N, act_dim)`` float, current policy ``pi`` at the visited states.
-        mean_q, std_q: ``(N, act_dim)`` float, initial/reference policy ``pi_init`` there.
-
-    Returns:
-        The mean KL in nats (float, ``>= 0``).
-
-    Raises:
-        ValueError: as :func:`kl_gaussian_policies`, or if ``N == 0``.
-    """
-    kl = kl_gaussian_policies(mean_p, std_p, mean_q, std_q)
-    if kl.shape[0] == 0:
-        raise ValueError("mean_p: no states (N == 0)")
-    return float(kl.mean())
-
-
-# --------------------------------------------------------------------------------------------
-# metrics.jsonl helpers
-# --------------------------------------------------------------------------------------------
-
-
-def gold_proxy_curves(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Evaluation curves from ``metrics.jsonl`` rows, aligned by env step.
-
-    Data plumbing (no paper), feeding :func:`detect_divergence`. Takes the rows as
-    :func:`rewardlab.diagnostics.metrics.read_metrics` returns them and keeps every step at which
-    at least one of :data:`EVAL_KEYS` is logged (non-null). Several rows at the same step are
-    merged, a later non-null value overriding an earlier one (e.g. rows re-logged after a
-    resume); a key missing at a step is NaN.
-
-    Args:
-        rows: metric rows, each with an int ``"step"`` and namespaced keys.
-
-    Returns:
-        ``{"step": (n,) int64 sorted ascending, "eval/gold_return": (n,) float64,
-        "eval/proxy_return": (n,) float64, "eval/gold_return_std": (n,) float64,
-        "eval/episode_length": (n,) float64}``; returns in return units, length in env steps.
-
-    Raises:
-        ValueError: if a row with an eval key has no ``"step"``.
-    """
-    merged: dict[int, dict[str, float]] = {}
-    for row in rows:
-        present = {k: row[k] for k in EVAL_KEYS if row.get(k) is not None}
-        if not present:
-            continue
-        if row.get("step") is None:
-            raise ValueError(f"rows: a row with eval keys has no 'step': {dict(row)!r}")
-        merged.setdefault(int(row["step"]), {}).update(
-            {k: float(v) for k, v in present.items()}
-        )
-    step_list = sorted(merged)
-    out: dict[str, np.ndarray] = {"step": np.asarray(step_list, dtype=np.int64)}
-    for key in EVAL_KEYS:
-        out[key] = np.asarray(
-            [merged[s].get(key, math.nan) for s in step_list], dtype=np.float64
-        )
-    return out
 
 
 class DivergenceMonitor:

@@ -10,7 +10,7 @@ A run report shows:
 * gold (true) and proxy (learned) return of the same evaluation episodes against env steps,
   with feedback rounds, the detected over-optimisation event and any early stop marked;
 * gold (and proxy) return against ``d = sqrt(KL(pi || pi_ref))`` with the two Gao et al. 2022 fits
-  (:func:`rewardlab.diagnostics.overoptimization.fit_gao`) and their peaks;
+  (:func:`rewardlab.diagnostics.gao_fit.fit_gao`) and their peaks;
 * the reward model per feedback round: held-out accuracy and ECE, and accuracy and ECE on the
   round's fresh queries before retraining; Spearman correlation of proxy and gold returns over
   the evaluation episodes; ensemble disagreement on the policy's states;
@@ -34,14 +34,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from rewardlab.config import OFFLINE_ALGORITHMS
+from rewardlab.diagnostics.gao_fit import GaoFit, fit_gao
 from rewardlab.diagnostics.lm_curves import is_lm_run
-from rewardlab.diagnostics.metrics import read_metrics, series
-from rewardlab.diagnostics.overoptimization import (
-    GaoFit,
-    describe_overoptimization,
-    fit_gao,
-    gold_proxy_curves,
-)
+from rewardlab.diagnostics.metrics import gold_proxy_curves, read_metrics, series
+from rewardlab.diagnostics.overoptimization import describe_overoptimization
 from rewardlab.diagnostics.plots import (
     draw_gold_proxy,
     figure_png,
