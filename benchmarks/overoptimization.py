@@ -11,7 +11,7 @@ preference-PPO run (:data:`BASE` overrides, 20480 env steps, 100 scripted-teache
 trained in-process, one after another (one torch thread). Each run writes to
 ``<out-dir>/<setting>/<variant>-s<seed>/``; a run whose ``summary.json`` exists is not rerun (an
 unfinished one is deleted and restarted). Per run the figures are those of
-:func:`rewardlab.diagnostics.report_html.outcome`: ``gold_final`` (gold return of the last
+:func:`rewardlab.diagnostics.report_data.outcome`: ``gold_final`` (gold return of the last
 evaluation), ``gold_drop`` (best evaluation minus last, >= 0) and ``proxy_gain`` (proxy return
 of the last evaluation minus the first one); the table gives mean and sample std over seeds.
 
@@ -87,7 +87,7 @@ def run_one(setting: str, variant: str, seed: int, out_dir: Path) -> dict[str, A
     from rewardlab.algorithms import train
     from rewardlab.config import build_config
     from rewardlab.diagnostics.metrics import read_metrics
-    from rewardlab.diagnostics.report_html import outcome
+    from rewardlab.diagnostics.report_data import outcome
     from rewardlab.envs.testbed import SETTINGS
 
     run_dir = out_dir / setting / f"{variant}-s{seed}"

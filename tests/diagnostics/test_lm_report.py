@@ -371,7 +371,7 @@ def test_compare_lm_runs(tmp_path, capsys):
 def test_lm_reports_read_each_metrics_file_once(tmp_path, monkeypatch):
     """report_html tells a language-model run by its summary/config and hands it over before
     reading metrics.jsonl; the language-model pages read each run's metrics once."""
-    from rewardlab.diagnostics import report_html
+    from rewardlab.diagnostics import report_data, report_html
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -382,7 +382,8 @@ def test_lm_reports_read_each_metrics_file_once(tmp_path, monkeypatch):
         reads.append(Path(run_dir))
         return read_metrics(run_dir)
 
-    monkeypatch.setattr(report_html, "read_metrics", counted)
+    for module in (report_html, report_data):  # the writers, and load_run the LM pages use
+        monkeypatch.setattr(module, "read_metrics", counted)
     report_html.write_run_report(tmp_path / "a")
     assert reads == [tmp_path / "a"]
     reads.clear()

@@ -39,21 +39,20 @@ from rewardlab.diagnostics.lm_curves import (
 )
 from rewardlab.diagnostics.metrics import series
 from rewardlab.diagnostics.overoptimization import describe_overoptimization
-from rewardlab.diagnostics.report_html import (
-    _event_row,
-    _fmt,
-    _load_run,
-    _page,
-    _setting,
-    _table,
-    _teacher_text,
-)
+from rewardlab.diagnostics.report_data import event_row, load_run
 from rewardlab.diagnostics.report_lm_figures import (
     FORM_NAMES,
     plot_lm_compare,
     plot_lm_curves,
     plot_lm_gao,
     plot_lm_reward_model,
+)
+from rewardlab.diagnostics.report_markup import (
+    fmt,
+    html_page,
+    html_table,
+    setting_text,
+    teacher_text,
 )
 from rewardlab.errors import RunDirError
 
@@ -105,9 +104,9 @@ def run_labels(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) ->
 
 def judge_text(config: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     """Who labelled the run: the teacher, and the ``lm`` section's judge when one is set."""
-    teacher = _teacher_text(config, summary)
+    teacher = teacher_text(config, summary)
     judge = _lm(config).get("judge")
-    return teacher if judge in (None, "", "none") else f"{teacher}; judge {_setting(judge)}"
+    return teacher if judge in (None, "", "none") else f"{teacher}; judge {setting_text(judge)}"
 
 
 
@@ -119,32 +118,32 @@ def _settings(config: Mapping[str, Any], summary: Mapping[str, Any], rows: list[
     algo = config.get("algorithm", summary.get("algorithm"))
     reward_model = "-"
     if rm:
-        reward_model = (f"{_setting(rm.get('members'))} members, reduction "
-                        f"{_setting(rm.get('reduction'))}")
+        reward_model = (f"{setting_text(rm.get('members'))} members, reduction "
+                        f"{setting_text(rm.get('reduction'))}")
     steps = summary.get("steps", lm.get("steps"))
     rows_out = [
-        ("algorithm", _setting(algo)),
-        ("task", _setting(lm.get("task", summary.get("task")))),
-        ("base model", _setting(lm.get("base_model"))),
-        ("seed", _setting(config.get("seed", summary.get("seed")))),
-        ("n values evaluated" if algo == "bon" else "optimizer steps", _setting(steps)),
+        ("algorithm", setting_text(algo)),
+        ("task", setting_text(lm.get("task", summary.get("task")))),
+        ("base model", setting_text(lm.get("base_model"))),
+        ("seed", setting_text(config.get("seed", summary.get("seed")))),
+        ("n values evaluated" if algo == "bon" else "optimizer steps", setting_text(steps)),
         ("teacher / judge", judge_text(config, summary)),
-        ("labels (preferences answered)", _fmt(run_labels(rows, summary))),
+        ("labels (preferences answered)", fmt(run_labels(rows, summary))),
         ("reward model", reward_model),
-        ("status", _setting(summary.get("status"))),
-        ("wall time (s)", _fmt(summary.get("wall_time_s"))),
+        ("status", setting_text(summary.get("status"))),
+        ("wall time (s)", fmt(summary.get("wall_time_s"))),
         ("run directory", str(run_dir)),
     ]
-    out = "<h2>Run</h2>" + _table(["setting", "value"], rows_out, cls="settings")
+    out = "<h2>Run</h2>" + html_table(["setting", "value"], rows_out, cls="settings")
     if lm:
-        out += "<h2>Language-model settings</h2>" + _table(
-            ["setting", "value"], [(f"lm.{k}", _setting(v)) for k, v in lm.items()],
+        out += "<h2>Language-model settings</h2>" + html_table(
+            ["setting", "value"], [(f"lm.{k}", setting_text(v)) for k, v in lm.items()],
             cls="settings")
     mitigation = config.get("mitigation")
     if isinstance(mitigation, Mapping) and mitigation:
-        out += "<h2>Mitigation</h2>" + _table(
+        out += "<h2>Mitigation</h2>" + html_table(
             ["setting", "value"],
-            [(f"mitigation.{k}", _setting(v)) for k, v in mitigation.items()], cls="settings")
+            [(f"mitigation.{k}", setting_text(v)) for k, v in mitigation.items()], cls="settings")
     return out
 
 
@@ -178,11 +177,11 @@ def _samples_section(run_dir: Path, curves: Mapping[str, np.ndarray]) -> str:
         proxies = [float(r["proxy"]) for r in batch if isinstance(r.get("proxy"), (int, float))]
         means = f"{len(batch)} samples"
         if golds:
-            means += f", mean gold {_fmt(float(np.mean(golds)))}"
+            means += f", mean gold {fmt(float(np.mean(golds)))}"
         if proxies:
-            means += f", mean proxy {_fmt(float(np.mean(proxies)))}"
+            means += f", mean proxy {fmt(float(np.mean(proxies)))}"
         parts.append(f"<h3>{html.escape(what)}: step {step} ({means})</h3>")
-        parts.append(_table(["prompt", "completion", "gold", "proxy"], [
+        parts.append(html_table(["prompt", "completion", "gold", "proxy"], [
             [str(r.get("prompt", "")), r["completion"], r.get("gold"), r.get("proxy")]
             for r in batch[:SAMPLES_SHOWN]], cls="settings"))
     return "".join(parts)
@@ -203,13 +202,13 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
         OSError: if the page cannot be written.
     """
     run_dir = Path(run_dir)
-    rows, summary, config = _load_run(run_dir)
+    rows, summary, config = load_run(run_dir)
     algo = str(config.get("algorithm", summary.get("algorithm", "?")))
     bon = algo == "bon"
     form = gao_form_for(algo)
     curves = lm_eval_curves(rows)
     parts = [_settings(config, summary, rows, run_dir)]
-    event = _event_row(rows)
+    event = event_row(rows)
     if event is not None:
         note = bon_event_note(event, curves) if bon else ""
         parts.append("<h2>Over-optimisation</h2><p class='alarm'>"
@@ -224,7 +223,7 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
         ("sqrt KL at the observed peak", None if fields is None else fields["sqrt_kl_at_peak"]),
         ("final gold", None if fields is None else fields["gold_final"]),
         ("peak-to-final gold drop (standard error)", None if fields is None else
-         f"{_fmt(fields['gold_drop'])} ({_fmt(fields['gold_drop_se'])})"),
+         f"{fmt(fields['gold_drop'])} ({fmt(fields['gold_drop_se'])})"),
         ("reward model: final held-out accuracy",
          last_value(rows, "reward_model/heldout_accuracy")),
         ("reward model: final held-out ECE", last_value(rows, "reward_model/heldout_ece")),
@@ -233,7 +232,7 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
         ("over-optimisation detected at step", "not detected" if event is None else
          int(event["diagnostics/overoptimization_step"])),
     ]
-    parts.append("<h2>Summary</h2>" + _table(["figure", "value"], facts))
+    parts.append("<h2>Summary</h2>" + html_table(["figure", "value"], facts))
     if fields is not None:
         d_max = float(gao.d.max()) if gao.d.size else None
         parts.append("<p>" + html.escape(describe_lm_peak(fields)) + ".<br>"
@@ -247,23 +246,23 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
         + ("analytic for best-of-n: log n - (n - 1)/n" if bon else
            "a Monte-Carlo estimate over the evaluation samples")
         + "; the fit is of gold minus its value at the smallest d (the reference evaluation, "
-        f"step {_fmt(int(gao.step[int(np.argmin(gao.d))]) if gao.d.size else None)}, "
-        f"d = {_fmt(gao.d_ref)}).</p>"
+        f"step {fmt(int(gao.step[int(np.argmin(gao.d))]) if gao.d.size else None)}, "
+        f"d = {fmt(gao.d_ref)}).</p>"
         + plot_lm_gao(gao, curves))
     fit = gao.fit
     if fit is not None:
-        peak = (f"{_fmt(fit.peak_d)}" if math.isfinite(fit.peak_d)
+        peak = (f"{fmt(fit.peak_d)}" if math.isfinite(fit.peak_d)
                 else "no finite peak: fitted gold still rising")
         fit_row = [FORM_NAMES[form], fit.alpha, fit.beta, fit.r2, peak,
                    gao.gold_ref + fit.peak_gold if math.isfinite(fit.peak_gold) else None]
     else:
         fit_row = [FORM_NAMES[form], f"no fit: {gao.reason}", None, None, None, None]
-    parts.append(_table(["form", "alpha", "beta", "R²", "fitted peak d* (sqrt-nats)",
-                         "fitted gold at d*"], [fit_row]))
+    parts.append(html_table(["form", "alpha", "beta", "R²", "fitted peak d* (sqrt-nats)",
+                             "fitted gold at d*"], [fit_row]))
     parts.append("<h2>Reward model</h2>" + plot_lm_reward_model(rows, curves, bon))
     round_rows = [r for r in rows if r.get("feedback/round") is not None]
     if round_rows:
-        parts.append(_table(["step", "round", *[k for k, _ in LM_ROUND_KEYS]], [
+        parts.append(html_table(["step", "round", *[k for k, _ in LM_ROUND_KEYS]], [
             [r["step"], int(r["feedback/round"]), *[r.get(key) for _, key in LM_ROUND_KEYS]]
             for r in round_rows]))
     columns = [("eval/bon_n", "n")] if bon else []
@@ -274,12 +273,12 @@ def write_lm_run_report(run_dir: str | Path, out: str | Path | None = None) -> P
                 ("eval/samples", "samples"), ("eval/mean_completion_tokens", "tokens")]
     body = [[int(s), *[curves[k][i] for k, _ in columns]]
             for i, s in enumerate(curves["step"])]
-    parts.append("<h2>Evaluations</h2>" + _table(
+    parts.append("<h2>Evaluations</h2>" + html_table(
         ["n-grid index" if bon else "step", *[label for _, label in columns]], body))
     parts.append(_samples_section(run_dir, curves))
     out = Path(out) if out is not None else run_dir / "report.html"
-    out.write_text(_page(f"RewardLab language-model run report: {run_dir.name}",
-                         "".join(parts)), encoding="utf-8")
+    out.write_text(html_page(f"RewardLab language-model run report: {run_dir.name}",
+                             "".join(parts)), encoding="utf-8")
     return out
 
 
@@ -289,7 +288,7 @@ def _load_lm_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], d
     Raises:
         RunDirError: if it holds no ``metrics.jsonl`` or is not a language-model run.
     """
-    rows, summary, config = _load_run(run_dir)
+    rows, summary, config = load_run(run_dir)
     if not is_lm_run(config, summary):
         raise RunDirError(f"{run_dir}: not a language-model run")
     return rows, summary, config
@@ -349,15 +348,15 @@ def write_lm_compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> 
         rows, summary, config = _load_lm_run(run_dir)
         table.append(_compare_row(run_dir, rows, summary, config))
         run_curves.append(lm_eval_curves(rows))
-    body = plot_lm_compare(table, run_curves) + _table(
+    body = plot_lm_compare(table, run_curves) + html_table(
         ["run", "algorithm", "gold first", "gold at peak", "gold at end", "drop (s.e.)",
          "sqrt KL at peak", "fitted d*", "fitted gold at d*", "fit R²"],
         [[r["run"], r["algorithm"], r["gold_first"], r["gold_peak"], r["gold_final"],
-          f"{_fmt(r['gold_drop'])} ({_fmt(r['gold_drop_se'])})", r["sqrt_kl_at_peak"],
+          f"{fmt(r['gold_drop'])} ({fmt(r['gold_drop_se'])})", r["sqrt_kl_at_peak"],
           r["sqrt_kl_at_peak_fit"], r["gold_peak_fit"], r["gao_r2"]] for r in table])
     body += ("<p class='note'>Gold at peak: the best evaluation's mean gold; sqrt KL at peak: "
              "its d. Fitted d*: the maximum of the run's Gao fit (Eq. 1 for best-of-n, Eq. 2 "
              "otherwise; ∞ when the fitted gold is still rising).</p>")
     out = Path(out)
-    out.write_text(_page("RewardLab language-model run comparison", body), encoding="utf-8")
+    out.write_text(html_page("RewardLab language-model run comparison", body), encoding="utf-8")
     return out

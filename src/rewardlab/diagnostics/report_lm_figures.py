@@ -26,7 +26,8 @@ from matplotlib.lines import Line2D
 from rewardlab.diagnostics.lm_curves import LMGaoAnalysis, lm_gao_analysis
 from rewardlab.diagnostics.metrics import series
 from rewardlab.diagnostics.plots import GOLD_COLOR, PROXY_COLOR, new_figure, step_axis
-from rewardlab.diagnostics.report_html import _event_row, _png
+from rewardlab.diagnostics.report_data import event_row
+from rewardlab.diagnostics.report_figures import png
 
 #: How the report names each Gao et al. 2022 functional form.
 FORM_NAMES = {"bon": "best-of-n (Gao et al. 2022 Eq. 1)", "rl": "RL (Gao et al. 2022 Eq. 2)"}
@@ -79,7 +80,7 @@ def plot_lm_curves(rows: list[dict[str, Any]], curves: Mapping[str, np.ndarray],
         ax.plot([x[peak]], [gold[peak]], "*", color="red", ms=13, zorder=4)
         handles.append(Line2D([], [], color="red", marker="*", ls="", ms=10,
                               label="observed gold peak"))
-    event = _event_row(rows)
+    event = event_row(rows)
     if event is not None and not bon:
         ax.axvline(float(event["diagnostics/overoptimization_step"]), color="red", ls="-.",
                    lw=1.5, zorder=2)
@@ -99,7 +100,7 @@ def plot_lm_curves(rows: list[dict[str, Any]], curves: Mapping[str, np.ndarray],
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    return _png(fig, f"gold and proxy score against {x_label}")
+    return png(fig, f"gold and proxy score against {x_label}")
 
 
 def draw_lm_gao(fig: Figure, gao: LMGaoAnalysis, curves: Mapping[str, np.ndarray]) -> None:
@@ -162,7 +163,7 @@ def plot_lm_gao(gao: LMGaoAnalysis, curves: Mapping[str, np.ndarray]) -> str:
     """:func:`draw_lm_gao` on a new figure, as an embedded PNG ``<img>``."""
     fig = new_figure(8.5, 4.8)
     draw_lm_gao(fig, gao, curves)
-    return _png(fig, "gold and proxy score against sqrt KL with the Gao et al. 2022 fit")
+    return png(fig, "gold and proxy score against sqrt KL with the Gao et al. 2022 fit")
 
 
 def _round_points(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -227,7 +228,7 @@ def plot_lm_reward_model(rows: list[dict[str, Any]], curves: Mapping[str, np.nda
     ax2.set_ylabel("ensemble std of member scores")
     ax2.grid(True, alpha=0.3)
     ax2.set_title("Ensemble disagreement on the evaluation samples", fontsize=10)
-    return _png(fig, "reward model accuracy and calibration per round, and ensemble "
+    return png(fig, "reward model accuracy and calibration per round, and ensemble "
                      "disagreement on the policy's samples")
 
 
@@ -288,4 +289,4 @@ def plot_lm_compare(table: Sequence[Mapping[str, Any]],
                 Line2D([], [], color="k", marker="^", mec="k", ls="", label="fitted peak")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)),
                fontsize=8, frameon=False)
-    return _png(fig, "language-model runs overlaid")
+    return png(fig, "language-model runs overlaid")
