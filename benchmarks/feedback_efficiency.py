@@ -135,6 +135,11 @@ SECTIONS = {
     "feedback_efficiency": ("Feedback efficiency", "feedback_efficiency.json"),
     "ablations": ("PEBBLE ablations: query selection, pre-training, critic reset, reward model",
                   "ablations.json"),
+    # issue 11, item 2: single-seed probes on the tasks where PEBBLE falls short, aggregated
+    # from the headline grid's records (``--records benchmarks/results/feedback_efficiency_runs
+    # .jsonl``) so each variant sits beside the same-seed pebble and true-reward runs
+    "levers": ("PEBBLE levers on Walker2d-v5: more labels, targeted queries, SURF",
+               "levers.json"),
 }
 TEACHERS = ("oracle", "mistake", "noisy")
 #: Envs whose episodes end early when unhealthy; run without that termination (see module doc).
