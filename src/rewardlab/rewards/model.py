@@ -199,19 +199,16 @@ class RewardModel:
         x_all = torch.from_numpy(np.concatenate([obs, actions], axis=-1)).to(self.device)
         y_all = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(self.device)
         t_len, width = x_all.shape[2], x_all.shape[3]
-        semi = (unlabeled_obs is not None and unlabeled_actions is not None
-                and unlabeled_obs.shape[0] > 0 and cfg.unlabeled_weight > 0)
+        u_obs, u_act = unlabeled_obs, unlabeled_actions
+        semi = (u_obs is not None and u_act is not None and u_obs.shape[0] > 0
+                and cfg.unlabeled_weight > 0)
         if semi:
-            if (unlabeled_obs.shape[1:] != obs.shape[1:]  # type: ignore[union-attr]
-                    or unlabeled_actions.shape != (  # type: ignore[union-attr]
-                        *unlabeled_obs.shape[:3], actions.shape[3])):  # type: ignore[union-attr]
-                raise ValueError(
-                    f"fit: unlabelled pairs {unlabeled_obs.shape} / "  # type: ignore[union-attr]
-                    f"{unlabeled_actions.shape} do not match the "  # type: ignore[union-attr]
-                    f"labelled {obs.shape} / {actions.shape}"
-                )
-            xu_all = torch.from_numpy(np.concatenate(
-                [unlabeled_obs, unlabeled_actions], axis=-1)).to(self.device)  # type: ignore
+            assert u_obs is not None and u_act is not None  # narrowed by ``semi``
+            if u_obs.shape[1:] != obs.shape[1:] or u_act.shape != (*u_obs.shape[:3],
+                                                                    actions.shape[3]):
+                raise ValueError(f"fit: unlabelled pairs {u_obs.shape} / {u_act.shape} do not "
+                                 f"match the labelled {obs.shape} / {actions.shape}")
+            xu_all = torch.from_numpy(np.concatenate([u_obs, u_act], axis=-1)).to(self.device)
             n_unlabeled = xu_all.shape[0]
         mu = cfg.unlabeled_batch_multiple if semi else 0
         batch = min(cfg.batch_size, n)
