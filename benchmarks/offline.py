@@ -10,7 +10,8 @@ Usage::
 
 The defaults are the grid of issue 12 (item 8): the ``medium-replay`` datasets of
 HalfCheetah-v5, Hopper-v5 and Walker2d-v5 and the ``medium-expert`` dataset of HalfCheetah-v5
-(``rewardlab/<env>/<tier>-v0``, made locally by ``rewardlab dataset make``); on each, 5 seeds of
+(``rewardlab/<env>/<tier>-v1``, made locally by ``rewardlab dataset make --backbone sbx_sac``);
+on each, 5 seeds of
 
 * ``iql_true``: IQL on the dataset's true reward (``offline.reward=true``): the reference;
 * ``iql_mlp``: IQL on the MLP-ensemble reward learned from 100 and from 500 ``oracle`` queries
@@ -32,10 +33,10 @@ budget is labelled in :data:`ROUNDS` rounds before the first update, 50-step seg
 Datasets: ``--make-datasets`` runs ``rewardlab dataset make --env ENV --tiers ...`` for the
 selected datasets first (one process per env; the command caches the expert's training and
 reuses a complete tier, so a second call trains nothing), under ``MINARI_DATASETS_PATH`` (default
-``~/.minari/datasets``) as the command itself reads it. Cost once: about 30 min per env, nearly
-all of it the 100,000-step CrossQ expert (``rewardlab/algorithms/dataset_tiers.py``), so about
-1.5 CPU-hours for the three envs, not counted below. Without the flag a missing dataset stops
-the script before any run starts, naming the command that makes it.
+``~/.minari/datasets``) as the command itself reads it. Cost once: nearly all of it the
+100,000-step SBX SAC expert of each env (:data:`DATASET_BACKBONE`,
+``rewardlab/algorithms/dataset_tiers.py``), not counted below. Without the flag a missing
+dataset stops the script before any run starts, naming the command that makes it.
 
 Sizing (``IQL_UPDATES``, ``CPL_UPDATES``, evaluations), for the 100 runs of the grid in about
 12 CPU-hours on this machine (2 logical CPUs, AMD EPYC). Measured on
@@ -123,7 +124,11 @@ TITLE = "Offline preference RL: IQL on learned rewards and CPL"
 #: The issue's datasets, ``ENV/TIER`` (``rewardlab/<env slug>/<tier>-v<DATASET_VERSION>``).
 DATASETS = ("HalfCheetah-v5/medium-replay", "Hopper-v5/medium-replay",
             "Walker2d-v5/medium-replay", "HalfCheetah-v5/medium-expert")
-DATASET_VERSION = 0
+DATASET_VERSION = 1
+#: The agent the datasets' tiers come from. SBX SAC, as D4RL's SAC: CrossQ (version 0) reached
+#: "medium" within 10,000 steps, so its medium-replay held 10 episodes, too few to learn from
+#: (IQL on its true reward: normalised 15.7 after 50,000 updates, below the medium policy's 33).
+DATASET_BACKBONE = "sbx_sac"
 #: Config overrides of each method (on top of :func:`run_overrides`' common ones).
 METHODS: dict[str, tuple[str, ...]] = {
     "iql_true": ("algorithm=iql", "offline.reward=true"),
@@ -344,7 +349,8 @@ def dataset_make_commands(datasets: list[str]) -> list[list[str]]:
         if tier not in tiers[env]:
             tiers[env].append(tier)
     return [[sys.executable, "-m", "rewardlab.cli.main", "dataset", "make", "--env", env,
-             "--tiers", ",".join(ts), "--version", str(DATASET_VERSION), "--no-progress"]
+             "--tiers", ",".join(ts), "--version", str(DATASET_VERSION),
+             "--backbone", DATASET_BACKBONE, "--no-progress"]
             for env, ts in tiers.items()]
 
 

@@ -39,7 +39,7 @@ def test_run_key_round_trip_and_the_reference_has_no_budget(off):
                                   "tier": "medium-replay", "method": "iql_mlp",
                                   "queries": 500, "updates": 10_000, "seed": 3}
     assert off.run_key(HC_MR, "iql_true", 500, 10_000, 3).endswith("/iql_true/q0/u10000/s3")
-    assert off.dataset_id(HC_MR) == "rewardlab/halfcheetah/medium-replay-v0"
+    assert off.dataset_id(HC_MR) == "rewardlab/halfcheetah/medium-replay-v1"
 
 
 def test_defaults_are_the_issue_grid(off):
@@ -103,7 +103,7 @@ def test_dry_run_runs_nothing_and_shows_the_dataset_commands(off, tmp_path, monk
     out = capsys.readouterr().out
     assert f"datasets under {tmp_path / 'minari'}" in out
     assert ("would run: rewardlab dataset make --env HalfCheetah-v5 --tiers "
-            "medium-replay,medium-expert --version 0 --no-progress") in out
+            "medium-replay,medium-expert --version 1 --backbone sbx_sac --no-progress") in out
     assert "20 runs selected, 0 done, 20 to run" in out
 
 
@@ -145,7 +145,7 @@ def test_run_records_read_the_run_directory(off, tmp_path):
             {"step": 10_000, "eval/gold_return": 3000.0, "eval/normalized_score": 40.0}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "summary.json").write_text(json.dumps({
-        "steps": 10_000, "dataset": "rewardlab/halfcheetah/medium-replay-v0",
+        "steps": 10_000, "dataset": "rewardlab/halfcheetah/medium-replay-v1",
         "dataset_steps": 25_000, "env": "HalfCheetah-v5", "dataset_normalized_score": 20.0,
         "feedback": {"seconds": {"reward_training": 12.0}}, "interrupted": False}))
     out = off.run_records(key, tmp_path, wall_time_s=99.0)
@@ -157,7 +157,7 @@ def test_run_records_read_the_run_directory(off, tmp_path):
     assert done["settings"] == off.planned_settings(key)
     assert done["reward_model"] == {"reward_model/heldout_accuracy": 0.85,
                                     "reward_model/random_pair_accuracy": 0.8}
-    assert done["dataset_id"] == "rewardlab/halfcheetah/medium-replay-v0"
+    assert done["dataset_id"] == "rewardlab/halfcheetah/medium-replay-v1"
     assert off.reward_model_metrics(tmp_path / "absent.jsonl") == {}
 
 
