@@ -138,8 +138,8 @@ SECTIONS = {
     # issue 11, item 2: single-seed probes on the tasks where PEBBLE falls short, aggregated
     # from the headline grid's records (``--records benchmarks/results/feedback_efficiency_runs
     # .jsonl``) so each variant sits beside the same-seed pebble and true-reward runs
-    "levers": ("PEBBLE levers on Walker2d-v5 and Hopper-v5: more labels, targeted queries, SURF",
-               "levers.json"),
+    "levers": ("PEBBLE levers on HalfCheetah-v5, Hopper-v5 and Walker2d-v5: more labels, "
+               "targeted queries, SURF", "levers.json"),
 }
 TEACHERS = ("oracle", "mistake", "noisy")
 #: Envs whose episodes end early when unhealthy; run without that termination (see module doc).
