@@ -10,7 +10,8 @@ Usage::
 
 The defaults are the grid of issue 12 (item 8): the ``medium-replay`` datasets of
 HalfCheetah-v5, Hopper-v5 and Walker2d-v5 and the ``medium-expert`` dataset of HalfCheetah-v5
-(``rewardlab/<env>/<tier>-v1``, made locally by ``rewardlab dataset make --backbone sbx_sac``);
+(``rewardlab/<env>/<tier>-v1``, made locally by ``rewardlab dataset make``, with SBX SAC for
+HalfCheetah-v5 and SBX CrossQ for the others: :data:`DATASET_BACKBONES`);
 on each, 5 seeds of
 
 * ``iql_true``: IQL on the dataset's true reward (``offline.reward=true``): the reference;
@@ -34,7 +35,7 @@ Datasets: ``--make-datasets`` runs ``rewardlab dataset make --env ENV --tiers ..
 selected datasets first (one process per env; the command caches the expert's training and
 reuses a complete tier, so a second call trains nothing), under ``MINARI_DATASETS_PATH`` (default
 ``~/.minari/datasets``) as the command itself reads it. Cost once: nearly all of it the
-100,000-step SBX SAC expert of each env (:data:`DATASET_BACKBONE`,
+100,000-step expert of each env (:data:`DATASET_BACKBONES`,
 ``rewardlab/algorithms/dataset_tiers.py``), not counted below. Without the flag a missing
 dataset stops the script before any run starts, naming the command that makes it.
 
@@ -125,14 +126,20 @@ TITLE = "Offline preference RL: IQL on learned rewards and CPL"
 DATASETS = ("HalfCheetah-v5/medium-replay", "Hopper-v5/medium-replay",
             "Walker2d-v5/medium-replay", "HalfCheetah-v5/medium-expert")
 DATASET_VERSION = 1
-#: The agent the datasets' tiers come from. SBX SAC, as D4RL's SAC: CrossQ (version 0) reached
-#: "medium" within 10,000 steps, so its medium-replay held 10 episodes, too few to learn from
-#: (IQL on its true reward: normalised 15.7 after 50,000 updates, below the medium policy's 33).
-#: With SAC, HalfCheetah's medium-replay holds 45 episodes and IQL on its true reward reached 52.3
-#: (seed 0). Open: on Hopper-v5 SAC's 100,000-step expert reached only 404, so "medium" came at
-#: the first 5,000-step snapshot and medium-replay-v1 holds 5,000 steps; Hopper and Walker2d
-#: need a stronger expert before their grid rows run.
-DATASET_BACKBONE = "sbx_sac"
+#: The agent each env's tiers come from (``rewardlab dataset make --backbone``). One agent did
+#: not serve all three envs, each failing a different way, so the choice is per env:
+#: - HalfCheetah-v5: SBX SAC, as D4RL's SAC. CrossQ (version 0) reached "medium" within 10,000
+#:   steps, so its medium-replay held 10 episodes, too few to learn from (IQL on its true
+#:   reward: normalised 15.7 after 50,000 updates, below the medium policy's 33). With SAC the
+#:   medium-replay holds 45 episodes (45,000 steps) and IQL on its true reward reached 52.3 (s0).
+#: - Hopper-v5, Walker2d-v5: SBX CrossQ. SAC's 100,000-step Hopper expert reached only 404 (it
+#:   stayed at 190-440 from 5,000 steps on), so "medium" came at the first snapshot and its
+#:   medium-replay held 5,000 steps. With CrossQ the terminating episodes make a medium-replay
+#:   of many episodes: Hopper's expert reached 3,439, "medium" (1,163) first passed at 30,000
+#:   steps, 154 episodes; Walker2d's expert 3,824, "medium" (1,279) at 60,000 steps, 312
+#:   episodes (``rewardlab dataset make --env ENV --tiers medium-replay,medium,expert
+#:   --version 1 --backbone crossq``, 32-33 min each on a core of its own).
+DATASET_BACKBONES = {"HalfCheetah-v5": "sbx_sac", "Hopper-v5": "crossq", "Walker2d-v5": "crossq"}
 #: Config overrides of each method (on top of :func:`run_overrides`' common ones).
 METHODS: dict[str, tuple[str, ...]] = {
     "iql_true": ("algorithm=iql", "offline.reward=true"),
@@ -343,6 +350,12 @@ def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, addres
 
 # ----------------------------------------------------------------------------- datasets
 
+def dataset_backbone(env: str) -> str:
+    """The agent ``env``'s tiers come from (:data:`DATASET_BACKBONES`; CrossQ, the dataset
+    command's default, for an env not listed)."""
+    return DATASET_BACKBONES.get(env, "crossq")
+
+
 def dataset_make_commands(datasets: list[str]) -> list[list[str]]:
     """``rewardlab dataset make`` of each env of ``datasets``, with the tiers it needs (a
     ``medium-expert`` tier makes ``medium`` and ``expert`` on the way)."""
@@ -354,7 +367,7 @@ def dataset_make_commands(datasets: list[str]) -> list[list[str]]:
             tiers[env].append(tier)
     return [[sys.executable, "-m", "rewardlab.cli.main", "dataset", "make", "--env", env,
              "--tiers", ",".join(ts), "--version", str(DATASET_VERSION),
-             "--backbone", DATASET_BACKBONE, "--no-progress"]
+             "--backbone", dataset_backbone(env), "--no-progress"]
             for env, ts in tiers.items()]
 
 

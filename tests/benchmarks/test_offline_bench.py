@@ -104,6 +104,8 @@ def test_dry_run_runs_nothing_and_shows_the_dataset_commands(off, tmp_path, monk
     assert f"datasets under {tmp_path / 'minari'}" in out
     assert ("would run: rewardlab dataset make --env HalfCheetah-v5 --tiers "
             "medium-replay,medium-expert --version 1 --backbone sbx_sac --no-progress") in out
+    assert ("would run: rewardlab dataset make --env Hopper-v5 --tiers medium-replay "
+            "--version 1 --backbone crossq --no-progress") in out
     assert "20 runs selected, 0 done, 20 to run" in out
 
 
