@@ -350,6 +350,10 @@ def test_recipe_validation() -> None:
     with pytest.raises(ConfigError, match="backbone: unknown 'ppo'"):
         DatasetRecipe(backbone="ppo")
     assert DatasetRecipe().training_key() == DatasetRecipe(tier_steps=5, version=3).training_key()
+    # the backbone defaults per env (the measured choice) and is stored resolved
+    assert DatasetRecipe().backbone == "sbx_sac"  # HalfCheetah-v5
+    assert DatasetRecipe(env_id="Hopper-v5").as_dict()["backbone"] == "crossq"
+    assert DatasetRecipe(env_id="Hopper-v5", backbone="sac").backbone == "sac"
     assert DatasetRecipe().training_key() != DatasetRecipe(seed=1).training_key()
     with pytest.raises(DatasetError, match="unknown"):
         make_tier_datasets(TINY, ["best"])
