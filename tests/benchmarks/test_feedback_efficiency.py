@@ -43,7 +43,7 @@ def test_run_key_round_trip_and_references_have_no_teacher(fe):
 def test_defaults_are_the_headline_grid(fe):
     args = fe.parse_args([])
     assert args.envs == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
-    assert args.methods == ["true_reward", "pebble"]
+    assert args.methods == ["true_reward", "pebble_targeted"]
     assert args.teachers == ["oracle", "mistake"]
     assert (args.queries, args.seeds, args.steps) == ([500], [0, 1, 2, 3, 4], 100_000)
     assert args.workers == 2 and args.address is None
@@ -51,8 +51,8 @@ def test_defaults_are_the_headline_grid(fe):
     assert len(keys) == 3 * 5 * (1 + 2)
     # seed by seed, the reference first
     assert keys[:3] == ["HalfCheetah-v5/true_reward/-/q0/t100000/s0",
-                        "HalfCheetah-v5/pebble/oracle/q500/t100000/s0",
-                        "HalfCheetah-v5/pebble/mistake/q500/t100000/s0"]
+                        "HalfCheetah-v5/pebble_targeted/oracle/q500/t100000/s0",
+                        "HalfCheetah-v5/pebble_targeted/mistake/q500/t100000/s0"]
 
 
 def test_dry_run_lists_runs_and_runs_nothing(fe, tmp_path, monkeypatch, capsys):
@@ -61,8 +61,9 @@ def test_dry_run_lists_runs_and_runs_nothing(fe, tmp_path, monkeypatch, capsys):
     assert fe.main(["--dry-run", "--records", str(tmp_path / "r.jsonl"),
                     "--out-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "HalfCheetah-v5/pebble/mistake/q500/t100000/s4 [to run" in out
-    assert "teacher.preset=mistake" in out and "45 runs selected" in out
+    assert "HalfCheetah-v5/pebble_targeted/mistake/q500/t100000/s4 [to run" in out
+    assert "teacher.preset=mistake" in out and "mitigation.targeted_feedback=true" in out
+    assert "45 runs selected" in out
     assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "out").exists()
 
 
@@ -229,9 +230,10 @@ def test_table_says_when_the_headline_grid_is_not_filled(fe):
                          "seeds": list(fe.FULL_SEEDS)}}
     assert "Not the issue's full headline grid" in fe.render_section(rec)
     rows = [_row(fe, env, "true_reward", None, 0, fe.FULL_SEEDS) for env in fe.ENVS] + [
-        _row(fe, env, "pebble", t, 500, fe.FULL_SEEDS, iqm=0.8)
+        _row(fe, env, fe.HEADLINE_METHOD, t, 500, fe.FULL_SEEDS, iqm=0.8)
         for env in fe.ENVS for t in fe.FULL_TEACHERS]
-    rec["rows"] = rows[:-1] + [_row(fe, "Walker2d-v5", "pebble", "mistake", 500, (0, 1, 2))]
+    rec["rows"] = rows[:-1] + [
+        _row(fe, "Walker2d-v5", fe.HEADLINE_METHOD, "mistake", 500, (0, 1, 2))]
     assert not fe.headline_complete(rec["rows"])  # a cell with 3 of the 5 seeds
     assert "Not the issue's full headline grid" in fe.render_section(rec)
     rec["rows"] = rows
@@ -239,8 +241,8 @@ def test_table_says_when_the_headline_grid_is_not_filled(fe):
     text = fe.render_section(rec)
     assert "Not the issue's full headline grid" not in text
     # 0.8 misses the oracle target (0.90) and meets the mistake target (0.75)
-    assert "HalfCheetah-v5 oracle 0.80 (misses 0.90" in text
-    assert "HalfCheetah-v5 mistake 0.80 (meets 0.75" in text
+    assert f"HalfCheetah-v5 `{fe.HEADLINE_METHOD}` oracle 0.80 (misses 0.90" in text
+    assert f"HalfCheetah-v5 `{fe.HEADLINE_METHOD}` mistake 0.80 (meets 0.75" in text
     assert "same agent on the true reward" in text and "`sac_true` is Stable-Baselines3" in text
     assert "feedback_efficiency_runs_sb3_sac.jsonl" in text
 
