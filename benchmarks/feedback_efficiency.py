@@ -355,10 +355,13 @@ def completed_runs(
     """``{run key: {"done": done record, "evals": [eval records, by step]}}`` of finished runs.
 
     Only the evaluations of the attempt that wrote the ``done`` record count (the last such
-    attempt if a run was finished twice, among those ``accept`` takes); one record per step.
+    attempt if a run was finished twice, among those ``accept`` takes); one record per step. A
+    ``done`` record of an interrupted run (``"interrupted": true``, written before the
+    harness refused them: :func:`raise_if_interrupted`) does not count.
     """
     done = {r["run"]: r for r in records
-            if r.get("kind") == "done" and (accept is None or accept(r))}
+            if r.get("kind") == "done" and not r.get("interrupted")
+            and (accept is None or accept(r))}
     evals: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records:
         if r.get("kind") == "eval" and r["run"] in done and r["attempt"] == done[r["run"]][
@@ -383,8 +386,25 @@ def append_records(path: Path, records: list[dict[str, Any]]) -> None:
         os.close(fd)
 
 
+def raise_if_interrupted(run_dir: Path) -> None:
+    """Refuse a run that stopped early (SIGINT/SIGTERM: its ``summary.json`` says
+    ``interrupted``), so no ``done`` record is written for it and the harness runs it again.
+
+    Raises:
+        RuntimeError: if the run in ``run_dir`` was interrupted.
+    """
+    summary = run_dir / "summary.json"
+    if summary.exists() and json.loads(summary.read_text()).get("interrupted"):
+        raise RuntimeError(f"{run_dir.name} was interrupted before its last step; no record "
+                           "written, it runs again next time")
+
+
 def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
-    """Train one run in ``out_dir/runs/<key>`` (from scratch) and return its records."""
+    """Train one run in ``out_dir/runs/<key>`` (from scratch) and return its records.
+
+    Raises:
+        RuntimeError: if the run was interrupted (:func:`raise_if_interrupted`).
+    """
     import torch
 
     from rewardlab.config import load_config
@@ -396,6 +416,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     method = "pebble" if k["method"] in PEBBLE_VARIANTS else REFERENCE_METHODS[k["method"]]
     job = core.Job(key, method, k["seed"], tuple(overrides), str(run_dir))
     core.run_job(job)  # deletes an unfinished earlier attempt first
+    raise_if_interrupted(run_dir)
     row = core.collect(job)
     config = load_config(run_dir / "config.yaml")
     attempt = uuid.uuid4().hex

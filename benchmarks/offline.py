@@ -304,7 +304,11 @@ def run_records(key: str, run_dir: Path, wall_time_s: float) -> list[dict[str, A
 
 def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     """Train one run in ``out_dir/runs/<key>`` from scratch (an unfinished earlier attempt is
-    deleted first) and return its records."""
+    deleted first) and return its records.
+
+    Raises:
+        RuntimeError: if the run was interrupted (``fe.raise_if_interrupted``).
+    """
     import shutil
 
     import torch
@@ -319,6 +323,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     train(config, run_dir)
+    fe.raise_if_interrupted(run_dir)
     return run_records(key, run_dir, time.perf_counter() - t0)
 
 

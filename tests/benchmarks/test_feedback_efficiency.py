@@ -95,6 +95,24 @@ def test_only_the_finished_attempt_counts(fe):
     assert fe.completed_runs(records(fe, key, {500: 1.0}, "a3", done=False)) == {}
 
 
+def test_an_interrupted_run_writes_no_record_and_its_old_records_do_not_count(fe, tmp_path):
+    key = fe.run_key("HalfCheetah-v5", "pebble", "oracle", 100, 1000, 0)
+    interrupted = records(fe, key, {500: 10.0, 1000: 20.0}, "a1")
+    interrupted[-1]["interrupted"] = True  # a done record written before the harness refused
+    assert fe.completed_runs(interrupted) == {}
+    finished = records(fe, key, {500: 10.0, 1000: 30.0}, "a2")
+    finished[-1]["interrupted"] = False
+    assert fe.completed_runs(interrupted + finished)[key]["evals"][-1]["gold_return"] == 30.0
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fe.raise_if_interrupted(run_dir)  # no summary yet: nothing to refuse
+    (run_dir / "summary.json").write_text(json.dumps({"interrupted": False}))
+    fe.raise_if_interrupted(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps({"interrupted": True}))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fe.raise_if_interrupted(run_dir)
+
+
 def test_truncated_last_line_is_skipped(fe, tmp_path):
     key = fe.run_key("HalfCheetah-v5", "true_reward", None, 0, 1000, 0)
     path = tmp_path / "evals.jsonl"
