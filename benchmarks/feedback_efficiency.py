@@ -150,12 +150,7 @@ UNHEALTHY_TERMINATION = ("Hopper-v5", "Walker2d-v5")
 ROUNDS = 10
 EVAL_POINTS = 4
 #: The issue's headline grid (the CLI defaults).
-#: PEBBLE as the headline grid runs it: with targeted feedback (each round's candidates cut from
-#: the steps since the previous round), the lever that scored best at 100k steps and 500
-#: queries (``levers`` section; plain ``pebble`` over seeds 0-1: HalfCheetah-v5 0.80, Hopper-v5
-#: 0.47, Walker2d-v5 0.46). The main job (30k steps, 200 queries, a round every 1500 steps)
-#: keeps it off: there a round's fresh steps hold too few candidate segments and it scored
-#: lower (BENCHMARKS.md core section and the issue 11 notes).
+#: PEBBLE as the headline grid runs it (why: :data:`HEADLINE_NOTE`).
 HEADLINE_METHOD = "pebble_targeted"
 FULL_METHODS, FULL_TEACHERS = ("true_reward", HEADLINE_METHOD), ("oracle", "mistake")
 FULL_STEPS, FULL_QUERIES, FULL_SEEDS = 100_000, (500,), (0, 1, 2, 3, 4)
@@ -386,24 +381,29 @@ def append_records(path: Path, records: list[dict[str, Any]]) -> None:
         os.close(fd)
 
 
+class RunInterrupted(Exception):
+    """A run stopped early on SIGINT/SIGTERM (:mod:`rewardlab.algorithms.interrupt`): the
+    harness writes no record for it and stops instead of going on to the next run."""
+
+
 def raise_if_interrupted(run_dir: Path) -> None:
-    """Refuse a run that stopped early (SIGINT/SIGTERM: its ``summary.json`` says
-    ``interrupted``), so no ``done`` record is written for it and the harness runs it again.
+    """Refuse a run that stopped early (its ``summary.json`` says ``interrupted``), so no
+    ``done`` record is written for it and the harness runs it again next time.
 
     Raises:
-        RuntimeError: if the run in ``run_dir`` was interrupted.
+        RunInterrupted: if the run in ``run_dir`` was interrupted.
     """
     summary = run_dir / "summary.json"
     if summary.exists() and json.loads(summary.read_text()).get("interrupted"):
-        raise RuntimeError(f"{run_dir.name} was interrupted before its last step; no record "
-                           "written, it runs again next time")
+        raise RunInterrupted(f"{run_dir.name} was interrupted before its last step; no record "
+                             "written, it runs again next time")
 
 
 def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     """Train one run in ``out_dir/runs/<key>`` (from scratch) and return its records.
 
     Raises:
-        RuntimeError: if the run was interrupted (:func:`raise_if_interrupted`).
+        RunInterrupted: if the run was interrupted (:func:`raise_if_interrupted`).
     """
     import torch
 
@@ -450,6 +450,10 @@ def run_trial(
 
     Returns:
         The run's ``done`` record, or None if it failed.
+
+    Raises:
+        RunInterrupted: if the run was stopped by SIGINT/SIGTERM (nothing appended), so
+            :func:`run_in_process` stops there.
     """
     key, out_dir, jsonl = params["key"], Path(params["out_dir"]), Path(params["records"])
     cpu = core.claim_core()
@@ -465,6 +469,9 @@ def run_trial(
         os.chdir(out_dir)
         records = (run or execute)(key, out_dir)
         append_records(jsonl, records)
+    except RunInterrupted as err:
+        print(f"{core.utc_now()}: stopped: {err}", flush=True)
+        raise
     except Exception:
         print(f"{core.utc_now()}: FAILED {key}:\n{traceback.format_exc()}", flush=True)
         return None
@@ -479,6 +486,20 @@ def run_trial(
 def ray_trial(config: dict[str, Any]) -> None:
     """The Ray Tune trainable: :func:`run_trial` of ``config["params"]``."""
     run_trial(config["params"])
+
+
+def run_in_process(
+    todo: list[str], out_dir: Path, jsonl: Path,
+    trial: Callable[[dict[str, Any]], dict[str, Any] | None],
+) -> None:
+    """Run the keys of ``todo`` one after another in this process (``--no-ray``) with
+    ``trial`` (:func:`run_trial`, or the offline harness's); a SIGINT/SIGTERM ends the loop
+    after the run it interrupted (:class:`RunInterrupted`), the finished runs stay recorded."""
+    for key in todo:
+        try:
+            trial({"key": key, "out_dir": str(out_dir), "records": str(jsonl)})
+        except RunInterrupted:
+            return
 
 
 def trial_env_vars() -> dict[str, str]:
@@ -858,11 +879,11 @@ NOTES = [
 HEADLINE_NOTE = (
     f"The headline's PEBBLE is `{HEADLINE_METHOD}`: PEBBLE with targeted feedback "
     "(`mitigation.targeted_feedback=true`: each round's candidate segments are cut from the "
-    "steps collected since the previous round only), the lever that scored best at this budget "
-    "in the `levers` section (plain `pebble` rows, where listed, are the same runs without it). "
-    "The main job's default keeps it off: at 30k steps with 200 queries a round's fresh steps "
-    "hold too few candidates, and it scored lower there (seeds 0-2, final gold 2890 / 1339 / "
-    "2054 against 4289 / 4326 / 3922; `rewardlab train --set mitigation.targeted_feedback=true`)."
+    "steps collected since the previous round only), the lever that scored best with the "
+    "oracle teacher at this budget in the `levers` section (plain `pebble` rows, where listed, "
+    "are the same runs without it). The main job's default keeps it off: at 30k steps with 200 "
+    "queries a round's fresh steps hold few candidate segments, and in probes of the default "
+    "job with `--set mitigation.targeted_feedback=true` it ended lower than without."
 )
 
 #: The ``levers`` section's own note (after the shared definitions and schedule notes).
@@ -975,8 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
         if args.no_ray:
-            for key in todo:
-                run_trial({"key": key, "out_dir": str(out_dir), "records": str(jsonl)})
+            run_in_process(todo, out_dir, jsonl, run_trial)
         else:
             from rewardlab.errors import RewardLabError
 

@@ -307,7 +307,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     deleted first) and return its records.
 
     Raises:
-        RuntimeError: if the run was interrupted (``fe.raise_if_interrupted``).
+        fe.RunInterrupted: if the run was interrupted (``fe.raise_if_interrupted``).
     """
     import shutil
 
@@ -332,7 +332,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
 def run_trial(params: dict[str, Any]) -> dict[str, Any] | None:
     """One run as a trial (``params`` = ``{"key", "out_dir", "records"}``): ``fe.run_trial``
     with this module's :func:`execute` (pinned to a free core, one thread, records appended by
-    the trial, a failure printed, not raised).
+    the trial, a failure printed, not raised; an interrupted run raises ``fe.RunInterrupted``).
 
     Returns:
         The run's ``done`` record, or None if it failed.
@@ -669,8 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
         if args.no_ray:
-            for key in todo:
-                run_trial({"key": key, "out_dir": str(out_dir), "records": str(jsonl)})
+            fe.run_in_process(todo, out_dir, jsonl, run_trial)
         else:
             from rewardlab.errors import RewardLabError
 

@@ -109,8 +109,22 @@ def test_an_interrupted_run_writes_no_record_and_its_old_records_do_not_count(fe
     (run_dir / "summary.json").write_text(json.dumps({"interrupted": False}))
     fe.raise_if_interrupted(run_dir)
     (run_dir / "summary.json").write_text(json.dumps({"interrupted": True}))
-    with pytest.raises(RuntimeError, match="interrupted"):
+    with pytest.raises(fe.RunInterrupted, match="interrupted"):
         fe.raise_if_interrupted(run_dir)
+
+
+def test_in_process_loop_stops_at_an_interrupted_run(fe, tmp_path):
+    keys = [fe.run_key("Pendulum-v1", "pebble", "oracle", 20, 2000, s) for s in range(3)]
+    seen = []
+
+    def trial(params):
+        seen.append(params["key"])
+        if len(seen) == 2:
+            raise fe.RunInterrupted("stopped by SIGTERM")
+        return None
+
+    fe.run_in_process(keys, tmp_path, tmp_path / "r.jsonl", trial)
+    assert seen == keys[:2]  # the third run was not started
 
 
 def test_truncated_last_line_is_skipped(fe, tmp_path):
