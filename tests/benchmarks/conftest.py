@@ -73,3 +73,12 @@ def fidelity() -> ModuleType:
 def update_speed() -> ModuleType:
     """benchmarks/offline_update_speed.py."""
     return _load("offline_update_speed")
+
+
+@pytest.fixture(scope="module")
+def core() -> ModuleType:
+    """benchmarks/core.py, imported by name as the other scripts import it (its dataclasses
+    need it in ``sys.modules``)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("core")
