@@ -737,9 +737,10 @@ def grid_header(rec: dict[str, Any], title: str, script: str, aggregated: str | 
     if aggregated is None:
         aggregated = (f"{rec['runs_completed']} of the {rec['runs_selected']} selected runs, "
                       f"finished, from `{rec['jsonl']}`")
-    runner = (f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time"
-              if rec.get("runner", default_runner) == "ray"
-              else "runs one at a time in one process")
+    runner = {"ray": f"runs as Ray Tune trials, {rec.get('workers', 1)} at a time",
+              "aggregated": "runs made by earlier invocations of this harness (this command "
+                            "aggregated their records and ran none)",
+              }.get(rec.get("runner", default_runner) or "", "runs one at a time in one process")
     return [f"## {title} (`benchmarks/{script}`)", "",
             f"- Command: `{rec['command']}`",
             f"- Date (UTC): {rec['written_utc']}",
@@ -1027,7 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
              if args.section == "ablations" else [*NOTES[:2], NOTES[3], LEVERS_NOTE])
     rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
-           "runner": "in_process" if args.no_ray else "ray",
+           "runner": ("aggregated" if args.aggregate_only
+                      else "in_process" if args.no_ray else "ray"),
            "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
            "selection": {"envs": args.envs, "methods": args.methods, "teachers": args.teachers,
                          "queries": args.queries, "seeds": args.seeds},

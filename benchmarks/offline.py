@@ -65,7 +65,8 @@ CPL runs:
   references at update 0, about 35 episodes at 0.27 s (HalfCheetah-v5 with the IQL actor,
   measured): about 10 s a run, 1,000 s (0.3 h).
 
-Total about 42,900 s = 11.9 CPU-hours, about 6 h of wall time with ``--workers 2``. IQL's
+Total about 42,900 s = 11.9 CPU-hours, about 6 h of wall time with ``--workers 2``;
+the table's last note gives the compute measured on the host that ran it. IQL's
 paper trains for 1,000,000 updates and CPL's for 500,000: these are short runs, compared like
 with like (every IQL row has the same updates as its ``iql_true`` reference); the runs
 recorded at 10,000 updates, before the JAX step, have other keys (``u10000``) and stay out of
@@ -515,6 +516,38 @@ def grid_complete(rows: list[dict[str, Any]]) -> bool:
                for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs)
 
 
+def compute_note(rows: list[dict[str, Any]]) -> str | None:
+    """A sentence on the grid's measured compute, from the rows' mean wall times.
+
+    Measured: the sum of the finished runs' wall times (each run on one core, so wall time is
+    CPU time; a run that shared its core counts its longer wall time). Projected: every cell of
+    the issue's grid (:func:`grid_complete`'s cells) at its mean run time so far, times
+    :data:`FULL_SEEDS`; a cell with no finished run yet is left out and the projection says
+    so. None when no row has a wall time.
+    """
+    timed = [r for r in rows if r.get("wall_time_s") is not None]
+    if not timed:
+        return None
+    done_s = sum(r["wall_time_s"] * len(r["seeds"]) for r in timed)
+    cells = {(r["dataset"], r["method"], r["queries"], r["updates"]): r["wall_time_s"]
+             for r in timed}
+    grid = [(d, m, q, CPL_UPDATES if m == "cpl" else IQL_UPDATES)
+            for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs]
+    known = [cells[c] for c in grid if c in cells]
+    runs = sum(len(r["seeds"]) for r in timed)
+    text = (f"Measured compute: the {runs} finished runs above took "
+            f"{done_s / 3600:.1f} CPU-hours (one core per run; wall time = CPU time)")
+    if known:
+        projected = sum(known) * len(FULL_SEEDS) / 3600
+        missing = len(grid) - len(known)
+        text += (f"; at each cell's mean run time so far the issue's grid of "
+                 f"{len(grid) * len(FULL_SEEDS)} runs takes about {projected:.1f} CPU-hours "
+                 f"on this host")
+        if missing:
+            text += f" ({missing} of its {len(grid)} cells not timed yet, left out)"
+    return text + "."
+
+
 # ----------------------------------------------------------------------------- report
 
 NOTES = [
@@ -691,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     rec = {"command": command, "section": SECTION, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
-           "runner": "in_process" if args.no_ray else "ray",
+           "runner": ("aggregated" if args.aggregate_only
+                      else "in_process" if args.no_ray else "ray"),
            "jsonl": os.path.relpath(jsonl, REPO),
            "selection": {"datasets": args.datasets, "methods": args.methods,
                          "queries": args.queries, "seeds": args.seeds,
@@ -700,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
                       "eval_points": EVAL_POINTS, "eval_episodes": EVAL_EPISODES},
            "runs_selected": len(keys), "runs_completed": len(fe.completed_runs(chosen)),
            "reference_method": REFERENCE, "grid_complete": grid_complete(rows),
-           "winners_500": winners(rows), "rows": rows, "notes": NOTES, "format_version": 1}
+           "winners_500": winners(rows), "rows": rows,
+           "notes": [*NOTES, *filter(None, [compute_note(rows)])], "format_version": 1}
     for r in rows:
         print(f"{r['dataset']} {r['method']} q{r['queries']} u{r['updates']}: IQM "
               f"{fe._f(r['normalized_score_iqm'], 1)} {_ci1(r['ci_low'], r['ci_high'])}, "

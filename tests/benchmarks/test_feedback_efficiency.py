@@ -524,3 +524,19 @@ def test_language_model_settings_never_make_a_control_run_stale(fe):
     assert fe.settings_drift(done, planned) == []
     done["settings"]["reward_model"]["lr"] = 1e-3  # a setting the run reads still counts
     assert fe.settings_drift(done, planned) == ["reward_model.lr"]
+
+
+@pytest.mark.parametrize(("runner", "text"), [
+    ("ray", "runs as Ray Tune trials, 2 at a time"),
+    ("in_process", "runs one at a time in one process"),
+    ("aggregated", "runs made by earlier invocations of this harness (this command aggregated "
+                   "their records and ran none)"),
+])
+def test_grid_header_says_how_the_runs_were_made(fe, runner, text):
+    rec = {"command": "c", "written_utc": "now", "runner": runner, "workers": 2,
+           "machine": {"cpu": "AMD EPYC (avx2)", "cpu_count": 2, "torch": "2"},
+           "runs_completed": 1, "runs_selected": 2, "jsonl": "r.jsonl"}
+    machine = next(line for line in fe.grid_header(rec, "T", "s.py")
+                   if line.startswith("- Machine:"))
+    assert machine == (f"- Machine: AMD EPYC (avx2), 2 logical CPUs, torch 2; {text}, each "
+                       "pinned to a core of its own, 1 thread")

@@ -325,3 +325,22 @@ def test_execute_trains_each_method_and_records_it(off, tmp_path, monkeypatch):
     assert len(arrays["cpl"]["labels"]) == 40
     for name in ("obs", "actions", "labels"):
         np.testing.assert_array_equal(arrays["iql_pt"][name], arrays["cpl"][name])
+
+
+def test_compute_note_sums_the_measured_runs_and_projects_the_grid(off):
+    hc, hop = "HalfCheetah-v5/medium-replay", "Hopper-v5/medium-replay"
+    rows = [
+        {"dataset": hc, "method": "iql_true", "queries": 0, "updates": off.IQL_UPDATES,
+         "seeds": [0, 1], "wall_time_s": 600.0},
+        {"dataset": hop, "method": "cpl", "queries": 500, "updates": off.CPL_UPDATES,
+         "seeds": [0], "wall_time_s": 360.0},
+        {"dataset": hop, "method": "iql_true", "queries": 0, "updates": 10_000,  # not the grid
+         "seeds": [0], "wall_time_s": 3600.0},
+    ]
+    text = off.compute_note(rows)
+    # measured: 2 x 600 + 360 + 3600 s = 1.43 h; projected: (600 + 360) x 5 seeds = 1.33 h
+    assert "the 4 finished runs above took 1.4 CPU-hours" in text
+    n_cells = sum(len(q) for q in off.METHOD_QUERIES.values()) * len(off.DATASETS)
+    assert f"grid of {n_cells * len(off.FULL_SEEDS)} runs takes about 1.3 CPU-hours" in text
+    assert f"({n_cells - 2} of its {n_cells} cells not timed yet, left out)" in text
+    assert off.compute_note([{**rows[0], "wall_time_s": None}]) is None
