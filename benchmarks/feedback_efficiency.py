@@ -720,6 +720,13 @@ def headline_complete(rows: list[dict[str, Any]]) -> bool:
 
 # ----------------------------------------------------------------------------- report
 
+def runner_name(args: argparse.Namespace) -> str:
+    """How this invocation of a grid harness made its runs, for :func:`grid_header`:
+    ``"aggregated"`` (``--aggregate-only``: it ran none), ``"in_process"`` (``--no-ray``) or
+    ``"ray"``."""
+    return "aggregated" if args.aggregate_only else "in_process" if args.no_ray else "ray"
+
+
 def grid_header(rec: dict[str, Any], title: str, script: str, aggregated: str | None = None,
                 default_runner: str | None = None) -> list[str]:
     """The lines after the begin marker of a grid harness's BENCHMARKS.md section: title,
@@ -1028,8 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
              if args.section == "ablations" else [*NOTES[:2], NOTES[3], LEVERS_NOTE])
     rec = {"command": command, "section": args.section, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
-           "runner": ("aggregated" if args.aggregate_only
-                      else "in_process" if args.no_ray else "ray"),
+           "runner": runner_name(args),
            "jsonl": os.path.relpath(jsonl, REPO), "steps": args.steps,
            "selection": {"envs": args.envs, "methods": args.methods, "teachers": args.teachers,
                          "queries": args.queries, "seeds": args.seeds},

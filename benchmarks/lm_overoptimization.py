@@ -881,8 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     overhead = latest_overhead(records)
     rec = {"command": command, "section": SECTION, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
-           "runner": ("aggregated" if args.aggregate_only
-                      else "in_process" if args.no_ray else "ray"),
+           "runner": fe.runner_name(args),
            "jsonl": os.path.relpath(jsonl, REPO) if jsonl.is_relative_to(REPO) else str(jsonl),
            "selection": {"tasks": args.tasks, "optimizers": args.optimizers,
                          "labels": args.labels, "variants": args.variants,

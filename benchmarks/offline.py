@@ -506,45 +506,56 @@ def winners(rows: list[dict[str, Any]], queries: int = 500) -> dict[str, str]:
     return {d: m for d, (_, m) in sorted(best.items())}
 
 
+def grid_cells() -> list[tuple[str, str, int, int]]:
+    """The issue's grid as ``(dataset, method, queries, updates)`` cells: every dataset x
+    method x budget of :data:`METHOD_QUERIES` at :data:`IQL_UPDATES` (:data:`CPL_UPDATES` for
+    CPL); each cell is run for every seed of :data:`FULL_SEEDS`."""
+    return [(d, m, q, CPL_UPDATES if m == "cpl" else IQL_UPDATES)
+            for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs]
+
+
+def _cell(row: dict[str, Any]) -> tuple[str, str, int, int]:
+    return row["dataset"], row["method"], row["queries"], row["updates"]
+
+
 def grid_complete(rows: list[dict[str, Any]]) -> bool:
-    """Whether ``rows`` fill the issue's grid: every dataset x method x budget of
-    :data:`METHOD_QUERIES` at :data:`IQL_UPDATES` (:data:`CPL_UPDATES` for CPL), all of
-    :data:`FULL_SEEDS`."""
-    have = {(r["dataset"], r["method"], r["queries"], r["updates"]) for r in rows
-            if set(r["seeds"]) >= set(FULL_SEEDS)}
-    return all((d, m, q, CPL_UPDATES if m == "cpl" else IQL_UPDATES) in have
-               for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs)
+    """Whether ``rows`` fill every cell of :func:`grid_cells` with all of :data:`FULL_SEEDS`."""
+    have = {_cell(r) for r in rows if set(r["seeds"]) >= set(FULL_SEEDS)}
+    return all(cell in have for cell in grid_cells())
 
 
 def compute_note(rows: list[dict[str, Any]]) -> str | None:
-    """A sentence on the grid's measured compute, from the rows' mean wall times.
+    """A sentence on the grid's compute, from the rows of :func:`aggregate`.
 
-    Measured: the sum of the finished runs' wall times (each run on one core, so wall time is
-    CPU time; a run that shared its core counts its longer wall time). Projected: every cell of
-    the issue's grid (:func:`grid_complete`'s cells) at its mean run time so far, times
-    :data:`FULL_SEEDS`; a cell with no finished run yet is left out and the projection says
-    so. None when no row has a wall time.
+    Measured: the sum of the finished runs' wall times in seconds (each run pinned to one
+    core, so wall time is CPU time; a run that shared its core counts its longer wall time;
+    the times are as recorded, on whichever host ran each run). Projected: every cell of
+    :func:`grid_cells` at its mean run time so far, times :data:`FULL_SEEDS`; a cell with no
+    finished run yet is left out and the sentence says so.
+
+    Args:
+        rows: aggregate rows with ``dataset``, ``method``, ``queries``, ``updates``, ``seeds``
+            and ``wall_time_s`` (the mean over the row's runs, or None).
+
+    Returns:
+        The sentence, or None when no row has a wall time.
     """
     timed = [r for r in rows if r.get("wall_time_s") is not None]
     if not timed:
         return None
-    done_s = sum(r["wall_time_s"] * len(r["seeds"]) for r in timed)
-    cells = {(r["dataset"], r["method"], r["queries"], r["updates"]): r["wall_time_s"]
-             for r in timed}
-    grid = [(d, m, q, CPL_UPDATES if m == "cpl" else IQL_UPDATES)
-            for d in DATASETS for m, qs in METHOD_QUERIES.items() for q in qs]
-    known = [cells[c] for c in grid if c in cells]
     runs = sum(len(r["seeds"]) for r in timed)
-    text = (f"Measured compute: the {runs} finished runs above took "
-            f"{done_s / 3600:.1f} CPU-hours (one core per run; wall time = CPU time)")
+    done_h = sum(r["wall_time_s"] * len(r["seeds"]) for r in timed) / 3600
+    text = (f"Measured compute: the {runs} finished runs above took {done_h:.1f} CPU-hours "
+            "(one core per run; wall time = CPU time)")
+    cells = {_cell(r): r["wall_time_s"] for r in timed}
+    grid = grid_cells()
+    known = [cells[c] for c in grid if c in cells]
     if known:
-        projected = sum(known) * len(FULL_SEEDS) / 3600
-        missing = len(grid) - len(known)
         text += (f"; at each cell's mean run time so far the issue's grid of "
-                 f"{len(grid) * len(FULL_SEEDS)} runs takes about {projected:.1f} CPU-hours "
-                 f"on this host")
-        if missing:
-            text += f" ({missing} of its {len(grid)} cells not timed yet, left out)"
+                 f"{len(grid) * len(FULL_SEEDS)} runs takes about "
+                 f"{sum(known) * len(FULL_SEEDS) / 3600:.1f} CPU-hours")
+        if len(known) < len(grid):
+            text += f" ({len(grid) - len(known)} of its {len(grid)} cells not timed yet, left out)"
     return text + "."
 
 
@@ -724,8 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     rec = {"command": command, "section": SECTION, "written_utc": core.utc_now(),
            "machine": core.machine_info(), "workers": 1 if args.no_ray else args.workers,
-           "runner": ("aggregated" if args.aggregate_only
-                      else "in_process" if args.no_ray else "ray"),
+           "runner": fe.runner_name(args),
            "jsonl": os.path.relpath(jsonl, REPO),
            "selection": {"datasets": args.datasets, "methods": args.methods,
                          "queries": args.queries, "seeds": args.seeds,

@@ -540,3 +540,9 @@ def test_grid_header_says_how_the_runs_were_made(fe, runner, text):
                    if line.startswith("- Machine:"))
     assert machine == (f"- Machine: AMD EPYC (avx2), 2 logical CPUs, torch 2; {text}, each "
                        "pinned to a core of its own, 1 thread")
+
+
+def test_runner_name_follows_the_flags(fe):
+    assert fe.runner_name(fe.parse_args(["--aggregate-only", "--no-ray"])) == "aggregated"
+    assert fe.runner_name(fe.parse_args(["--no-ray"])) == "in_process"
+    assert fe.runner_name(fe.parse_args([])) == "ray"
