@@ -389,10 +389,19 @@ def imitation_side(env_id: str, seed: int, steps: int, comparisons: int, segment
 
 def run_key(rec: dict[str, Any]) -> tuple:
     """What makes two run records the same run (for resuming). Each comparison
-    (``reward_model``) runs both sides, so that they share a run of the script."""
+    (``reward_model``, and the hidden widths RewardLab's reward model had: a changed default
+    starts a new comparison) runs both sides, so that they share a run of the script."""
     return (rec["side"], rec["env"], rec["seed"], rec["budget_steps"], rec["budget_comparisons"],
             rec["segment_len"], rec["eval_episodes"], rec.get("reward_model", "default"),
-            rec.get("rewardlab_method", "pref_ppo"), rec.get("rewardlab_steps"))
+            rec.get("rewardlab_method", "pref_ppo"), rec.get("rewardlab_steps"),
+            rewardlab_widths(rec))
+
+
+def rewardlab_widths(rec: dict[str, Any]) -> tuple[int, ...] | None:
+    """The hidden widths of RewardLab's reward model in the comparison ``rec`` belongs to
+    (``None`` for records made before they were recorded)."""
+    widths = rec.get("rewardlab_hidden_sizes")
+    return None if widths is None else tuple(widths)
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
@@ -631,7 +640,7 @@ def explain(rec: dict[str, Any]) -> str:
         cfg_im = rec["config"]["imitation"]
         text += (
             " Both sides run the same PPO for the same steps, so the difference is the reward "
-            f"model: RewardLab's default is PEBBLE's ensemble of {rm['members']} MLPs of "
+            f"model: RewardLab's default here is an ensemble of {rm['members']} MLPs of "
             f"{' x '.join(map(str, rm['hidden_sizes']))} units, refit at every round until "
             f"{rm['target_accuracy']:.0%} training accuracy (at most {rm['max_epochs']} epochs) "
             "and queried on every env step for the agent's reward, against imitation's single "
@@ -726,13 +735,16 @@ def main(argv: list[str] | None = None) -> int:
     args.runs_file.parent.mkdir(parents=True, exist_ok=True)
     done = {run_key(r) for r in read_runs(args.runs_file)}
     script = Path(__file__).resolve()
+    config = side_config(args)
+    widths = config["rewardlab"]["reward_model"]["hidden_sizes"]
     for side, seed in schedule(args.seeds):
         rec = {"side": side, "env": args.env, "seed": seed, "budget_steps": args.steps,
                "budget_comparisons": args.comparisons, "segment_len": args.segment_len,
                "eval_episodes": args.eval_episodes, "reward_model": args.reward_model,
                "rewardlab_method": args.rewardlab_method,
                "rewardlab_steps": (rewardlab_steps(args) if args.rewardlab_method == "pebble"
-                                   else None)}
+                                   else None),
+               "rewardlab_hidden_sizes": widths}
         if run_key(rec) in done:
             print(f"{side} seed {seed}: already in {args.runs_file}, skipped", flush=True)
             continue
@@ -755,10 +767,11 @@ def main(argv: list[str] | None = None) -> int:
             and r.get("reward_model", "default") == args.reward_model
             and r.get("rewardlab_method", "pref_ppo") == args.rewardlab_method
             and r.get("rewardlab_steps") == (rewardlab_steps(args)
-                                             if args.rewardlab_method == "pebble" else None)]
+                                             if args.rewardlab_method == "pebble" else None)
+            and rewardlab_widths(r) == tuple(widths)]
     rec = {**aggregate(runs), "command": command, "date_utc": utc_now(),
            "machine": machine_info(), "git": git_state(), "seeds": args.seeds,
-           "eval_episodes": args.eval_episodes, "config": side_config(args),
+           "eval_episodes": args.eval_episodes, "config": config,
            "load_average_at_start": load_at_start}
     rec["note"] = explain(rec)
     section = render_section(rec)

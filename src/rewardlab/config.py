@@ -574,7 +574,7 @@ class RewardModelConfig(BaseModel):
         (256, 256, 256), min_length=1, max_length=MAX_LAYERS,
         description="Hidden layer widths of each member's MLP (PEBBLE's 3 x 256; 2 x 64 fits "
         "as well offline but trained a worse policy in the default run: BENCHMARKS.md "
-        "ablations).",
+        "ablations). algorithm=pref_ppo defaults to 2 x 32 (PREF_PPO_REWARD_MODEL_DEFAULTS).",
     )
     activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
         "leaky_relu", description="Hidden activation."
@@ -950,6 +950,15 @@ class MitigationConfig(BaseModel):
     )
 
 
+#: ``reward_model`` defaults of a preference-PPO run, for the keys a config does not give: a small
+#: reward MLP as in the preference-PPO lineage (Christiano et al. 2017's reward predictor is a
+#: small MLP, 2 x 64 in the rl-teacher reproduction; imitation's ``BasicRewardNet`` is 2 x 32)
+#: instead of PEBBLE's 3 x 256, whose fit dominated the run's wall time. Measured on
+#: Pendulum-v1 (100k steps, 200 oracle queries, 3 seeds each, 2026-12-04): 2 x 32 and 2 x 64
+#: trained equally good policies (median final return -219 and -223; 3 x 256: -160 over 5
+#: seeds) and 2 x 32 ran about 10% faster (121-124 s against 133-145 s, one core);
+#: BENCHMARKS.md "RewardLab against imitation 1.0.1".
+PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
 #: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
 #: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
 LM_ALGORITHMS = ("grpo", "rloo", "dpo", "online_dpo", "bon")
@@ -1365,16 +1374,15 @@ class TrainConfig(BaseModel):
     def _lm_feedback_defaults(cls, data: Any) -> Any:
         """With a language-model algorithm, the ``feedback`` keys not given take
         :data:`LM_FEEDBACK_DEFAULTS` (recorded so in config.yaml)."""
-        if not isinstance(data, dict) or data.get("algorithm") not in LM_ALGORITHMS:
-            return data
-        feedback = data.get("feedback") or {}
-        if isinstance(feedback, BaseModel):
-            given = {k: getattr(feedback, k) for k in feedback.model_fields_set}
-        elif isinstance(feedback, dict):
-            given = feedback
-        else:
-            return data  # reported by the field
-        return {**data, "feedback": {**LM_FEEDBACK_DEFAULTS, **given}}
+        return _section_defaults(data, LM_ALGORITHMS, "feedback", LM_FEEDBACK_DEFAULTS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pref_ppo_reward_model_defaults(cls, data: Any) -> Any:
+        """With algorithm=pref_ppo, the ``reward_model`` keys not given take
+        :data:`PREF_PPO_REWARD_MODEL_DEFAULTS` (recorded so in config.yaml)."""
+        return _section_defaults(data, ("pref_ppo",), "reward_model",
+                                 PREF_PPO_REWARD_MODEL_DEFAULTS)
 
     @model_validator(mode="before")
     @classmethod
@@ -1400,6 +1408,23 @@ class TrainConfig(BaseModel):
                 float(updates).is_integer()):
             return data  # a bad offline.updates is reported by its own field
         return {**data, "iql": {**iql, "total_updates": updates}}
+
+
+def _section_defaults(data: Any, algorithms: tuple[str, ...], section: str,
+                      defaults: dict[str, Any]) -> Any:
+    """Raw config ``data`` with the ``section`` keys it does not give taken from ``defaults``
+    when its algorithm is one of ``algorithms`` (unchanged otherwise, and when ``section`` is
+    not a mapping: its field reports that)."""
+    if not isinstance(data, dict) or data.get("algorithm") not in algorithms:
+        return data
+    given_section = data.get(section) or {}
+    if isinstance(given_section, BaseModel):
+        given = {k: getattr(given_section, k) for k in given_section.model_fields_set}
+    elif isinstance(given_section, dict):
+        given = given_section
+    else:
+        return data
+    return {**data, section: {**defaults, **given}}
 
 
 # ---------------------------------------------------------------------------- reading configs

@@ -42,3 +42,25 @@ def test_sde_is_off_by_default_as_in_sb3():
 def test_bad_sde_settings_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_config({}, ["algorithm=pref_ppo", *overrides])
+
+
+def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
+    from rewardlab.config import (
+        PREF_PPO_REWARD_MODEL_DEFAULTS,
+        RewardModelConfig,
+        dump_config,
+        load_run_config,
+    )
+
+    config = build_config({}, ["algorithm=pref_ppo"])
+    for key, value in PREF_PPO_REWARD_MODEL_DEFAULTS.items():
+        assert getattr(config.reward_model, key) == value
+    assert config.reward_model.members == RewardModelConfig().members  # the rest: as PEBBLE
+    given = build_config({}, ["algorithm=pref_ppo", "reward_model.hidden_sizes=[256,256]"])
+    assert given.reward_model.hidden_sizes == (256, 256)
+    # PEBBLE keeps its 3 x 256
+    assert build_config({}, []).reward_model.hidden_sizes == (256, 256, 256)
+    # the saved config reads back to the same config (resume)
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    assert load_run_config(path) == config

@@ -137,3 +137,16 @@ def test_a_pebble_comparison_reruns_both_sides(peer):
     assert "--rewardlab-steps" in peer.side_args(args, "rewardlab", 0, peer.REPO)
     with pytest.raises(SystemExit):
         peer.parse_args(["--rewardlab-steps", "10000"])  # PEBBLE only
+
+
+def test_a_changed_reward_model_default_starts_a_new_comparison(peer):
+    # records made with another RewardLab reward model (e.g. before pref_ppo's default became
+    # 2 x 32) are never reused, on either side
+    old = _run("imitation", 0, -1.0, 1.0)
+    new = dict(old, rewardlab_hidden_sizes=[32, 32])
+    assert peer.rewardlab_widths(old) is None and peer.rewardlab_widths(new) == (32, 32)
+    assert peer.run_key(old) != peer.run_key(new)
+    assert peer.run_key(dict(new, rewardlab_hidden_sizes=[64, 64])) != peer.run_key(new)
+    # pref_ppo's comparison records the widths its default resolves to
+    args = peer.parse_args([])
+    assert peer.side_config(args)["rewardlab"]["reward_model"]["hidden_sizes"] == [32, 32]

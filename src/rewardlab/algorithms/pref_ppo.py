@@ -5,7 +5,9 @@ the policy is optimised with an on-policy policy-gradient method (here Stable-Ba
 as in their MuJoCo experiments' successor implementations) on the predicted reward, which a
 vectorised-environment wrapper computes for all environments in one batched call; the reward
 predictor, an ensemble trained with the Bradley-Terry loss, is refit at each feedback round on
-every label so far and normalised to a stable scale. The true reward is kept in
+every label so far and normalised to a stable scale. Its members are small MLPs by default
+(2 x 32, :data:`rewardlab.config.PREF_PPO_REWARD_MODEL_DEFAULTS`; PEBBLE's 3 x 256 made the fit
+most of the run's wall time). The true reward is kept in
 ``info["true_reward"]`` and never shown to the learner.
 
 :func:`train_pref_ppo` is the whole method, top to bottom: each pass of its loop runs one PPO
@@ -63,7 +65,7 @@ def train_pref_ppo(
     console: Console | None = None,
     server: AnnotationServer | None = None,
 ) -> dict[str, Any]:
-    """Train PEBBLE as configured, writing everything to ``run_dir``.
+    """Train preference PPO as configured, writing everything to ``run_dir``.
 
     Args:
         config: the run config (``algorithm == "pref_ppo"``).
