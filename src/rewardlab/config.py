@@ -953,13 +953,12 @@ class MitigationConfig(BaseModel):
 #: ``reward_model`` defaults of a preference-PPO run, for the keys a config does not give: a small
 #: reward MLP as in the preference-PPO lineage (Christiano et al. 2017's reward predictor is a
 #: small MLP, 2 x 64 in the rl-teacher reproduction; imitation's ``BasicRewardNet`` is 2 x 32)
-#: instead of PEBBLE's 3 x 256, whose fit dominated the run's wall time (on Pendulum-v1, 100k
-#: steps, 200 oracle queries: median final return -160 over 5 seeds, at 4x imitation 1.0.1's
-#: wall time; 2026-11-30). Probes on 2026-12-04 (3 seeds each): 2 x 32 and 2 x 64 trained
-#: equally good policies (median final return -219 and -223) and 2 x 32 ran about 10% faster
-#: (121-124 s against 133-145 s on one core). With 2 x 32 RewardLab beats imitation on both
-#: (5 seeds: -218.8 against -498.8, 119.8 s against 134.1 s; BENCHMARKS.md "RewardLab against
-#: imitation 1.0.1 on Pendulum-v1").
+#: instead of PEBBLE's 3 x 256, whose fit dominated the run's wall time (Pendulum-v1: 4x
+#: imitation 1.0.1's wall time; BENCHMARKS.md "RewardLab against imitation 1.0.1 on
+#: Pendulum-v1" as of commit 43885f8). With 2 x 32 RewardLab beats imitation on both median
+#: return and median wall time (the same section, `python benchmarks/peer_imitation.py`). The
+#: choice of 2 x 32 over 2 x 64 rests on 3-seed probes (session note 2026-12-04d on issue 11):
+#: equal returns, about 10% less wall time.
 PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
 #: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
 #: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
