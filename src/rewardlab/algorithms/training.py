@@ -59,8 +59,11 @@ from rewardlab.types import Label
 
 #: Steps of recent experience the proxy reward's normalisation is measured on.
 NORMALIZATION_ROWS = 50_000
-#: Segment pairs of the run's experience the reward model is checked on after each round.
-RANDOM_PAIRS = 500
+#: Segment pairs of the run's experience the reward model is checked on after each round: a
+#: standard error of at most 0.035 on the accuracy, for about 0.4 s a round with PEBBLE's
+#: 3 x 256 ensemble on one core (500 pairs took about 1.3 s of the default job's 10-minute
+#: budget every round).
+RANDOM_PAIRS = 200
 #: Third seed word of the generator of SURF's unlabelled pairs (the diagnostics' random pairs
 #: use ``[seed, round]``).
 UNLABELED_STREAM = 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,14 @@ from rewardlab.rewards.bradley_terry import (
     preference_accuracy,
     preference_logits,
 )
-from rewardlab.rewards.ensemble import RewardEnsemble
+from rewardlab.rewards.ensemble import NumpyEnsemble, RewardEnsemble
 
 #: Rows per forward pass when predicting on large arrays (keeps memory flat).
 PREDICT_CHUNK = 65536
+#: Largest number of rows predicted with the NumPy copy of the weights (:class:`NumpyEnsemble`)
+#: instead of torch: the agent's per-step reward (one row per env), where torch's per-call
+#: overhead outweighs the arithmetic.
+NUMPY_ROWS = 64
 #: Activation elements per member (rows x widest hidden layer) in one forward/backward chunk
 #: of a training batch: 2 MiB of float32, so a chunk's activations stay in cache.
 FIT_CHUNK_ELEMENTS = 2048 * 256
@@ -144,6 +149,9 @@ class RewardModel:
         self.reward_mean = 0.0
         self.reward_std = 1.0
         self.updates = 0
+        #: NumPy snapshot of the weights and the parameters' version counters it was taken at
+        self._numpy_net: tuple[tuple[int, ...], NumpyEnsemble] | None = None
+        self._parameters = list(self.net.parameters())  # loading copies into these in place
         #: autocast dtype of the training passes (``config.precision`` resolved on this CPU)
         self.train_dtype = training_dtype(self.config.precision)
 
@@ -291,11 +299,12 @@ class RewardModel:
         return preference_logits(step_rewards * mask)
 
     # ---------------------------------------------------------------- prediction
-    @torch.inference_mode()
     def predict_members(
         self, obs: np.ndarray, actions: np.ndarray, fast: bool = False
     ) -> np.ndarray:
-        """Raw per-member rewards, in chunks under ``torch.inference_mode``.
+        """Raw per-member rewards: up to :data:`NUMPY_ROWS` rows with a NumPy copy of the
+        weights (the agent's per-step reward, where torch's per-call overhead dominates),
+        more in chunks under ``torch.inference_mode``.
 
         Args:
             obs: ``(..., obs_dim)`` float32.
@@ -307,9 +316,21 @@ class RewardModel:
             ``(K, ...)`` float32, unnormalised member rewards.
         """
         lead = obs.shape[:-1]
+        rows = math.prod(lead)
+        low = fast and self.train_dtype != torch.float32
+        if 0 < rows <= NUMPY_ROWS and self.device.type == "cpu" and not low:
+            x = np.concatenate([np.asarray(obs, dtype=np.float32).reshape(rows, self.obs_dim),
+                                np.asarray(actions, dtype=np.float32).reshape(rows, self.act_dim)],
+                               axis=1)
+            return self._numpy_snapshot()(x).reshape(self.config.members, *lead)
+        return self._predict_torch(obs, actions, low)
+
+    @torch.inference_mode()
+    def _predict_torch(self, obs: np.ndarray, actions: np.ndarray, low: bool) -> np.ndarray:
+        """:meth:`predict_members` in torch, in chunks of :data:`PREDICT_CHUNK` rows."""
+        lead = obs.shape[:-1]
         flat_obs = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.obs_dim)
         flat_act = torch.as_tensor(actions, dtype=torch.float32).reshape(-1, self.act_dim)
-        low = fast and self.train_dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.train_dtype, enabled=low):
             outs = [
                 self.net(flat_obs[i : i + PREDICT_CHUNK].to(self.device),
@@ -318,6 +339,15 @@ class RewardModel:
             ]
         out = torch.cat(outs, dim=1) if outs else torch.zeros(self.config.members, 0)
         return out.reshape(self.config.members, *lead).numpy()
+
+    def _numpy_snapshot(self) -> NumpyEnsemble:
+        """The NumPy copy of the current weights, retaken whenever a parameter has changed
+        (torch bumps a tensor's version counter on every in-place write: optimizer steps,
+        ``load_state_dict``, direct edits)."""
+        versions = tuple(p._version for p in self._parameters)
+        if self._numpy_net is None or self._numpy_net[0] != versions:
+            self._numpy_net = (versions, NumpyEnsemble(self.net))
+        return self._numpy_net[1]
 
     def reduce(self, member_rewards: np.ndarray) -> np.ndarray:
         """Combine ``(K, ...)`` member rewards into the agent's reward ``(...)`` (unnormalised).
