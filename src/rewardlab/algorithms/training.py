@@ -60,9 +60,9 @@ from rewardlab.types import Label
 #: Steps of recent experience the proxy reward's normalisation is measured on.
 NORMALIZATION_ROWS = 50_000
 #: Segment pairs of the run's experience the reward model is checked on after each round: a
-#: standard error of at most 0.035 on the accuracy, for about 0.4 s a round with PEBBLE's
-#: 3 x 256 ensemble on one core (500 pairs took about 1.3 s of the default job's 10-minute
-#: budget every round).
+#: standard error of at most 0.035 on the accuracy. The check's cost is one forward pass per
+#: pair; 500 pairs took about 1.3 s a round in a profile of the default job (PEBBLE's 3 x 256
+#: ensemble, one core), against the job's 10-minute budget.
 RANDOM_PAIRS = 200
 #: Third seed word of the generator of SURF's unlabelled pairs (the diagnostics' random pairs
 #: use ``[seed, round]``).
