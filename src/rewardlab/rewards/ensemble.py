@@ -109,6 +109,12 @@ class RewardEnsemble(nn.Module):
 def numpy_activation(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     """The NumPy function of one of :data:`ACTIVATIONS` or :data:`OUTPUT_ACTIVATIONS`.
 
+    Args:
+        module: the torch activation (its ``negative_slope`` / ``alpha`` are kept).
+
+    Returns:
+        An elementwise function: array of any shape in, same shape and dtype (float32) out.
+
     Raises:
         ValueError: for any other module.
     """
@@ -135,7 +141,8 @@ class NumpyEnsemble:
     The agent asks for one step's reward per env step: at that size a torch forward pass is
     mostly call overhead (about 190-370 us for PEBBLE's 3 x 256 ensemble on one core, against
     tens of microseconds of arithmetic), so plain NumPy matmuls on a snapshot of the weights are
-    several times faster, with the same float32 result up to rounding.
+    several times faster, with the same float32 result up to rounding. The architecture is the
+    ensemble's (PEBBLE, Lee et al. 2021, App. B, with RewardLab's output activation).
 
     Args:
         net: the ensemble to copy (its weights at this moment; take a new snapshot after
@@ -155,11 +162,10 @@ class NumpyEnsemble:
                                     module.bias.detach().cpu().numpy().copy()))
             else:
                 self.activations.append(numpy_activation(module))
-        first_w, first_b = self.layers[0]
+        first_w, self.first_bias = self.layers[0]  # bias (K, 1, H)
         # every member reads the same input: the first layer is one (D, K * H) matmul
         k, d, h = first_w.shape
         self.first_weight = np.ascontiguousarray(first_w.transpose(1, 0, 2).reshape(d, k * h))
-        self.first_bias = first_b.reshape(k, 1, h)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Every member's reward.
@@ -168,7 +174,8 @@ class NumpyEnsemble:
             x: ``(N, obs_dim + act_dim)`` float32.
 
         Returns:
-            ``(K, N)`` float32 per-step rewards.
+            ``(K, N)`` float32 per-step rewards (unnormalised, as
+            :meth:`RewardEnsemble.forward`).
         """
         n = x.shape[0]
         h = (x @ self.first_weight).reshape(n, self.members, -1).transpose(1, 0, 2)
