@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/core.py [--part default|halfcheetah|all] [--seeds 0 1 2] [--workers 2]
-                              [--out-dir benchmarks/runs] [--smoke] [--no-write]
+                              [--out-dir benchmarks/runs] [--records FILE] [--smoke]
+                              [--no-write]
 
 Parts:
 
@@ -18,10 +19,15 @@ Parts:
 
 Every run writes to ``<out-dir>/<part>/<method>-s<seed>/``. The script is resumable: a run whose
 ``summary.json`` (PEBBLE) or ``result.json`` (SAC) exists is not rerun; an unfinished run
-directory is deleted and the run started again from scratch. Results go to
-``benchmarks/results/core.json`` and to the ``core`` section of ``BENCHMARKS.md`` (between
-``<!-- core:begin -->`` and ``<!-- core:end -->``), unless ``--smoke`` or ``--no-write`` is given
-(then only ``<out-dir>/core.json`` and ``<out-dir>/core-preview.md`` are written).
+directory is deleted and the run started again from scratch. Each finished run also appends its
+figures and its whole config, in one line, to ``--records`` (default
+``benchmarks/results/core_runs.jsonl``, committed): on a machine without the run directory a
+recorded run with the same config (:func:`same_run`) is not rerun either, and its recorded
+figures go into the table, so a measurement spread over several sessions (and machines) adds
+up. Results go to ``benchmarks/results/core.json`` and to the ``core`` section of
+``BENCHMARKS.md`` (between ``<!-- core:begin -->`` and ``<!-- core:end -->``), unless
+``--smoke`` or ``--no-write`` is given (then only ``<out-dir>/core.json`` and
+``<out-dir>/core-preview.md`` are written).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ for _var, _value in THREAD_ENV.items():
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_JSON = REPO / "benchmarks" / "results" / "core.json"
+#: One ``done`` line per finished run (:func:`run_record`), so runs outlive their directories.
+RECORDS = REPO / "benchmarks" / "results" / "core_runs.jsonl"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 BEGIN, END = "<!-- core:begin -->", "<!-- core:end -->"
 MD_HEADER = (
@@ -285,6 +293,56 @@ def is_done(job: Job) -> bool:
         summary = json.loads(_done_file(job).read_text())
         return not summary.get("interrupted", False)
     return True
+
+
+def run_record(job: Job, row: dict[str, Any]) -> dict[str, Any]:
+    """The ``done`` line of a finished run: its :func:`collect` figures (``row``) and the
+    config it trained with, read from its ``config.yaml`` (the whole config, so a later run
+    of the harness can tell with :func:`same_run` whether it is the run it asks for)."""
+    import yaml
+
+    config = yaml.safe_load((Path(job.run_dir) / "config.yaml").read_text())
+    return {"kind": "done", "run": job.name, "part": job.part, "method": job.method,
+            "seed": job.seed, "overrides": list(job.overrides), "config": config,
+            "row": row, "recorded_utc": utc_now()}
+
+
+def recorded_rows(jobs: list[Job], records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{job name: collected row}`` of the ``jobs`` whose latest ``done`` record was made with
+    the config the job asks for now (:func:`same_run`; keys a record predates are read as
+    :func:`rewardlab.config.load_run_config` reads a saved config). A record whose config no
+    longer loads, or differs, is passed over (the run is done again)."""
+    from rewardlab.config import build_config, load_config, with_saved_run_defaults
+
+    latest = {r["run"]: r for r in records if r.get("kind") == "done" and "run" in r}
+    out = {}
+    for job in jobs:
+        rec = latest.get(job.name)
+        if rec is None:
+            continue
+        try:
+            found = build_config(with_saved_run_defaults(rec["config"]), None)
+        except Exception:  # a config this version refuses: not the run asked for
+            continue
+        if same_run(job, found, load_config(None, list(job.overrides))):
+            out[job.name] = rec["row"]
+    return out
+
+
+def append_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append ``records`` as JSON lines with one ``write`` to a file opened ``O_APPEND``, then
+    ``fsync``: a crash leaves whole lines, and two processes appending at once never
+    interleave their lines (the record files of every harness)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (e.g. a signal); O_APPEND appends the rest
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -643,6 +701,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tiny runs (total_steps=3000) for a quick check; implies --no-write")
     p.add_argument("--no-write", action="store_true",
                    help="do not touch benchmarks/results/core.json or BENCHMARKS.md")
+    p.add_argument("--records", type=Path, default=None,
+                   help="JSONL file each finished run is appended to, and recorded runs are "
+                   "reused from (default benchmarks/results/core_runs.jsonl; "
+                   "<out-dir>/core_runs.jsonl with --smoke or --no-write)")
     return p.parse_args(argv)
 
 
@@ -652,17 +714,22 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or (REPO / "benchmarks" / "runs" / ("smoke" if args.smoke else ""))
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory: keep it here
     write = not (args.smoke or args.no_write)
+    records_path = (args.records or (RECORDS if write else out_dir / "core_runs.jsonl")).resolve()
+    os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory: keep it here
     parts = list(PARTS) if args.part == "all" else [args.part]
     jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
+    recorded = recorded_rows(jobs, _read_jsonl(records_path))
 
     # Refuse to reuse a finished run made with another config (e.g. a smoke run).
     from rewardlab.config import load_config, load_run_config
 
     todo = []
     for job in jobs:
-        if is_done(job):
+        if not is_done(job) and job.name in recorded:
+            print(f"skip  {job.name}: recorded in {records_path.name} with the same config",
+                  flush=True)
+        elif is_done(job):
             expected = load_config(None, list(job.overrides))
             try:  # compared as configs (a field added since takes the value the run used)
                 same = same_run(job, load_run_config(Path(job.run_dir) / "config.yaml"),
@@ -700,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                         failed.append(job.name)
                         print(f"FAILED {job.name}:\n{traceback.format_exc()}", flush=True)
                         continue
+                    append_records(records_path, [run_record(job, r)])
                     print(
                         f"{utc_now()}: done {job.name}: {r['steps']} steps, "
                         f"{r['wall_time_s']:.0f} s, queries {r['queries']}, gold first "
@@ -716,8 +784,9 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("parts", {})
     for part in parts:
         pjobs = [j for j in jobs if j.part == part]
-        rows = [collect(j) for j in pjobs if is_done(j)]
-        missing = [j.name for j in pjobs if not is_done(j)]
+        rows = [collect(j) if is_done(j) else recorded[j.name] for j in pjobs
+                if is_done(j) or j.name in recorded]
+        missing = [j.name for j in pjobs if not (is_done(j) or j.name in recorded)]
         if not rows:
             print(f"{part}: no finished runs; nothing recorded", flush=True)
             continue

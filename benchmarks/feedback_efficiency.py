@@ -366,19 +366,7 @@ def completed_runs(
             for k, d in done.items()}
 
 
-def append_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append ``records`` as JSON lines with one ``write`` to a file opened ``O_APPEND``, then
-    ``fsync``: two processes appending at once never interleave their lines."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(r) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        while written < len(data):  # a short write (e.g. a signal); O_APPEND appends the rest
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+append_records = core.append_records  # one writer for every harness's record file
 
 
 class RunInterrupted(Exception):

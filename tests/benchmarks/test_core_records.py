@@ -1,0 +1,73 @@
+"""benchmarks/core.py's run records: a finished run outlives its directory, but only for the
+config it was made with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _record(core, job, config_overrides: list[str], row: dict) -> dict:
+    from rewardlab.config import load_config
+
+    config = load_config(None, config_overrides).model_dump(mode="json")
+    return {"kind": "done", "run": job.name, "part": job.part, "method": job.method,
+            "seed": job.seed, "config": config, "row": row}
+
+
+def _jobs(core, tmp_path: Path, seeds=(0,)):
+    return {j.name: j for j in core.make_jobs(["default"], list(seeds), tmp_path, smoke=False)}
+
+
+def test_a_recorded_run_with_the_same_config_is_reused(core, tmp_path):
+    jobs = _jobs(core, tmp_path)
+    job = jobs["default/pebble-s0"]
+    rec = _record(core, job, list(job.overrides), {"final_gold_return": 1.0})
+    assert core.recorded_rows(list(jobs.values()), [rec]) == {
+        "default/pebble-s0": {"final_gold_return": 1.0}}
+
+
+def test_a_recorded_run_with_another_config_is_not(core, tmp_path):
+    jobs = _jobs(core, tmp_path)
+    pebble, true = jobs["default/pebble-s0"], jobs["default/true_reward-s0"]
+    other_rm = [*pebble.overrides, "reward_model.lr=0.001"]
+    other_seed = [o for o in pebble.overrides if not o.startswith("seed=")] + ["seed=7"]
+    records = [_record(core, pebble, other_rm, {"x": 1}),
+               _record(core, true, other_seed, {"x": 2})]
+    assert core.recorded_rows(list(jobs.values()), records) == {}
+
+
+def test_a_reference_run_ignores_sections_it_does_not_read(core, tmp_path):
+    jobs = _jobs(core, tmp_path)
+    true = jobs["default/true_reward-s0"]
+    rec = _record(core, true, [*true.overrides, "reward_model.lr=0.001"], {"x": 3})
+    assert core.recorded_rows(list(jobs.values()), [rec]) == {"default/true_reward-s0": {"x": 3}}
+
+
+def test_the_latest_record_of_a_run_counts_and_bad_configs_are_passed_over(core, tmp_path):
+    jobs = _jobs(core, tmp_path)
+    job = jobs["default/pebble-s0"]
+    good = _record(core, job, list(job.overrides), {"x": 1})
+    newer = _record(core, job, list(job.overrides), {"x": 2})
+    assert core.recorded_rows([job], [good, newer]) == {job.name: {"x": 2}}
+    broken = {**newer, "config": {**newer["config"], "total_steps": -5}}
+    assert core.recorded_rows([job], [good, broken]) == {}
+
+
+def test_append_record_writes_whole_lines(core, tmp_path):
+    path = tmp_path / "sub" / "runs.jsonl"
+    core.append_records(path, [{"run": "a"}])
+    core.append_records(path, [{"run": "b"}, {"run": "c"}])
+    assert [json.loads(line)["run"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_run_record_reads_the_run_config(core, tmp_path):
+    from rewardlab.config import dump_config, load_config
+
+    job = _jobs(core, tmp_path)["default/pebble-s0"]
+    Path(job.run_dir).mkdir(parents=True)
+    (Path(job.run_dir) / "config.yaml").write_text(dump_config(load_config(None,
+                                                                           list(job.overrides))))
+    rec = core.run_record(job, {"final_gold_return": 5.0})
+    assert rec["run"] == "default/pebble-s0" and rec["row"] == {"final_gold_return": 5.0}
+    assert core.recorded_rows([job], [rec]) == {job.name: {"final_gold_return": 5.0}}
