@@ -294,6 +294,7 @@ def run_records(key: str, run_dir: Path, wall_time_s: float) -> list[dict[str, A
             "settings": planned_settings(key), "wall_time_s": wall_time_s,
             "dataset_id": summary.get("dataset"), "dataset_steps": summary.get("dataset_steps"),
             "dataset_normalized_score": summary.get("dataset_normalized_score"),
+            "dataset_fingerprint": summary.get("dataset_fingerprint"),
             "env_id": summary.get("env"), "reward": summary.get("reward"),
             "reward_model": reward_model_metrics(run_dir / "metrics.jsonl"),
             "feedback_seconds": (summary.get("feedback") or {}).get("seconds"),
@@ -467,6 +468,10 @@ def aggregate(records: list[dict[str, Any]], reps: int = fe.BOOTSTRAP_REPS
             "normalized_score_per_seed": per_seed,
             "gold_return_per_seed": [float(r["evals"][-1]["gold_return"]) for r in finished],
             "normalized_score_iqm": iqm, "ci_low": lo, "ci_high": hi,
+            "dataset_generations": {
+                gen: [s for s, run in zip(seeds, finished, strict=True)
+                      if dataset_generation(run["done"]) == gen]
+                for gen in sorted({dataset_generation(run["done"]) for run in finished})},
             "heldout_accuracy": _mean(accs.get("reward_model/heldout_accuracy")),
             "random_pair_accuracy": _mean(accs.get("reward_model/random_pair_accuracy")),
             "heldout_ece": _mean(accs.get("reward_model/heldout_ece")),
@@ -489,6 +494,36 @@ def aggregate(records: list[dict[str, Any]], reps: int = fe.BOOTSTRAP_REPS
         r["meets_target"] = (None if target is None or r["ratio_to_true"] is None
                              else r["ratio_to_true"] >= target)
     return rows
+
+
+def dataset_generation(done: dict[str, Any]) -> str:
+    """Which generation of its dataset a run's ``done`` record used: the dataset's size and
+    its behaviour's normalised score (to 6 decimals), which every record carries (the content
+    hash, ``dataset_fingerprint``, only those written since it existed). The datasets are made
+    locally, so a machine that makes them again may make other data."""
+    score = done.get("dataset_normalized_score")
+    return (f"{done.get('dataset_steps')} steps, behaviour score "
+            f"{'?' if score is None else f'{score:.6f}'}")
+
+
+def generations_note(rows: list[dict[str, Any]]) -> str | None:
+    """A sentence naming each dataset whose runs used more than one generation of it
+    (:func:`dataset_generation`) and the seeds on each; None when every dataset's runs used
+    one."""
+    seen: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        for gen, seeds in (r.get("dataset_generations") or {}).items():
+            seen[r["dataset"]][gen].update(seeds)
+    mixed = {d: g for d, g in sorted(seen.items()) if len(g) > 1}
+    if not mixed:
+        return None
+    parts = ["; ".join(f"{gen} (seeds {', '.join(map(str, sorted(seeds)))})"
+                       for gen, seeds in sorted(g.items())) for g in mixed.values()]
+    return ("Datasets made again: the runs of " + " and ".join(
+        f"{d} used {len(g)} generations of it: {part}" for (d, g), part in
+        zip(mixed.items(), parts, strict=True))
+        + ". Each generation was made by the same command and recipe "
+        "(`rewardlab dataset make`); the seeds of a row are pooled across them.")
 
 
 def _mean(values: list[float] | None) -> float | None:
@@ -745,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
            "runs_selected": len(keys), "runs_completed": len(fe.completed_runs(chosen)),
            "reference_method": REFERENCE, "grid_complete": grid_complete(rows),
            "winners_500": winners(rows), "rows": rows,
-           "notes": [*NOTES, *filter(None, [compute_note(rows)])], "format_version": 1}
+           "notes": [*NOTES, *filter(None, [compute_note(rows), generations_note(rows)])],
+           "format_version": 1}
     for r in rows:
         print(f"{r['dataset']} {r['method']} q{r['queries']} u{r['updates']}: IQM "
               f"{fe._f(r['normalized_score_iqm'], 1)} {_ci1(r['ci_low'], r['ci_high'])}, "

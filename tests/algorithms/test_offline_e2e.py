@@ -13,6 +13,7 @@ import pytest
 
 from rewardlab.algorithms.offline.loop_state import X_AXIS
 from rewardlab.cli.main import main
+from rewardlab.data.offline import load_offline_dataset
 from rewardlab.diagnostics.metrics import read_metrics
 from rewardlab.store.store import FeedbackStore
 from tests.helpers import PENDULUM_DATASET, pendulum_replay_dataset
@@ -98,6 +99,7 @@ def test_offline_run_leaves_metrics_summary_and_report(minari_root, tmp_path, ca
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == UPDATES and summary["x_axis"] == X_AXIS
     assert summary["dataset"] == PENDULUM_DATASET and summary["env"] == "Pendulum-v1"
+    assert summary["dataset_fingerprint"] == load_offline_dataset(PENDULUM_DATASET).fingerprint()
     assert summary["store"]["answered"] == (40 if labels else 0)
     capsys.readouterr()
     assert main(["report", str(run), "--html"]) == 0

@@ -160,6 +160,7 @@ def test_run_records_read_the_run_directory(off, tmp_path):
     assert done["reward_model"] == {"reward_model/heldout_accuracy": 0.85,
                                     "reward_model/random_pair_accuracy": 0.8}
     assert done["dataset_id"] == "rewardlab/halfcheetah/medium-replay-v1"
+    assert done["dataset_fingerprint"] is None  # a summary written before it existed
     assert off.reward_model_metrics(tmp_path / "absent.jsonl") == {}
 
 
@@ -202,6 +203,28 @@ def test_rows_carry_the_true_reward_reference_ratio_and_target(off, monkeypatch)
     assert "- Command: `python benchmarks/offline.py`" in text
     assert "Not the issue's full grid yet" in text
     assert "| meets >= 0.90 |" in text and "| misses >= 0.90 |" in text
+
+
+def test_runs_on_two_generations_of_a_dataset_are_named(off, monkeypatch):
+    exact_iqm(monkeypatch, off)
+    recs = []
+    for seed, (steps, score) in enumerate([(45_000, 12.8647182), (45_000, 12.8647182),
+                                           (44_000, 11.5)]):
+        for method, q in (("iql_true", 0), ("iql_mlp", 500)):
+            run = records(off, off.run_key(HC_MR, method, q, 10_000, seed), {10_000: 40.0},
+                          f"{method}{seed}")
+            run[-1].update(dataset_steps=steps, dataset_normalized_score=score)
+            recs += run
+    rows = off.aggregate(recs, reps=10)
+    assert rows[0]["dataset_generations"] == {
+        "44000 steps, behaviour score 11.500000": [2],
+        "45000 steps, behaviour score 12.864718": [0, 1]}
+    note = off.generations_note(rows)
+    assert note.startswith(f"Datasets made again: the runs of {HC_MR} used 2 generations")
+    assert "44000 steps, behaviour score 11.500000 (seeds 2)" in note
+    assert "(seeds 0, 1)" in note
+    one = [r for r in recs if r.get("seed") != 2]
+    assert off.generations_note(off.aggregate(one, reps=10)) is None
 
 
 def test_no_reference_no_ratio(off, monkeypatch):

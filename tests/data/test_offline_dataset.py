@@ -121,6 +121,19 @@ def test_normalized_score_against_hand_computed_values() -> None:
         dataclasses.replace(ds, ref_min_score=None).normalized_score(40.0)
 
 
+def test_fingerprint_follows_the_data_not_the_name() -> None:
+    a, _ = random_offline_dataset(steps=60, seed=1)
+    same = dataclasses.replace(a, dataset_id="other/name-v3",
+                               observations=a.observations.copy())
+    assert a.fingerprint() == same.fingerprint() and len(a.fingerprint()) == 16
+    obs = a.observations.copy()
+    obs[7, 2] = np.nextafter(obs[7, 2], np.float32(np.inf))  # one value, one ulp
+    assert dataclasses.replace(a, observations=obs).fingerprint() != a.fingerprint()
+    assert dataclasses.replace(a, ref_max_score=91.0).fingerprint() != a.fingerprint()
+    b, _ = random_offline_dataset(steps=60, seed=2)
+    assert b.fingerprint() != a.fingerprint()
+
+
 def test_concatenate_renumbers_episodes() -> None:
     a, _ = random_offline_dataset(steps=60, seed=1)
     b, _ = random_offline_dataset(steps=60, seed=2)
@@ -339,7 +352,9 @@ def test_the_same_recipe_makes_the_same_data(tiers: tuple[Path, dict[str, str]],
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "again"))
     make_tier_datasets(TINY, ["random", "medium-replay", "expert"])
     for tier, ds in first.items():
-        assert_same_arrays(ds, load_offline_dataset(ids[tier]))
+        again = load_offline_dataset(ids[tier])
+        assert_same_arrays(ds, again)
+        assert ds.fingerprint() == again.fingerprint()
 
 
 def test_recipe_validation() -> None:

@@ -122,6 +122,7 @@ def summarize(config: TrainConfig, dataset: OfflineDataset, state: OfflineState,
     return {
         "algorithm": config.algorithm, "env": config.env.id, "seed": config.seed,
         "dataset": dataset.dataset_id, "dataset_steps": dataset.n_steps,
+        "dataset_fingerprint": dataset.fingerprint(),
         "x_axis": X_AXIS, "steps": state.step, "total_updates": config.offline.updates,
         "interrupted": interrupted, "wall_time_s": state.elapsed_s, "final_eval": last_eval,
         "reward": {

@@ -5,6 +5,7 @@ Also the D4RL normalised score and concatenation of datasets (medium-expert). Pu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +208,21 @@ class OfflineDataset:
             self.observations, self.actions, self.rewards, self.episode_ids, self.steps,
             self.render_states,
         )
+
+    def fingerprint(self) -> str:
+        """A content hash of the data: 16 hex digits of the SHA-256 of the transition arrays
+        (observations, actions, next observations, rewards, terminations, truncations,
+        episode ids, steps, in that order, as stored) and the reference scores. Equal for the
+        same data under any id or path; any changed value changes it. Benchmarks record it
+        so runs on two generations of a dataset made locally (e.g. on two machines) are told
+        apart."""
+        h = hashlib.sha256()
+        for arr in (self.observations, self.actions, self.next_observations, self.rewards,
+                    self.terminations, self.truncations, self.episode_ids, self.steps):
+            h.update(str((arr.dtype.str, arr.shape)).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(repr((self.ref_min_score, self.ref_max_score)).encode())
+        return h.hexdigest()[:16]
 
     def normalized_score(self, returns: float | np.ndarray) -> float | np.ndarray:
         """D4RL normalised score of ``returns`` against this dataset's reference scores.
