@@ -32,7 +32,8 @@ dataset=ID ...``; :func:`run_overrides` lists the settings, ``--dry-run`` prints
 budget is labelled in :data:`ROUNDS` rounds before the first update, 50-step segments.
 
 Datasets: ``--make-datasets`` runs ``rewardlab dataset make --env ENV --tiers ...`` for the
-selected datasets first (one process per env; the command caches the expert's training and
+selected datasets first (one process per env, ``--workers`` at a time, each pinned to a core of
+its own; ``--no-ray``: one at a time; the command caches the expert's training and
 reuses a complete tier, so a second call trains nothing), under ``MINARI_DATASETS_PATH`` (default
 ``~/.minari/datasets``) as the command itself reads it. Cost once: nearly all of it the
 100,000-step expert of each env (:data:`DATASET_BACKBONES`,
@@ -100,6 +101,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib
 import json
 import math
@@ -394,25 +396,58 @@ def missing_datasets(datasets: list[str]) -> list[str]:
     return missing
 
 
-def make_datasets(datasets: list[str], dry_run: bool = False) -> int:
-    """Run :func:`dataset_make_commands` one after another (cached: a complete tier is reused).
+def make_datasets(datasets: list[str], dry_run: bool = False, workers: int = 1) -> int:
+    """Run :func:`dataset_make_commands` (cached: a complete tier is reused), ``workers`` at a
+    time, each pinned to a core of its own (of this process's cores, in order) with one
+    thread: a machine that starts without the datasets makes the three envs' in about half
+    the wall time with ``workers=2``. A failed command does not stop the others.
 
     Returns:
         0, or the exit code of the first command that failed."""
     from rewardlab.data.offline import datasets_root
 
     print(f"datasets under {datasets_root()} (MINARI_DATASETS_PATH)", flush=True)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    slots = max(1, min(workers, len(cores))) if cores else 1
+    free = list(range(slots))
+    running: dict[Any, tuple[int, str]] = {}  # process -> (slot, command as shown)
+    failed = 0
+
+    def wait_one() -> None:
+        """Wait for one running command to end, free its slot and note a failure."""
+        nonlocal failed
+        while True:
+            ended = next((proc for proc in running if proc.poll() is not None), None)
+            if ended is not None:
+                break
+            time.sleep(1)
+        slot, shown = running.pop(ended)
+        free.append(slot)
+        if ended.returncode:
+            print(f"{shown} failed with exit code {ended.returncode}", flush=True)
+            failed = failed or ended.returncode
+        else:
+            print(f"{core.utc_now()}: done {shown}", flush=True)
+
     for cmd in dataset_make_commands(datasets):
         shown = shlex.join(["rewardlab", *cmd[3:]])
         if dry_run:
             print(f"would run: {shown}")
             continue
-        print(f"{core.utc_now()}: {shown}", flush=True)
-        code = subprocess.run(cmd, env={**os.environ, **core.THREAD_ENV}).returncode
-        if code:
-            print(f"{shown} failed with exit code {code}", flush=True)
-            return code
-    return 0
+        if not free:
+            wait_one()
+        slot = free.pop(0)
+        pin = None if slots == 1 else cores[slot]
+        print(f"{core.utc_now()}: {shown}" + ("" if pin is None else f" (core {pin})"),
+              flush=True)
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **core.THREAD_ENV},
+            preexec_fn=None if pin is None else functools.partial(os.sched_setaffinity, 0,
+                                                                  {pin}))
+        running[proc] = (slot, shown)
+    while running:
+        wait_one()
+    return failed
 
 
 # ----------------------------------------------------------------------------- aggregate
@@ -717,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = selected_keys(args)
     overrides = {key: key_overrides(key) for key in keys}  # refuse bad selections first
     if args.make_datasets and not args.aggregate_only:
-        code = make_datasets(args.datasets, dry_run=args.dry_run)
+        code = make_datasets(args.datasets, dry_run=args.dry_run,
+                             workers=1 if args.no_ray else args.workers)
         if code:
             return code
     found = fe.read_records(jsonl)

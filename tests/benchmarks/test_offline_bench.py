@@ -109,24 +109,62 @@ def test_dry_run_runs_nothing_and_shows_the_dataset_commands(off, tmp_path, monk
     assert "20 runs selected, 0 done, 20 to run" in out
 
 
+class FakeMake:
+    """Stands in for ``subprocess.Popen`` of ``rewardlab dataset make``: each process ends at
+    its second poll (the HalfCheetah one with ``code``); records the commands, envs, pinned
+    cores and the most processes alive at once."""
+
+    def __init__(self, code_of_cheetah: int = 0):
+        self.calls, self.alive, self.most, self.code = [], 0, 0, code_of_cheetah
+
+    def __call__(self, cmd, env, preexec_fn=None):
+        fake = self
+        fake.alive += 1
+        fake.most = max(fake.most, fake.alive)
+        pinned = getattr(preexec_fn, "args", (None, None))[1]
+        fake.calls.append((cmd, env, pinned))
+
+        class Proc:
+            polls, returncode = 0, None
+
+            def poll(self):
+                self.polls += 1
+                if self.polls >= 2 and self.returncode is None:
+                    self.returncode = fake.code if "HalfCheetah-v5" in cmd else 0
+                    fake.alive -= 1
+                return self.returncode
+
+        return Proc()
+
+
 def test_make_datasets_runs_one_make_per_env_with_the_datasets_path(off, tmp_path, monkeypatch):
-    calls = []
-
-    class Done:
-        returncode = 0
-
-    def fake_run(cmd, env):
-        calls.append((cmd, env))
-        return Done()
-
-    monkeypatch.setattr(off.subprocess, "run", fake_run)
+    fake = FakeMake()
+    monkeypatch.setattr(off.subprocess, "Popen", fake)
+    monkeypatch.setattr(off.time, "sleep", lambda s: None)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     assert off.make_datasets(list(off.DATASETS)) == 0
+    calls = fake.calls
     assert [c[0][c[0].index("--env") + 1] for c in calls] == ["HalfCheetah-v5", "Hopper-v5",
                                                               "Walker2d-v5"]
     assert calls[0][0][3:7] == ["dataset", "make", "--env", "HalfCheetah-v5"]
-    assert all(env["MINARI_DATASETS_PATH"] == str(tmp_path) for _, env in calls)
-    assert all(env["OMP_NUM_THREADS"] == "1" for _, env in calls)
+    assert all(env["MINARI_DATASETS_PATH"] == str(tmp_path) for _, env, _ in calls)
+    assert all(env["OMP_NUM_THREADS"] == "1" for _, env, _ in calls)
+    assert fake.most == 1 and all(pin is None for *_, pin in calls)  # one at a time, unpinned
+
+
+def test_make_datasets_in_parallel_pins_each_to_its_own_core(off, tmp_path, monkeypatch, capsys):
+    if not hasattr(off.os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(off.os, "sched_getaffinity", lambda pid: {0, 1})
+    fake = FakeMake(code_of_cheetah=3)
+    monkeypatch.setattr(off.subprocess, "Popen", fake)
+    monkeypatch.setattr(off.time, "sleep", lambda s: None)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert off.make_datasets(list(off.DATASETS), workers=2) == 3  # the failure is reported
+    assert len(fake.calls) == 3 and fake.most == 2  # the others still ran, two at a time
+    pins = [pin for *_, pin in fake.calls]
+    assert pins[:2] == [{0}, {1}] and pins[2] in ({0}, {1})
+    assert "failed with exit code 3" in capsys.readouterr().out
 
 
 def test_missing_datasets_stop_the_script_before_any_run(off, tmp_path, monkeypatch, capsys):
