@@ -33,7 +33,10 @@ Every combination env x method x teacher x query budget x seed selected by the f
   and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
   ``benchmarks/core.py``'s runner). It is the normaliser S of the scores.
 * ``sac_true``: Stable-Baselines3 SAC on the true reward with PEBBLE's SAC hyperparameters, an
-  outside reference (scored against ``true_reward`` like every other method).
+  outside reference (scored against ``true_reward`` like every other method). On
+  HalfCheetah-v5 at 100k steps the three SB3 SAC runs of ``python benchmarks/core.py --part
+  halfcheetah`` (``benchmarks/results/core.json``, evaluated every 10k steps) stand in for
+  runs of this script where it has none, as the issue allows (:func:`core_sac_records`).
 
 The reference methods take no teacher or budget, so they run once per env, step budget and seed.
 
@@ -520,6 +523,36 @@ def run_on_ray(todo: list[str], out_dir: Path, jsonl: Path, workers: int, addres
 
 # ----------------------------------------------------------------------------- aggregate
 
+def core_sac_records(results: Path | None = None) -> list[dict[str, Any]]:
+    """The ``sac_true`` runs of HalfCheetah-v5 at :data:`FULL_STEPS` steps that ``python
+    benchmarks/core.py --part halfcheetah`` made (SB3 SAC on the true reward with PEBBLE's SAC
+    hyperparameters, same derived seeds and evaluation protocol, 5 episodes every 10k steps),
+    as this script's eval and done records, from ``parts.halfcheetah.runs`` of ``results``
+    (default ``benchmarks/results/core.json``). Each done record names its ``source``; they
+    have no ``settings``, so :func:`current_records` would drop them: the caller adds them
+    after that filter, for the seeds this script has not run itself.
+
+    Returns:
+        The records (empty when the file or the part is absent).
+    """
+    path = core.RESULTS_JSON if results is None else results
+    part = (json.loads(path.read_text()).get("parts", {}).get("halfcheetah")
+            if path.exists() else None) or {}
+    source = (f"benchmarks/results/core.json parts.halfcheetah (`{part.get('command')}`, "
+              f"written {part.get('written_utc')})")
+    out: list[dict[str, Any]] = []
+    for row in part.get("runs", []):
+        if row.get("method") != "sac_true_reward" or row.get("steps") != FULL_STEPS:
+            continue
+        key = run_key("HalfCheetah-v5", "sac_true", None, 0, FULL_STEPS, int(row["seed"]))
+        base = {"run": key, "attempt": f"core.json/{part.get('written_utc')}", **parse_key(key)}
+        out += [{"kind": "eval", **base, "step": int(step), "gold_return": float(gold)}
+                for step, gold in row.get("gold_curve", []) if gold is not None]
+        out.append({"kind": "done", **base, "backbone": "sac", "source": source,
+                    "wall_time_s": row.get("wall_time_s"), "machine": row.get("machine")})
+    return out
+
+
 def reference_returns_by_step(
     runs: dict[str, dict[str, Any]]
 ) -> dict[tuple[str, int, int], float]:
@@ -685,6 +718,9 @@ def aggregate(records: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS) -> list
             else:
                 iqm = lo = hi = per_seed = None
             row.update(dict(zip(names, (iqm, lo, hi, per_seed), strict=True)))
+        sources = sorted({run["done"]["source"] for run in finished if "source" in run["done"]})
+        if sources:
+            row["source"] = "; ".join(sources)
         target = TARGETS.get((method, teacher, queries))
         row["target"] = target
         row["meets_target"] = (None if target is None or row["normalized_iqm"] is None
@@ -797,6 +833,12 @@ def render_section(rec: dict[str, Any]) -> str:
                   + (" S <= R, so the normalised score is undefined here (—)."
                      if rnd is not None and s <= rnd else "")
                   + (" S <= 0, so the ratio G/S is undefined here (—)." if s <= 0 else "")]
+    for r in rows:
+        if r.get("source"):
+            lines += ["", f"{r['env']} `{r['method']}` (seeds {', '.join(map(str, r['seeds']))}): "
+                      f"runs made by another harness, {r['source']}, reused as issue 11 allows; "
+                      "the learning-curve score needs a reference at each of a run's "
+                      "evaluation steps, so it is left out (—) where they differ."]
     verdicts = [r for r in rows if r.get("meets_target") is not None]
     if verdicts:
         lines += ["", "Targets (issue 11): normalised IQM >= "
@@ -1018,6 +1060,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in sorted(stale):
         print(f"left out (stale: differs in {', '.join(stale[key][:4])}): {key}", flush=True)
     chosen = current_records(chosen)
+    if args.aggregate_all or ("sac_true" in args.methods and "HalfCheetah-v5" in args.envs):
+        have = {r["run"] for r in chosen if r.get("kind") == "done"}
+        chosen += [r for r in core_sac_records() if r["run"] not in have]
     rows = aggregate(chosen, reps=args.bootstrap_reps)
     notes = ([HEADLINE_NOTE, *NOTES] if args.section == "feedback_efficiency" else NOTES[:-1]
              if args.section == "ablations" else [*NOTES[:2], NOTES[3], LEVERS_NOTE])

@@ -162,6 +162,32 @@ def test_normalised_by_the_same_agent_on_the_true_reward_at_the_same_step(fe):
     assert fe.normalized_scores(runs)["normalized"] == {}
 
 
+def test_core_sac_runs_stand_in_as_the_outside_reference(fe, tmp_path, monkeypatch):
+    env, t = "HalfCheetah-v5", fe.FULL_STEPS
+    core_json = tmp_path / "core.json"
+    runs = [{"method": "sac_true_reward", "seed": s, "steps": t, "wall_time_s": 9.0,
+             "gold_curve": [[0, -100.0], [t // 2, 50.0], [t, gold]]}
+            for s, gold in ((0, 100.0), (1, 300.0))]
+    runs.append({"method": "pebble", "seed": 0, "steps": t, "gold_curve": [[t, 1.0]]})
+    core_json.write_text(json.dumps({"parts": {"halfcheetah": {
+        "command": "python benchmarks/core.py --part halfcheetah", "written_utc": "then",
+        "runs": runs}}}))
+    recs = fe.core_sac_records(core_json)
+    assert {r["run"] for r in recs} == {fe.run_key(env, "sac_true", None, 0, t, s)
+                                        for s in (0, 1)}
+    done = [r for r in recs if r["kind"] == "done"]
+    assert all(d["backbone"] == "sac" and "core.py --part halfcheetah" in d["source"]
+               for d in done)
+    reference = records(fe, fe.run_key(env, "true_reward", None, 0, t, 0), {t: 500.0}, "r")
+    rows = {r["method"]: r for r in fe.aggregate(
+        reference + recs + [{"kind": "reference", "env": env, "gold_return": -100.0}], reps=10)}
+    sac = rows["sac_true"]
+    assert sac["seeds"] == [0, 1] and sac["normalized_per_seed"] == [200 / 600, 400 / 600]
+    assert sac["curve_normalized_iqm"] is None  # no reference at step t // 2
+    assert "source" in sac and "source" not in rows["true_reward"]
+    assert fe.core_sac_records(tmp_path / "absent.json") == []
+
+
 def test_ratio_undefined_when_reference_return_is_not_positive(fe, monkeypatch):
     monkeypatch.setattr(fe, "iqm_ci", lambda s, reps: (float(np.mean(s)), min(s), max(s)))
     env, t = "HalfCheetah-v5", 1000
