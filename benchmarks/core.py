@@ -573,9 +573,15 @@ def render_part(part: str, rec: dict[str, Any]) -> str:
         info = json.loads(m)
         lines.append(
             f"- Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}, "
-            f"Python {info['python']} ({info['platform']}); "
-            f"{rec['workers']} runs in parallel, 1 torch thread each"
+            f"Python {info['python']} ({info['platform']}); each run pinned to a core of its "
+            "own, 1 torch thread"
         )
+    reused = rec.get("recorded_runs", 0)
+    lines.append(
+        f"- Runs: {len(rec['runs']) - reused} made by this invocation ({rec['workers']} at a "
+        f"time), {reused} recorded by earlier ones in `benchmarks/results/core_runs.jsonl` "
+        "(their wall times are from the machine each ran on, last column)"
+        if reused else f"- Runs: all made by this invocation, {rec['workers']} at a time")
     lines.append(f"- Overrides: `{' '.join(rec['overrides'])}` (`seed=S` per run)")
     missing = rec.get("missing", [])
     if missing:
@@ -586,15 +592,16 @@ def render_part(part: str, rec: dict[str, Any]) -> str:
     if part == "default":
         lines += [
             "| method | seed | env | steps | queries | wall time (s) | gold return, first eval "
-            "(step) | gold return, final eval (step) | proxy return, final |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+            "(step) | gold return, final eval (step) | proxy return, final | CPU |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in rec["runs"]:
             lines.append(
                 f"| {r['method']} | {r['seed']} | {r['env']} | {r['steps']} | {r['queries']} | "
                 f"{_f(r['wall_time_s'], 0)} | {_f(r['first_gold_return'])} "
                 f"({r['first_eval_step']}) | {_f(r['final_gold_return'])} "
-                f"({r['final_eval_step']}) | {_f(r['final_proxy_return'], 2)} |"
+                f"({r['final_eval_step']}) | {_f(r['final_proxy_return'], 2)} | "
+                f"{(r.get('machine') or {}).get('cpu', '—')} |"
             )
     else:
         lines += [
@@ -790,17 +797,20 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             print(f"{part}: no finished runs; nothing recorded", flush=True)
             continue
+        reused = sum(not is_done(j) and j.name in recorded for j in pjobs)
         prev = results["parts"].get(part)
         if (prev and not missing and not any(j in todo for j in pjobs)
                 and prev.get("runs") == json.loads(json.dumps(rows))):
             # Nothing new: keep the record (and the command) of the invocation that ran them.
             print(f"{part}: no new runs; keeping the table written by `{prev['command']}`",
                   flush=True)
+            prev["recorded_runs"] = reused
             continue
         rec: dict[str, Any] = {
             "command": command, "seeds": args.seeds, "workers": args.workers,
             "written_utc": utc_now(), "overrides": part_overrides(part, args.smoke),
             "smoke": args.smoke, "runs": rows, "missing": missing,
+            "recorded_runs": reused,
             "aggregates": aggregate(rows), "machine_writer": machine_info(),
         }
         if part == "default":
