@@ -308,23 +308,26 @@ def run_record(job: Job, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def recorded_rows(jobs: list[Job], records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{job name: collected row}`` of the ``jobs`` whose latest ``done`` record was made with
-    the config the job asks for now (:func:`same_run`; keys a record predates are read as
-    :func:`rewardlab.config.load_run_config` reads a saved config). A record whose config no
-    longer loads, or differs, is passed over (the run is done again)."""
+    """``{job name: collected row}`` of the ``jobs`` with a ``done`` record made with the config
+    the job asks for now (:func:`same_run`; keys a record predates are read as
+    :func:`rewardlab.config.load_run_config` reads a saved config): the latest such record, so
+    a later attempt with other settings does not hide it. A record whose config this version
+    refuses is passed over."""
     from rewardlab.config import build_config, load_config, with_saved_run_defaults
+    from rewardlab.errors import ConfigError
 
-    latest = {r["run"]: r for r in records if r.get("kind") == "done" and "run" in r}
+    by_name = {job.name: job for job in jobs}
+    expected = {name: load_config(None, list(job.overrides)) for name, job in by_name.items()}
     out = {}
-    for job in jobs:
-        rec = latest.get(job.name)
-        if rec is None:
+    for rec in records:
+        job = by_name.get(rec.get("run")) if rec.get("kind") == "done" else None
+        if job is None or "config" not in rec:
             continue
         try:
             found = build_config(with_saved_run_defaults(rec["config"]), None)
-        except Exception:  # a config this version refuses: not the run asked for
+        except ConfigError:  # a config this version refuses: not the run asked for
             continue
-        if same_run(job, found, load_config(None, list(job.overrides))):
+        if same_run(job, found, expected[job.name]):
             out[job.name] = rec["row"]
     return out
 
@@ -723,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     write = not (args.smoke or args.no_write)
     records_path = (args.records or (RECORDS if write else out_dir / "core_runs.jsonl")).resolve()
+    if records_path.is_dir():
+        print(f"--records: {records_path} is a directory; give a JSONL file", flush=True)
+        return 2
     os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory: keep it here
     parts = list(PARTS) if args.part == "all" else [args.part]
     jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
@@ -791,13 +797,14 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("parts", {})
     for part in parts:
         pjobs = [j for j in jobs if j.part == part]
-        rows = [collect(j) if is_done(j) else recorded[j.name] for j in pjobs
-                if is_done(j) or j.name in recorded]
-        missing = [j.name for j in pjobs if not (is_done(j) or j.name in recorded)]
+        here = {j.name for j in pjobs if is_done(j)}  # run directories on this machine
+        rows = [collect(j) if j.name in here else recorded[j.name] for j in pjobs
+                if j.name in here or j.name in recorded]
+        missing = [j.name for j in pjobs if j.name not in here and j.name not in recorded]
         if not rows:
             print(f"{part}: no finished runs; nothing recorded", flush=True)
             continue
-        reused = sum(not is_done(j) and j.name in recorded for j in pjobs)
+        reused = len(rows) - len(here)
         prev = results["parts"].get(part)
         if (prev and not missing and not any(j in todo for j in pjobs)
                 and prev.get("runs") == json.loads(json.dumps(rows))):

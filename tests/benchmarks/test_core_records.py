@@ -44,14 +44,16 @@ def test_a_reference_run_ignores_sections_it_does_not_read(core, tmp_path):
     assert core.recorded_rows(list(jobs.values()), [rec]) == {"default/true_reward-s0": {"x": 3}}
 
 
-def test_the_latest_record_of_a_run_counts_and_bad_configs_are_passed_over(core, tmp_path):
+def test_the_latest_matching_record_counts_and_others_are_passed_over(core, tmp_path):
     jobs = _jobs(core, tmp_path)
     job = jobs["default/pebble-s0"]
     good = _record(core, job, list(job.overrides), {"x": 1})
     newer = _record(core, job, list(job.overrides), {"x": 2})
     assert core.recorded_rows([job], [good, newer]) == {job.name: {"x": 2}}
     broken = {**newer, "config": {**newer["config"], "total_steps": -5}}
-    assert core.recorded_rows([job], [good, broken]) == {}
+    other = _record(core, job, [*job.overrides, "reward_model.lr=0.001"], {"x": 3})
+    assert core.recorded_rows([job], [good, broken, other]) == {job.name: {"x": 1}}
+    assert core.recorded_rows([job], [broken, other]) == {}
 
 
 def test_append_record_writes_whole_lines(core, tmp_path):
@@ -89,3 +91,9 @@ def test_the_table_says_which_runs_were_recorded_and_where_each_ran(core):
     assert "runs in parallel" not in text
     assert "- Runs: all made by this invocation" in core.render_part(
         "default", {**rec, "recorded_runs": 0})
+
+
+def test_a_directory_as_the_record_file_is_refused(core, tmp_path, capsys):
+    assert core.main(["--part", "default", "--seeds", "0", "--out-dir", str(tmp_path / "o"),
+                      "--records", str(tmp_path), "--no-write"]) == 2
+    assert "--records" in capsys.readouterr().out
