@@ -106,12 +106,14 @@ import importlib
 import json
 import math
 import os
+import queue
 import shlex
 import subprocess
 import sys
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -403,51 +405,40 @@ def make_datasets(datasets: list[str], dry_run: bool = False, workers: int = 1) 
     the wall time with ``workers=2``. A failed command does not stop the others.
 
     Returns:
-        0, or the exit code of the first command that failed."""
+        0, or the exit code of the first command (in order) that failed."""
     from rewardlab.data.offline import datasets_root
 
     print(f"datasets under {datasets_root()} (MINARI_DATASETS_PATH)", flush=True)
+    commands = dataset_make_commands(datasets)
+    if dry_run:
+        for cmd in commands:
+            print(f"would run: {shlex.join(['rewardlab', *cmd[3:]])}")
+        return 0
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    slots = max(1, min(workers, len(cores))) if cores else 1
-    free = list(range(slots))
-    running: dict[Any, tuple[int, str]] = {}  # process -> (slot, command as shown)
-    failed = 0
+    slots = max(1, min(workers, len(cores)))
+    free: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    for core_id in (cores[:slots] if slots > 1 else [None]):
+        free.put(core_id)
 
-    def wait_one() -> None:
-        """Wait for one running command to end, free its slot and note a failure."""
-        nonlocal failed
-        while True:
-            ended = next((proc for proc in running if proc.poll() is not None), None)
-            if ended is not None:
-                break
-            time.sleep(1)
-        slot, shown = running.pop(ended)
-        free.append(slot)
-        if ended.returncode:
-            print(f"{shown} failed with exit code {ended.returncode}", flush=True)
-            failed = failed or ended.returncode
-        else:
-            print(f"{core.utc_now()}: done {shown}", flush=True)
-
-    for cmd in dataset_make_commands(datasets):
+    def run_one(cmd: list[str]) -> int:
         shown = shlex.join(["rewardlab", *cmd[3:]])
-        if dry_run:
-            print(f"would run: {shown}")
-            continue
-        if not free:
-            wait_one()
-        slot = free.pop(0)
-        pin = None if slots == 1 else cores[slot]
-        print(f"{core.utc_now()}: {shown}" + ("" if pin is None else f" (core {pin})"),
-              flush=True)
-        proc = subprocess.Popen(
-            cmd, env={**os.environ, **core.THREAD_ENV},
-            preexec_fn=None if pin is None else functools.partial(os.sched_setaffinity, 0,
-                                                                  {pin}))
-        running[proc] = (slot, shown)
-    while running:
-        wait_one()
-    return failed
+        pin = free.get()  # a core no other running command holds (None: not pinned)
+        try:
+            print(f"{core.utc_now()}: {shown}" + ("" if pin is None else f" (core {pin})"),
+                  flush=True)
+            code = subprocess.run(
+                cmd, env={**os.environ, **core.THREAD_ENV},
+                preexec_fn=None if pin is None else functools.partial(
+                    os.sched_setaffinity, 0, {pin})).returncode
+        finally:
+            free.put(pin)
+        print(f"{shown} failed with exit code {code}" if code else
+              f"{core.utc_now()}: done {shown}", flush=True)
+        return code
+
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        codes = list(pool.map(run_one, commands))
+    return next((c for c in codes if c), 0)
 
 
 # ----------------------------------------------------------------------------- aggregate
@@ -503,10 +494,7 @@ def aggregate(records: list[dict[str, Any]], reps: int = fe.BOOTSTRAP_REPS
             "normalized_score_per_seed": per_seed,
             "gold_return_per_seed": [float(r["evals"][-1]["gold_return"]) for r in finished],
             "normalized_score_iqm": iqm, "ci_low": lo, "ci_high": hi,
-            "dataset_generations": {
-                gen: [s for s, run in zip(seeds, finished, strict=True)
-                      if dataset_generation(run["done"]) == gen]
-                for gen in sorted({dataset_generation(run["done"]) for run in finished})},
+            "dataset_generations": generations_of(seeds, finished),
             "heldout_accuracy": _mean(accs.get("reward_model/heldout_accuracy")),
             "random_pair_accuracy": _mean(accs.get("reward_model/random_pair_accuracy")),
             "heldout_ece": _mean(accs.get("reward_model/heldout_ece")),
@@ -541,6 +529,15 @@ def dataset_generation(done: dict[str, Any]) -> str:
             f"{'?' if score is None else f'{score:.6f}'}")
 
 
+def generations_of(seeds: list[int], finished: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """``{dataset generation: seeds}`` of one row's finished runs (:func:`dataset_generation`
+    of each run's ``done`` record), generations sorted."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for seed, run in zip(seeds, finished, strict=True):
+        out[dataset_generation(run["done"])].append(seed)
+    return dict(sorted(out.items()))
+
+
 def generations_note(rows: list[dict[str, Any]]) -> str | None:
     """A sentence naming each dataset whose runs used more than one generation of it
     (:func:`dataset_generation`) and the seeds on each; None when every dataset's runs used
@@ -552,11 +549,11 @@ def generations_note(rows: list[dict[str, Any]]) -> str | None:
     mixed = {d: g for d, g in sorted(seen.items()) if len(g) > 1}
     if not mixed:
         return None
-    parts = ["; ".join(f"{gen} (seeds {', '.join(map(str, sorted(seeds)))})"
-                       for gen, seeds in sorted(g.items())) for g in mixed.values()]
     return ("Datasets made again: the runs of " + " and ".join(
-        f"{d} used {len(g)} generations of it: {part}" for (d, g), part in
-        zip(mixed.items(), parts, strict=True))
+        f"{d} used {len(g)} generations of it: " + "; ".join(
+            f"{gen} (seeds {', '.join(map(str, sorted(seeds)))})"
+            for gen, seeds in sorted(g.items()))
+        for d, g in mixed.items())
         + ". Each generation was made by the same command and recipe "
         "(`rewardlab dataset make`); the seeds of a row are pooled across them.")
 
