@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/core.py [--part default|halfcheetah|all] [--seeds 0 1 2] [--workers 2]
                               [--out-dir benchmarks/runs] [--records FILE] [--smoke]
-                              [--no-write]
+                              [--no-write] [--set KEY=VALUE ...]
 
 Parts:
 
@@ -27,7 +27,10 @@ figures go into the table, so a measurement spread over several sessions (and ma
 up. Results go to ``benchmarks/results/core.json`` and to the ``core`` section of
 ``BENCHMARKS.md`` (between ``<!-- core:begin -->`` and ``<!-- core:end -->``), unless
 ``--smoke`` or ``--no-write`` is given (then only ``<out-dir>/core.json`` and
-``<out-dir>/core-preview.md`` are written).
+``<out-dir>/core-preview.md`` are written). ``--set KEY=VALUE`` (repeatable) adds a config
+override to every run, for an ablation of the defaults; it implies ``--no-write``, and with
+``--records benchmarks/results/core_runs.jsonl`` its runs are recorded there, so that if the
+override later becomes the default the recorded runs count for the defaults' table.
 """
 
 from __future__ import annotations
@@ -109,14 +112,18 @@ class Job:
         return f"{self.part}/{self.method}-s{self.seed}"
 
 
-def part_overrides(part: str, smoke: bool) -> list[str]:
-    """The config overrides of ``part`` (``seed=S`` is appended per run)."""
-    extra = HALFCHEETAH if part == "halfcheetah" else []
-    return [*extra, *BASE, *(SMOKE if smoke else [])]
+def part_overrides(part: str, smoke: bool, extra: tuple[str, ...] = ()) -> list[str]:
+    """The config overrides of ``part``, then ``extra`` (``--set``; ``seed=S`` is appended per
+    run)."""
+    base = HALFCHEETAH if part == "halfcheetah" else []
+    return [*base, *BASE, *(SMOKE if smoke else []), *extra]
 
 
-def make_jobs(parts: list[str], seeds: list[int], out_dir: Path, smoke: bool) -> list[Job]:
-    """Longest runs first (HalfCheetah), so two workers finish at about the same time."""
+def make_jobs(parts: list[str], seeds: list[int], out_dir: Path, smoke: bool,
+              extra: tuple[str, ...] = ()) -> list[Job]:
+    """Longest runs first (HalfCheetah), so two workers finish at about the same time.
+    ``extra``: overrides (``--set KEY=VALUE``) added to every run of every part, after the
+    part's own."""
     jobs = []
     for part in sorted(parts, key=lambda p: p != "halfcheetah"):
         methods = (["pebble", "sac_true_reward"] if part == "halfcheetah"
@@ -124,7 +131,8 @@ def make_jobs(parts: list[str], seeds: list[int], out_dir: Path, smoke: bool) ->
         for seed in seeds:
             for method in methods:
                 run_dir = out_dir / part / f"{method}-s{seed}"
-                jobs.append(Job(part, method, seed, (*part_overrides(part, smoke), f"seed={seed}"),
+                jobs.append(Job(part, method, seed,
+                                (*part_overrides(part, smoke, extra), f"seed={seed}"),
                                 str(run_dir)))
     return jobs
 
@@ -715,6 +723,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="JSONL file each finished run is appended to, and recorded runs are "
                    "reused from (default benchmarks/results/core_runs.jsonl; "
                    "<out-dir>/core_runs.jsonl with --smoke or --no-write)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="a config override added to every run (repeatable), for an ablation "
+                   "of the defaults; implies --no-write, so the table of the defaults stays")
     return p.parse_args(argv)
 
 
@@ -724,19 +736,27 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or (REPO / "benchmarks" / "runs" / ("smoke" if args.smoke else ""))
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    write = not (args.smoke or args.no_write)
+    write = not (args.smoke or args.no_write or args.overrides)
+    extra = tuple(args.overrides)
+    from rewardlab.config import load_config, load_run_config
+    from rewardlab.errors import ConfigError
+
+    if extra:  # checked here, before any run starts: a bad key names itself
+        try:
+            load_config(None, list(extra))
+        except ConfigError as exc:
+            print(f"--set: {exc}", flush=True)
+            return 2
     records_path = (args.records or (RECORDS if write else out_dir / "core_runs.jsonl")).resolve()
     if records_path.is_dir():
         print(f"--records: {records_path} is a directory; give a JSONL file", flush=True)
         return 2
     os.chdir(out_dir)  # MuJoCo writes MUJOCO_LOG.TXT to the working directory: keep it here
     parts = list(PARTS) if args.part == "all" else [args.part]
-    jobs = make_jobs(parts, args.seeds, out_dir, args.smoke)
+    jobs = make_jobs(parts, args.seeds, out_dir, args.smoke, extra)
     recorded = recorded_rows(jobs, _read_jsonl(records_path))
 
     # Refuse to reuse a finished run made with another config (e.g. a smoke run).
-    from rewardlab.config import load_config, load_run_config
-
     todo = []
     for job in jobs:
         if not is_done(job) and job.name in recorded:
@@ -815,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rec: dict[str, Any] = {
             "command": command, "seeds": args.seeds, "workers": args.workers,
-            "written_utc": utc_now(), "overrides": part_overrides(part, args.smoke),
+            "written_utc": utc_now(), "overrides": part_overrides(part, args.smoke, extra),
             "smoke": args.smoke, "runs": rows, "missing": missing,
             "recorded_runs": reused,
             "aggregates": aggregate(rows), "machine_writer": machine_info(),

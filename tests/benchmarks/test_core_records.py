@@ -97,3 +97,29 @@ def test_a_directory_as_the_record_file_is_refused(core, tmp_path, capsys):
     assert core.main(["--part", "default", "--seeds", "0", "--out-dir", str(tmp_path / "o"),
                       "--records", str(tmp_path), "--no-write"]) == 2
     assert "--records" in capsys.readouterr().out
+
+
+def test_set_adds_an_override_to_every_run_and_its_records_serve_the_default_later(
+        core, tmp_path):
+    plain = _jobs(core, tmp_path)
+    ablation = {j.name: j for j in core.make_jobs(
+        ["default"], [0], tmp_path, smoke=False, extra=("feedback.round_every=2800",))}
+    pebble = ablation["default/pebble-s0"]
+    assert pebble.overrides[-2:] == ("feedback.round_every=2800", "seed=0")
+    rec = _record(core, pebble, list(pebble.overrides), {"x": 1})
+    # the ablation's record is not the default's run, but is the ablation's
+    assert core.recorded_rows(list(plain.values()), [rec]) == {}
+    assert core.recorded_rows(list(ablation.values()), [rec]) == {"default/pebble-s0": {"x": 1}}
+    # a true-reward reference does not read the feedback section: shared by both
+    true = plain["default/true_reward-s0"]
+    ref = _record(core, true, list(true.overrides), {"x": 2})
+    assert core.recorded_rows(list(ablation.values()), [ref]) == {
+        "default/true_reward-s0": {"x": 2}}
+
+
+def test_a_bad_set_override_is_refused_before_any_run(core, tmp_path, capsys):
+    assert core.main(["--part", "default", "--seeds", "0", "--out-dir", str(tmp_path / "o"),
+                      "--set", "feedback.round_evry=2800"]) == 2
+    out = capsys.readouterr().out
+    assert "--set" in out and "feedback.round_evry" in out
+    assert not (tmp_path / "o" / "default").exists()
