@@ -103,9 +103,9 @@ def test_set_adds_an_override_to_every_run_and_its_records_serve_the_default_lat
         core, tmp_path):
     plain = _jobs(core, tmp_path)
     ablation = {j.name: j for j in core.make_jobs(
-        ["default"], [0], tmp_path, smoke=False, extra=("feedback.round_every=2800",))}
+        ["default"], [0], tmp_path, smoke=False, extra=("feedback.round_every=3000",))}
     pebble = ablation["default/pebble-s0"]
-    assert pebble.overrides[-2:] == ("feedback.round_every=2800", "seed=0")
+    assert pebble.overrides[-2:] == ("feedback.round_every=3000", "seed=0")
     rec = _record(core, pebble, list(pebble.overrides), {"x": 1})
     # the ablation's record is not the default's run, but is the ablation's
     assert core.recorded_rows(list(plain.values()), [rec]) == {}
