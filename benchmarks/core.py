@@ -168,6 +168,26 @@ def cpu_model() -> str:
     return f"{name} ({level})" if level else name
 
 
+#: Distributions whose versions decide a run's numbers beside torch's (simulation, JAX agents,
+#: datasets): recorded with each run, since two hosts with other versions of these make, e.g.,
+#: other offline datasets from the same command and seed.
+NUMERIC_LIBRARIES = ("numpy", "jax", "jaxlib", "flax", "sbx-rl", "stable-baselines3", "mujoco",
+                     "gymnasium", "minari")
+
+
+def library_versions() -> dict[str, str | None]:
+    """``{distribution: version}`` of :data:`NUMERIC_LIBRARIES` (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {name: one(name) for name in NUMERIC_LIBRARIES}
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
@@ -178,6 +198,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "libraries": library_versions(),
     }
 
 
@@ -582,10 +603,11 @@ def render_part(part: str, rec: dict[str, Any]) -> str:
     ]
     for m in sorted(machines):
         info = json.loads(m)
+        libs = "".join(f", {k} {v}" for k, v in (info.get("libraries") or {}).items() if v)
         lines.append(
-            f"- Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}, "
-            f"Python {info['python']} ({info['platform']}); each run pinned to a core of its "
-            "own, 1 torch thread"
+            f"- Machine: {info['cpu']}, {info['cpu_count']} logical CPUs, torch {info['torch']}"
+            f"{libs}, Python {info['python']} ({info['platform']}); each run pinned to a core "
+            "of its own, 1 torch thread"
         )
     reused = rec.get("recorded_runs", 0)
     lines.append(

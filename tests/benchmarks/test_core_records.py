@@ -123,3 +123,28 @@ def test_a_bad_set_override_is_refused_before_any_run(core, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "--set" in out and "feedback.round_evry" in out
     assert not (tmp_path / "o" / "default").exists()
+
+
+def _table_record(core, machine: dict) -> dict:
+    row = {"method": "pebble", "seed": 0, "env": "HalfCheetah-v5", "steps": 30000,
+           "queries": 200, "wall_time_s": 400.0, "first_gold_return": -1.0,
+           "first_eval_step": 0, "final_gold_return": 9.0, "final_eval_step": 30000,
+           "final_proxy_return": 1.0, "finished_utc": "t", "machine": machine}
+    return {"command": "c", "seeds": [0], "workers": 1, "written_utc": "w", "overrides": [],
+            "runs": [row], "recorded_runs": 0, "aggregates": core.aggregate([row])}
+
+
+def test_machine_info_records_the_numeric_libraries(core):
+    import numpy as np
+
+    info = core.machine_info()
+    libs = info["libraries"]
+    assert set(libs) == set(core.NUMERIC_LIBRARIES)
+    assert libs["numpy"] == np.__version__
+    assert all(v is None or isinstance(v, str) for v in libs.values())
+    text = core.render_part("default", _table_record(
+        core, {**info, "libraries": {"mujoco": "9.9", "jax": None}}))
+    assert ", mujoco 9.9, Python" in text and "jax" not in text
+    # records made before the libraries were recorded still render
+    old = {k: v for k, v in info.items() if k != "libraries"}
+    assert f"torch {info['torch']}, Python" in core.render_part("default", _table_record(core, old))
