@@ -1732,7 +1732,8 @@ class SweepConfig(BaseModel):
     Written as a YAML file for ``rewardlab sweep SWEEP.yaml``, e.g.::
 
         name: budgets
-        base: {env: {id: Pendulum-v1}, total_steps: 15000}
+        base: {env: {id: Pendulum-v1}, total_steps: 15000,
+               feedback: {queries_per_round: 50, round_every: 1200}}
         grid:
           feedback.total_budget: [100, 500]
           teacher.preset: [oracle, mistake]

@@ -51,6 +51,20 @@ def test_bad_sweeps_are_refused_before_anything_starts(tmp_path, capsys, bad, fi
     assert not (tmp_path / "out").exists()
 
 
+def test_a_trial_train_would_refuse_stops_the_sweep_before_anything_starts(tmp_path, capsys):
+    # rounds of 10 queries at 500 and 1000 < 1100 steps: a budget of 20 fits, 40 does not
+    spec = yaml.safe_load(_sweep_file(tmp_path).read_text())
+    spec["base"]["feedback"]["queries_per_round"] = 10
+    spec["grid"] = {"feedback.total_budget": [20, 40]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "sweep trial feedback.total_budget=40,seed=0" in err
+    assert "only 20 of the 40 queries" in err and "raise total_steps" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "out").write_text("not a directory")
     assert main(["sweep", str(_sweep_file(tmp_path)), "--out", str(tmp_path / "out")]) == 2

@@ -56,6 +56,28 @@ def trial_config(sweep: SweepConfig, spec: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"sweep trial {spec['name']}: {err}") from None
 
 
+def checked_trial_config(sweep: SweepConfig, spec: dict[str, Any]) -> TrainConfig:
+    """:func:`trial_config`, then the checks ``rewardlab train`` makes before it starts
+    (:func:`rewardlab.algorithms.preflight.preflight`: the env, segments against episodes, a
+    query budget the schedule can spend before ``total_steps``, memory, the store; an offline
+    trial's dataset), so a trial that ``train`` would refuse stops the sweep before any trial
+    runs. A language-model trial has only its config checks, as in ``train``.
+
+    Raises:
+        ConfigError: naming the trial and the field.
+    """
+    from rewardlab.algorithms.preflight import preflight, with_dataset_env
+
+    config = trial_config(sweep, spec)
+    if config.is_lm:
+        return config
+    try:
+        preflight(with_dataset_env(config))
+    except ConfigError as err:
+        raise ConfigError(f"sweep trial {spec['name']}: {err}") from None
+    return config
+
+
 def trial_dir(out: Path, spec: dict[str, Any]) -> Path:
     """The run directory of a trial: its name with unsafe characters replaced."""
     return out / re.sub(r"[^A-Za-z0-9._=,-]+", "_", spec["name"])
@@ -172,7 +194,8 @@ def run_sweep(
         One record per finished trial (also written to ``OUT/records.jsonl``).
 
     Raises:
-        ConfigError: if a trial's config is invalid or ``out`` is a file (before anything
+        ConfigError: if a trial's config is invalid or ``rewardlab train`` would refuse it
+            (:func:`checked_trial_config`), or ``out`` is a file (before anything
             starts), or the cluster at ``address`` cannot be reached.
         RewardLabError: if Ray is not installed (``pip install rewardlab[sweep]``) or a trial
             failed.
@@ -182,7 +205,7 @@ def run_sweep(
         raise ConfigError(f"--out {out}: exists and is not a directory")
     specs = trial_specs(sweep)
     for spec in specs:
-        trial_config(sweep, spec)  # every trial is valid before anything starts
+        checked_trial_config(sweep, spec)  # every trial is valid before anything starts
     todo = [s for s in specs if _finished(trial_dir(out, s)) is None]
     message(f"sweep {sweep.name}: {len(specs)} trials, {len(specs) - len(todo)} already "
             f"finished -> {out}")
