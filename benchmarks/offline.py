@@ -6,7 +6,7 @@ Usage::
         [--methods iql_true iql_mlp iql_pt cpl] [--queries 100 500] [--seeds 0 1 2 3 4]
         [--updates 10000] [--cpl-updates 1000] [--workers 2] [--address RAY_ADDRESS]
         [--out-dir benchmarks/runs/offline] [--records FILE] [--make-datasets]
-        [--dry-run] [--aggregate-only] [--no-ray] [--no-write]
+        [--rerun-other-generations] [--dry-run] [--aggregate-only] [--no-ray] [--no-write]
 
 The defaults are the grid of issue 12 (item 8): the ``medium-replay`` datasets of
 HalfCheetah-v5, Hopper-v5 and Walker2d-v5 and the ``medium-expert`` dataset of HalfCheetah-v5
@@ -84,7 +84,11 @@ the shared bookkeeping) and one ``kind: "done"`` record (the run's ``settings``,
 the dataset, the reward model's accuracy metrics, last values of ``reward_model/*`` from the
 run's ``metrics.jsonl``) to ``benchmarks/results/offline_runs.jsonl``. A run with a ``done``
 record made with the settings its key runs now is skipped; a finished run with other settings
-is stale: run again and left out of the table until then.
+is stale: run again and left out of the table until then. The datasets are made on each
+machine, and a machine with other library versions makes other data from the same command;
+``--rerun-other-generations`` runs again the selected finished runs that used another
+generation of their dataset (:func:`dataset_generation`) than the one on this machine, so that
+every method of a seed is trained on the same data.
 
 Aggregation: per (dataset, method, queries, updates), the D4RL normalised score of each seed's
 final evaluation (``eval/normalized_score``: 100 x (G - random) / (expert - random), the
@@ -113,6 +117,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -538,6 +543,39 @@ def generations_of(seeds: list[int], finished: list[dict[str, Any]]) -> dict[str
     return dict(sorted(out.items()))
 
 
+def local_generation(dataset: str) -> str:
+    """:func:`dataset_generation` of the dataset ``ENV/TIER`` as it is on this machine (under
+    ``MINARI_DATASETS_PATH``), computed as a run's summary computes it.
+
+    Raises:
+        rewardlab.errors.DatasetError: if the dataset is not on this machine."""
+    from rewardlab.data.offline import load_offline_dataset
+
+    data = load_offline_dataset(dataset_id(dataset))
+    refs = data.ref_min_score is not None and data.ref_max_score is not None
+    return dataset_generation({
+        "dataset_steps": data.n_steps,
+        "dataset_normalized_score": float(data.normalized_score(
+            data.episode_returns().mean())) if refs else None})
+
+
+def other_generation_runs(keys: list[str], current: dict[str, dict[str, Any]],
+                          local: Callable[[str], str] | None = None) -> dict[str, str]:
+    """``{key: generation it used}`` of the finished runs among ``keys`` whose dataset
+    generation differs from the one on this machine (``local(dataset)``, default
+    :func:`local_generation`), for
+    ``--rerun-other-generations``: run again, every method of a seed then uses one
+    generation (the ratio to ``iql_true`` compares methods on the same data)."""
+    here = functools.cache(local or local_generation)
+    out = {}
+    for key in keys:
+        if key in current:
+            used = dataset_generation(current[key]["done"])
+            if used != here(parse_key(key)["dataset"]):
+                out[key] = used
+    return out
+
+
 def generations_note(rows: list[dict[str, Any]]) -> str | None:
     """A sentence naming each dataset whose runs used more than one generation of it
     (:func:`dataset_generation`) and the seeds on each; None when every dataset's runs used
@@ -708,6 +746,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     p.add_argument("--make-datasets", action="store_true",
                    help="first run `rewardlab dataset make` for the selected datasets (cached)")
+    p.add_argument("--rerun-other-generations", action="store_true",
+                   help="run again the selected finished runs that used another generation of "
+                   "their dataset than the one on this machine (datasets made again elsewhere "
+                   "can differ), so each seed's methods share one generation")
     p.add_argument("--dry-run", action="store_true",
                    help="list the selected runs and their config overrides; run nothing")
     p.add_argument("--aggregate-only", action="store_true",
@@ -757,11 +799,23 @@ def main(argv: list[str] | None = None) -> int:
     done, current = fe.completed_runs(found), fe.current_runs(found, planned_settings)
     stale = fe.stale_runs({k: done[k] for k in keys if k in done and k not in current},
                           planned_settings)
-    todo = [] if args.aggregate_only else [k for k in keys if k not in current]
-    n_done = sum(k in current for k in keys)
+    other_gen: dict[str, str] = {}
+    if args.rerun_other_generations and not args.aggregate_only:
+        from rewardlab.errors import DatasetError
+
+        try:
+            other_gen = other_generation_runs(keys, current)
+        except DatasetError as err:
+            print(f"--rerun-other-generations: {err}", flush=True)
+            return 2
+    todo = [] if args.aggregate_only else [k for k in keys
+                                           if k not in current or k in other_gen]
+    n_done = sum(k in current and k not in other_gen for k in keys)
     if args.dry_run:
         for key in keys:
-            state = ("done" if key in current else "to run" if key not in stale else
+            state = ("done" if key in current and key not in other_gen else
+                     f"done on another generation ({other_gen[key]}), runs again"
+                     if key in other_gen else "to run" if key not in stale else
                      f"stale, runs again: differs in {', '.join(stale[key][:4])}")
             print(f"{key} [{state}]: {shlex.join(overrides[key])}")
         print(f"{len(keys)} runs selected, {n_done} done, {len(todo)} to run; "

@@ -259,6 +259,35 @@ def test_runs_on_two_generations_of_a_dataset_are_named(off, monkeypatch):
     assert off.generations_note(off.aggregate(one, reps=10)) is None
 
 
+def test_runs_on_another_generation_than_this_machines_run_again(off, monkeypatch, tmp_path,
+                                                                 capsys):
+    recs = []
+    for seed, steps in ((0, 30_000), (1, 55_000)):
+        for method, q in (("iql_true", 0), ("iql_mlp", 500)):
+            run = records(off, off.run_key(HC_MR, method, q, 10_000, seed), {10_000: 40.0},
+                          f"{method}{seed}")
+            run[-1].update(dataset_steps=steps, dataset_normalized_score=17.1)
+            recs += run
+    here = "55000 steps, behaviour score 17.100000"
+    current = off.fe.current_runs(recs, off.planned_settings)
+    keys = list(current)
+    asked = []
+    got = off.other_generation_runs(keys, current, lambda d: asked.append(d) or here)
+    assert got == {off.run_key(HC_MR, m, q, 10_000, 0): "30000 steps, behaviour score 17.100000"
+                   for m, q in (("iql_true", 0), ("iql_mlp", 500))}
+    assert asked == [HC_MR]  # the local dataset is read once
+    # through main: only the seed on the other generation runs again
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    monkeypatch.setattr(off, "local_generation", lambda d: here)
+    assert off.main(["--datasets", HC_MR, "--methods", "iql_true", "iql_mlp", "--queries", "500",
+                     "--seeds", "0", "1", "--updates", "10000", "--records", str(jsonl),
+                     "--rerun-other-generations", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[done on another generation (30000 steps") == 2
+    assert "4 runs selected, 2 done, 2 to run" in out
+
+
 def test_no_reference_no_ratio(off, monkeypatch):
     exact_iqm(monkeypatch, off)
     recs = records(off, off.run_key(HC_MR, "iql_mlp", 500, 10_000, 0), {10_000: 38.0}, "a")
