@@ -264,7 +264,13 @@ class FeedbackSchedule(BaseModel):
     queries_per_round: Int = Field(
         20, ge=1, le=MAX_QUERIES, description="Queries asked at each round."
     )
-    round_every: Int = _steps(1500, description="Environment steps between feedback rounds.")
+    round_every: Int = _steps(
+        2800, description="Environment steps between feedback rounds. The default spreads the "
+        "default budget's 10 rounds over the default 30,000-step run (steps 2000 to 27,200), so "
+        "the reward model keeps learning about the states the policy reaches late; a longer "
+        "run keeps learning from a frozen reward after the last round unless this is raised "
+        "(or mitigation.targeted_feedback spreads the rounds over the run)."
+    )
     first_round_at: Int = _steps(
         2000, ge=0, description="Environment step of the first round (PEBBLE: end of "
         "unsupervised pre-training)."

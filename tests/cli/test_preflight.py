@@ -59,8 +59,8 @@ def test_segment_longer_than_an_episode_names_both_fields(tmp_path, capsys):
 @pytest.mark.parametrize(("overrides", "asked"), [
     (["total_steps=5000"], "only 40 of the 200 queries"),
     (["feedback.first_round_at=30000", "total_steps=30000"], "only 0 of the 200"),
-    (["algorithm=pref_ppo", "total_steps=10000"], "only 100 of the 200"),
-    (["total_steps=15500"], "only 180 of the 200"),
+    (["algorithm=pref_ppo", "total_steps=10000"], "only 60 of the 200"),
+    (["total_steps=27200"], "only 180 of the 200"),
 ])
 def test_unspendable_query_budget_is_refused(tmp_path, capsys, overrides, asked):
     code, err = _train(tmp_path, capsys, *overrides)
@@ -71,14 +71,14 @@ def test_unspendable_query_budget_is_refused(tmp_path, capsys, overrides, asked)
 
 
 def test_schedule_fit_matches_the_training_loops():
-    # PEBBLE: rounds due at 2000, 3500, ..., 15500 < total_steps
-    assert pf.schedule_fit(build_config({}, ["total_steps=15501"])).rounds == 10
-    assert pf.schedule_fit(build_config({}, ["total_steps=15500"])).rounds == 9
-    # PPO: rounds due at 2000 + 1500 r happen at the next rollout boundary (2048 steps);
-    # the 10th, due at 15500, at 16384
+    # PEBBLE: rounds due at 2000, 4800, ..., 27200 < total_steps
+    assert pf.schedule_fit(build_config({}, ["total_steps=27201"])).rounds == 10
+    assert pf.schedule_fit(build_config({}, ["total_steps=27200"])).rounds == 9
+    # PPO: rounds due at 2000 + 2800 r happen at the next rollout boundary (2048 steps);
+    # the 10th, due at 27200, at 28672
     fit = pf.schedule_fit(build_config({}, ["algorithm=pref_ppo"]))
-    assert (fit.first, fit.spacing, fit.rounds) == (2048, 2048, 10)
-    assert fit.total_steps_needed == 16384 + 1
+    assert (fit.first, fit.spacing, fit.rounds) == (2048, 4096, 10)
+    assert fit.total_steps_needed == 28672 + 1
     pf.check_schedule(build_config({}, ["algorithm=pref_ppo"]))
 
 

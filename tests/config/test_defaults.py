@@ -58,7 +58,7 @@ def test_setting_one_key_keeps_the_other_defaults(capsys, section, key, value):
 
 
 def test_round_every_default_is_the_run_default():
-    assert FeedbackSchedule().round_every == TrainConfig().feedback.round_every == 1500
+    assert FeedbackSchedule().round_every == TrainConfig().feedback.round_every == 2800
     assert build_config({}, ["feedback.total_budget=200"]).feedback == TrainConfig().feedback
 
 
