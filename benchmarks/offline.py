@@ -563,9 +563,12 @@ def other_generation_runs(keys: list[str], current: dict[str, dict[str, Any]],
                           local: Callable[[str], str] | None = None) -> dict[str, str]:
     """``{key: generation it used}`` of the finished runs among ``keys`` whose dataset
     generation differs from the one on this machine (``local(dataset)``, default
-    :func:`local_generation`), for
-    ``--rerun-other-generations``: run again, every method of a seed then uses one
-    generation (the ratio to ``iql_true`` compares methods on the same data)."""
+    :func:`local_generation`, read once per dataset). ``--rerun-other-generations`` runs them
+    again, so every method of a seed uses one generation and the ratio to ``iql_true``
+    compares methods on the same data.
+
+    Raises:
+        rewardlab.errors.DatasetError: as :func:`local_generation`."""
     here = functools.cache(local or local_generation)
     out = {}
     for key in keys:
