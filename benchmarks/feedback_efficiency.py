@@ -311,7 +311,16 @@ def settings_drift(done: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     # a control run's plan has no ``lm`` section; a language-model run's plan (another
     # harness's planner) has one, and there it is what the run reads
     found = {k: v for k, v in found.items() if k not in NOT_READ_BY_CONTROL_RUNS or k in plan}
-    return setting_differences(with_later_keys(found, plan), plan)
+    return setting_differences(read_now(with_later_keys(found, plan), plan), plan)
+
+
+def read_now(found: Any, plan: Any) -> Any:
+    """``found`` without the keys of a section that ``plan`` has but no longer lists (settings
+    the harness now says its runs do not read, e.g. the offline runs' env-step schedule), so a
+    change to one of them makes no run stale."""
+    if not (isinstance(found, dict) and isinstance(plan, dict)):
+        return found
+    return {k: read_now(v, plan[k]) for k, v in found.items() if k in plan}
 
 
 def stale_runs(runs: dict[str, dict[str, Any]], planned: Planner | None = None,

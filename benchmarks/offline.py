@@ -265,10 +265,19 @@ def key_config(key: str) -> Any:
     return load_config(None, key_overrides(key))
 
 
+#: Keys of the ``feedback`` section no offline run reads: its rounds are all asked before the
+#: first update, so the online env-step schedule does not apply (``FeedbackSchedule``).
+UNUSED_FEEDBACK = ("round_every", "first_round_at")
+
+
 def run_settings(config: Any, method: str) -> dict[str, Any]:
-    """The settings a run of ``method`` reads, as JSON (:data:`UNUSED` left out; ``env`` too:
-    it comes from the dataset, recorded in the ``done`` record's ``dataset`` fields)."""
-    return json.loads(json.dumps(config.model_dump(mode="json", exclude=set(UNUSED[method]))))
+    """The settings a run of ``method`` reads, as JSON (:data:`UNUSED` and
+    :data:`UNUSED_FEEDBACK` left out; ``env`` too: it comes from the dataset, recorded in the
+    ``done`` record's ``dataset`` fields)."""
+    exclude: dict[str, Any] = {section: True for section in UNUSED[method]}
+    if "feedback" not in exclude:
+        exclude["feedback"] = set(UNUSED_FEEDBACK)
+    return json.loads(json.dumps(config.model_dump(mode="json", exclude=exclude)))
 
 
 def planned_settings(key: str) -> dict[str, Any]:

@@ -428,3 +428,17 @@ def test_compute_note_sums_the_measured_runs_and_projects_the_grid(off):
     assert f"grid of {n_cells * len(off.FULL_SEEDS)} runs takes about 1.3 CPU-hours" in text
     assert f"({n_cells - 2} of its {n_cells} cells not timed yet, left out)" in text
     assert off.compute_note([{**rows[0], "wall_time_s": None}]) is None
+
+
+def test_the_online_schedule_makes_no_offline_run_stale(off):
+    key = off.run_key(HC_MR, "iql_mlp", 500, 10_000, 0)
+    run = records(off, key, {10_000: 40.0}, "a")
+    settings = json.loads(json.dumps(run[-1]["settings"]))
+    assert "round_every" not in settings["feedback"]
+    # a record written while the plan still listed the env-step schedule, with another value
+    settings["feedback"].update(round_every=1500, first_round_at=2000)
+    run[-1]["settings"] = settings
+    assert key in off.fe.current_runs(run, off.planned_settings)
+    # a setting the run reads still makes it stale
+    settings["feedback"]["segment_len"] = 25
+    assert key not in off.fe.current_runs(run, off.planned_settings)
