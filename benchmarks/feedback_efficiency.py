@@ -302,22 +302,20 @@ Planner = Callable[[str], dict[str, Any]]
 
 def settings_drift(done: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """Dotted names of the settings where a ``done`` record differs from ``plan`` (keys the
-    record predates filled by :func:`with_later_keys`); ``["settings"]`` for a record written
-    before settings were recorded. A section of :data:`NOT_READ_BY_CONTROL_RUNS` in the record
-    is ignored unless ``plan`` has it too (a language-model run's plan reads ``lm``)."""
+    record predates filled by :func:`with_later_keys`; keys ``plan`` does not list, e.g. the
+    ``lm`` section of :data:`NOT_READ_BY_CONTROL_RUNS` recorded by older control runs, left
+    out by :func:`read_now`); ``["settings"]`` for a record written before settings were
+    recorded."""
     found = done.get("settings")
     if found is None:
         return ["settings"]
-    # a control run's plan has no ``lm`` section; a language-model run's plan (another
-    # harness's planner) has one, and there it is what the run reads
-    found = {k: v for k, v in found.items() if k not in NOT_READ_BY_CONTROL_RUNS or k in plan}
     return setting_differences(read_now(with_later_keys(found, plan), plan), plan)
 
 
 def read_now(found: Any, plan: Any) -> Any:
-    """``found`` without the keys of a section that ``plan`` has but no longer lists (settings
-    the harness now says its runs do not read, e.g. the offline runs' env-step schedule), so a
-    change to one of them makes no run stale."""
+    """``found`` without the keys, at any depth, that ``plan`` does not list: settings the
+    harness says its runs do not read (a section such as ``lm`` for a control run, or the
+    offline runs' env-step schedule), so a change to one of them makes no run stale."""
     if not (isinstance(found, dict) and isinstance(plan, dict)):
         return found
     return {k: read_now(v, plan[k]) for k, v in found.items() if k in plan}
