@@ -554,18 +554,16 @@ def generations_of(seeds: list[int], finished: list[dict[str, Any]]) -> dict[str
 
 def local_generation(dataset: str) -> str:
     """:func:`dataset_generation` of the dataset ``ENV/TIER`` as it is on this machine (under
-    ``MINARI_DATASETS_PATH``), computed as a run's summary computes it.
+    ``MINARI_DATASETS_PATH``): its size and :meth:`OfflineDataset.behaviour_score`, as a run's
+    summary records them.
 
     Raises:
         rewardlab.errors.DatasetError: if the dataset is not on this machine."""
     from rewardlab.data.offline import load_offline_dataset
 
     data = load_offline_dataset(dataset_id(dataset))
-    refs = data.ref_min_score is not None and data.ref_max_score is not None
-    return dataset_generation({
-        "dataset_steps": data.n_steps,
-        "dataset_normalized_score": float(data.normalized_score(
-            data.episode_returns().mean())) if refs else None})
+    return dataset_generation({"dataset_steps": data.n_steps,
+                               "dataset_normalized_score": data.behaviour_score()})
 
 
 def other_generation_runs(keys: list[str], current: dict[str, dict[str, Any]],

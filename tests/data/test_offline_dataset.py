@@ -121,6 +121,18 @@ def test_normalized_score_against_hand_computed_values() -> None:
         dataclasses.replace(ds, ref_min_score=None).normalized_score(40.0)
 
 
+def test_behaviour_score_is_the_normalised_mean_episode_return() -> None:
+    ds, _ = random_offline_dataset(steps=50)  # refs (-10, 90)
+    rewards = np.zeros_like(ds.rewards)
+    starts = ds.episode_starts
+    rewards[starts] = np.arange(len(starts), dtype=np.float32) * 10.0  # returns 0, 10, 20, ...
+    ds = dataclasses.replace(ds, rewards=rewards)
+    mean = 10.0 * (len(starts) - 1) / 2
+    assert ds.behaviour_score() == pytest.approx(100 * (mean + 10) / 100)
+    assert isinstance(ds.behaviour_score(), float)
+    assert dataclasses.replace(ds, ref_max_score=None).behaviour_score() is None
+
+
 def test_fingerprint_follows_the_data_not_the_name() -> None:
     a, _ = random_offline_dataset(steps=60, seed=1)
     same = dataclasses.replace(a, dataset_id="other/name-v3",

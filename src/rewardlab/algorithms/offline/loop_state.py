@@ -118,7 +118,6 @@ def summarize(config: TrainConfig, dataset: OfflineDataset, state: OfflineState,
               interrupted: bool, last_eval: dict[str, float], store: FeedbackStore,
               plot: Path) -> dict[str, Any]:
     """The run summary (``summary.json``); counts come from the feedback store."""
-    refs = dataset.ref_min_score is not None and dataset.ref_max_score is not None
     return {
         "algorithm": config.algorithm, "env": config.env.id, "seed": config.seed,
         "dataset": dataset.dataset_id, "dataset_steps": dataset.n_steps,
@@ -131,8 +130,7 @@ def summarize(config: TrainConfig, dataset: OfflineDataset, state: OfflineState,
                       and config.offline.reward == "learned" else None),
             "factor": state.reward_factor, "shift": state.reward_shift,
         },
-        "dataset_normalized_score": float(dataset.normalized_score(
-            dataset.episode_returns().mean())) if refs else None,
+        "dataset_normalized_score": dataset.behaviour_score(),
         "feedback": {"rounds": state.rounds, "seconds": state.seconds,
                      "answers_by_teacher": dict(Counter(
                          p.teacher_id for p in store.records.preferences()))},

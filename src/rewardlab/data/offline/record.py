@@ -242,6 +242,14 @@ class OfflineDataset:
             )
         return normalized_score(returns, self.ref_min_score, self.ref_max_score)
 
+    def behaviour_score(self) -> float | None:
+        """D4RL normalised score (:meth:`normalized_score`; 0 random, 100 expert) of the mean
+        true episode return of the data, i.e. of the policy that collected it; None for a
+        dataset without reference scores. Raises nothing."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        return float(self.normalized_score(self.episode_returns().mean()))
+
 
 def normalized_score(
     returns: float | np.ndarray, random_score: float, expert_score: float
