@@ -75,16 +75,21 @@ def test_run_record_reads_the_run_config(core, tmp_path):
     assert core.recorded_rows([job], [rec]) == {job.name: {"final_gold_return": 5.0}}
 
 
-def test_the_table_says_which_runs_were_recorded_and_where_each_ran(core):
+def _table_record(core, machine: dict) -> dict:
     row = {"method": "pebble", "seed": 0, "env": "HalfCheetah-v5", "steps": 30000,
            "queries": 200, "wall_time_s": 400.0, "first_gold_return": -1.0,
            "first_eval_step": 0, "final_gold_return": 9.0, "final_eval_step": 30000,
-           "final_proxy_return": 1.0, "finished_utc": "t",
-           "machine": {"cpu": "AMD EPYC (avx2)", "cpu_count": 2, "torch": "2", "python": "3",
-                       "platform": "p"}}
-    rec = {"command": "c", "seeds": [0, 1], "workers": 1, "written_utc": "w", "overrides": [],
-           "runs": [row, {**row, "seed": 1}], "recorded_runs": 1,
-           "aggregates": core.aggregate([row, {**row, "seed": 1}])}
+           "final_proxy_return": 1.0, "finished_utc": "t", "machine": machine}
+    return {"command": "c", "seeds": [0], "workers": 1, "written_utc": "w", "overrides": [],
+            "runs": [row], "recorded_runs": 0, "aggregates": core.aggregate([row])}
+
+
+def test_the_table_says_which_runs_were_recorded_and_where_each_ran(core):
+    rec = _table_record(core, {"cpu": "AMD EPYC (avx2)", "cpu_count": 2, "torch": "2",
+                               "python": "3", "platform": "p"})
+    row = rec["runs"][0]
+    rec.update(seeds=[0, 1], runs=[row, {**row, "seed": 1}], recorded_runs=1,
+               aggregates=core.aggregate([row, {**row, "seed": 1}]))
     text = core.render_part("default", rec)
     assert "- Runs: 1 made by this invocation (1 at a time), 1 recorded by earlier ones" in text
     assert text.count("| AMD EPYC (avx2) |") == 2
@@ -123,15 +128,6 @@ def test_a_bad_set_override_is_refused_before_any_run(core, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "--set" in out and "feedback.round_evry" in out
     assert not (tmp_path / "o" / "default").exists()
-
-
-def _table_record(core, machine: dict) -> dict:
-    row = {"method": "pebble", "seed": 0, "env": "HalfCheetah-v5", "steps": 30000,
-           "queries": 200, "wall_time_s": 400.0, "first_gold_return": -1.0,
-           "first_eval_step": 0, "final_gold_return": 9.0, "final_eval_step": 30000,
-           "final_proxy_return": 1.0, "finished_utc": "t", "machine": machine}
-    return {"command": "c", "seeds": [0], "workers": 1, "written_utc": "w", "overrides": [],
-            "runs": [row], "recorded_runs": 0, "aggregates": core.aggregate([row])}
 
 
 def test_machine_info_records_the_numeric_libraries(core):
