@@ -25,9 +25,11 @@ Every combination env x method x teacher x query budget x seed selected by the f
   :data:`ROUNDS` feedback rounds (:func:`run_overrides`). Ablations: ``pebble_uniform``,
   ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
   ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_2x64`` (a 2 x 64
-  reward model instead of PEBBLE's 3 x 256), ``pebble_tanh`` (PEBBLE's tanh on the reward
-  model's output), ``pebble_targeted`` (each round's queries cut from the steps since the
-  previous round only), ``pebble_surf`` (SURF's semi-supervised labels and temporal cropping).
+  reward model instead of PEBBLE's 3 x 256), ``pebble_rm_3x128`` (3 x 128),
+  ``pebble_rm_bf16`` (the reward model's fit and ranking in bfloat16), ``pebble_tanh``
+  (PEBBLE's tanh on the reward model's output), ``pebble_targeted`` (each round's queries cut
+  from the steps since the previous round only), ``pebble_surf`` (SURF's semi-supervised labels
+  and temporal cropping).
 * ``true_reward``: the same agent PEBBLE uses (the configured ``pebble.backbone`` with the
   ``pebble.sac`` settings) trained on the true reward from step 0, with the same derived seeds
   and evaluation protocol (:func:`rewardlab.algorithms.reference.train_true_reward`, through
@@ -121,6 +123,11 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     "pebble_no_reset": ("pebble.reset_critic=false",),
     # a smaller reward model (2 x 64) than PEBBLE's 3 x 256, a quarter of the fit time
     "pebble_rm_2x64": ("reward_model.hidden_sizes=[64, 64]",),
+    # issue 11, item 6 (overhead): half the widths (about a quarter of the fit's arithmetic)
+    "pebble_rm_3x128": ("reward_model.hidden_sizes=[128, 128, 128]",),
+    # issue 11, item 6: bfloat16 autocast in the reward model's fit and query ranking (fast
+    # only on CPUs with native bfloat16, emulated and slower elsewhere)
+    "pebble_rm_bf16": ("reward_model.precision=bfloat16",),
     # PEBBLE's tanh on the reward model's output (RewardLab's default has none)
     "pebble_tanh": ("reward_model.output_activation=tanh",),
     # queries cut from the steps since the previous round only (issue 11: the policy lags a
@@ -384,6 +391,24 @@ class RunInterrupted(Exception):
     harness writes no record for it and stops instead of going on to the next run."""
 
 
+#: The ``metrics.jsonl`` keys a ``done`` record keeps (their last logged value).
+REWARD_METRIC_PREFIX = "reward_model/"
+
+
+def reward_model_metrics(metrics_file: Path) -> dict[str, float | None]:
+    """The last logged value of every ``reward_model/*`` key in a run's ``metrics.jsonl``
+    (held-out and fresh-query accuracy and ECE, accuracy on random pairs of the run's
+    experience, epochs of the last fit...); ``{}`` if the file is missing or the run fit no
+    reward model."""
+    last: dict[str, float | None] = {}
+    for row in read_records(metrics_file):
+        for name, value in row.items():
+            if name.startswith(REWARD_METRIC_PREFIX) and (value is None
+                                                        or isinstance(value, (int, float))):
+                last[name] = value
+    return last
+
+
 def raise_if_interrupted(run_dir: Path) -> None:
     """Refuse a run that stopped early (its ``summary.json`` says ``interrupted``), so no
     ``done`` record is written for it and the harness runs it again next time.
@@ -430,6 +455,7 @@ def execute(key: str, out_dir: Path) -> list[dict[str, Any]]:
     if k["method"] in PEBBLE_VARIANTS:
         summary = json.loads((run_dir / "summary.json").read_text())
         done["feedback_seconds"] = summary["feedback"]["seconds"]
+        done["reward_model"] = reward_model_metrics(run_dir / "metrics.jsonl")
     return [*records, done]
 
 
@@ -904,7 +930,9 @@ NOTES = [
     "are the agent's uniform-random warm-up, the first queries come at the same step); "
     "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
     "update (PEBBLE Alg. 1 resets it); `pebble_rm_2x64` uses a reward model of 2 hidden "
-    "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256; `pebble_tanh` puts "
+    "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256, `pebble_rm_3x128` "
+    "one of 3 x 128, `pebble_rm_bf16` fits and ranks with the default model in bfloat16 "
+    "autocast; `pebble_tanh` puts "
     "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none); "
     "`pebble_targeted` cuts each round's candidate segments from the steps collected since the "
     "previous round only (`mitigation.targeted_feedback`); `pebble_surf` adds SURF's "

@@ -179,8 +179,6 @@ FULL_SEEDS = (0, 1, 2, 3, 4)
 #: The issue's target: ratio to the true-reward IQM for IQL on 500 learned-reward queries.
 TARGETS = {("iql_mlp", 500): 0.90, ("iql_pt", 500): 0.90}
 DEFAULT_WORKERS = 2
-#: The ``metrics.jsonl`` keys a ``done`` record keeps (their last logged value).
-REWARD_METRIC_PREFIX = "reward_model/"
 #: Sections of the config a method's runs do not read (left out of the staleness check).
 UNUSED = {
     "iql_true": ("env", "pebble", "ppo", "human", "mitigation", "feedback", "teacher",
@@ -285,19 +283,6 @@ def planned_settings(key: str) -> dict[str, Any]:
     return run_settings(key_config(key), parse_key(key)["method"])
 
 
-def reward_model_metrics(metrics_file: Path) -> dict[str, float | None]:
-    """The last logged value of every ``reward_model/*`` key in a run's ``metrics.jsonl``
-    (held-out and fresh-query accuracy and ECE, accuracy on random pairs...); ``{}`` if the
-    file is missing or the run fit no reward model."""
-    last: dict[str, float | None] = {}
-    for row in fe.read_records(metrics_file):
-        for name, value in row.items():
-            if name.startswith(REWARD_METRIC_PREFIX) and (value is None
-                                                        or isinstance(value, (int, float))):
-                last[name] = value
-    return last
-
-
 def run_records(key: str, run_dir: Path, wall_time_s: float) -> list[dict[str, Any]]:
     """The eval and done records of the finished run in ``run_dir`` (a fresh attempt id)."""
     k = parse_key(key)
@@ -314,7 +299,7 @@ def run_records(key: str, run_dir: Path, wall_time_s: float) -> list[dict[str, A
             "dataset_normalized_score": summary.get("dataset_normalized_score"),
             "dataset_fingerprint": summary.get("dataset_fingerprint"),
             "env_id": summary.get("env"), "reward": summary.get("reward"),
-            "reward_model": reward_model_metrics(run_dir / "metrics.jsonl"),
+            "reward_model": fe.reward_model_metrics(run_dir / "metrics.jsonl"),
             "feedback_seconds": (summary.get("feedback") or {}).get("seconds"),
             "interrupted": summary.get("interrupted"), "overrides": key_overrides(key),
             "run_dir": str(run_dir), "finished_utc": core.utc_now(),

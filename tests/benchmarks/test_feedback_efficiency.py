@@ -378,6 +378,34 @@ def test_done_record_names_the_backbone_of_the_run(fe, tmp_path, monkeypatch):
                                     load_config(None, []).pebble.backbone)
 
 
+def test_pebble_done_record_keeps_the_last_reward_model_metrics(fe, tmp_path, monkeypatch):
+    """A PEBBLE run's ``done`` record carries its feedback seconds and the last logged value of
+    each ``reward_model/*`` metric (what the overhead table shows beside a cheaper model)."""
+    from rewardlab.config import dump_config, load_config
+
+    def fake_run_job(job):
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(dump_config(load_config(None, list(job.overrides))))
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"feedback": {"seconds": {"queries": 1.0, "reward_training": 2.0}}}))
+        (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+            {"step": 1000, "reward_model/random_pair_accuracy": 0.6, "eval/gold_return": 1.0},
+            {"step": 2000, "reward_model/random_pair_accuracy": 0.8,
+             "reward_model/epochs": 7.0, "feedback/round": 2.0}]) + "\n")
+
+    monkeypatch.setattr(fe.core, "run_job", fake_run_job)
+    monkeypatch.setattr(fe.core, "collect", lambda job: {
+        "gold_curve": [[2000, 5.0]], "steps": 2000, "wall_time_s": 3.0, "queries": 20,
+        "run_dir": job.run_dir, "finished_utc": "now", "machine": {}})
+    key = fe.run_key("Pendulum-v1", "pebble_rm_3x128", "oracle", 20, 2000, 0)
+    done = fe.execute(key, tmp_path)[-1]
+    assert done["feedback_seconds"] == {"queries": 1.0, "reward_training": 2.0}
+    assert done["reward_model"] == {"reward_model/random_pair_accuracy": 0.8,
+                                    "reward_model/epochs": 7.0}
+    assert done["settings"]["reward_model"]["hidden_sizes"] == [128, 128, 128]
+
+
 def test_stale_runs_run_again_and_stay_out_of_the_table(fe, tmp_path, monkeypatch, capsys):
     """A finished run whose settings are not what its key runs now (a default changed, or a
     record from before settings were recorded) is run again and left out of the aggregation."""

@@ -193,7 +193,7 @@ def test_run_records_read_the_run_directory(off, tmp_path):
                                     "reward_model/random_pair_accuracy": 0.8}
     assert done["dataset_id"] == "rewardlab/halfcheetah/medium-replay-v1"
     assert done["dataset_fingerprint"] is None  # a summary written before it existed
-    assert off.reward_model_metrics(tmp_path / "absent.jsonl") == {}
+    assert off.fe.reward_model_metrics(tmp_path / "absent.jsonl") == {}
 
 
 def test_rows_carry_the_true_reward_reference_ratio_and_target(off, monkeypatch):
