@@ -33,6 +33,30 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def ensure_venv(venv: Path, installs: list[list[str]], probe: str, version: str) -> Path:
+    """Create ``venv`` and pip-install ``installs`` in order (one pip call each), unless
+    ``probe`` (Python code printing the wanted package's version first) already prints
+    ``version`` there.
+
+    Returns:
+        The venv's python executable.
+
+    Raises:
+        subprocess.CalledProcessError: if venv creation or an install fails.
+    """
+    py = venv_python(venv)
+    if py.exists():
+        check = subprocess.run([str(py), "-c", probe], capture_output=True, text=True,
+                               check=False)
+        if check.returncode == 0 and check.stdout.split()[:1] == [version]:
+            return py
+    print(f"setting up {venv} ({'; '.join(' '.join(i) for i in installs)})", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    for packages in installs:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], check=True)
+    return py
+
+
 def ensure_imitation_venv(venv: Path = IMITATION_VENV) -> Path:
     """Create ``venv`` with ``torch==TORCH_VERSION``, ``imitation==IMITATION_VERSION`` and
     ``MUJOCO_EXTRAS``.
@@ -46,21 +70,10 @@ def ensure_imitation_venv(venv: Path = IMITATION_VENV) -> Path:
     Raises:
         subprocess.CalledProcessError: if venv creation or an install fails.
     """
-    py = venv_python(venv)
-    if py.exists():
-        check = subprocess.run(
-            [str(py), "-c", "import imitation, torch, mujoco; print(imitation.__version__, "
-             "torch.__version__)"], capture_output=True, text=True, check=False)
-        if check.returncode == 0 and check.stdout.split()[0] == IMITATION_VERSION:
-            return py
-    print(f"setting up {venv} (torch=={TORCH_VERSION}, imitation=={IMITATION_VERSION})",
-          flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
-    subprocess.run([*pip, f"imitation=={IMITATION_VERSION}"], check=True)
-    subprocess.run([*pip, *MUJOCO_EXTRAS], check=True)
-    return py
+    return ensure_venv(venv, [[f"torch=={TORCH_VERSION}"], [f"imitation=={IMITATION_VERSION}"],
+                              list(MUJOCO_EXTRAS)],
+                       "import imitation, torch, mujoco; print(imitation.__version__, "
+                       "torch.__version__)", IMITATION_VERSION)
 
 
 def run_side(py: Path | str, script: Path, args: list[str], what: str,

@@ -82,3 +82,9 @@ def core() -> ModuleType:
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     return importlib.import_module("core")
+
+
+@pytest.fixture(scope="module")
+def d3x() -> ModuleType:
+    """benchmarks/d3rlpy_crosscheck.py."""
+    return _load("d3rlpy_crosscheck")
