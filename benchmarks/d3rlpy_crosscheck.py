@@ -75,7 +75,12 @@ def export_d4rl_arrays(dataset_id: str, path: Path) -> dict[str, Any]:
     it did not terminate, so d3rlpy cuts episodes where RewardLab's dataset does).
 
     Returns:
-        ``{"fingerprint", "steps", "episodes"}`` of the dataset.
+        ``{"fingerprint", "steps", "episodes", "ref_min_score", "ref_max_score"}`` of the
+        dataset (reference returns in the env's reward units, None if it has none).
+
+    Raises:
+        rewardlab.errors.DatasetError: if the dataset is not under ``MINARI_DATASETS_PATH``
+            or cannot be read.
     """
     from rewardlab.data.offline import load_offline_dataset
 
@@ -87,7 +92,8 @@ def export_d4rl_arrays(dataset_id: str, path: Path) -> dict[str, Any]:
     np.savez(path, observations=data.observations, actions=data.actions,
              rewards=data.rewards.astype(np.float32), terminals=terminals, timeouts=timeouts)
     return {"fingerprint": data.fingerprint(), "steps": int(data.n_steps),
-            "episodes": int(data.n_episodes)}
+            "episodes": int(data.n_episodes), "ref_min_score": data.ref_min_score,
+            "ref_max_score": data.ref_max_score}
 
 
 # ----------------------------------------------------------------------------- sides
@@ -102,7 +108,9 @@ def rewardlab_overrides(dataset_id: str, algo: str, updates: int, seed: int,
 
 
 def evaluation(dataset_id: str, algo: str, updates: int, seed: int, episodes: int) -> Any:
-    """The evaluation env, reset seed and dataset of RewardLab's run of these settings."""
+    """The evaluation env and the reset seed of its first episode in RewardLab's run of
+    these settings (``make_env(config.env)``, ``child_seeds(seed)["eval_env"]``), as the
+    offline loop's ``Evaluator`` makes them."""
     from rewardlab.algorithms.preflight import with_dataset_env
     from rewardlab.config import load_config
     from rewardlab.envs.make import make_env
@@ -113,25 +121,32 @@ def evaluation(dataset_id: str, algo: str, updates: int, seed: int, episodes: in
     return make_env(config.env), child_seeds(config.seed)["eval_env"]
 
 
-def score_policy(policy: Any, dataset_id: str, algo: str, updates: int, seed: int,
-                 episodes: int) -> dict[str, float]:
-    """Gold return and D4RL normalised score of ``policy`` (``obs -> action``) over the
+def score_policy(policy: Any, meta: dict[str, Any], dataset_id: str, algo: str, updates: int,
+                 seed: int, episodes: int) -> dict[str, float]:
+    """Mean gold return (env reward units) and D4RL normalised score (Fu et al. 2020: 0 the
+    random, 100 the expert reference return ``meta`` gives, as :func:`export_d4rl_arrays`
+    returns it) of ``policy`` (``obs (obs_dim,) float32 -> action (act_dim,)``) over the
     evaluation episodes of RewardLab's run of the same settings."""
-    from rewardlab.data.offline import load_offline_dataset
+    from rewardlab.data.offline.record import normalized_score
     from rewardlab.diagnostics.evaluation import evaluate_episodes
 
     env, eval_seed = evaluation(dataset_id, algo, updates, seed, episodes)
     result = evaluate_episodes(env, policy, episodes, eval_seed)
     env.close()
-    data = load_offline_dataset(dataset_id)
     return {"gold_return": float(np.mean(result.gold_returns)),
-            "normalized_score": float(np.mean(data.normalized_score(result.gold_returns)))}
+            "normalized_score": float(np.mean(normalized_score(
+                result.gold_returns, meta["ref_min_score"], meta["ref_max_score"])))}
 
 
 def rewardlab_run(dataset_id: str, algo: str, updates: int, seed: int, episodes: int,
                   work: Path) -> dict[str, Any]:
     """Train RewardLab's ``algo`` in ``work``; its score is the run's own final evaluation,
-    which :func:`score_policy` repeats for d3rlpy (same env, reset seeds and episodes)."""
+    which :func:`score_policy` repeats for d3rlpy (same env, reset seeds and episodes).
+    ``wall_time_s`` is the whole ``train`` call: loading the dataset and the evaluations at
+    update 0 and at the end included.
+
+    Raises:
+        RuntimeError: if the run's last evaluation is not at update ``updates``."""
     import torch
 
     from rewardlab.algorithms import train
@@ -152,9 +167,13 @@ def rewardlab_run(dataset_id: str, algo: str, updates: int, seed: int, episodes:
             "normalized_score": float(final["eval/normalized_score"]), "wall_time_s": wall}
 
 
-def d3rlpy_run(arrays: Path, dataset_id: str, algo: str, updates: int, seed: int,
-               episodes: int, work: Path) -> dict[str, Any]:
-    """Train d3rlpy's ``algo`` in its virtualenv and score its exported policy here."""
+def d3rlpy_run(arrays: Path, meta: dict[str, Any], dataset_id: str, algo: str, updates: int,
+               seed: int, episodes: int, work: Path) -> dict[str, Any]:
+    """Train d3rlpy's ``algo`` in its virtualenv and score its exported policy here
+    (:func:`score_policy`). ``wall_time_s`` is d3rlpy's ``fit`` call alone.
+
+    Raises:
+        RuntimeError: if the d3rlpy side fails (with the tail of its stderr)."""
     import torch
 
     py = ensure_d3rlpy_venv()
@@ -171,7 +190,7 @@ def d3rlpy_run(arrays: Path, dataset_id: str, algo: str, updates: int, seed: int
             x = torch.as_tensor(np.asarray(obs, dtype=np.float32)[None])
             return scripted(x)[0].numpy()
 
-    return {**score_policy(policy, dataset_id, algo, updates, seed, episodes),
+    return {**score_policy(policy, meta, dataset_id, algo, updates, seed, episodes),
             "wall_time_s": side["wall_time_s"], "d3rlpy": side["d3rlpy"]}
 
 
@@ -189,8 +208,13 @@ def ensure_d3rlpy_venv(venv: Path = D3RLPY_VENV) -> Path:
 
 
 def d3rlpy_side(arrays: Path, algo: str, updates: int, seed: int, policy_out: Path) -> dict:
-    """Inside the d3rlpy virtualenv: train d3rlpy's ``algo`` on ``arrays`` with its
-    reproduction settings and save its greedy policy as TorchScript to ``policy_out``."""
+    """Inside the d3rlpy virtualenv: train d3rlpy's ``algo`` (IQL, Kostrikov et al. 2022;
+    TD3+BC, Fujimoto & Gu 2021) on ``arrays`` (:func:`export_d4rl_arrays`) for ``updates``
+    gradient updates with the settings of d3rlpy's reproduction scripts and save its greedy
+    policy as TorchScript to ``policy_out``.
+
+    Returns:
+        ``{"wall_time_s": seconds of the fit call, "d3rlpy": its version}``."""
     import d3rlpy
     import torch
 
@@ -224,8 +248,9 @@ def d3rlpy_side(arrays: Path, algo: str, updates: int, seed: int, policy_out: Pa
 
 # ----------------------------------------------------------------------------- table
 def permutation_p(x: list[float], y: list[float]) -> float | None:
-    """Two-sided exact permutation test of ``mean(x) - mean(y)`` over every split of the pooled
-    values (None with fewer than 2 a side)."""
+    """Two-sided exact permutation test (Fisher 1935; Pitman 1937) of ``mean(x) - mean(y)``:
+    the share of the C(n+m, n) splits of the pooled values whose difference of means is at
+    least as large in absolute value; None with fewer than 2 values a side."""
     if len(x) < 2 or len(y) < 2:
         return None
     pooled = np.array([*x, *y], dtype=float)
@@ -290,6 +315,8 @@ def render_section(rec: dict[str, Any]) -> str:
               "and expert the dataset's reference returns. Both sides' policies are evaluated "
               "by RewardLab's evaluation code on the same episodes (reset seeds) after "
               "training; d3rlpy's through its exported TorchScript policy (scalers included). "
+              "Seconds per run: RewardLab's whole `train` call (dataset loading and its "
+              "evaluations at update 0 and at the end included), d3rlpy's `fit` call alone. "
               "Permutation p: two-sided exact test of the difference of the means over every "
               "split of the pooled scores (3 seeds a side cannot go below 0.1). d3rlpy settings: "
               "those of its reproduction scripts (module docstring), with the IQL actor's "
@@ -328,13 +355,20 @@ def main(argv: list[str] | None = None) -> int:
                           args.policy_out)
         print(json.dumps(out), flush=True)
         return 0
+    from rewardlab.errors import RewardLabError  # not at the top: the d3rlpy side has none
+
     command = core.command_line("d3rlpy_crosscheck.py", argv)
     dataset_id = off.dataset_id(args.dataset)
     records = fe.read_records(RECORDS)
     with tempfile.TemporaryDirectory(prefix="d3rlpy-crosscheck-") as tmp:
         work = Path(tmp)
         arrays = work / "dataset.npz"
-        meta = export_d4rl_arrays(dataset_id, arrays)
+        try:
+            meta = export_d4rl_arrays(dataset_id, arrays)
+        except RewardLabError as err:
+            print(f"--dataset {args.dataset}: {err} (make it with `python benchmarks/offline.py "
+                  f"--make-datasets --datasets {args.dataset}`)", file=sys.stderr)
+            return 2
         done = {run_key(r["library"], r["algo"], r["dataset"], r["dataset_fingerprint"],
                         r["updates"], r["seed"], r["episodes"]) for r in records}
         for algo, seed, library in itertools.product(args.algos, args.seeds, LIBRARIES):
@@ -347,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             if library == "rewardlab":
                 result = rewardlab_run(dataset_id, algo, args.updates, seed, args.episodes, work)
             else:
-                result = d3rlpy_run(arrays, dataset_id, algo, args.updates, seed,
+                result = d3rlpy_run(arrays, meta, dataset_id, algo, args.updates, seed,
                                     args.episodes, work)
             rec = {"library": library, "algo": algo, "dataset": args.dataset,
                    "dataset_id": dataset_id, "dataset_fingerprint": meta["fingerprint"],

@@ -5,7 +5,8 @@ so a benchmark runs imitation's side in its own virtualenv (``benchmarks/.venv-i
 git-ignored, created on first use: ``torch==TORCH_VERSION`` first so pip keeps the CPU build,
 then ``imitation==IMITATION_VERSION``, then ``MUJOCO_EXTRAS`` for its MuJoCo envs) as a
 subprocess of the benchmark script itself (``--side imitation``) whose last stdout line is its
-result as JSON.
+result as JSON. :func:`ensure_venv` and :func:`run_side` serve every such side virtualenv
+(also d3rlpy's, ``benchmarks/d3rlpy_crosscheck.py``).
 """
 
 from __future__ import annotations

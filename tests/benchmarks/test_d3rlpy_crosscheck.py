@@ -19,7 +19,8 @@ def test_export_marks_terminals_and_cuts_every_other_episode_end_as_a_timeout(
         terminations=np.array([0, 0, 1, 0, 0, 0, 0], bool),
         truncations=np.array([0, 0, 0, 0, 1, 0, 0], bool),
         episode_ids=np.array([0, 0, 0, 1, 1, 2, 2]), steps=np.array([0, 1, 2, 0, 1, 0, 1]),
-        dataset_id="rewardlab/test/tiny-v0", env_id="Pendulum-v1")
+        dataset_id="rewardlab/test/tiny-v0", env_id="Pendulum-v1", ref_min_score=-10.0,
+        ref_max_score=30.0)
     monkeypatch.setattr(data_offline, "load_offline_dataset", lambda source: data)
     meta = d3x.export_d4rl_arrays("rewardlab/test/tiny-v0", tmp_path / "d.npz")
     a = np.load(tmp_path / "d.npz")
@@ -28,7 +29,31 @@ def test_export_marks_terminals_and_cuts_every_other_episode_end_as_a_timeout(
     np.testing.assert_array_equal(a["observations"], data.observations)
     np.testing.assert_array_equal(a["rewards"], data.rewards)
     assert a["terminals"].dtype == np.float32 and a["timeouts"].dtype == np.float32
-    assert meta == {"fingerprint": data.fingerprint(), "steps": 7, "episodes": 3}
+    assert meta == {"fingerprint": data.fingerprint(), "steps": 7, "episodes": 3,
+                    "ref_min_score": -10.0, "ref_max_score": 30.0}
+
+
+def test_a_missing_dataset_is_a_clear_cli_error(d3x, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert d3x.main(["--dataset", "Walker2d-v5/medium-replay", "--no-write"]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset Walker2d-v5/medium-replay" in err and "--make-datasets" in err
+
+
+def test_score_policy_normalises_by_the_exported_reference_returns(d3x, monkeypatch):
+    class Result:
+        gold_returns = np.array([10.0, 30.0])
+
+    class Env:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(d3x, "evaluation", lambda *a: (Env(), 7))
+    import rewardlab.diagnostics.evaluation as ev
+    monkeypatch.setattr(ev, "evaluate_episodes", lambda env, policy, n, seed: Result())
+    out = d3x.score_policy(None, {"ref_min_score": -10.0, "ref_max_score": 30.0}, "d", "iql",
+                           10, 0, 2)
+    assert out == {"gold_return": 20.0, "normalized_score": pytest.approx(75.0)}
 
 
 def test_permutation_p_is_exact_over_every_split(d3x):
