@@ -22,10 +22,12 @@ Every combination env x method x teacher x query budget x seed selected by the f
 
 * ``pebble``: :func:`rewardlab.algorithms.train` with the teacher preset (``oracle``,
   ``mistake``, ``noisy``; :data:`rewardlab.config.TEACHER_PRESETS`) and the budget spread over
-  :data:`ROUNDS` feedback rounds (:func:`run_overrides`). Ablations: ``pebble_uniform``,
+  :data:`ROUNDS` feedback rounds (:func:`run_overrides`), with PEBBLE's 3 x 256 reward model
+  (:data:`GRID_REWARD_MODEL`: the grids were measured with it). Ablations: ``pebble_uniform``,
   ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
   ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_2x64`` (a 2 x 64
-  reward model instead of PEBBLE's 3 x 256), ``pebble_rm_3x128`` (3 x 128),
+  reward model instead of PEBBLE's 3 x 256), ``pebble_rm_3x128`` (3 x 128, RewardLab's
+  default for PEBBLE),
   ``pebble_rm_bf16`` (the reward model's fit and ranking in bfloat16), ``pebble_tanh``
   (PEBBLE's tanh on the reward model's output), ``pebble_targeted`` (each round's queries cut
   from the steps since the previous round only), ``pebble_surf`` (SURF's semi-supervised labels
@@ -137,6 +139,13 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     # mu = 4, temporal cropping of up to 5 steps at each end (SURF's published settings)
     "pebble_surf": ("reward_model.unlabeled_ratio=10", "reward_model.crop_steps=5"),
 }
+#: The reward model every PEBBLE variant starts from: PEBBLE's 3 x 256, with which the grids
+#: and ablations of this harness were measured (RewardLab's default for algorithm=pebble until
+#: it became 3 x 128, ``rewardlab.config.RewardModelConfig.hidden_sizes``); pinned so their
+#: records stay current. The ``pebble_rm_*`` variants override it.
+GRID_REWARD_MODEL = ("reward_model.hidden_sizes=[256, 256, 256]",)
+#: The variant whose reward model is RewardLab's default for PEBBLE (the overhead headline).
+DEFAULT_PEBBLE_VARIANT = "pebble_rm_3x128"
 #: The normaliser: the same agent as PEBBLE's on the true reward.
 REFERENCE = "true_reward"
 #: Methods without teacher or budget, and the ``core.Job`` method that runs each.
@@ -199,7 +208,8 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
     Schedule (PEBBLE's ratios, Lee et al. 2021, App. B, scaled to ``steps``): unsupervised
     pre-training for 5% of the steps (at least 1000), the first feedback round when it ends, then
     :data:`ROUNDS` rounds of ``ceil(queries / ROUNDS)`` queries evenly spaced over the rest;
-    :data:`EVAL_POINTS` evaluations of 5 episodes; one checkpoint, at the end. The reference
+    :data:`EVAL_POINTS` evaluations of 5 episodes; one checkpoint, at the end; PEBBLE's 3 x 256
+    reward model (:data:`GRID_REWARD_MODEL`) unless the variant sets its own. The reference
     methods use the env, steps, seed and evaluation settings only (``sac_true`` also gets
     ``pebble.backbone=sac`` from ``core``'s runner).
 
@@ -223,8 +233,11 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
         out += [f"feedback.total_budget={queries}", f"feedback.queries_per_round={per_round}",
                 f"feedback.round_every={max(1, (steps - unsup) // ROUNDS)}",
                 f"feedback.first_round_at={unsup}", "feedback.segment_len=50",
-                f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}",
-                *PEBBLE_VARIANTS[method]]  # a variant's overrides come last and win
+                f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}"]
+        variant = PEBBLE_VARIANTS[method]
+        sized = {o.split("=", 1)[0] for o in variant}
+        out += [o for o in GRID_REWARD_MODEL if o.split("=", 1)[0] not in sized]
+        out += variant  # a variant's overrides come last and win
     return out
 
 
@@ -930,8 +943,9 @@ NOTES = [
     "are the agent's uniform-random warm-up, the first queries come at the same step); "
     "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
     "update (PEBBLE Alg. 1 resets it); `pebble_rm_2x64` uses a reward model of 2 hidden "
-    "layers of 64 instead of PEBBLE's (and RewardLab's default) 3 x 256, `pebble_rm_3x128` "
-    "one of 3 x 128, `pebble_rm_bf16` fits and ranks with the default model in bfloat16 "
+    "layers of 64 instead of PEBBLE's 3 x 256 (every other variant's), `pebble_rm_3x128` "
+    "one of 3 x 128 (RewardLab's default for PEBBLE), `pebble_rm_bf16` fits and ranks with "
+    "the 3 x 256 model in bfloat16 "
     "autocast; `pebble_tanh` puts "
     "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none); "
     "`pebble_targeted` cuts each round's candidate segments from the steps collected since the "

@@ -6,7 +6,9 @@ Usage::
         [--seed 0] [--methods pebble pebble_rm_3x128 ...]
         [--out-dir benchmarks/runs/feedback_efficiency] [--no-write]
 
-Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher and one run of the
+Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher (RewardLab's
+default reward model for PEBBLE, 3 x 128: the harness's ``pebble_rm_3x128``,
+``fe.DEFAULT_PEBBLE_VARIANT``) and one run of the
 same agent on the true reward (the harness's ``true_reward``: ``pebble.backbone`` with the same
 settings), through the feedback-efficiency harness (``benchmarks/feedback_efficiency.py``, which
 runs them with ``benchmarks/core.py``'s runners as Ray Tune trials, each pinned to a core; same
@@ -23,11 +25,12 @@ finished oracle PEBBLE run of the harness at the same env, step budget and seed 
 (e.g. the 500-query runs of the feedback-efficiency table), to show how the fraction grows with
 the density of labels.
 
-``--methods`` adds PEBBLE variants of the harness (e.g. ``pebble_rm_3x128``, ``pebble_rm_2x64``,
-``pebble_rm_bf16``: a smaller or lower-precision reward model) at the same budget and seed, each
+``--methods`` adds PEBBLE variants of the harness (e.g. ``pebble``, with PEBBLE's 3 x 256 reward
+model, ``pebble_rm_2x64``, ``pebble_rm_bf16``: another size or a lower precision) at the same
+budget and seed, each
 row with its fraction, its final gold return and its reward model's accuracy on random pairs of
 the run's own experience (``reward_model/random_pair_accuracy`` of the last round), to show what
-a cheaper reward model costs in accuracy. The headline figure stays the default ``pebble``'s.
+a cheaper reward model costs in accuracy. The headline figure stays the default's.
 
 Results go to ``benchmarks/results/overhead.json`` and to the ``overhead`` section of
 ``BENCHMARKS.md`` unless ``--no-write``.
@@ -50,6 +53,8 @@ RESULTS_JSON = core.REPO / "benchmarks" / "results" / "overhead.json"
 BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
 PARTS = ("queries", "teacher", "reward_training", "relabel")
 TARGET_FRACTION = 0.10
+#: The headline run's method: the harness variant with RewardLab's default reward model.
+HEADLINE = fe.DEFAULT_PEBBLE_VARIANT
 
 
 def breakdown(pebble_done: dict[str, Any], reference_done: dict[str, Any],
@@ -121,16 +126,19 @@ def render_section(rec: dict[str, Any]) -> str:
     head = rec["rows"][0] if rec["rows"] else None
     if head:
         verdict = "meets" if rec["fraction"] <= TARGET_FRACTION else "misses"
-        lines += ["", f"Headline ({head['queries']} queries in {rec['steps']} steps, one label "
+        lines += ["", f"Headline (`{head.get('method', 'pebble')}`, {head['queries']} queries "
+                  f"in {rec['steps']} steps, one label "
                   f"per {rec['steps'] / head['queries']:.0f} env steps; the core HalfCheetah "
                   "benchmark and the issue's headline grid have one per 200): "
                   "fraction "
                   f"{100 * rec['fraction']:.1f}%, which {verdict} the issue's target of at most "
                   f"{100 * TARGET_FRACTION:.0f}%."]
-    variants = [r for r in rec["rows"][1:] if r.get("method", "pebble") != "pebble"]
+    head_method = head.get("method", "pebble") if head else None
+    variants = [r for r in rec["rows"][1:] if r.get("method", "pebble") != head_method]
     if variants:
-        lines += ["", "Variant rows (`--methods`) are the same run with a cheaper reward model "
-                  "(`benchmarks/feedback_efficiency.py`'s PEBBLE variants of those names): "
+        lines += ["", "Variant rows (`--methods`) are the same run with another reward model "
+                  "(`benchmarks/feedback_efficiency.py`'s PEBBLE variants of those names; "
+                  "`pebble` has PEBBLE's 3 x 256): "
                   + "; ".join(f"`{r['method']}` fraction {100 * r['fraction']:.1f}% ("
                               + ("meets" if r["fraction"] <= TARGET_FRACTION else "misses")
                               + " the target)" for r in variants)
@@ -140,7 +148,8 @@ def render_section(rec: dict[str, Any]) -> str:
                   "accuracy shows beside its saving; one seed, so the gold returns are a probe, "
                   "not a comparison."]
     if len(rec["rows"]) > 1 + len(variants):
-        lines += ["", "The other `pebble` rows are the harness's other oracle runs at the same "
+        lines += ["", f"The other `{head_method}` rows are the harness's other oracle runs at "
+                  "the same "
                   "env, steps and seed (e.g. those of the feedback-efficiency table): the "
                   "fraction grows with the density of labels, since every round retrains the "
                   "ensemble on all labels so far and scores a candidate pool ten times the "
@@ -163,10 +172,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--queries", type=int, default=500, help="oracle queries of the headline run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=["pebble"],
+    p.add_argument("--methods", nargs="+", default=[HEADLINE],
                    choices=list(fe.PEBBLE_VARIANTS),
-                   help="PEBBLE variants to run at the same budget (the headline is `pebble`, "
-                   "always run)")
+                   help=f"PEBBLE variants to run at the same budget (the headline is {HEADLINE}, "
+                   "RewardLab's default reward model, always run)")
     p.add_argument("--workers", type=int, default=2, help="runs side by side (Ray trials)")
     p.add_argument("--out-dir", type=Path, default=fe.DEFAULT_OUT)
     p.add_argument("--no-write", action="store_true",
@@ -180,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir.resolve()
     jsonl = fe.default_records("feedback_efficiency")
     ref_key = fe.run_key(args.env, fe.REFERENCE, None, 0, args.steps, args.seed)
-    pebble_key = fe.run_key(args.env, "pebble", "oracle", args.queries, args.steps, args.seed)
-    variants = [m for m in dict.fromkeys(args.methods) if m != "pebble"]
+    pebble_key = fe.run_key(args.env, HEADLINE, "oracle", args.queries, args.steps, args.seed)
+    variants = [m for m in dict.fromkeys(args.methods) if m != HEADLINE]
     variant_keys = [fe.run_key(args.env, m, "oracle", args.queries, args.steps, args.seed)
                     for m in variants]
-    fe_argv = ["--envs", args.env, "--methods", fe.REFERENCE, "pebble", *variants,
+    fe_argv = ["--envs", args.env, "--methods", fe.REFERENCE, HEADLINE, *variants,
                "--teachers", "oracle",
                "--queries", str(args.queries), "--seeds", str(args.seed), "--steps",
                str(args.steps), "--out-dir", str(out_dir), "--no-write",

@@ -46,6 +46,7 @@ def test_bad_sde_settings_name_the_field(overrides, message):
 
 def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
     from rewardlab.config import (
+        OFFLINE_REWARD_MODEL_DEFAULTS,
         PREF_PPO_REWARD_MODEL_DEFAULTS,
         RewardModelConfig,
         dump_config,
@@ -58,8 +59,19 @@ def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
     assert config.reward_model.members == RewardModelConfig().members  # the rest: as PEBBLE
     given = build_config({}, ["algorithm=pref_ppo", "reward_model.hidden_sizes=[256,256]"])
     assert given.reward_model.hidden_sizes == (256, 256)
-    # PEBBLE keeps its 3 x 256
-    assert build_config({}, []).reward_model.hidden_sizes == (256, 256, 256)
+    # PEBBLE (the default algorithm, or given) takes the field's 3 x 128
+    for overrides in ([], ["algorithm=pebble"]):
+        assert build_config({}, overrides).reward_model == RewardModelConfig()
+    assert RewardModelConfig().hidden_sizes == (128, 128, 128)
+    # the offline methods take theirs (PEBBLE's 3 x 256); a given value wins
+    for algorithm in ("iql", "td3bc", "cpl"):
+        offline = build_config({}, [f"algorithm={algorithm}",
+                                    "dataset=rewardlab/hopper/medium-replay-v1"])
+        assert offline.reward_model.hidden_sizes == OFFLINE_REWARD_MODEL_DEFAULTS[
+            "hidden_sizes"] == (256, 256, 256)
+    given = build_config({}, ["algorithm=iql", "dataset=rewardlab/hopper/medium-replay-v1",
+                              "reward_model.hidden_sizes=[64,64]"])
+    assert given.reward_model.hidden_sizes == (64, 64)
     # the saved config reads back to the same config (resume)
     path = tmp_path / "config.yaml"
     path.write_text(dump_config(config))

@@ -321,6 +321,24 @@ def test_ablation_variants_override_pebble(fe):
     assert fe.parse_key(key)["method"] == "pebble_entropy"
 
 
+def test_grids_keep_pebbles_reward_model_and_the_default_variant_is_the_default(fe):
+    from rewardlab.config import build_config, load_config
+
+    def cfg(method):
+        return load_config(None, fe.run_overrides("Pendulum-v1", method, "oracle", 100, 15000, 0))
+
+    # the measured grids' 3 x 256 stays pinned whatever RewardLab's default is
+    for method in ("pebble", "pebble_targeted", "pebble_rm_bf16", "pebble_surf"):
+        assert cfg(method).reward_model.hidden_sizes == (256, 256, 256), method
+    assert cfg("pebble_rm_2x64").reward_model.hidden_sizes == (64, 64)  # a variant wins
+    small = fe.run_overrides("Pendulum-v1", "pebble_rm_3x128", "oracle", 100, 15000, 0)
+    assert [o for o in small if o.startswith("reward_model.hidden_sizes")] == [
+        "reward_model.hidden_sizes=[128, 128, 128]"]  # the pin is left out, not overridden
+    # the overhead headline's variant has exactly the default PEBBLE run's reward model
+    assert (cfg(fe.DEFAULT_PEBBLE_VARIANT).reward_model
+            == build_config({}, ["env.id=Pendulum-v1"]).reward_model)
+
+
 def test_ablation_section_has_its_own_markers(fe):
     rec = {"section": "ablations", "command": "python x", "written_utc": "now",
            "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "2"}, "runs_completed": 0,
