@@ -126,7 +126,10 @@ def render_section(rec: dict[str, Any]) -> str:
     head = rec["rows"][0] if rec["rows"] else None
     if head:
         verdict = "meets" if rec["fraction"] <= TARGET_FRACTION else "misses"
-        lines += ["", f"Headline (`{head.get('method', 'pebble')}`, {head['queries']} queries "
+        method = head.get("method", "pebble")
+        named = (f"`{method}`: RewardLab's default reward model" if method == HEADLINE
+                 else f"`{method}`")
+        lines += ["", f"Headline ({named}, seed {rec['seed']}, {head['queries']} queries "
                   f"in {rec['steps']} steps, one label "
                   f"per {rec['steps'] / head['queries']:.0f} env steps; the core HalfCheetah "
                   "benchmark and the issue's headline grid have one per 200): "
