@@ -34,8 +34,9 @@ Each finished run is appended to ``benchmarks/results/d3rlpy_crosscheck_runs.jso
 reused by later invocations (same library, algorithm, dataset content, updates, seed and
 episodes). The table (``benchmarks/results/d3rlpy_crosscheck.json`` and the
 ``d3rlpy_crosscheck`` section of ``BENCHMARKS.md``) gives each side's per-seed scores, mean and
-sample std, and the two-sided exact permutation test of the difference of means (with 3 seeds a
-side the smallest p-value it can give is 0.1: it can show a gap, not prove equality).
+sample std, and the two-sided exact permutation test of the difference of means (with n seeds a
+side the smallest p-value it can give is 2 / C(2n, n), 0.1 for 3 and 0.008 for 5: it can show a
+gap, not prove equality).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -263,6 +265,12 @@ def permutation_p(x: list[float], y: list[float]) -> float | None:
     return float(np.mean(np.abs(diffs) >= observed - 1e-12))
 
 
+def min_p_value(n: int) -> float:
+    """The smallest two-sided p-value :func:`permutation_p` can give with ``n`` scores a side:
+    2 / C(2n, n) (the two splits that put the n largest scores on one side)."""
+    return 2 / math.comb(2 * n, n)
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, algorithm, updates): each library's per-seed normalised scores,
     mean, sample std, and the permutation p-value of the difference (seeds both sides ran)."""
@@ -310,6 +318,8 @@ def render_section(rec: dict[str, Any]) -> str:
             f"{', '.join(f'{s:.1f}' for s in d3['scores'])} | "
             f"{fe._f(d3['mean'], 1)} ± {fe._f(d3['std'], 1)} | {fe._f(r['p_value'])} | "
             f"{fe._f(rl['wall_time_s'], 0)} | {fe._f(d3['wall_time_s'], 0)} |")
+    sides = sorted({len(r["seeds"]) for r in rec["rows"] if len(r["seeds"]) > 1})
+    floors = ", ".join(f"{n} seeds a side cannot go below {min_p_value(n):.2g}" for n in sides)
     lines += ["", "Score: D4RL's normalised score of the final policy, 100 x (G - random) / "
               "(expert - random), G the mean true return over the evaluation episodes, random "
               "and expert the dataset's reference returns. Both sides' policies are evaluated "
@@ -318,7 +328,7 @@ def render_section(rec: dict[str, Any]) -> str:
               "Seconds per run: RewardLab's whole `train` call (dataset loading and its "
               "evaluations at update 0 and at the end included), d3rlpy's `fit` call alone. "
               "Permutation p: two-sided exact test of the difference of the means over every "
-              "split of the pooled scores (3 seeds a side cannot go below 0.1). d3rlpy settings: "
+              f"split of the pooled scores ({floors}). d3rlpy settings: "
               "those of its reproduction scripts (module docstring), with the IQL actor's "
               "cosine schedule over the run's updates.", "", END]
     return "\n".join(lines)

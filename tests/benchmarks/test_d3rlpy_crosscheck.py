@@ -61,6 +61,10 @@ def test_permutation_p_is_exact_over_every_split(d3x):
     assert d3x.permutation_p([10.0, 11.0, 12.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
     assert d3x.permutation_p([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert d3x.permutation_p([1.0], [2.0, 3.0]) is None
+    # the floor the table's note states: 2 / C(2n, n)
+    assert d3x.min_p_value(3) == pytest.approx(0.1)
+    assert d3x.permutation_p([10.0, 11.0, 12.0, 13.0, 14.0], [1.0, 2.0, 3.0, 4.0, 5.0]) \
+        == pytest.approx(d3x.min_p_value(5)) == pytest.approx(2 / 252)
 
 
 def test_table_pairs_the_seeds_both_libraries_ran(d3x):
@@ -82,6 +86,7 @@ def test_table_pairs_the_seeds_both_libraries_ran(d3x):
         "command": "python benchmarks/d3rlpy_crosscheck.py", "written_utc": "now",
         "machine": {"cpu": "x", "cpu_count": 2, "torch": "t"}})
     assert "| Hopper-v5/medium-replay | iql | 100 | 0, 1 | 50.0, 60.0 | 55.0 ± 7.1 |" in text
+    assert "2 seeds a side cannot go below 0.33" in text
 
 
 def test_rewardlab_overrides_validate(d3x):
