@@ -319,7 +319,8 @@ def render_section(rec: dict[str, Any]) -> str:
             f"{fe._f(d3['mean'], 1)} ± {fe._f(d3['std'], 1)} | {fe._f(r['p_value'])} | "
             f"{fe._f(rl['wall_time_s'], 0)} | {fe._f(d3['wall_time_s'], 0)} |")
     sides = sorted({len(r["seeds"]) for r in rec["rows"] if len(r["seeds"]) > 1})
-    floors = ", ".join(f"{n} seeds a side cannot go below {min_p_value(n):.2g}" for n in sides)
+    floors = (", ".join(f"{n} seeds a side cannot go below {min_p_value(n):.2g}" for n in sides)
+              or "none with fewer than 2 seeds a side")
     lines += ["", "Score: D4RL's normalised score of the final policy, 100 x (G - random) / "
               "(expert - random), G the mean true return over the evaluation episodes, random "
               "and expert the dataset's reference returns. Both sides' policies are evaluated "

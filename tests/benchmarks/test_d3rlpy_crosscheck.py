@@ -87,6 +87,10 @@ def test_table_pairs_the_seeds_both_libraries_ran(d3x):
         "machine": {"cpu": "x", "cpu_count": 2, "torch": "t"}})
     assert "| Hopper-v5/medium-replay | iql | 100 | 0, 1 | 50.0, 60.0 | 55.0 ± 7.1 |" in text
     assert "2 seeds a side cannot go below 0.33" in text
+    one = d3x.table_rows(records[:1] + records[3:4])
+    assert "(none with fewer than 2 seeds a side)" in d3x.render_section({
+        "rows": one, "datasets": ["d"], "episodes": 10, "command": "c", "written_utc": "now",
+        "machine": {"cpu": "x", "cpu_count": 2, "torch": "t"}})
 
 
 def test_rewardlab_overrides_validate(d3x):
