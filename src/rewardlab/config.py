@@ -977,7 +977,7 @@ PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
 #: 500 queries against 9.8% for 3 x 128, at equal reward-model accuracy on random pairs of the
 #: run's experience (0.99 against 0.97; issue 11, item 6; BENCHMARKS.md "Overhead of preference
 #: learning"), and over the default job's 10 seeds the final gold return did not drop (mean
-#: 3571 against 3249, median wall time 332 s against 400 s; BENCHMARKS.md "Seed by seed").
+#: 3571 against 3249, median wall time 333 s against 400 s; BENCHMARKS.md "Seed by seed").
 OFFLINE_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256, 256)}
 #: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
 #: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
