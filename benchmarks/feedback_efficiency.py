@@ -143,7 +143,7 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
 #: and ablations of this harness were measured (RewardLab's default for algorithm=pebble until
 #: it became 3 x 128, ``rewardlab.config.RewardModelConfig.hidden_sizes``); pinned so their
 #: records stay current. The ``pebble_rm_*`` variants override it.
-GRID_REWARD_MODEL = ("reward_model.hidden_sizes=[256, 256, 256]",)
+GRID_REWARD_MODEL = "reward_model.hidden_sizes=[256, 256, 256]"
 #: The variant whose reward model is RewardLab's default for PEBBLE (the overhead headline).
 DEFAULT_PEBBLE_VARIANT = "pebble_rm_3x128"
 #: The normaliser: the same agent as PEBBLE's on the true reward.
@@ -235,8 +235,9 @@ def run_overrides(env: str, method: str, teacher: str | None, queries: int, step
                 f"feedback.first_round_at={unsup}", "feedback.segment_len=50",
                 f"pebble.unsupervised_steps={unsup}", f"teacher.preset={teacher}"]
         variant = PEBBLE_VARIANTS[method]
-        sized = {o.split("=", 1)[0] for o in variant}
-        out += [o for o in GRID_REWARD_MODEL if o.split("=", 1)[0] not in sized]
+        key = GRID_REWARD_MODEL.split("=", 1)[0]
+        if not any(o.startswith(f"{key}=") for o in variant):  # a sized variant keeps its own
+            out.append(GRID_REWARD_MODEL)
         out += variant  # a variant's overrides come last and win
     return out
 

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/overhead.py [--env HalfCheetah-v5] [--steps 20000] [--queries 500]
-        [--seed 0] [--methods pebble pebble_rm_3x128 ...]
+        [--seed 0] [--methods pebble_rm_3x128 pebble ...]
         [--out-dir benchmarks/runs/feedback_efficiency] [--no-write]
 
 Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher (RewardLab's
@@ -124,11 +124,11 @@ def render_section(rec: dict[str, Any]) -> str:
             f"{r['wall_difference_s']:+.0f} ({100 * (r['wall_ratio'] - 1):+.0f}%) | "
             f"{fe._f(r.get('final_gold_return'), 0)} | {fe._f(r.get('random_pair_accuracy'))} |")
     head = rec["rows"][0] if rec["rows"] else None
+    head_method = head.get("method", "pebble") if head else None
     if head:
         verdict = "meets" if rec["fraction"] <= TARGET_FRACTION else "misses"
-        method = head.get("method", "pebble")
-        named = (f"`{method}`: RewardLab's default reward model" if method == HEADLINE
-                 else f"`{method}`")
+        named = (f"`{head_method}`: RewardLab's default reward model" if head_method == HEADLINE
+                 else f"`{head_method}`")
         lines += ["", f"Headline ({named}, seed {rec['seed']}, {head['queries']} queries "
                   f"in {rec['steps']} steps, one label "
                   f"per {rec['steps'] / head['queries']:.0f} env steps; the core HalfCheetah "
@@ -136,7 +136,6 @@ def render_section(rec: dict[str, Any]) -> str:
                   "fraction "
                   f"{100 * rec['fraction']:.1f}%, which {verdict} the issue's target of at most "
                   f"{100 * TARGET_FRACTION:.0f}%."]
-    head_method = head.get("method", "pebble") if head else None
     variants = [r for r in rec["rows"][1:] if r.get("method", "pebble") != head_method]
     if variants:
         lines += ["", "Variant rows (`--methods`) are the same run with another reward model "
