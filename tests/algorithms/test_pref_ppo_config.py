@@ -46,7 +46,6 @@ def test_bad_sde_settings_name_the_field(overrides, message):
 
 def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
     from rewardlab.config import (
-        OFFLINE_REWARD_MODEL_DEFAULTS,
         PREF_PPO_REWARD_MODEL_DEFAULTS,
         RewardModelConfig,
         dump_config,
@@ -59,6 +58,15 @@ def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
     assert config.reward_model.members == RewardModelConfig().members  # the rest: as PEBBLE
     given = build_config({}, ["algorithm=pref_ppo", "reward_model.hidden_sizes=[256,256]"])
     assert given.reward_model.hidden_sizes == (256, 256)
+    # the saved config reads back to the same config (resume)
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    assert load_run_config(path) == config
+
+
+def test_pebble_takes_the_fields_reward_model_and_offline_methods_pebbles_3x256():
+    from rewardlab.config import OFFLINE_REWARD_MODEL_DEFAULTS, RewardModelConfig
+
     # PEBBLE (the default algorithm, or given) takes the field's 3 x 128
     for overrides in ([], ["algorithm=pebble"]):
         assert build_config({}, overrides).reward_model == RewardModelConfig()
@@ -72,7 +80,3 @@ def test_pref_ppo_reward_model_defaults_fill_only_the_keys_not_given(tmp_path):
     given = build_config({}, ["algorithm=iql", "dataset=rewardlab/hopper/medium-replay-v1",
                               "reward_model.hidden_sizes=[64,64]"])
     assert given.reward_model.hidden_sizes == (64, 64)
-    # the saved config reads back to the same config (resume)
-    path = tmp_path / "config.yaml"
-    path.write_text(dump_config(config))
-    assert load_run_config(path) == config
