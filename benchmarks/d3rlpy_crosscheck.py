@@ -266,8 +266,9 @@ def permutation_p(x: list[float], y: list[float]) -> float | None:
 
 
 def min_p_value(n: int) -> float:
-    """The smallest two-sided p-value :func:`permutation_p` can give with ``n`` scores a side:
-    2 / C(2n, n) (the two splits that put the n largest scores on one side)."""
+    """The smallest two-sided p-value :func:`permutation_p` (Fisher 1935; Pitman 1937) can give
+    with ``n`` scores a side (``n >= 1``): 2 / C(2n, n), the two splits that put the n largest
+    scores on one side. A float in (0, 1]."""
     return 2 / math.comb(2 * n, n)
 
 

@@ -973,11 +973,13 @@ PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
 #: ``reward_model`` defaults of the offline methods (iql, td3bc, cpl), for the keys a config
 #: does not give: PEBBLE's 3 x 256 hidden units (Lee et al. 2021, App. B), with which the
 #: offline benchmark was measured (BENCHMARKS.md "Offline preference RL"). The online default
-#: became 3 x 128: the fit of 3 x 256 took 25.1% of a 20k-step HalfCheetah-v5 PEBBLE run with
-#: 500 queries against 9.8% for 3 x 128, at equal reward-model accuracy on random pairs of the
-#: run's experience (0.99 against 0.97; issue 11, item 6; BENCHMARKS.md "Overhead of preference
-#: learning"), and over the default job's 10 seeds the final gold return did not drop (mean
-#: 3571 against 3249, median wall time 333 s against 400 s; BENCHMARKS.md "Seed by seed").
+#: became 3 x 128: the feedback machinery of a 20k-step HalfCheetah-v5 PEBBLE run with 500
+#: queries took 25.1% of its wall time with 3 x 256 against 9.8% with 3 x 128 (seed 1; 10.8%
+#: and 12.7% at seeds 0 and 2), at equal reward-model accuracy on random pairs of the run's
+#: experience (0.99 against 0.97; issue 11, item 6; BENCHMARKS.md "Overhead of preference
+#: learning", README "Benchmarks"), and over the default job's 10 seeds the final gold return
+#: did not drop (mean 3571 against 3249, median wall time 333 s against 400 s; BENCHMARKS.md
+#: "Seed by seed").
 OFFLINE_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256, 256)}
 #: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
 #: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
