@@ -586,6 +586,42 @@ class RewardModelConfig(BaseModel):
         "3 x 256 (OFFLINE_REWARD_MODEL_DEFAULTS), algorithm=pref_ppo to 2 x 32 "
         "(PREF_PPO_REWARD_MODEL_DEFAULTS).",
     )
+    architecture: Literal["mlp", "reed"] = Field(
+        "mlp", description="'mlp': each member an MLP on concat(obs, action). 'reed': REED's "
+        "dynamics-aware reward (Metcalf et al. 2023; rewardlab.rewards.dynamics): separate "
+        "state and action encoders (state_embed, action_embed) before the hidden layers, and "
+        "before every preference fit a self-future-consistency task on the run's transitions "
+        "(sfc_*) that trains all but the output layer to predict the next state's embedding. "
+        "Online methods only (pebble, pref_ppo)."
+    )
+    state_embed: Int = Field(
+        20, ge=1, le=MAX_WIDTH, description="architecture=reed: width of the state encoder "
+        "(REED: 20 for DMC walker and cheetah)."
+    )
+    action_embed: Int = Field(
+        10, ge=1, le=MAX_WIDTH, description="architecture=reed: width of the action encoder "
+        "(REED: 10)."
+    )
+    sfc_epochs: Int = Field(
+        5, ge=1, le=MAX_REPEATS, description="architecture=reed: passes over the sampled "
+        "transitions in each self-future-consistency fit (REED's task configs: 20 over the "
+        "whole buffer; fewer here, with sfc_max_transitions, to bound the CPU cost)."
+    )
+    sfc_max_transitions: Int = Field(
+        20_000, ge=0, le=MAX_STEPS, description="architecture=reed: most transitions of the "
+        "run's experience each self-future-consistency fit samples (uniformly, without "
+        "replacement; 0: all, as REED). With sfc_epochs=5 that is as many transitions per "
+        "fit as REED's base config (one pass over the buffer) at 100k steps."
+    )
+    sfc_batch_size: Int = Field(
+        128, ge=2, le=MAX_BATCH, description="architecture=reed: transitions per gradient "
+        "step and member (REED's base config: 128)."
+    )
+    sfc_lr: Float = Field(
+        1e-4, gt=0, le=1, description="architecture=reed: Adam learning rate of the "
+        "self-future-consistency fit, a fresh optimiser each fit (REED's quadruped and "
+        "MetaWorld configs: Adam, 1e-4; its walker and cheetah configs use SGD)."
+    )
     activation: Literal["leaky_relu", "relu", "tanh", "elu"] = Field(
         "leaky_relu", description="Hidden activation."
     )
@@ -956,7 +992,14 @@ class MitigationConfig(BaseModel):
     targeted_feedback: Bool = Field(
         False, description="Ask each round about the states the policy now visits: cut "
         "segments from the steps since the previous round only, and spread the query budget "
-        "evenly over the run (same budget, rounds no earlier than the schedule's)."
+        "evenly over the run (same budget, rounds no earlier than the schedule's; see "
+        "targeted_spread)."
+    )
+    targeted_spread: Bool = Field(
+        True, description="With targeted_feedback: spread the query budget evenly over the "
+        "run (true), or keep feedback.round_every (false), e.g. to ask every query early as "
+        "PEBBLE's own schedules do (each round still cuts its segments from the steps since "
+        "the previous one)."
     )
 
 
@@ -969,7 +1012,8 @@ class MitigationConfig(BaseModel):
 #: return and median wall time (the same section, `python benchmarks/peer_imitation.py`). The
 #: choice of 2 x 32 over 2 x 64 rests on 3-seed probes (session note 2026-12-04d on issue 11):
 #: equal returns, about 10% less wall time.
-PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
+#: Its minibatch stays 128, with which the imitation comparisons were measured.
+PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32), "batch_size": 128}
 #: ``reward_model`` defaults of the offline methods (iql, td3bc, cpl), for the keys a config
 #: does not give: PEBBLE's 3 x 256 hidden units (Lee et al. 2021, App. B), with which the
 #: offline benchmark was measured (BENCHMARKS.md "Offline preference RL"). The online default
@@ -980,7 +1024,10 @@ PREF_PPO_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (32, 32)}
 #: learning", README "Benchmarks"), and over the default job's 10 seeds the final gold return
 #: did not drop (mean 3571 against 3249, median wall time 333 s against 400 s; BENCHMARKS.md
 #: "Seed by seed").
-OFFLINE_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256, 256)}
+#: Their minibatch stays PEBBLE's 128 likewise (the online default became 32, see
+#: ``RewardModelConfig.batch_size``).
+OFFLINE_REWARD_MODEL_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256, 256),
+                                                 "batch_size": 128}
 #: The language-model methods: they train a text policy on a task of :mod:`rewardlab.lm.tasks`
 #: (the ``lm`` section; :mod:`rewardlab.algorithms.lm_loop`).
 LM_ALGORITHMS = ("grpo", "rloo", "dpo", "online_dpo", "bon")
@@ -1274,6 +1321,12 @@ class TrainConfig(BaseModel):
                 "reward_model.unlabeled_ratio / crop_steps: SURF's semi-supervised labels and "
                 "cropping train the MLP ensemble; offline.reward_model=transformer does not "
                 "use them: set both to 0 or use offline.reward_model=mlp"
+            )
+        if rm.architecture == "reed" and (self.is_offline or self.is_lm):
+            raise ValueError(
+                f"reward_model.architecture: 'reed' learns from the run's own transitions "
+                f"(online methods: pebble, pref_ppo); algorithm={self.algorithm} has none: "
+                "use reward_model.architecture=mlp"
             )
         self._check_offline()
         self._check_lm()

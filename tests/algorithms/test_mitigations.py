@@ -44,6 +44,11 @@ def test_effective_schedule_spreads_budget_and_cuts_recent_segments():
     assert sch.round_every == (20480 - 1024) // 5
     assert sch.recent_steps == sch.round_every // 4
     assert sch.total_budget == 100 and sch.first_round_at == 1024
+    # targeted_spread off: the configured cadence stays, the segments are still the recent ones
+    kept = _config("mitigation.targeted_feedback=true", "mitigation.targeted_spread=false")
+    sch = effective_schedule(kept.feedback, kept.mitigation, kept.total_steps, 4)
+    assert sch.round_every == kept.feedback.round_every < (20480 - 1024) // 5
+    assert sch.recent_steps == sch.round_every // 4
 
 
 def test_chi2_penalty_hand_values_and_clipping():

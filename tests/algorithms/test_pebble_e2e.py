@@ -23,6 +23,22 @@ def _train(run_dir, overrides):
     return main(argv)
 
 
+def _gold_evals(run):
+    return [(r["step"], r["eval/gold_return"]) for r in read_metrics(run)
+            if "eval/gold_return" in r]
+
+
+def _same_reward_model(run_a, run_b, *must_hold):
+    """Whether two runs' final reward-model checkpoints hold the same tensors (and
+    ``must_hold``)."""
+    def weights(run):
+        return load_file(str(run / "checkpoints" / "latest" / "reward_model.safetensors"))
+
+    wa, wb = weights(run_a), weights(run_b)
+    return (all(k in wa for k in must_hold) and wa.keys() == wb.keys()
+            and all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa))
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pebble") / "run"
@@ -141,12 +157,22 @@ def test_surf_run_logs_pseudo_labels_and_repeats_with_its_seed(tmp_path):
     assert _train(tmp_path / "b", overrides) == 0
     rows = [r for r in read_metrics(tmp_path / "a") if "reward_model/train_accuracy" in r]
     assert rows and all(0.0 <= r["reward_model/pseudo_labeled_fraction"] <= 1.0 for r in rows)
+    assert _gold_evals(tmp_path / "a") == _gold_evals(tmp_path / "b")
+    assert _same_reward_model(tmp_path / "a", tmp_path / "b")
 
-    def evals(run):
-        return [(r["step"], r["eval/gold_return"]) for r in read_metrics(run)
-                if "eval/gold_return" in r]
 
-    assert evals(tmp_path / "a") == evals(tmp_path / "b")
-    wa = load_file(str(tmp_path / "a" / "checkpoints" / "latest" / "reward_model.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "checkpoints" / "latest" / "reward_model.safetensors"))
-    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+def test_reed_run_logs_its_consistency_fit_and_repeats_with_its_seed(tmp_path):
+    """REED (dynamics-aware reward) through the whole loop: every round's fit reports the
+    self-future-consistency loss on at most sfc_max_transitions transitions, and the same seed
+    gives the same evaluations and reward model (its draws come from the seed and the round
+    only, and each fit makes a fresh optimiser, so a resumed run draws the same too)."""
+    overrides = [*fast_overrides("pebble", 1500), "reward_model.architecture=reed",
+                 "reward_model.sfc_epochs=2", "reward_model.sfc_max_transitions=500"]
+    assert _train(tmp_path / "a", overrides) == 0
+    assert _train(tmp_path / "b", overrides) == 0
+    rows = [r for r in read_metrics(tmp_path / "a") if "reward_model/train_accuracy" in r]
+    assert rows and all(-3.0 <= r["reward_model/sfc_loss"] <= 3.0 for r in rows)
+    # 500 steps in 50-step episodes hold 490 transitions; by the second round more than 500
+    assert [r["reward_model/sfc_transitions"] for r in rows] == [490, 500]
+    assert _gold_evals(tmp_path / "a") == _gold_evals(tmp_path / "b")
+    assert _same_reward_model(tmp_path / "a", tmp_path / "b", "net.dynamics.next_state.weight")

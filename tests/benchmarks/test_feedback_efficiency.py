@@ -85,6 +85,21 @@ def test_overrides_spread_budget_and_disable_unhealthy_termination(fe):
         fe.run_overrides("HalfCheetah-v5", "pebble", "oracle", 500, 1500, 0)
 
 
+def test_front_loaded_variant_asks_every_query_in_the_first_half(fe):
+    from rewardlab.config import load_config
+
+    def feedback(method):
+        return load_config(None, fe.run_overrides("Walker2d-v5", method, "oracle", 500, 100000,
+                                                  0)).feedback
+
+    whole, front = feedback("pebble_targeted"), feedback("pebble_targeted_front")
+    assert front.first_round_at == whole.first_round_at == 5000
+    assert whole.round_every == 9500 and front.round_every == 4750
+    last = front.first_round_at + (fe.ROUNDS - 1) * front.round_every
+    assert last <= 5000 + (100000 - 5000) // 2  # the last round within the first half
+    assert front.queries_per_round * fe.ROUNDS == whole.total_budget == 500
+
+
 def test_only_the_finished_attempt_counts(fe):
     key = fe.run_key("HalfCheetah-v5", "pebble", "oracle", 100, 1000, 0)
     recs = (records(fe, key, {500: -99.0}, "a1", done=False)  # crashed attempt
@@ -327,10 +342,14 @@ def test_grids_keep_pebbles_reward_model_and_the_default_variant_is_the_default(
     def cfg(method):
         return load_config(None, fe.run_overrides("Pendulum-v1", method, "oracle", 100, 15000, 0))
 
-    # the measured grids' 3 x 256 stays pinned whatever RewardLab's default is
+    # the measured grids' 3 x 256 in minibatches of 128 stays pinned whatever RewardLab's
+    # default is
     for method in ("pebble", "pebble_targeted", "pebble_rm_bf16", "pebble_surf"):
         assert cfg(method).reward_model.hidden_sizes == (256, 256, 256), method
+        assert cfg(method).reward_model.batch_size == 128, method
     assert cfg("pebble_rm_2x64").reward_model.hidden_sizes == (64, 64)  # a variant wins
+    assert cfg("pebble_rm_2x64").reward_model.batch_size == 128  # the other pin stays
+    assert cfg("pebble_rm_3x128_b32").reward_model.batch_size == 32
     small = fe.run_overrides("Pendulum-v1", "pebble_rm_3x128", "oracle", 100, 15000, 0)
     assert [o for o in small if o.startswith("reward_model.hidden_sizes")] == [
         "reward_model.hidden_sizes=[128, 128, 128]"]  # the pin is left out, not overridden

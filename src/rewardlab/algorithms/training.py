@@ -46,6 +46,7 @@ from rewardlab.envs.reward_wrapper import LearnedRewardVecEnv, RewardFn, mujoco_
 from rewardlab.feedback.human import AnnotationServer, HumanTeacher
 from rewardlab.feedback.rounds import RoundResult, next_round_step, unlabeled_pairs
 from rewardlab.feedback.teachers import ScriptedTeacher
+from rewardlab.rewards.dynamics import dynamics_transitions
 from rewardlab.rewards.fit import fit_reward_model
 from rewardlab.rewards.model import RewardModel
 from rewardlab.rewards.regularizers import (
@@ -67,6 +68,9 @@ RANDOM_PAIRS = 200
 #: Third seed word of the generator of SURF's unlabelled pairs (the diagnostics' random pairs
 #: use ``[seed, round]``).
 UNLABELED_STREAM = 1
+#: Stream of the transitions and shuffles of REED's self-future-consistency fit (the same for
+#: a resumed run).
+DYNAMICS_STREAM = 2
 
 
 # ------------------------------------------------------------------------ loop state
@@ -265,12 +269,32 @@ def surf_unlabeled(
     return unlabeled_pairs(log, ratio * labels, segment_len, rng)
 
 
+def dynamics_fit(reward_model: RewardModel, log: TransitionLog, seed: int, round: int
+                 ) -> dict[str, float]:
+    """REED's self-future-consistency fit before a round's preference fit (Metcalf et al. 2023:
+    before every reward update), with ``reward_model.architecture=reed``: up to
+    ``sfc_max_transitions`` transitions of ``log``
+    (:func:`rewardlab.rewards.dynamics.dynamics_transitions`), drawn and shuffled by a stream of
+    their own seeded by ``seed`` and the round. Returns its ``reward_model/sfc_*`` metrics
+    (empty for any other architecture)."""
+    cfg = reward_model.config
+    if cfg.architecture != "reed":
+        return {}
+    rng = np.random.default_rng([seed, round, DYNAMICS_STREAM])
+    obs, actions, next_obs = dynamics_transitions(log, cfg.sfc_max_transitions, rng)
+    out = reward_model.fit_dynamics(obs, actions, next_obs,
+                                    seed=int(rng.integers(0, 2**63 - 1)))
+    return {f"reward_model/{k}": v for k, v in out.items()}
+
+
 def refit_after_round(
     reward_model: RewardModel, store: FeedbackStore, result: RoundResult,
     holdout_fraction: float, fallback_teachers: tuple[str, ...], log: TransitionLog,
     state: LoopState, segment_len: int, seed: int,
 ) -> dict[str, float]:
-    """The reward fit after a round: check the ensemble on the fresh queries, refit it on every
+    """The reward fit after a round: check the ensemble on the fresh queries, run REED's
+    self-future-consistency fit when the architecture asks for it (:func:`dynamics_fit`), refit
+    it on every
     label in the store (:func:`rewardlab.rewards.fit.fit_reward_model`, standardised on the
     last ``NORMALIZATION_ROWS`` steps, with SURF's unlabelled pairs when
     ``reward_model.unlabeled_ratio`` is set: :func:`surf_unlabeled`), measure it on random
@@ -279,12 +303,14 @@ def refit_after_round(
     own seeded by ``seed`` and the round), and return the round's metrics."""
     fresh = fresh_metrics(reward_model, result)
     t0 = time.perf_counter()
+    dynamics = dynamics_fit(reward_model, log, seed, result.round)
     data = store.records.training_arrays(fallback_teachers=fallback_teachers)
     fit = fit_reward_model(reward_model, data, holdout_fraction,
                            *log.recent_flat(NORMALIZATION_ROWS),
                            unlabeled=surf_unlabeled(reward_model.config.unlabeled_ratio,
                                                     data["labels"].size, log, segment_len,
                                                     seed, result.round))
+    fit.update(dynamics)
     state.add_seconds({"reward_training": time.perf_counter() - t0})
     if reward_model.updates > 0:
         rng = np.random.default_rng([seed, result.round])

@@ -55,16 +55,19 @@ def effective_schedule(
     """The feedback schedule a run actually follows.
 
     With ``mitigation.targeted_feedback`` the query budget is spread evenly over the run
-    (``round_every`` raised to ``(total_steps - first_round_at) / rounds`` when that is longer)
-    and every round cuts its segments from the steps collected since the previous round only
-    (``recent_steps = round_every / n_envs`` rows per env), so queries are about the states the
-    policy now visits. Otherwise ``feedback`` unchanged.
+    (``round_every`` raised to ``(total_steps - first_round_at) / rounds`` when that is longer;
+    kept as configured with ``mitigation.targeted_spread`` off) and every round cuts its
+    segments from the steps collected since the previous round only (``recent_steps =
+    round_every / n_envs`` rows per env), so queries are about the states the policy now
+    visits. Otherwise ``feedback`` unchanged.
     """
     if not mitigation.targeted_feedback:
         return feedback
-    rounds = math.ceil(feedback.total_budget / feedback.queries_per_round)
-    span = max(total_steps - feedback.first_round_at, 1)
-    every = max(feedback.round_every, span // rounds)
+    every = feedback.round_every
+    if mitigation.targeted_spread:
+        rounds = math.ceil(feedback.total_budget / feedback.queries_per_round)
+        span = max(total_steps - feedback.first_round_at, 1)
+        every = max(every, span // rounds)
     return feedback.model_copy(update={
         "round_every": every, "recent_steps": max(every // n_envs, feedback.segment_len),
     })

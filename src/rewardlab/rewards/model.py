@@ -27,6 +27,7 @@ from rewardlab.rewards.bradley_terry import (
     preference_accuracy,
     preference_logits,
 )
+from rewardlab.rewards.dynamics import consistency_loss
 from rewardlab.rewards.ensemble import NumpyEnsemble, RewardEnsemble
 
 #: Rows per forward pass when predicting on large arrays (keeps memory flat).
@@ -142,6 +143,8 @@ class RewardModel:
                 self.config.hidden_sizes,
                 self.config.activation,
                 self.config.output_activation,
+                embed_sizes=((self.config.state_embed, self.config.action_embed)
+                             if self.config.architecture == "reed" else None),
             ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
@@ -287,6 +290,70 @@ class RewardModel:
         if semi:
             out["pseudo_labeled_fraction"] = pseudo
         return out
+
+    def fit_dynamics(
+        self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, seed: int
+    ) -> dict[str, float]:
+        """REED's self-future-consistency task (Metcalf et al. 2023; :mod:`rewardlab.rewards.
+        dynamics`): train every member's encoder and hidden layers to predict the next state's
+        embedding from ``(s_t, a_t)``, before the preference fit.
+
+        Each member draws its own order of the transitions every epoch (the reference gives
+        each member its own shuffled loader); all members step together in one batched pass. A
+        fresh Adam optimiser (``config.sfc_lr``) is made for each call, as the reference makes
+        a new optimiser every round, so nothing of it needs a checkpoint.
+
+        Args:
+            obs: ``(N, obs_dim)`` float32 states ``s_t``.
+            actions: ``(N, act_dim)`` float32 actions ``a_t``.
+            next_obs: ``(N, obs_dim)`` float32 next states ``s_{t+1}``.
+            seed: seeds the shuffles (the caller derives it from the run seed and the round,
+                so a resumed run draws the same).
+
+        Returns:
+            ``{"sfc_loss", "sfc_epochs", "sfc_transitions"}``: the last epoch's mean loss (sum
+            over members of ``-cos``, so ``-members`` at best), the epochs run and ``N``.
+
+        Raises:
+            ValueError: if the model has no REED architecture or the shapes disagree.
+        """
+        heads = self.net.dynamics
+        if heads is None:
+            raise ValueError("fit_dynamics: reward_model.architecture is not 'reed'")
+        n = obs.shape[0]
+        if actions.shape[0] != n or next_obs.shape != obs.shape:
+            raise ValueError(f"fit_dynamics: shapes disagree: obs {obs.shape}, actions "
+                             f"{actions.shape}, next_obs {next_obs.shape}")
+        cfg = self.config
+        if n < 2:
+            return {"sfc_loss": float("nan"), "sfc_epochs": 0.0, "sfc_transitions": float(n)}
+        k = cfg.members
+        x_all = torch.from_numpy(np.concatenate([obs, actions], axis=-1)).to(self.device)
+        next_all = torch.from_numpy(np.ascontiguousarray(next_obs)).to(self.device)
+        shared = [p for m in self.net.net[:-2] for p in m.parameters()]
+        optimizer = torch.optim.Adam([*shared, *heads.parameters()], lr=cfg.sfc_lr)
+        generator = torch.Generator().manual_seed(seed)
+        batch = min(cfg.sfc_batch_size, n)
+        self.net.train()
+        loss_value = float("nan")
+        for _ in range(cfg.sfc_epochs):
+            order = torch.argsort(torch.rand(k, n, generator=generator), dim=1)
+            total, steps = 0.0, 0
+            for start in range(0, n - 1, batch):  # a last batch of 1 has no batch statistics
+                idx = order[:, start : start + batch].to(self.device)  # (K, b)
+                predicted = heads.predict(self.net.representation(x_all[idx]))
+                with torch.no_grad():
+                    target = heads.project(self.net.state_embedding(next_all[idx]))
+                loss = consistency_loss(predicted, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                steps += 1
+            loss_value = total / max(steps, 1)
+        self.net.eval()
+        return {"sfc_loss": loss_value, "sfc_epochs": float(cfg.sfc_epochs),
+                "sfc_transitions": float(n)}
 
     def _cropped_logits(self, step_rewards: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
         """The training logits of ``step_rewards (K, rows, 2, T)``: ``whole`` (the logits of the
