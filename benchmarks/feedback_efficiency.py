@@ -27,7 +27,7 @@ Every combination env x method x teacher x query budget x seed selected by the f
   ``pebble_entropy`` (query selection), ``pebble_no_pretrain`` (no unsupervised pre-training),
   ``pebble_no_reset`` (no critic reset after pre-training), ``pebble_rm_2x64`` (a 2 x 64
   reward model instead of PEBBLE's 3 x 256), ``pebble_rm_3x128`` (3 x 128),
-  ``pebble_rm_3x128_b32`` (3 x 128 fit in minibatches of 32),
+  ``pebble_rm_3x128_b32`` (3 x 128 fit in minibatches of 32: RewardLab's default for PEBBLE),
   ``pebble_rm_bf16`` (the reward model's fit and ranking in bfloat16), ``pebble_tanh``
   (PEBBLE's tanh on the reward model's output), ``pebble_targeted`` (each round's queries cut
   from the steps since the previous round only), ``pebble_surf`` (SURF's semi-supervised labels
@@ -167,7 +167,7 @@ ROUND_SPAN: dict[str, float] = {"pebble_targeted_front": 0.5}
 #: variants).
 GRID_REWARD_MODEL = ("reward_model.hidden_sizes=[256, 256, 256]", "reward_model.batch_size=128")
 #: The variant whose reward model is RewardLab's default for PEBBLE (the overhead headline).
-DEFAULT_PEBBLE_VARIANT = "pebble_rm_3x128"
+DEFAULT_PEBBLE_VARIANT = "pebble_rm_3x128_b32"
 #: The normaliser: the same agent as PEBBLE's on the true reward.
 REFERENCE = "true_reward"
 #: Methods without teacher or budget, and the ``core.Job`` method that runs each.
@@ -974,8 +974,8 @@ NOTES = [
     "`pebble_no_reset` keeps the critic trained on the intrinsic reward at the first reward "
     "update (PEBBLE Alg. 1 resets it); `pebble_rm_2x64` uses a reward model of 2 hidden "
     "layers of 64 instead of PEBBLE's 3 x 256 (every other variant's), `pebble_rm_3x128` "
-    "one of 3 x 128 (RewardLab's default for PEBBLE), `pebble_rm_3x128_b32` the same fit in "
-    "minibatches of 32 instead of PEBBLE's 128, `pebble_rm_bf16` fits and ranks with "
+    "one of 3 x 128, `pebble_rm_3x128_b32` the same fit in minibatches of 32 instead of "
+    "PEBBLE's 128 (RewardLab's default for PEBBLE), `pebble_rm_bf16` fits and ranks with "
     "the 3 x 256 model in bfloat16 "
     "autocast; `pebble_tanh` puts "
     "PEBBLE's tanh on each reward-model member's output (RewardLab's default has none); "

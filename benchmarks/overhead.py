@@ -3,12 +3,12 @@
 Usage::
 
     python benchmarks/overhead.py [--env HalfCheetah-v5] [--steps 20000] [--queries 500]
-        [--seed 0] [--methods pebble_rm_3x128 pebble ...]
+        [--seed 0] [--methods pebble_rm_3x128_b32 pebble_rm_3x128 pebble ...]
         [--out-dir benchmarks/runs/feedback_efficiency] [--no-write]
 
 Runs (or reuses, when already finished) one PEBBLE run with the oracle teacher (RewardLab's
-default reward model for PEBBLE, 3 x 128: the harness's ``pebble_rm_3x128``,
-``fe.DEFAULT_PEBBLE_VARIANT``) and one run of the
+default reward model for PEBBLE, 3 x 128 fit in minibatches of 32: the harness's
+``pebble_rm_3x128_b32``, ``fe.DEFAULT_PEBBLE_VARIANT``) and one run of the
 same agent on the true reward (the harness's ``true_reward``: ``pebble.backbone`` with the same
 settings), through the feedback-efficiency harness (``benchmarks/feedback_efficiency.py``, which
 runs them with ``benchmarks/core.py``'s runners as Ray Tune trials, each pinned to a core; same

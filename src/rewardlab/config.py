@@ -572,7 +572,8 @@ class HumanConfig(BaseModel):
 
 class RewardModelConfig(BaseModel):
     """Reward-model ensemble and its training (defaults follow PEBBLE, App. B, except the
-    hidden sizes: 3 x 128 instead of 3 x 256, see ``hidden_sizes``)."""
+    hidden sizes, 3 x 128 instead of 3 x 256, and the minibatch, 32 instead of 128: see
+    ``hidden_sizes`` and ``batch_size``)."""
 
     model_config = _SECTION
 
@@ -634,7 +635,12 @@ class RewardModelConfig(BaseModel):
     lr: Float = Field(3e-4, gt=0, le=1, description="Adam learning rate.")
     weight_decay: Float = Field(0.0, ge=0, description="Adam L2 weight decay.")
     batch_size: Int = Field(
-        128, ge=1, le=MAX_BATCH, description="Queries per gradient step, per member."
+        32, ge=1, le=MAX_BATCH, description="Queries per gradient step, per member: 32, not "
+        "PEBBLE's 128, so each pass over the labels takes 4x the gradient steps and the "
+        "accuracy stop (target_accuracy) comes in about half the passes, at the same accuracy "
+        "on random pairs of experience (issue 11, item 6; BENCHMARKS.md overhead section). "
+        "The offline methods and algorithm=pref_ppo keep 128 (OFFLINE_REWARD_MODEL_DEFAULTS, "
+        "PREF_PPO_REWARD_MODEL_DEFAULTS)."
     )
     max_epochs: Int = Field(
         50, ge=1, le=MAX_REPEATS, description="Most passes over the labels per update (PEBBLE "
