@@ -171,7 +171,7 @@ def test_reed_run_logs_its_consistency_fit_and_repeats_with_its_seed(tmp_path):
     assert _train(tmp_path / "a", overrides) == 0
     assert _train(tmp_path / "b", overrides) == 0
     rows = [r for r in read_metrics(tmp_path / "a") if "reward_model/train_accuracy" in r]
-    assert rows and all(-3.0 <= r["reward_model/sfc_loss"] <= 3.0 for r in rows)
+    assert rows and all(np.isfinite(r["reward_model/sfc_loss"]) for r in rows)
     # 500 steps in 50-step episodes hold 490 transitions; by the second round more than 500
     assert [r["reward_model/sfc_transitions"] for r in rows] == [490, 500]
     assert _gold_evals(tmp_path / "a") == _gold_evals(tmp_path / "b")

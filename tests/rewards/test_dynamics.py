@@ -82,6 +82,8 @@ def test_fit_dynamics_refuses_a_plain_mlp_and_bad_shapes():
 
 def test_transitions_stay_inside_episodes_and_respect_the_cap():
     log = TransitionLog(100, 2, OBS, ACT)
+    empty = dynamics_transitions(log, 0, np.random.default_rng(0))  # nothing logged yet
+    assert [x.shape for x in empty] == [(0, OBS), (0, ACT), (0, OBS)]
     for t in range(30):
         obs = np.full((2, OBS), t, np.float32)
         log.add(obs, np.zeros((2, ACT), np.float32), np.zeros(2, np.float32),

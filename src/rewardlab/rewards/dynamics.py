@@ -60,14 +60,11 @@ def dynamics_transitions(
 
     Returns:
         ``obs (N, obs_dim)``, ``actions (N, act_dim)``, ``next_obs (N, obs_dim)``, float32
-        (``N = 0`` before any episode holds two steps).
+        (``N = 0`` before any episode holds two steps). Raises nothing.
     """
     rows, envs = log.valid_starts(2)
     if max_transitions and rows.size > max_transitions:
         keep = np.sort(rng.choice(rows.size, size=max_transitions, replace=False))
         rows, envs = rows[keep], envs[keep]
-    pairs = log.windows(rows, envs, 2)["obs"] if rows.size else np.zeros(
-        (0, 2, log.obs.shape[-1]), np.float32)
-    actions = log.actions[rows, envs] if rows.size else np.zeros(
-        (0, log.actions.shape[-1]), np.float32)
-    return pairs[:, 0], actions, pairs[:, 1]
+    pairs = log.windows(rows, envs, 2)
+    return pairs["obs"][:, 0], pairs["actions"][:, 0], pairs["obs"][:, 1]

@@ -46,6 +46,10 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
 
+    def effective_weight(self) -> torch.Tensor:
+        """``(K, in, out)`` weight the forward pass multiplies by."""
+        return self.weight
+
 
 class MaskedEnsembleLinear(EnsembleLinear):
     """An :class:`EnsembleLinear` whose weight is multiplied by a fixed 0/1 mask.
@@ -60,6 +64,10 @@ class MaskedEnsembleLinear(EnsembleLinear):
         members: ensemble size K.
         in_sizes: ``(obs_dim, act_dim)``.
         out_sizes: ``(state_embed, action_embed)``.
+
+    Shapes:
+        input ``(K, N, obs_dim + act_dim)`` float32 -> output ``(K, N, state_embed +
+        action_embed)`` float32.
     """
 
     def __init__(self, members: int, in_sizes: tuple[int, int], out_sizes: tuple[int, int]
@@ -273,11 +281,8 @@ class NumpyEnsemble:
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
         self.activations: list[Callable[[np.ndarray], np.ndarray]] = []
         for module in net.net:
-            if isinstance(module, MaskedEnsembleLinear):
+            if isinstance(module, EnsembleLinear):  # masked layers: the weight with the mask
                 self.layers.append((module.effective_weight().detach().cpu().numpy().copy(),
-                                    module.bias.detach().cpu().numpy().copy()))
-            elif isinstance(module, EnsembleLinear):
-                self.layers.append((module.weight.detach().cpu().numpy().copy(),
                                     module.bias.detach().cpu().numpy().copy()))
             else:
                 self.activations.append(numpy_activation(module))
