@@ -155,6 +155,12 @@ PEBBLE_VARIANTS: dict[str, tuple[str, ...]] = {
     # embedding before every preference fit (reward_model.architecture=reed)
     "pebble_targeted_reed": ("mitigation.targeted_feedback=true",
                              "reward_model.architecture=reed"),
+    # targeted queries with Christiano et al.'s (2017, Sec. 2.2.3) lapse model in the reward
+    # fit: P = lapse / 2 + (1 - lapse) * sigmoid(R_left - R_right), lapse 0.2, the rate at which
+    # the mistake teacher's 10% flips answer at random (reward_model.lapse_rate); the fit stops
+    # at 90% training accuracy, as 10% flipped labels leave 97% out of reach
+    "pebble_targeted_lapse": ("mitigation.targeted_feedback=true",
+                              "reward_model.lapse_rate=0.2", "reward_model.target_accuracy=0.9"),
 }
 #: Share of the steps after pre-training that a variant's :data:`ROUNDS` rounds are spread
 #: over (1.0, the whole rest of the run, unless listed).
@@ -988,7 +994,11 @@ NOTES = [
     "them (PEBBLE's own schedules ask every query early); `pebble_targeted_reed` is "
     "`pebble_targeted` with REED's dynamics-aware reward model (Metcalf et al. 2023: separate "
     "state and action encoders, trained before every preference fit to predict the next "
-    "state's embedding from the run's transitions; `reward_model.architecture=reed`).",
+    "state's embedding from the run's transitions; `reward_model.architecture=reed`); "
+    "`pebble_targeted_lapse` is `pebble_targeted` with Christiano et al.'s (2017, Sec. 2.2.3) "
+    "lapse model in the reward fit, P = 0.1 + 0.8 sigmoid(R_left - R_right) "
+    "(`reward_model.lapse_rate=0.2`, the rate at which a teacher flipping 10% of its labels "
+    "answers at random), stopping at 90% training accuracy instead of 97%.",
     "Earlier ablation runs (Pendulum-v1, SB3 SAC backbone, scored against `sac_true`) are kept "
     "in `benchmarks/results/ablations_runs_sb3_sac_pendulum.jsonl`.",
     "Hopper-v5 and Walker2d-v5 (not in this table unless listed) run with "

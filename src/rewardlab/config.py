@@ -651,6 +651,15 @@ class RewardModelConfig(BaseModel):
         "used 200; 50 keeps noisy-teacher runs, which never reach the accuracy target, "
         "affordable on CPU)."
     )
+    lapse_rate: Float = Field(
+        0.0, ge=0, lt=1, description="Probability that the teacher answers uniformly at "
+        "random, fitted in the loss (Christiano et al. 2017, Sec. 2.2.3, used 0.1): P[left] = "
+        "lapse_rate / 2 + (1 - lapse_rate) * sigmoid(R_left - R_right), so a flipped label "
+        "against a clear pair costs a bounded loss. A teacher flipping a fraction eps of its "
+        "labels (teacher.eps_mistake) answers this model with lapse_rate = 2 * eps. The "
+        "training accuracy then rarely passes target_accuracy, so fits run to max_epochs. "
+        "0 (default): plain Bradley-Terry, as PEBBLE.",
+    )
     target_accuracy: Float = Field(
         0.97, gt=0, le=1.0, description="Stop an update once the members' mean training "
         "accuracy on decided queries exceeds this (PEBBLE: 0.97)."
@@ -1331,6 +1340,11 @@ class TrainConfig(BaseModel):
                 "reward_model.unlabeled_ratio / crop_steps: SURF's semi-supervised labels and "
                 "cropping train the MLP ensemble; offline.reward_model=transformer does not "
                 "use them: set both to 0 or use offline.reward_model=mlp"
+            )
+        if transformer and rm.lapse_rate:
+            raise ValueError(
+                "reward_model.lapse_rate: trains the MLP ensemble; offline.reward_model="
+                "transformer does not read it: set it to 0 or use offline.reward_model=mlp"
             )
         if rm.architecture == "reed" and (self.is_offline or self.is_lm):
             raise ValueError(

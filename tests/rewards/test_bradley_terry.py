@@ -79,3 +79,38 @@ def test_weights_mask_pairs_but_the_mean_keeps_the_whole_batch():
         logits[:, 0], targets[0].expand(2), reduction="none")
     expected = (per_pair / 3).sum()  # averaged over all 3 pairs, SURF Eq. 5
     assert torch.allclose(bradley_terry_loss(logits, targets, only_first), expected)
+
+
+def test_lapse_loss_matches_the_lapse_model_by_hand():
+    # Christiano et al. 2017, Sec. 2.2.3: P = lapse / 2 + (1 - lapse) * sigmoid(logit)
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    targets = torch.tensor([1.0, 1.0, 0.5])
+    lapse = 0.1
+
+    def ce(logit: float, y: float) -> float:
+        p = lapse / 2 + (1 - lapse) / (1 + math.exp(-logit))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    expected = sum(ce(x, y) for x, y in zip(logits[0].tolist(), targets.tolist(), strict=True)) / 3
+    assert bradley_terry_loss(logits, targets, lapse=lapse).item() == pytest.approx(expected,
+                                                                                     rel=1e-6)
+    assert bradley_terry_loss(logits, targets, lapse=0.0).item() == pytest.approx(
+        bradley_terry_loss(logits, targets).item())
+
+
+def test_lapse_bounds_the_loss_of_a_label_against_a_confident_ranking():
+    logits = torch.tensor([[60.0]])  # the model is sure the left segment is better
+    flipped = torch.tensor([0.0])  # the teacher said right
+    plain = bradley_terry_loss(logits, flipped).item()
+    lapsed = bradley_terry_loss(logits, flipped, lapse=0.2).item()
+    assert plain == pytest.approx(60.0, rel=1e-4)  # grows without bound in the logit
+    assert lapsed == pytest.approx(-math.log(0.1), rel=1e-4)  # at most -log(lapse / 2)
+    logits.requires_grad_(True)
+    bradley_terry_loss(logits, flipped, lapse=0.2).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().item() < 1e-6
+
+
+@pytest.mark.parametrize("lapse", [-0.1, 1.0])
+def test_lapse_outside_the_unit_interval_is_refused(lapse):
+    with pytest.raises(ValueError, match="lapse"):
+        bradley_terry_loss(torch.zeros(1, 2), torch.ones(2), lapse=lapse)

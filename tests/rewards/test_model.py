@@ -161,3 +161,22 @@ def test_unconfident_unlabelled_pairs_do_not_change_the_fit():
     assert fit["pseudo_labeled_fraction"] == 0.0
     for a, b in zip(plain.net.parameters(), surf.net.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_lapse_rate_fit_learns_the_reward_through_flipped_labels():
+    # reward_model.lapse_rate (Christiano et al. 2017, Sec. 2.2.3) fits P = lapse / 2 +
+    # (1 - lapse) * sigmoid: a teacher flipping 10% of its labels answers it with lapse 0.2
+    rng = np.random.default_rng(1)
+    obs, act, y = _linear_reward_data(rng, 1200)
+    noisy = y.copy()
+    flip = rng.random(1000) < 0.1
+    noisy[:1000][flip] = 1 - noisy[:1000][flip]
+    fits = {}
+    for lapse in (0.0, 0.2):
+        cfg = RewardModelConfig(hidden_sizes=(64, 64), max_epochs=30, lapse_rate=lapse)
+        model = RewardModel(4, 2, cfg, seed=0)
+        fits[lapse] = model.fit(obs[:1000], act[:1000], noisy[:1000])
+        if lapse:
+            assert model.accuracy(obs[1000:], act[1000:], y[1000:]) >= 0.85
+    # the lapse model's loss differs from plain Bradley-Terry's on the same data and seed
+    assert fits[0.2]["loss"] != pytest.approx(fits[0.0]["loss"], rel=1e-3)

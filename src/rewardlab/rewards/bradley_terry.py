@@ -4,9 +4,18 @@ Source: Christiano et al. 2017, "Deep reinforcement learning from human preferen
 ``P[sigma_0 > sigma_1] = exp(sum_t r(s0_t, a0_t)) / (exp(sum_t r(s0_t, a0_t)) + exp(sum_t r(s1_t,
 a1_t)))``, i.e. ``sigmoid(R_0 - R_1)``, trained with the cross-entropy against the label
 distribution (0.5 / 0.5 for "equal"). PEBBLE (Lee et al. 2021, Eq. 4) uses the same loss.
+
+Christiano et al. 2017, Sec. 2.2.3, fit a lapse model instead: "we assume there is a 10% chance
+that the human responds uniformly at random", i.e. ``P = lapse / 2 + (1 - lapse) *
+sigmoid(R_0 - R_1)`` with ``lapse = 0.1``. A label against a confidently ranked pair then costs at
+most ``-log(lapse / 2)``, so flipped labels pull the reward less (``lapse`` argument of
+:func:`bradley_terry_loss`). A teacher that flips a fraction ``eps`` of its labels (B-Pref's
+mistake teacher) answers exactly this model with ``lapse = 2 * eps``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +44,8 @@ def preference_logits(step_rewards: torch.Tensor) -> torch.Tensor:
 
 
 def bradley_terry_loss(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+    lapse: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy between Bradley-Terry predictions and (soft) preference labels.
 
@@ -49,12 +59,16 @@ def bradley_terry_loss(
         weights: optional ``(members, batch)`` float per-pair weights, still averaged over the
             whole batch (SURF's masked pseudo-label loss, Park et al. 2022, Eq. 5:
             ``mean_b 1[conf_b >= tau] CE_b``).
+        lapse: probability in ``[0, 1)`` that the teacher answers uniformly at random
+            (Christiano et al. 2017, Sec. 2.2.3: 0.1): the cross-entropy is taken against
+            ``lapse / 2 + (1 - lapse) * sigmoid(logits)``. 0 (default): plain Bradley-Terry.
 
     Returns:
         Scalar tensor: ``sum_k mean_b w_k,b CE_k,b`` (``w = 1`` without weights).
 
     Raises:
-        ValueError: if the shapes do not broadcast to ``logits``.
+        ValueError: if the shapes do not broadcast to ``logits``, or ``lapse`` is outside
+            ``[0, 1)``.
     """
     if targets.shape != logits.shape:
         if targets.shape != logits.shape[1:]:
@@ -63,9 +77,17 @@ def bradley_terry_loss(
                 f"got {tuple(targets.shape)}"
             )
         targets = targets.expand_as(logits)
-    per_pair = F.binary_cross_entropy_with_logits(
-        logits, targets.to(logits.dtype), reduction="none"
-    )
+    if not 0.0 <= lapse < 1.0:
+        raise ValueError(f"lapse: must be in [0, 1), got {lapse}")
+    targets = targets.to(logits.dtype)
+    if lapse == 0.0:
+        per_pair = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    else:  # log P and log(1 - P) of the lapse model, in log space for stability
+        floor = torch.full_like(logits, math.log(lapse / 2))
+        scale = math.log1p(-lapse)
+        log_p = torch.logaddexp(floor, scale + F.logsigmoid(logits))
+        log_q = torch.logaddexp(floor, scale + F.logsigmoid(-logits))
+        per_pair = -(targets * log_p + (1 - targets) * log_q)
     if weights is not None:
         per_pair = per_pair * weights
     return per_pair.mean(dim=1).sum()

@@ -259,7 +259,8 @@ class RewardModel:
                         r = self.net.forward_members(x.reshape(k, rows * 2 * t_len, width))
                     r = r.float().reshape(k, rows, 2, t_len)
                     logits = preference_logits(r[:, :c])  # whole segments: the accuracy
-                    loss = bradley_terry_loss(self._cropped_logits(r[:, :c], logits), y)
+                    loss = bradley_terry_loss(self._cropped_logits(r[:, :c], logits), y,
+                                              lapse=cfg.lapse_rate)
                     total_loss += loss.item() * c / k
                     if semi:
                         u_logits = preference_logits(r[:, c:])
