@@ -15,6 +15,14 @@ Usage (the run is the default main job)::
 
 Writes ``benchmarks/results/reward_probe.json`` and the ``reward_probe`` section of
 BENCHMARKS.md (command, seeds, date, machine).
+
+``--flip 0.1`` flips that fraction of the run's decided labels before fitting, as B-Pref's
+mistake teacher does (Lee et al. 2021: ``u <= eps_mistake`` per query), so an oracle run's
+queries probe how each variant copes with a teacher that errs; with ``--section
+reward_probe_flip`` (or any other name) the table goes to a section of its own, e.g.::
+
+    python benchmarks/reward_probe.py RUN_DIR --flip 0.1 --section reward_probe_flip \
+        --variants "run's own (default)" lapse_rate=0.2 ...
 """
 
 from __future__ import annotations
@@ -52,11 +60,48 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hidden_sizes=[128, 128]": {"hidden_sizes": (128, 128)},
     "members=1": {"members": 1},
     "precision=bfloat16": {"precision": "bfloat16"},
+    "target_accuracy=0.9": {"target_accuracy": 0.9},
+    # Christiano et al. 2017, Sec. 2.2.3: a teacher answering at random 20% of the time
+    "lapse_rate=0.2": {"lapse_rate": 0.2},
+    "lapse_rate=0.2, target_accuracy=0.9": {"lapse_rate": 0.2, "target_accuracy": 0.9},
 }
+#: The variants run unless ``--variants`` names others (the table of BENCHMARKS.md's
+#: ``reward_probe`` section).
+DEFAULT_VARIANTS = ("run's own (default)", "max_epochs=10", "target_accuracy=0.8",
+                    "weight_decay=0.01", "hidden_sizes=[64, 64]", "hidden_sizes=[128, 128]",
+                    "members=1", "precision=bfloat16")
 
 
-def probe(run_dir: Path, label_counts: list[int], seeds: list[int]) -> list[dict[str, Any]]:
-    """Fit every variant on the first ``n`` labels for each ``n`` and seed; measure each."""
+def flip_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """B-Pref's mistake teacher applied after the fact (Lee et al. 2021): each decided label
+    (LEFT 0 / RIGHT 1) flips when a uniform draw is ``<= fraction``; EQUAL labels stay.
+
+    Args:
+        labels: ``(N,)`` int8 labels (``rewardlab.types``: 0 LEFT, 1 RIGHT, 2 EQUAL).
+        fraction: flip probability in ``[0, 1]``; 0 returns a copy unchanged (no draw).
+        seed: seed of the draws.
+
+    Returns:
+        ``(N,)`` int8 labels.
+
+    Raises:
+        ValueError: if ``fraction`` is outside ``[0, 1]``.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"--flip: a fraction in [0, 1], got {fraction}")
+    out = labels.copy()
+    if fraction == 0.0:
+        return out
+    flip = (np.random.default_rng(seed).random(len(out)) <= fraction) & (out < 2)
+    out[flip] = 1 - out[flip]
+    return out
+
+
+def probe(run_dir: Path, label_counts: list[int], seeds: list[int],
+          variants: tuple[str, ...] = DEFAULT_VARIANTS, flip: float = 0.0,
+          flip_seed: int = 0) -> list[dict[str, Any]]:
+    """Fit every variant on the first ``n`` labels for each ``n`` and seed (after flipping a
+    ``flip`` fraction of them, :func:`flip_labels`); measure each."""
     import torch
 
     from rewardlab.config import load_config
@@ -79,11 +124,13 @@ def probe(run_dir: Path, label_counts: list[int], seeds: list[int]) -> list[dict
         act_dim = saved["actions"].shape[-1]
     log = TransitionLog(shape[0], shape[1], shape[2], act_dim, state_dim)
     load_log(log, str(path))
-    targets = LABEL_TARGETS[data["labels"].astype(np.int64)]
+    labels = flip_labels(data["labels"], flip, flip_seed)
+    targets = LABEL_TARGETS[labels.astype(np.int64)]
     rows = []
     for n in label_counts:
         n = min(n, len(targets))
-        for name, update in VARIANTS.items():
+        for name in variants:
+            update = VARIANTS[name]
             for seed in seeds:
                 cfg = config.reward_model.model_copy(update=update)
                 model = RewardModel(shape[2], act_dim, cfg, seed=seed)
@@ -117,23 +164,31 @@ def fresh_note(run_dir: Path) -> str:
 
 
 def render(record: dict[str, Any]) -> str:
-    """The BENCHMARKS.md section."""
-    begin, end = section_markers("reward_probe")
+    """The BENCHMARKS.md section (``record["section"]``, default ``reward_probe``)."""
+    section = record.get("section", "reward_probe")
+    begin, end = section_markers(section)
     rows = record["rows"]
     counts = sorted({r["labels"] for r in rows})
+    flip = record.get("flip", 0.0)
+    title = "## Reward-model probe: accuracy on random pairs of a run's experience"
+    if flip:
+        title += f", with {flip:.0%} of the labels flipped"
     lines = [
         begin,
-        "## Reward-model probe: accuracy on random pairs of a run's experience",
+        title,
         "",
         f"Command: `{record['command']}` on the run made by `{record['run_command']}`; "
         f"reward-model seeds {record['seeds']}; {record['date']}; {record['machine']['cpu']}, "
         "one torch thread. Each cell: mean (min-max over seeds) accuracy against gold on "
-        f"{PAIRS} uniformly drawn pairs of the run's experience, and the fit's seconds.",
+        f"{PAIRS} uniformly drawn pairs of the run's experience, and the fit's seconds."
+        + (f" Before fitting, each decided label was flipped with probability {flip} (B-Pref's "
+           f"mistake teacher applied to the run's labels, draws seeded {record['flip_seed']})."
+           if flip else ""),
         "",
         "| variant | " + " | ".join(f"{n} labels" for n in counts) + " |",
         "|---|" + "---|" * len(counts),
     ]
-    for name in VARIANTS:
+    for name in [v for v in VARIANTS if any(r["variant"] == v for r in rows)]:
         cells = []
         for n in counts:
             sel = [r for r in rows if r["variant"] == name and r["labels"] == n]
@@ -151,23 +206,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=int, nargs="+", default=[40, 100, 200])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--run-command", default="rewardlab train --run-dir benchmarks/runs-probe/s0")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                   choices=list(VARIANTS), metavar="NAME",
+                   help=f"reward-model variants to fit (default: {', '.join(DEFAULT_VARIANTS)}; "
+                   f"also: {', '.join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)})")
+    p.add_argument("--flip", type=float, default=0.0,
+                   help="fraction of decided labels to flip before fitting (B-Pref's mistake "
+                   "teacher: 0.1), default 0")
+    p.add_argument("--flip-seed", type=int, default=0, help="seed of the flips")
+    p.add_argument("--section", default="reward_probe",
+                   help="BENCHMARKS.md section and results/<section>.json to write")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--render-only", action="store_true",
                    help="re-render BENCHMARKS.md from the saved results JSON (no fitting)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.flip <= 1.0:
+        p.error(f"--flip: a fraction in [0, 1], got {args.flip}")
+    results = RESULTS_JSON.with_name(f"{args.section}.json")
     if args.render_only:
-        record = json.loads(RESULTS_JSON.read_text())
+        record = json.loads(results.read_text())
     else:
         record = {
             "command": "python benchmarks/reward_probe.py " + " ".join(argv or sys.argv[1:]),
             "run_command": args.run_command, "seeds": args.seeds, "date": utc_now(),
             "machine": machine_info(), "git": git_state(),
-            "rows": probe(args.run_dir, args.labels, args.seeds),
+            "section": args.section, "flip": args.flip, "flip_seed": args.flip_seed,
+            "rows": probe(args.run_dir, args.labels, args.seeds, tuple(args.variants),
+                          args.flip, args.flip_seed),
         }
     record["note"] = fresh_note(args.run_dir)
     if not args.no_write:
-        RESULTS_JSON.write_text(json.dumps(record, indent=2))
-        begin, end = section_markers("reward_probe")
+        results.write_text(json.dumps(record, indent=2))
+        begin, end = section_markers(record.get("section", "reward_probe"))
         write_markdown_section(BENCHMARKS_MD, begin, end, render(record))
     print(render(record))
     return 0
