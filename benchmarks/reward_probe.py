@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import (  # noqa: E402
     BENCHMARKS_MD,
     REPO,
+    command_line,
     git_state,
     machine_info,
     section_markers,
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(results.read_text())
     else:
         record = {
-            "command": "python benchmarks/reward_probe.py " + " ".join(argv or sys.argv[1:]),
+            "command": command_line("reward_probe.py", argv),
             "run_command": args.run_command, "seeds": args.seeds, "date": utc_now(),
             "machine": machine_info(), "git": git_state(),
             "section": args.section, "flip": args.flip, "flip_seed": args.flip_seed,
