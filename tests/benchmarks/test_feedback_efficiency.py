@@ -43,16 +43,18 @@ def test_run_key_round_trip_and_references_have_no_teacher(fe):
 def test_defaults_are_the_headline_grid(fe):
     args = fe.parse_args([])
     assert args.envs == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
-    assert args.methods == ["true_reward", "pebble_targeted"]
+    assert args.methods == ["true_reward", "pebble_targeted", "pebble_targeted_front"]
     assert args.teachers == ["oracle", "mistake"]
     assert (args.queries, args.seeds, args.steps) == ([500], [0, 1, 2, 3, 4], 100_000)
     assert args.workers == 2 and args.address is None
     keys = fe.selected_keys(args)
-    assert len(keys) == 3 * 5 * (1 + 2)
+    assert len(keys) == 3 * 5 * (1 + 2 * 2)
     # seed by seed, the reference first
-    assert keys[:3] == ["HalfCheetah-v5/true_reward/-/q0/t100000/s0",
+    assert keys[:5] == ["HalfCheetah-v5/true_reward/-/q0/t100000/s0",
                         "HalfCheetah-v5/pebble_targeted/oracle/q500/t100000/s0",
-                        "HalfCheetah-v5/pebble_targeted/mistake/q500/t100000/s0"]
+                        "HalfCheetah-v5/pebble_targeted/mistake/q500/t100000/s0",
+                        "HalfCheetah-v5/pebble_targeted_front/oracle/q500/t100000/s0",
+                        "HalfCheetah-v5/pebble_targeted_front/mistake/q500/t100000/s0"]
 
 
 def test_dry_run_lists_runs_and_runs_nothing(fe, tmp_path, monkeypatch, capsys):
@@ -61,9 +63,9 @@ def test_dry_run_lists_runs_and_runs_nothing(fe, tmp_path, monkeypatch, capsys):
     assert fe.main(["--dry-run", "--records", str(tmp_path / "r.jsonl"),
                     "--out-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "HalfCheetah-v5/pebble_targeted/mistake/q500/t100000/s4 [to run" in out
-    assert "teacher.preset=mistake" in out and "mitigation.targeted_feedback=true" in out
-    assert "45 runs selected" in out
+    assert "HalfCheetah-v5/pebble_targeted_front/mistake/q500/t100000/s4 [to run" in out
+    assert "teacher.preset=mistake" in out and "mitigation.targeted_spread=false" in out
+    assert "75 runs selected" in out
     assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "out").exists()
 
 
