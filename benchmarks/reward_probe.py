@@ -74,11 +74,12 @@ DEFAULT_VARIANTS = ("run's own (default)", "max_epochs=10", "target_accuracy=0.8
 
 
 def flip_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """B-Pref's mistake teacher applied after the fact (Lee et al. 2021): each decided label
-    (LEFT 0 / RIGHT 1) flips when a uniform draw is ``<= fraction``; EQUAL labels stay.
+    """B-Pref's mistake teacher applied after the fact (Lee et al. 2021; the flip of
+    :func:`rewardlab.feedback.teachers.label_queries`): each decided label (LEFT or RIGHT)
+    swaps sides when a uniform draw is ``<= fraction``; EQUAL labels stay.
 
     Args:
-        labels: ``(N,)`` int8 labels (``rewardlab.types``: 0 LEFT, 1 RIGHT, 2 EQUAL).
+        labels: ``(N,)`` int8 :class:`rewardlab.types.Label` codes (RIGHT 0, LEFT 1, EQUAL 2).
         fraction: flip probability in ``[0, 1]``; 0 returns a copy unchanged (no draw).
         seed: seed of the draws.
 
@@ -93,8 +94,11 @@ def flip_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     out = labels.copy()
     if fraction == 0.0:
         return out
-    flip = (np.random.default_rng(seed).random(len(out)) <= fraction) & (out < 2)
-    out[flip] = 1 - out[flip]
+    from rewardlab.types import Label
+
+    decided = (out == Label.LEFT) | (out == Label.RIGHT)
+    flip = (np.random.default_rng(seed).random(len(out)) <= fraction) & decided
+    out[flip] = np.where(out[flip] == Label.LEFT, Label.RIGHT, Label.LEFT)
     return out
 
 
