@@ -868,6 +868,15 @@ def grid_header(rec: dict[str, Any], title: str, script: str, aggregated: str | 
             f"- Runs aggregated: {aggregated}"]
 
 
+def _verdict_score(iqm: float, target: float) -> str:
+    """``iqm`` to two decimals, or to as many more (up to four) as it takes not to read as the
+    target itself (0.899 printed as 0.90 beside "misses 0.90" would look like a contradiction)."""
+    for digits in (2, 3, 4):
+        if f"{iqm:.{digits}f}" != f"{target:.{digits}f}":
+            break
+    return f"{iqm:.{digits}f}"
+
+
 def render_section(rec: dict[str, Any]) -> str:
     sel = rec["selection"]
     section = rec.get("section", "feedback_efficiency")
@@ -934,7 +943,7 @@ def render_section(rec: dict[str, Any]) -> str:
                                         (te, q, t) for (_, te, q), t in TARGETS.items()))
                   + ", on each task: "
                   + "; ".join(f"{r['env']} `{r['method']}` {r['teacher']} "
-                              f"{r['normalized_iqm']:.2f} "
+                              f"{_verdict_score(r['normalized_iqm'], r['target'])} "
                               f"({'meets' if r['meets_target'] else 'misses'} "
                               f"{r['target']:.2f}, {r['steps']} steps, {len(r['seeds'])} seeds)"
                               for r in verdicts) + "."]
