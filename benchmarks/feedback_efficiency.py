@@ -869,12 +869,13 @@ def grid_header(rec: dict[str, Any], title: str, script: str, aggregated: str | 
 
 
 def _verdict_score(iqm: float, target: float) -> str:
-    """``iqm`` to two decimals, or to as many more (up to four) as it takes not to read as the
-    target itself (0.899 printed as 0.90 beside "misses 0.90" would look like a contradiction)."""
+    """``iqm`` to two decimals; a score that misses ``target`` but rounds up to it gets up to
+    two more (0.899 printed as 0.90 beside "misses 0.90" would read as a contradiction)."""
     for digits in (2, 3, 4):
-        if f"{iqm:.{digits}f}" != f"{target:.{digits}f}":
+        text = f"{iqm:.{digits}f}"
+        if iqm >= target or float(text) < target:
             break
-    return f"{iqm:.{digits}f}"
+    return text
 
 
 def render_section(rec: dict[str, Any]) -> str:
